@@ -1,0 +1,181 @@
+//! `cargo bench --bench host`: the host runtime against its anchors, in one run.
+//!
+//! * generation tokens/s, native llama.cpp (a fresh context, a plain greedy loop)
+//!   versus the `chat` component over HTTP through the host, same prompt, same
+//!   token count, both timed end to end (prompt + generation);
+//! * instantiation p50/p99 of `hello` with the pooling allocator and `InstancePre`;
+//! * `hello` requests/s under `wrk` through the host, versus the same component
+//!   under `wasmtime serve` (wasmtime-cli of the same version, `benches/setup.sh`);
+//! * the engine's fixed cost per inference (all but prompt processing and decoding).
+//!
+//! Ends with one line of JSON holding the figures.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmesh_benches::{median, percentile, wrk_rps};
+use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
+use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, native::NativeModel};
+use wasmesh_host::{Host, HostConfig};
+use wasmesh_tests::{components_dir, model_path, post_json};
+
+const PROMPT: &str = "<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n";
+const TOKENS: usize = 64;
+const RUNS: usize = 5;
+
+fn threads() -> u32 {
+    std::env::var("WASMESH_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(|| {
+        std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list.
+    }
+    let model = model_path();
+    let components = components_dir();
+    assert!(model.is_file(), "missing {}: run `bash deploy/setup.sh`", model.display());
+    assert!(components.join("chat.wasm").is_file(), "missing components: run `bash guest-components/build.sh`");
+    let threads = threads();
+    println!("machine: {} cores available, {threads} inference threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+
+    // 1. Native llama.cpp.
+    let native = NativeModel::load(&model, 0).expect("load model");
+    native.greedy(PROMPT, 8, 4096, threads as i32).expect("warm-up");
+    let mut native_rates = Vec::new();
+    let mut native_tokens = 0;
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let run = native.greedy(PROMPT, TOKENS, 4096, threads as i32).expect("native run");
+        native_tokens = run.tokens.len();
+        native_rates.push(run.tokens.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    drop(native);
+    let native_tok_s = median(&mut native_rates);
+    println!("native llama.cpp:   {native_tok_s:8.1} tok/s ({native_tokens} tokens, prompt included, median of {RUNS})");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let config = LlamaConfig {
+        models: [("smollm2".to_string(), model.clone())].into(),
+        threads: Some(threads),
+        ..Default::default()
+    };
+    let engine: Arc<dyn InferenceEngine> = Arc::new(LlamaEngine::new(config).expect("engine"));
+    let host = Host::new(HostConfig::default(), engine.clone()).expect("host");
+    let manifest = wasmesh_api::AppManifest::parse(include_str!("../examples/demo/wasmesh.toml")).unwrap();
+    let addr = runtime.block_on(async {
+        host.load_app(manifest, &components).await.expect("load demo app");
+        engine.preload("smollm2").await.expect("load model");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let h = host.clone();
+        tokio::spawn(async move { h.serve(listener).await });
+        addr
+    });
+    host.set_ready(true);
+
+    // 2. The chat component through the host, over HTTP.
+    let body = json!({"prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0});
+    post_json(addr, "/chat", &body);
+    let mut wasm_rates = Vec::new();
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let r = post_json(addr, "/chat", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let n = r.json()["usage"]["output_tokens"].as_u64().unwrap() as f64;
+        wasm_rates.push(n / t.elapsed().as_secs_f64());
+    }
+    let wasm_tok_s = median(&mut wasm_rates);
+    let ratio = wasm_tok_s / native_tok_s;
+    println!("chat component:     {wasm_tok_s:8.1} tok/s (over HTTP, median of {RUNS})  ratio {ratio:.3} (target >= 0.98)");
+
+    // 3. Fixed cost per inference inside the engine.
+    let mut fixed = Vec::new();
+    runtime.block_on(async {
+        for _ in 0..20 {
+            let g = engine
+                .generate(GenerateRequest {
+                    model: "smollm2".into(),
+                    prompt: PROMPT.into(),
+                    params: GenerateParams { n_predict: 8, ..Default::default() },
+                })
+                .await
+                .expect("generate");
+            fixed.push(g.fixed_cost.as_secs_f64() * 1000.0);
+        }
+    });
+    let fixed_cost_ms = median(&mut fixed);
+    println!("fixed cost / inference: {fixed_cost_ms:.3} ms (median of 20; target <= 1 ms)");
+
+    // 4. Instantiation of `hello`.
+    let mut inst = runtime.block_on(host.measure_instantiation("/hello", 20_000)).expect("instantiate");
+    let p50 = percentile(&mut inst, 50.0).as_secs_f64() * 1e6;
+    let p99 = percentile(&mut inst, 99.0).as_secs_f64() * 1e6;
+    println!("instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)");
+
+    // 5. hello under load: our host, then `wasmtime serve`.
+    let hello_rps = wrk_rps(&format!("http://{addr}/hello"), 16, 5).expect("wrk against the host");
+    println!("hello via host:     {hello_rps:8.0} req/s (wrk -c16 -d5s)");
+    let (wasmtime_rps, hello_vs_wasmtime_serve) = match wasmtime_serve_rps(&components.join("hello.wasm")) {
+        Ok(rps) => {
+            println!("hello via wasmtime serve: {rps:8.0} req/s  ratio {:.3} (target >= 1.0)", hello_rps / rps);
+            (Some(rps), Some(hello_rps / rps))
+        }
+        Err(e) => {
+            println!("wasmtime serve: not measured: {e}");
+            (None, None)
+        }
+    };
+
+    println!(
+        "{}",
+        json!({
+            "bench": "host",
+            "native_tok_s": round(native_tok_s, 1),
+            "wasm_tok_s": round(wasm_tok_s, 1),
+            "ratio": round(ratio, 3),
+            "instantiate_p50_us": round(p50, 2),
+            "instantiate_p99_us": round(p99, 2),
+            "hello_rps": round(hello_rps, 0),
+            "wasmtime_serve_rps": wasmtime_rps.map(|v| round(v, 0)),
+            "hello_vs_wasmtime_serve": hello_vs_wasmtime_serve.map(|v| round(v, 3)),
+            "fixed_cost_ms": round(fixed_cost_ms, 3),
+            "threads": threads,
+        })
+    );
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+/// Starts `wasmtime serve` on `hello.wasm` and measures it with the same `wrk` load.
+fn wasmtime_serve_rps(hello: &std::path::Path) -> Result<f64, String> {
+    let bin = std::env::var_os("WASMTIME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| wasmesh_tests::cache_dir().join("tools/bin/wasmtime"));
+    if !bin.is_file() {
+        return Err(format!("{} not found: run `bash benches/setup.sh`", bin.display()));
+    }
+    let addr = wasmesh_tests::free_addr();
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--addr", &addr.to_string(), hello.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            return Err("wasmtime serve did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rps = wrk_rps(&format!("http://{addr}/"), 16, 5);
+    let _ = child.kill();
+    let _ = child.wait();
+    rps
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Benchmark set-up: everything deploy/setup.sh installs, plus wasmtime-cli of the
+# same version as the host's Wasmtime (for the `wasmtime serve` anchor), installed
+# under ~/.cache/wasmesh/tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/setup.sh
+WASMTIME_VERSION=48.0.8
+tools="${WASMESH_CACHE:-$HOME/.cache/wasmesh}/tools"
+if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then
+  echo "[bench setup] installing wasmtime-cli $WASMTIME_VERSION (a release build: several minutes)"
+  cargo install --locked --root "$tools" wasmtime-cli@"$WASMTIME_VERSION"
+fi
+"$tools/bin/wasmtime" --version
+bash guest-components/build.sh

@@ -1,0 +1,107 @@
+//! One module per subcommand, plus what they share.
+
+pub mod host;
+pub mod up;
+
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmesh_engine::InferenceEngine;
+
+/// Logs to stderr; `RUST_LOG` overrides the default filter.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn,wasmtime=warn,cranelift=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// wasmesh's cache folder: `$WASMESH_CACHE`, or `~/.cache/wasmesh`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WASMESH_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("wasmesh")
+}
+
+/// Options that pick and size the inference engine, shared by `up` and `host`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// A model this node serves, as NAME=PATH.gguf (repeatable).
+    #[arg(long = "model", value_name = "NAME=PATH")]
+    pub models: Vec<String>,
+    /// Memory for loaded models, in MiB.
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub model_memory_mb: u64,
+    /// Inference threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<u32>,
+    /// Layers to offload to the GPU (default: all when a GPU backend is built in).
+    #[arg(long)]
+    pub gpu_layers: Option<u32>,
+    /// Context size in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx_size: u32,
+}
+
+impl EngineArgs {
+    /// The models as (name, path) pairs, with a clear error for a bad one.
+    pub fn parse_models(&self) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        self.models
+            .iter()
+            .map(|m| {
+                let Some((name, path)) = m.split_once('=') else {
+                    bail!("--model takes NAME=PATH.gguf, got '{m}'");
+                };
+                if name.is_empty() {
+                    bail!("--model '{m}' has an empty name");
+                }
+                Ok((name.to_string(), PathBuf::from(path)))
+            })
+            .collect()
+    }
+
+    /// Builds the engine this binary was compiled with.
+    pub fn build(&self, default_models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
+        let mut models = self.parse_models()?;
+        if models.is_empty() {
+            models = default_models;
+        }
+        build_engine(self, models)
+    }
+}
+
+#[cfg(feature = "llama")]
+fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
+    let config = wasmesh_engine_llama::LlamaConfig {
+        models: models.into_iter().collect(),
+        memory_budget_bytes: args.model_memory_mb << 20,
+        n_gpu_layers: args.gpu_layers,
+        threads: args.threads,
+        n_ctx: args.ctx_size,
+        ..Default::default()
+    };
+    let engine = wasmesh_engine_llama::LlamaEngine::new(config).context("cannot start the llama.cpp engine")?;
+    Ok(Arc::new(engine))
+}
+
+#[cfg(not(feature = "llama"))]
+fn build_engine(_args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
+    if !models.is_empty() {
+        bail!("support for llama.cpp was disabled at compile time: rebuild with `--features llama`");
+    }
+    Ok(Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new())))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

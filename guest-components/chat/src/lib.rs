@@ -1,0 +1,90 @@
+//! `chat`: generate text with a model through `wasi:nn`.
+//!
+//! `POST` a JSON body:
+//!
+//! ```json
+//! {"prompt": "Hello", "max_tokens": 128, "temperature": 0.0, "model": "smollm2", "chat": false, "return_tokens": false}
+//! ```
+//!
+//! Only `prompt` is required. The answer is `200`
+//! `{"text": "...", "usage": {"input_tokens": N, "output_tokens": N}}`.
+//!
+//! Errors: a bad body → 400 (413 over 1 MiB) `{"error": "..."}`; a `wasi:nn` error →
+//! `{"error": data, "code": "not-found"}` with 404 (not-found), 403 (security),
+//! 400 (invalid-argument) or 500 (anything else); a method other than POST → 405.
+
+use serde::Deserialize;
+use serde_json::json;
+use wasi::exports::http::incoming_handler::Guest;
+use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use wasmesh_guest_common::{
+    MAX_BODY_BYTES, error_json, generate, read_body, respond_json, respond_json_with,
+};
+
+const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false)}";
+
+/// The request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatRequest {
+    prompt: String,
+    #[serde(default = "default_max_tokens")]
+    max_tokens: u32,
+    #[serde(default)]
+    temperature: f32,
+    #[serde(default = "default_model")]
+    model: String,
+    #[serde(default)]
+    chat: bool,
+    #[serde(default)]
+    return_tokens: bool,
+}
+
+fn default_max_tokens() -> u32 {
+    128
+}
+
+fn default_model() -> String {
+    "smollm2".to_string()
+}
+
+struct Chat;
+
+impl Guest for Chat {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        if !matches!(request.method(), Method::Post) {
+            let body = json!({ "error": format!("method not allowed: {USAGE_HINT}") });
+            respond_json_with(out, 405, &[("allow", "POST")], &body);
+            return;
+        }
+
+        let body = match read_body(&request, MAX_BODY_BYTES) {
+            Ok(body) => body,
+            Err(e) => return respond_json(out, e.status(), &error_json(e.to_string())),
+        };
+        let req: ChatRequest = match serde_json::from_slice(&body) {
+            Ok(req) => req,
+            Err(e) => {
+                let message = format!("invalid request body: {e}; {USAGE_HINT}");
+                return respond_json(out, 400, &error_json(message));
+            }
+        };
+        if !req.temperature.is_finite() || req.temperature < 0.0 {
+            return respond_json(out, 400, &error_json("`temperature` must be a number >= 0"));
+        }
+
+        let options = json!({
+            "n-predict": req.max_tokens,
+            "temp": req.temperature,
+            "chat": req.chat,
+            "return-tokens": req.return_tokens,
+        })
+        .to_string();
+        match generate(&req.model, &req.prompt, Some(&options)) {
+            Ok((text, usage)) => respond_json(out, 200, &json!({ "text": text, "usage": usage })),
+            Err(e) => respond_json(out, e.http_status(), &e.to_json()),
+        }
+    }
+}
+
+wasi::http::proxy::export!(Chat);

@@ -1,0 +1,231 @@
+//! The seam between the wasmesh host and whatever runs models.
+//!
+//! The host links `wasi:nn` to an [`InferenceEngine`]; the binary chooses the
+//! implementation (llama.cpp in `wasmesh-engine-llama`, or [`fake::FakeEngine`] in
+//! tests of the host's own logic). The types here are what a guest's options JSON
+//! ([`GenerateParams`]) and the engine's answer ([`Generation`]) look like.
+//!
+//! Cancellation is by drop: an engine must stop work for a request whose future
+//! was dropped (the guest was stopped at its deadline, or the caller went away).
+
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod fake;
+
+/// A boxed future, so that [`InferenceEngine`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs inference for the host. Implementations own their models and threads;
+/// every method is cheap to call from async code (heavy work runs elsewhere).
+pub trait InferenceEngine: Send + Sync + 'static {
+    /// The model names this engine can serve (loaded or not).
+    fn models(&self) -> Vec<String>;
+
+    /// Whether `model` names a model this engine can serve.
+    fn has_model(&self, model: &str) -> bool {
+        self.models().iter().any(|m| m == model)
+    }
+
+    /// Generates text for `request`. Dropping the future cancels the generation.
+    fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, EngineError>>;
+
+    /// Loads `model` ahead of demand (a no-op when it is already loaded).
+    fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
+
+    /// One line describing the engine, for logs and `/health`.
+    fn summary(&self) -> String;
+}
+
+/// One generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateRequest {
+    /// The model's name, as the engine knows it.
+    pub model: String,
+    /// The prompt, fed to the model as is unless `params.chat` is set.
+    pub prompt: String,
+    /// Sampling and length options.
+    pub params: GenerateParams,
+}
+
+/// Options for one generation, in the JSON shape guests pass as the `options`
+/// tensor. Key names follow WasmEdge's GGML backend where one exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GenerateParams {
+    /// Maximum tokens to generate.
+    pub n_predict: u32,
+    /// Temperature; 0 is greedy decoding.
+    pub temp: f32,
+    /// Top-k sampling (ignored when greedy).
+    pub top_k: u32,
+    /// Nucleus sampling (ignored when greedy).
+    pub top_p: f32,
+    /// Repetition penalty over the last 64 tokens; 1.0 is off.
+    pub repeat_penalty: f32,
+    /// Sampling seed.
+    pub seed: u32,
+    /// Stop when the text ends with any of these (not returned).
+    pub stop: Vec<String>,
+    /// Wrap the prompt as one user turn with the model's chat template.
+    pub chat: bool,
+    /// Include the generated token ids in the `usage` output (for exact
+    /// comparisons and audits by re-execution).
+    pub return_tokens: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            n_predict: 128,
+            temp: 0.0,
+            top_k: 40,
+            top_p: 0.95,
+            repeat_penalty: 1.0,
+            seed: u32::MAX,
+            stop: Vec::new(),
+            chat: false,
+            return_tokens: false,
+        }
+    }
+}
+
+impl GenerateParams {
+    /// The most tokens one request may ask for.
+    pub const MAX_PREDICT: u32 = 32_768;
+
+    /// Parses the guest's options JSON, refusing unknown keys and out-of-range values
+    /// with a message that names the key.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EngineError> {
+        let params: Self = serde_json::from_slice(bytes)
+            .map_err(|e| EngineError::InvalidRequest(format!("options JSON: {e}")))?;
+        params.validate()?;
+        Ok(params)
+    }
+
+    /// Checks each value's range.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let bad = |m: String| Err(EngineError::InvalidRequest(m));
+        if self.n_predict == 0 || self.n_predict > Self::MAX_PREDICT {
+            return bad(format!("n-predict must be 1..={}, got {}", Self::MAX_PREDICT, self.n_predict));
+        }
+        if !(self.temp.is_finite() && self.temp >= 0.0) {
+            return bad(format!("temp must be a number >= 0, got {}", self.temp));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top-p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!("repeat-penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
+            return bad("stop takes at most 16 non-empty strings of at most 256 bytes".into());
+        }
+        Ok(())
+    }
+
+    /// Whether decoding is greedy (and so deterministic).
+    pub fn is_greedy(&self) -> bool {
+        self.temp <= 0.0
+    }
+}
+
+/// Token counts for one generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token.
+    Stop,
+    /// `n-predict` tokens were generated.
+    Length,
+    /// A stop string was produced.
+    StopString,
+}
+
+/// The result of one generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The generated text.
+    pub text: String,
+    /// The generated token ids, in order (for exact comparisons in tests and audits).
+    pub tokens: Vec<i32>,
+    /// Token counts.
+    pub usage: Usage,
+    /// Why generation ended.
+    pub finish: FinishReason,
+    /// Time spent on work other than prompt processing and generation
+    /// (queueing excluded): tokenizing, resetting state, building samplers.
+    pub fixed_cost: std::time::Duration,
+    /// Time from the request reaching the engine's worker until the last token.
+    pub compute_time: std::time::Duration,
+}
+
+/// What went wrong in the engine. Messages are shown to guests and callers, so each
+/// says what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No model by that name on this node.
+    #[error("model '{name}' is not available on this node (available: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
+    ModelNotFound {
+        /// The name asked for.
+        name: String,
+        /// The names this node has.
+        available: Vec<String>,
+    },
+    /// The model file could not be loaded.
+    #[error("model '{name}' failed to load: {reason}")]
+    Load {
+        /// The model.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request itself is bad (options, prompt too long, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The engine is overloaded or shutting down; try again.
+    #[error("engine unavailable: {0}")]
+    Unavailable(String),
+    /// A failure inside the engine.
+    #[error("inference failed: {0}")]
+    Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_use_wasmedge_key_names_and_defaults() {
+        let p = GenerateParams::from_json(br#"{"n-predict": 16, "temp": 0.7, "top-k": 5, "stop": ["\n"]}"#).unwrap();
+        assert_eq!(p.n_predict, 16);
+        assert_eq!(p.top_k, 5);
+        assert_eq!(p.stop, vec!["\n"]);
+        assert_eq!(p.top_p, 0.95, "unset keys take defaults");
+        assert!(GenerateParams::default().is_greedy());
+    }
+
+    #[test]
+    fn unknown_option_keys_are_named() {
+        let e = GenerateParams::from_json(br#"{"n_predict": 16}"#).unwrap_err().to_string();
+        assert!(e.contains("n_predict"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for bad in [r#"{"n-predict": 0}"#, r#"{"temp": -1}"#, r#"{"top-p": 0}"#, r#"{"stop": [""]}"#] {
+            assert!(GenerateParams::from_json(bad.as_bytes()).is_err(), "{bad} accepted");
+        }
+    }
+}

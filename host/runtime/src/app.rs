@@ -1,0 +1,176 @@
+//! Loading an app: compile each component once, check it is a `wasi:http`
+//! component that imports only what this host links, and pre-instantiate it.
+
+use crate::server::HostState;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmesh_api::{AppManifest, ComponentLimits, ManifestError};
+use wasmtime::component::{Component, Linker};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+/// Why an app or one of its components was refused. Each message names the
+/// component and says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The manifest itself is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A component file could not be read.
+    #[error("component '{component}': cannot read {}: {source}", path.display())]
+    Read {
+        /// The component.
+        component: String,
+        /// Its file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly.
+    #[error("component '{component}': {} is not a WebAssembly file (it does not start with \\0asm)", path.display())]
+    NotWasm {
+        /// The component.
+        component: String,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error(
+        "component '{component}': {} is a core WebAssembly module, not a component; build it for the `wasm32-wasip2` target (or wrap it with `wasm-tools component new`)",
+        path.display()
+    )]
+    CoreModule {
+        /// The component.
+        component: String,
+        /// Its file.
+        path: PathBuf,
+    },
+    /// Wasmtime could not compile it.
+    #[error("component '{component}': failed to compile: {message}")]
+    Compile {
+        /// The component.
+        component: String,
+        /// Wasmtime's message.
+        message: String,
+    },
+    /// It does not export `wasi:http/incoming-handler`.
+    #[error(
+        "component '{component}' does not export wasi:http/incoming-handler (it exports: {}); target the wasi:http/proxy world, e.g. with the `wasi` crate's `wasi::http::proxy::export!`",
+        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+    )]
+    WrongWorld {
+        /// The component.
+        component: String,
+        /// What it does export.
+        exports: Vec<String>,
+    },
+    /// It imports something this host does not provide.
+    #[error("component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world and wasi:nn (see wit/README.md)")]
+    UnsupportedImport {
+        /// The component.
+        component: String,
+        /// Wasmtime's message, which names the import.
+        message: String,
+    },
+    /// Two apps claim one route.
+    #[error("route '{path}' of app '{app}' is already served by app '{other}'")]
+    RouteConflict {
+        /// The route.
+        path: String,
+        /// The app being loaded.
+        app: String,
+        /// The app that has it.
+        other: String,
+    },
+}
+
+/// A component ready to serve: compiled, checked and pre-instantiated.
+pub(crate) struct LoadedComponent {
+    pub(crate) app: Arc<str>,
+    pub(crate) name: Arc<str>,
+    pub(crate) pre: ProxyPre<HostState>,
+    pub(crate) limits: ComponentLimits,
+    pub(crate) granted: Arc<[String]>,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// An app whose components are all loaded.
+pub struct LoadedApp {
+    /// The manifest it came from.
+    pub manifest: AppManifest,
+    pub(crate) components: BTreeMap<String, Arc<LoadedComponent>>,
+}
+
+impl LoadedApp {
+    /// Compiles and checks every component of `manifest`; `base` is the folder
+    /// component paths are relative to. Compilation runs on blocking threads.
+    pub(crate) async fn load(
+        manifest: AppManifest,
+        base: &Path,
+        engine: &wasmtime::Engine,
+        linker: &Linker<HostState>,
+    ) -> Result<Self, AppError> {
+        let app: Arc<str> = manifest.app.name.as_str().into();
+        let mut components = BTreeMap::new();
+        for (name, spec) in &manifest.component {
+            let path = base.join(&spec.source);
+            let bytes = tokio::fs::read(&path)
+                .await
+                .map_err(|source| AppError::Read { component: name.clone(), path: path.clone(), source })?;
+            let pre = {
+                let engine = engine.clone();
+                let linker = linker.clone();
+                let name = name.clone();
+                tokio::task::spawn_blocking(move || compile(&engine, &linker, &name, &path, &bytes))
+                    .await
+                    .expect("compile task panicked")?
+            };
+            components.insert(
+                name.clone(),
+                Arc::new(LoadedComponent {
+                    app: app.clone(),
+                    name: name.as_str().into(),
+                    pre,
+                    limits: spec.limits,
+                    granted: spec.models.clone().into(),
+                    env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                }),
+            );
+        }
+        Ok(Self { manifest, components })
+    }
+}
+
+/// Checks the bytes, compiles, and pre-instantiates one component.
+pub(crate) fn compile(
+    engine: &wasmtime::Engine,
+    linker: &Linker<HostState>,
+    name: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<ProxyPre<HostState>, AppError> {
+    let component = name.to_string();
+    // The preamble is "\0asm", a 2-byte version, then a 2-byte layer: 0 for core
+    // modules, 1 for components.
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(AppError::NotWasm { component, path: path.to_owned() });
+    }
+    if bytes[6..8] == [0, 0] {
+        return Err(AppError::CoreModule { component, path: path.to_owned() });
+    }
+    let compiled = Component::new(engine, bytes)
+        .map_err(|e| AppError::Compile { component: component.clone(), message: format!("{e:#}") })?;
+    let exports: Vec<String> = compiled
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
+        return Err(AppError::WrongWorld { component, exports });
+    }
+    let pre = linker
+        .instantiate_pre(&compiled)
+        .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
+    ProxyPre::new(pre).map_err(|e| AppError::UnsupportedImport { component, message: format!("{e:#}") })
+}

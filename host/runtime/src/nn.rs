@@ -1,0 +1,296 @@
+//! `wasi:nn` for guests, backed by an [`InferenceEngine`].
+//!
+//! Host bindings are generated from the same WIT that Wasmtime's `wasmtime-wasi-nn`
+//! ships (`wit/deps/wasi-nn`), rather than through that crate's backend traits:
+//! those are synchronous (a generation would block an async-runtime thread for
+//! seconds), know nothing of per-component model grants, and leave no room for the
+//! streaming extension. The conventions (tensor names, options JSON) are in
+//! `wit/README.md`.
+
+use std::sync::Arc;
+use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, InferenceEngine};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "wasmesh:guest/nn-guest",
+        with: {
+            "wasi:nn/graph.graph": super::Graph,
+            "wasi:nn/tensor.tensor": super::Tensor,
+            "wasi:nn/inference.graph-execution-context": super::ExecutionContext,
+            "wasi:nn/errors.error": super::NnError,
+        },
+        imports: {
+            "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,
+            default: trappable,
+        },
+    });
+}
+
+use generated::wasi::nn::errors::ErrorCode;
+use generated::wasi::nn::graph::{ExecutionTarget, GraphBuilder, GraphEncoding};
+use generated::wasi::nn::tensor::{TensorData, TensorDimensions, TensorType};
+
+/// A graph handle: a model this component may use, by name.
+#[derive(Debug)]
+pub struct Graph {
+    model: String,
+}
+
+/// An execution context on a graph.
+#[derive(Debug)]
+pub struct ExecutionContext {
+    model: String,
+}
+
+/// A tensor as the guest made it.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    dimensions: Vec<u32>,
+    ty: TensorType,
+    data: Vec<u8>,
+}
+
+/// An error for the guest: a code and a message that says what to do.
+#[derive(Debug)]
+pub struct NnError {
+    code: ErrorCode,
+    message: String,
+}
+
+/// Per-store `wasi:nn` state: the engine and what this component may use.
+pub struct NnCtx {
+    engine: Arc<dyn InferenceEngine>,
+    component: Arc<str>,
+    granted: Arc<[String]>,
+    /// Token counts of the generations this store ran (for logs and billing).
+    pub usage: wasmesh_engine::Usage,
+}
+
+impl NnCtx {
+    /// State for one instance of `component`, allowed the models in `granted`.
+    pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
+        Self { engine, component, granted, usage: Default::default() }
+    }
+}
+
+/// What the generated `Host` traits are implemented for.
+pub struct NnView<'a> {
+    /// The store's state.
+    pub ctx: &'a mut NnCtx,
+    /// The store's resource table.
+    pub table: &'a mut ResourceTable,
+}
+
+/// Gives the linker access to [`NnView`].
+pub trait WasiNnView: Send {
+    /// Borrows the view from the store's data.
+    fn nn(&mut self) -> NnView<'_>;
+}
+
+struct HasNn;
+impl HasData for HasNn {
+    type Data<'a> = NnView<'a>;
+}
+
+/// Adds `wasi:nn` to `linker`.
+pub fn add_to_linker<T: WasiNnView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    generated::wasi::nn::tensor::add_to_linker::<T, HasNn>(linker, T::nn)?;
+    generated::wasi::nn::graph::add_to_linker::<T, HasNn>(linker, T::nn)?;
+    generated::wasi::nn::inference::add_to_linker::<T, HasNn>(linker, T::nn)?;
+    generated::wasi::nn::errors::add_to_linker::<T, HasNn>(linker, T::nn)?;
+    Ok(())
+}
+
+type NnResult<T> = wasmtime::Result<Result<T, Resource<NnError>>>;
+
+impl NnView<'_> {
+    fn fail<T>(&mut self, code: ErrorCode, message: impl Into<String>) -> NnResult<T> {
+        let message = message.into();
+        tracing::debug!(component = %self.ctx.component, ?code, %message, "wasi-nn error returned to guest");
+        Ok(Err(self.table.push(NnError { code, message })?))
+    }
+
+    fn engine_error<T>(&mut self, error: EngineError) -> NnResult<T> {
+        let code = match &error {
+            EngineError::ModelNotFound { .. } => ErrorCode::NotFound,
+            EngineError::InvalidRequest(_) => ErrorCode::InvalidArgument,
+            _ => ErrorCode::RuntimeError,
+        };
+        self.fail(code, error.to_string())
+    }
+}
+
+impl generated::wasi::nn::graph::Host for NnView<'_> {
+    fn load(
+        &mut self,
+        _builder: Vec<GraphBuilder>,
+        _encoding: GraphEncoding,
+        _target: ExecutionTarget,
+    ) -> NnResult<Resource<Graph>> {
+        self.fail(
+            ErrorCode::UnsupportedOperation,
+            "wasmesh loads models by name: call load-by-name(\"MODEL\") with a model listed in `models` of this component in wasmesh.toml",
+        )
+    }
+
+    fn load_by_name(&mut self, name: String) -> NnResult<Resource<Graph>> {
+        if !self.ctx.granted.iter().any(|m| *m == name) {
+            let component = self.ctx.component.clone();
+            return self.fail(
+                ErrorCode::Security,
+                format!(
+                    "component '{component}' may not use model '{name}': add \"{name}\" to `models` in [component.{component}] of wasmesh.toml"
+                ),
+            );
+        }
+        if !self.ctx.engine.has_model(&name) {
+            let available = self.ctx.engine.models();
+            return self.engine_error(EngineError::ModelNotFound { name, available });
+        }
+        Ok(Ok(self.table.push(Graph { model: name })?))
+    }
+}
+
+impl generated::wasi::nn::graph::HostGraph for NnView<'_> {
+    fn init_execution_context(&mut self, graph: Resource<Graph>) -> NnResult<Resource<ExecutionContext>> {
+        let model = self.table.get(&graph)?.model.clone();
+        Ok(Ok(self.table.push(ExecutionContext { model })?))
+    }
+
+    fn drop(&mut self, graph: Resource<Graph>) -> wasmtime::Result<()> {
+        self.table.delete(graph)?;
+        Ok(())
+    }
+}
+
+impl generated::wasi::nn::inference::Host for NnView<'_> {}
+
+impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
+    async fn compute(
+        &mut self,
+        exec: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
+        let model = self.table.get(&exec)?.model.clone();
+        let mut prompt: Option<Tensor> = None;
+        let mut options: Option<Tensor> = None;
+        for (position, (name, tensor)) in inputs.into_iter().enumerate() {
+            let tensor = self.table.get(&tensor)?.clone();
+            match (name.as_str(), position) {
+                ("prompt", _) | ("0", _) => prompt = Some(tensor),
+                ("options", _) | ("1", _) => options = Some(tensor),
+                (_, 0) if prompt.is_none() => prompt = Some(tensor),
+                (_, 1) if options.is_none() => options = Some(tensor),
+                (other, _) => {
+                    return self.fail(
+                        ErrorCode::InvalidArgument,
+                        format!("unexpected input tensor '{other}': inputs are `prompt` and optionally `options`"),
+                    );
+                }
+            }
+        }
+        let Some(prompt) = prompt else {
+            return self.fail(ErrorCode::InvalidArgument, "no input tensor: pass the prompt as a u8 tensor named `prompt`");
+        };
+        for (what, t) in [("prompt", Some(&prompt)), ("options", options.as_ref())] {
+            if let Some(t) = t {
+                if t.ty != TensorType::U8 {
+                    return self.fail(
+                        ErrorCode::InvalidArgument,
+                        format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
+                    );
+                }
+            }
+        }
+        let Ok(prompt) = String::from_utf8(prompt.data) else {
+            return self.fail(ErrorCode::InvalidArgument, "the prompt is not valid UTF-8");
+        };
+        let params = match options {
+            Some(o) if !o.data.is_empty() => match GenerateParams::from_json(&o.data) {
+                Ok(p) => p,
+                Err(e) => return self.engine_error(e),
+            },
+            _ => GenerateParams::default(),
+        };
+        let return_tokens = params.return_tokens;
+        let engine = self.ctx.engine.clone();
+        let started = std::time::Instant::now();
+        let result = engine.generate(GenerateRequest { model: model.clone(), prompt, params }).await;
+        let generation = match result {
+            Ok(g) => g,
+            Err(e) => return self.engine_error(e),
+        };
+        self.ctx.usage.input_tokens += generation.usage.input_tokens;
+        self.ctx.usage.output_tokens += generation.usage.output_tokens;
+        tracing::debug!(
+            component = %self.ctx.component,
+            model = %model,
+            input_tokens = generation.usage.input_tokens,
+            output_tokens = generation.usage.output_tokens,
+            ms = started.elapsed().as_millis() as u64,
+            "generation done"
+        );
+        let mut usage = serde_json::json!({
+            "input_tokens": generation.usage.input_tokens,
+            "output_tokens": generation.usage.output_tokens,
+            "finish_reason": generation.finish,
+        });
+        if return_tokens {
+            usage["tokens"] = serde_json::json!(generation.tokens);
+        }
+        let text = generation.text.into_bytes();
+        let usage = serde_json::to_vec(&usage).expect("JSON of plain values");
+        let text = self.table.push(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
+        let usage = self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+        Ok(Ok(vec![("text".to_string(), text), ("usage".to_string(), usage)]))
+    }
+
+    fn drop(&mut self, exec: Resource<ExecutionContext>) -> wasmtime::Result<()> {
+        self.table.delete(exec)?;
+        Ok(())
+    }
+}
+
+impl generated::wasi::nn::tensor::Host for NnView<'_> {}
+
+impl generated::wasi::nn::tensor::HostTensor for NnView<'_> {
+    fn new(&mut self, dimensions: TensorDimensions, ty: TensorType, data: TensorData) -> wasmtime::Result<Resource<Tensor>> {
+        Ok(self.table.push(Tensor { dimensions, ty, data })?)
+    }
+
+    fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorDimensions> {
+        Ok(self.table.get(&tensor)?.dimensions.clone())
+    }
+
+    fn ty(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorType> {
+        Ok(self.table.get(&tensor)?.ty)
+    }
+
+    fn data(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorData> {
+        Ok(self.table.get(&tensor)?.data.clone())
+    }
+
+    fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
+        self.table.delete(tensor)?;
+        Ok(())
+    }
+}
+
+impl generated::wasi::nn::errors::Host for NnView<'_> {}
+
+impl generated::wasi::nn::errors::HostError for NnView<'_> {
+    fn code(&mut self, error: Resource<NnError>) -> wasmtime::Result<ErrorCode> {
+        Ok(self.table.get(&error)?.code)
+    }
+
+    fn data(&mut self, error: Resource<NnError>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&error)?.message.clone())
+    }
+
+    fn drop(&mut self, error: Resource<NnError>) -> wasmtime::Result<()> {
+        self.table.delete(error)?;
+        Ok(())
+    }
+}

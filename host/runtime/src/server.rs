@@ -1,0 +1,639 @@
+//! The HTTP side of the host: the engine, the route table, and per-request
+//! instances with their limits.
+
+use crate::app::{AppError, LoadedApp, LoadedComponent};
+use crate::limits::Limiter;
+use crate::nn::{self, NnCtx, NnView, WasiNnView};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+use hyper::body::{Body, Frame, SizeHint};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmesh_api::AppManifest;
+use wasmesh_engine::InferenceEngine;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// An error type for response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the host sends.
+pub type HostBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Host-wide settings. Per-component limits come from each app's manifest.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Instances that may exist at once (the pooling allocator's size). A request
+    /// beyond it gets 503. Default 256.
+    pub max_instances: u32,
+    /// How often the epoch ticker advances; deadlines are checked at this
+    /// granularity and long-running guests yield to other tasks this often.
+    /// Default 10 ms.
+    pub epoch_tick: Duration,
+    /// Largest linear memory any component may be granted, in bytes (each pooled
+    /// slot reserves this much address space). Default 4 GiB.
+    pub max_memory_bytes: u64,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self { max_instances: 256, epoch_tick: Duration::from_millis(10), max_memory_bytes: 4 << 30 }
+    }
+}
+
+/// The data of each per-request store.
+pub struct HostState {
+    table: ResourceTable,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    hooks: DenyOutbound,
+    nn: NnCtx,
+    limiter: Limiter,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+impl WasiNnView for HostState {
+    fn nn(&mut self) -> NnView<'_> {
+        NnView { ctx: &mut self.nn, table: &mut self.table }
+    }
+}
+
+/// Outgoing HTTP from guests is denied: components reach models through wasi:nn,
+/// and a fabric node must not become an open proxy.
+struct DenyOutbound;
+
+impl wasmtime_wasi_http::WasiHttpHooks for DenyOutbound {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+struct RouteEntry {
+    app: Arc<str>,
+    route: wasmesh_api::Route,
+    component: Arc<LoadedComponent>,
+}
+
+/// A worker node's runtime: see the crate docs.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+    inference: Arc<dyn InferenceEngine>,
+    routes: RwLock<Arc<Vec<RouteEntry>>>,
+    ready: AtomicBool,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Host {
+    /// Creates the Wasmtime engine (pooling allocator, epoch interruption), links
+    /// WASI, `wasi:http` and `wasi:nn`, and starts the epoch ticker thread.
+    pub fn new(config: HostConfig, inference: Arc<dyn InferenceEngine>) -> wasmtime::Result<Arc<Self>> {
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true);
+        wasm.epoch_interruption(true);
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n * 4)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX));
+        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        nn::add_to_linker(&mut linker)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("wasmesh-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        }
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            inference,
+            routes: RwLock::new(Arc::new(Vec::new())),
+            ready: AtomicBool::new(false),
+            stop_ticker,
+        }))
+    }
+
+    /// The inference engine components reach through `wasi:nn`.
+    pub fn inference(&self) -> &Arc<dyn InferenceEngine> {
+        &self.inference
+    }
+
+    /// Marks the host ready (`GET /health` answers 200 from then on).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Loads `wasmesh.toml` at `path` (components relative to it) and serves its routes.
+    pub async fn load_app_file(&self, path: &Path) -> Result<(), AppError> {
+        let manifest = AppManifest::from_file(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        self.load_app(manifest, base).await
+    }
+
+    /// Loads an app and swaps it into the route table; an app of the same name is
+    /// replaced (requests in flight finish on the old version).
+    pub async fn load_app(&self, manifest: AppManifest, base: &Path) -> Result<(), AppError> {
+        let app = LoadedApp::load(manifest, base, &self.engine, &self.linker).await?;
+        for (name, spec) in &app.manifest.component {
+            for model in &spec.models {
+                if !self.inference.has_model(model) {
+                    tracing::warn!(component = %name, %model, "component is granted a model this node does not have");
+                }
+            }
+        }
+        let name: Arc<str> = app.manifest.app.name.as_str().into();
+        let mut routes = self.routes.write().expect("route table lock");
+        let mut table: Vec<RouteEntry> = routes
+            .iter()
+            .filter(|e| e.app != name)
+            .map(|e| RouteEntry { app: e.app.clone(), route: e.route.clone(), component: e.component.clone() })
+            .collect();
+        for route in &app.manifest.route {
+            if let Some(other) = table.iter().find(|e| e.route.path == route.path) {
+                return Err(AppError::RouteConflict {
+                    path: route.path.clone(),
+                    app: name.to_string(),
+                    other: other.app.to_string(),
+                });
+            }
+            table.push(RouteEntry {
+                app: name.clone(),
+                route: route.clone(),
+                component: app.components[&route.component].clone(),
+            });
+        }
+        *routes = Arc::new(table);
+        tracing::info!(app = %name, components = app.components.len(), routes = app.manifest.route.len(), "app loaded");
+        Ok(())
+    }
+
+    /// The paths served now, as `(app, path, component)`.
+    pub fn routes(&self) -> Vec<(String, String, String)> {
+        self.routes
+            .read()
+            .expect("route table lock")
+            .iter()
+            .map(|e| (e.app.to_string(), e.route.path.clone(), e.route.component.clone()))
+            .collect()
+    }
+
+    fn lookup(&self, path: &str) -> Option<Arc<LoadedComponent>> {
+        let routes = self.routes.read().expect("route table lock").clone();
+        routes
+            .iter()
+            .filter_map(|e| e.route.matches(path).map(|score| (score, e)))
+            .max_by_key(|(score, _)| *score)
+            .map(|(_, e)| e.component.clone())
+    }
+
+    /// Accepts connections on `listener` until `shutdown` resolves.
+    pub async fn serve_with_shutdown(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let host = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let host = host.clone();
+                    async move { Ok::<_, std::convert::Infallible>(host.handle(req).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+    }
+
+    /// Accepts connections on `listener` until the process ends.
+    pub async fn serve(self: &Arc<Self>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        self.serve_with_shutdown(listener, std::future::pending()).await
+    }
+
+    /// Handles one HTTP request (routing, limits, the guest, error mapping).
+    pub async fn handle<B>(self: &Arc<Self>, req: http::Request<B>) -> Response<HostBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let path = req.uri().path().to_string();
+        if path == "/health" {
+            return self.health();
+        }
+        let Some(component) = self.lookup(&path) else {
+            let routes: Vec<String> = self.routes().into_iter().map(|(_, p, _)| p).collect();
+            return json_error(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({ "error": format!("no route for {path}"), "routes": routes }),
+            );
+        };
+        let started = Instant::now();
+        let response = self.invoke(&component, req).await;
+        tracing::debug!(
+            app = %component.app,
+            component = %component.name,
+            %path,
+            status = response.status().as_u16(),
+            us = started.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// A store for one request to `component`: its WASI context, `wasi:nn` grants,
+    /// memory cap and deadline (checked at every epoch tick, where a long-running
+    /// guest also yields so it cannot hold a runtime thread).
+    fn new_store(&self, component: &LoadedComponent, stderr: bool) -> Store<HostState> {
+        let limits = component.limits;
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&component.env);
+        if stderr {
+            wasi.inherit_stderr();
+        }
+        let state = HostState {
+            table: ResourceTable::new(),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            hooks: DenyOutbound,
+            nn: NnCtx::new(self.inference.clone(), component.name.clone(), component.granted.clone()),
+            limiter: Limiter {
+                memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
+                memory_hit: false,
+                deadline: Instant::now() + Duration::from_millis(limits.timeout_ms()),
+                deadline_hit: false,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let limiter = &mut ctx.data_mut().limiter;
+            if Instant::now() >= limiter.deadline {
+                limiter.deadline_hit = true;
+                return Err(wasmtime::format_err!("deadline exceeded"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    fn health(&self) -> Response<HostBody> {
+        let ready = self.ready.load(Ordering::Acquire);
+        let body = serde_json::json!({
+            "status": if ready { "ready" } else { "starting" },
+            "engine": self.inference.summary(),
+            "models": self.inference.models(),
+            "routes": self.routes().into_iter().map(|(app, path, component)| serde_json::json!({"app": app, "path": path, "component": component})).collect::<Vec<_>>(),
+        });
+        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        json_response(status, &body)
+    }
+
+    async fn invoke<B>(self: &Arc<Self>, component: &Arc<LoadedComponent>, req: http::Request<B>) -> Response<HostBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let limits = component.limits;
+        let max_request = limits.max_request_bytes();
+        if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+            if len > max_request {
+                return too_large(component, len, max_request);
+            }
+        }
+        let body_too_large = Arc::new(AtomicBool::new(false));
+        let req = {
+            let flag = body_too_large.clone();
+            req.map(|body| {
+                http_body_util::Limited::new(body, usize::try_from(max_request).unwrap_or(usize::MAX)).map_err(
+                    move |e: BoxError| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            flag.store(true, Ordering::Release);
+                            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(max_request))
+                        } else {
+                            match e.downcast::<hyper::Error>() {
+                                Ok(h) => wasmtime_wasi_http::Error::Hyper(*h),
+                                Err(_) => wasmtime_wasi_http::Error::ConnectionTerminated,
+                            }
+                        }
+                    },
+                )
+            })
+        };
+
+        let timeout = Duration::from_millis(limits.timeout_ms());
+        let mut store = self.new_store(component, true);
+
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let prepared = (|| {
+            let incoming = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let out = store.data_mut().http().new_response_outparam(sender)?;
+            Ok::<_, wasmtime::Error>((incoming, out))
+        })();
+        let (incoming, out) = match prepared {
+            Ok(x) => x,
+            Err(e) => {
+                return json_error(StatusCode::BAD_REQUEST, serde_json::json!({ "error": format!("bad request: {e:#}") }));
+            }
+        };
+
+        let pre = component.pre.clone();
+        let task = tokio::spawn(async move {
+            let mut instantiated = false;
+            let result = tokio::time::timeout(timeout, async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                instantiated = true;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
+            })
+            .await;
+            let data = store.data();
+            Outcome {
+                timed_out: result.is_err() || data.limiter.deadline_hit,
+                memory_hit: data.limiter.memory_hit,
+                instantiated,
+                error: match result {
+                    Ok(Err(e)) => Some(format!("{e:?}")),
+                    _ => None,
+                },
+                usage: data.nn.usage,
+            }
+        });
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                if body_too_large.load(Ordering::Acquire) {
+                    return too_large(component, 0, max_request);
+                }
+                let watch = component.clone();
+                tokio::spawn(async move {
+                    if let Ok(outcome) = task.await {
+                        if outcome.timed_out || outcome.memory_hit || outcome.error.is_some() {
+                            tracing::warn!(
+                                component = %watch.name,
+                                "component failed after sending its response headers: {}",
+                                outcome.describe(&watch)
+                            );
+                        }
+                    }
+                });
+                let (parts, body) = response.into_parts();
+                let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
+                Response::from_parts(parts, UnsyncBoxBody::new(body))
+            }
+            Ok(Err(code)) => json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
+            ),
+            Err(_) => {
+                let outcome = match task.await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        return json_error(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            serde_json::json!({ "error": format!("component task failed: {e}") }),
+                        );
+                    }
+                };
+                if body_too_large.load(Ordering::Acquire) {
+                    return too_large(component, 0, max_request);
+                }
+                let status = if outcome.timed_out {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else if !outcome.instantiated {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                let message = outcome.describe(component);
+                tracing::warn!(app = %component.app, component = %component.name, status = status.as_u16(), "{message}");
+                let mut body = serde_json::json!({ "error": message, "component": &*component.name });
+                if let Some(key) = outcome.limit_key() {
+                    body["limit"] = serde_json::json!(format!("[component.{}.limits] {key}", component.name));
+                }
+                json_error(status, body)
+            }
+        }
+    }
+}
+
+/// How a guest call ended, read from its store.
+struct Outcome {
+    timed_out: bool,
+    memory_hit: bool,
+    instantiated: bool,
+    error: Option<String>,
+    #[allow(dead_code, reason = "reported once billing lands")]
+    usage: wasmesh_engine::Usage,
+}
+
+impl Outcome {
+    fn describe(&self, c: &LoadedComponent) -> String {
+        if self.timed_out {
+            format!(
+                "component '{}' was stopped at its deadline of {} ms; raise limits.timeout_ms in [component.{}.limits] if it needs longer",
+                c.name,
+                c.limits.timeout_ms(),
+                c.name
+            )
+        } else if self.memory_hit {
+            format!(
+                "component '{}' was stopped at its memory limit of {} MiB; raise limits.memory_mb in [component.{}.limits] if it needs more",
+                c.name,
+                c.limits.memory_bytes() >> 20,
+                c.name
+            )
+        } else if !self.instantiated {
+            format!(
+                "the host could not instantiate component '{}' (at capacity?): {}",
+                c.name,
+                self.error.as_deref().unwrap_or("unknown error")
+            )
+        } else if let Some(e) = &self.error {
+            format!("component '{}' trapped: {}", c.name, first_line(e))
+        } else {
+            format!("component '{}' returned without sending a response", c.name)
+        }
+    }
+
+    fn limit_key(&self) -> Option<&'static str> {
+        if self.timed_out {
+            Some("timeout_ms")
+        } else if self.memory_hit {
+            Some("memory_mb")
+        } else {
+            None
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+fn too_large(c: &LoadedComponent, len: u64, max: u64) -> Response<HostBody> {
+    let size = if len > 0 { format!("{len} bytes") } else { "more bytes".to_string() };
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        serde_json::json!({
+            "error": format!(
+                "request body of {size} is over the limit of {max} bytes for component '{}'; raise limits.max_request_bytes in [component.{}.limits]",
+                c.name, c.name
+            ),
+            "limit": format!("[component.{}.limits] max_request_bytes", c.name),
+        }),
+    )
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<HostBody> {
+    let bytes = Bytes::from(serde_json::to_vec(body).expect("JSON of plain values"));
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(bytes).map_err(|never| match never {}).boxed_unsync())
+        .expect("static response parts")
+}
+
+fn json_error(status: StatusCode, body: serde_json::Value) -> Response<HostBody> {
+    json_response(status, &body)
+}
+
+/// A response body that fails once the component writes more than its cap.
+struct Capped<B> {
+    inner: B,
+    left: u64,
+    component: Arc<str>,
+}
+
+impl<B> Body for Capped<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.left {
+                        tracing::warn!(component = %this.component, "response body over limits.max_response_bytes; cut off");
+                        return Poll::Ready(Some(Err(format!(
+                            "component '{}' wrote more than its limits.max_response_bytes",
+                            this.component
+                        )
+                        .into())));
+                    }
+                    this.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(format!("{e:?}").into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Host {
+    /// Times `iterations` instantiations of the component serving `path`, each in a
+    /// fresh store built exactly as a request builds it (no guest code runs).
+    /// For benchmarks and `wasmesh` diagnostics.
+    pub async fn measure_instantiation(&self, path: &str, iterations: usize) -> Result<Vec<Duration>, String> {
+        let component = self.lookup(path).ok_or_else(|| format!("no route for {path}"))?;
+        let mut times = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let started = Instant::now();
+            let mut store = self.new_store(&component, false);
+            component.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            times.push(started.elapsed());
+        }
+        Ok(times)
+    }
+}

@@ -1,0 +1,9 @@
+//! wasmesh's shared vocabulary.
+//!
+//! Every crate that needs to agree on a shape (the host, the router, the registry,
+//! the CLI) takes it from here, so nothing is copied across crates. For now that is
+//! the app manifest, `wasmesh.toml` ([`manifest`]).
+
+pub mod manifest;
+
+pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route};

@@ -1,0 +1,235 @@
+//! Support for wasmesh's end-to-end tests: locating the built binary, the test
+//! model and the guest components; starting `wasmesh` processes on free ports;
+//! a minimal HTTP/1.1 client (so tests see exactly what goes over the wire).
+//!
+//! A test whose prerequisites are missing is skipped locally but fails under `CI`
+//! (`prerequisites()` decides), so nothing is skipped unnoticed there.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// wasmesh's cache folder: `$WASMESH_CACHE`, or `~/.cache/wasmesh`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("WASMESH_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmesh"))
+}
+
+/// The test model (SmolLM2-135M-Instruct Q4_1), fetched by `deploy/setup.sh`.
+pub fn model_path() -> PathBuf {
+    cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Where `guest-components/build.sh` put the components.
+pub fn components_dir() -> PathBuf {
+    std::env::var_os("WASMESH_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("components"))
+}
+
+/// The `wasmesh` binary next to this test executable (`target/<profile>/wasmesh`).
+pub fn wasmesh_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    profile_dir.join("wasmesh")
+}
+
+/// Whether everything the end-to-end tests need is present. Under `CI` a missing
+/// piece is a failure; locally the test is skipped with a note.
+pub fn prerequisites() -> bool {
+    let mut missing = Vec::new();
+    if !wasmesh_bin().is_file() {
+        missing.push(format!("{} (run `cargo build -p wasmesh`)", wasmesh_bin().display()));
+    }
+    if !model_path().is_file() {
+        missing.push(format!("{} (run `bash deploy/setup.sh`)", model_path().display()));
+    }
+    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model"] {
+        let p = components_dir().join(format!("{c}.wasm"));
+        if !p.is_file() {
+            missing.push(format!("{} (run `bash guest-components/build.sh`)", p.display()));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("missing test prerequisites:\n  {}", missing.join("\n  "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    false
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+}
+
+/// A `wasmesh` process, killed on drop. Its stderr is kept for failure messages.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    /// The HTTP address it serves.
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Runs `wasmesh ARGS` and returns at once.
+    pub fn spawn(args: &[&str], addr: SocketAddr, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(wasmesh_bin())
+            .args(args)
+            .env("RUST_LOG", "info,llama_cpp_2=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn wasmesh");
+        Self { child, log, addr }
+    }
+
+    /// Waits until `GET /health` answers 200, or panics with the process's log.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wasmesh exited ({status}) before it was ready:\n{}", self.log());
+            }
+            if let Ok(r) = request(self.addr, "GET", "/health", &[], None) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("wasmesh not ready after {timeout:?}:\n{}", self.log());
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A response as read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as JSON, or a panic that shows it.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Body framing for [`request`].
+pub enum Payload<'a> {
+    /// With `Content-Length`.
+    Sized(&'a [u8]),
+    /// `Transfer-Encoding: chunked`, in one chunk (no length announced up front).
+    Chunked(&'a [u8]),
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Payload<'_>>,
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    match &body {
+        Some(Payload::Sized(b)) => head.push_str(&format!("Content-Length: {}\r\n\r\n", b.len())),
+        Some(Payload::Chunked(_)) => head.push_str("Transfer-Encoding: chunked\r\n\r\n"),
+        None => head.push_str("\r\n"),
+    }
+    stream.write_all(head.as_bytes())?;
+    match body {
+        Some(Payload::Sized(b)) => {
+            // The server may answer (413) and close before reading it all.
+            let _ = stream.write_all(b);
+        }
+        Some(Payload::Chunked(b)) => {
+            let _ = stream.write_all(format!("{:x}\r\n", b.len()).as_bytes());
+            let _ = stream.write_all(b);
+            let _ = stream.write_all(b"\r\n0\r\n\r\n");
+        }
+        None => {}
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {line:?}")))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let mut body = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            reader.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim(), 16).map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                break;
+            }
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk)?;
+            body.extend_from_slice(&chunk[..size]);
+        }
+    } else {
+        reader.read_to_end(&mut body)?;
+    }
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// POSTs JSON and returns the response.
+pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).expect("json");
+    request(addr, "POST", path, &[("Content-Type", "application/json")], Some(Payload::Sized(&bytes)))
+        .unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
+}

@@ -1,0 +1,237 @@
+//! The host runtime end to end: the real `wasmesh host` process, the real guest
+//! components from `guest-components/`, the real llama.cpp with SmolLM2.
+
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+use wasmesh_tests::*;
+
+/// A manifest serving every test component, with small limits where a test
+/// needs to hit them.
+fn test_manifest(dir: &std::path::Path) -> PathBuf {
+    let c = components_dir();
+    let manifest = format!(
+        r#"
+[app]
+name = "test-app"
+
+[component.chat]
+source = "{chat}"
+models = ["smollm2"]
+[component.chat.limits]
+max_request_bytes = 4096
+
+[component.hello]
+source = "{hello}"
+
+[component.loop-forever]
+source = "{lp}"
+[component.loop-forever.limits]
+timeout_ms = 1500
+
+[component.memory-bomb]
+source = "{bomb}"
+[component.memory-bomb.limits]
+memory_mb = 32
+
+[component.unknown-model]
+source = "{unknown}"
+models = ["smollm2"]
+
+[[route]]
+path = "/chat"
+component = "chat"
+[[route]]
+path = "/hello"
+component = "hello"
+[[route]]
+path = "/loop"
+component = "loop-forever"
+[[route]]
+path = "/bomb"
+component = "memory-bomb"
+[[route]]
+path = "/unknown"
+component = "unknown-model"
+"#,
+        chat = c.join("chat.wasm").display(),
+        hello = c.join("hello.wasm").display(),
+        lp = c.join("loop_forever.wasm").display(),
+        bomb = c.join("memory_bomb.wasm").display(),
+        unknown = c.join("unknown_model.wasm").display(),
+    );
+    let path = dir.join("wasmesh.toml");
+    std::fs::write(&path, manifest).expect("write manifest");
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmesh-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+const THREADS: &str = "2";
+
+fn start_host(name: &str) -> Process {
+    let dir = scratch(name);
+    let manifest = test_manifest(&dir);
+    let addr = free_addr();
+    let model = format!("smollm2={}", model_path().display());
+    let listen = addr.to_string();
+    let mut host = Process::spawn(
+        &["host", "--app", manifest.to_str().unwrap(), "--model", &model, "--listen", &listen, "--threads", THREADS, "--preload"],
+        addr,
+        dir.join("host.log"),
+    );
+    host.wait_ready(Duration::from_secs(120));
+    host
+}
+
+fn assert_serves_hello(host: &mut Process) {
+    assert!(host.is_running(), "host died:\n{}", host.log());
+    let r = request(host.addr, "GET", "/hello", &[], None).expect("GET /hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "hello from wasmesh\n");
+}
+
+#[test]
+fn chat_through_the_component_equals_native_llama_cpp_token_for_token() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("chat");
+    let prompt = "<|im_start|>user\nName three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n";
+    let r = post_json(host.addr, "/chat", &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "return_tokens": true}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let text = body["text"].as_str().expect("text");
+    let served: Vec<i64> = body["usage"]["tokens"].as_array().expect("tokens").iter().map(|t| t.as_i64().unwrap()).collect();
+    assert!(!text.trim().is_empty(), "empty generation");
+    assert_eq!(body["usage"]["output_tokens"].as_u64().unwrap() as usize, served.len());
+
+    let native = wasmesh_engine_llama::native::NativeModel::load(&model_path(), 0).expect("load model natively");
+    let reference = native.greedy(prompt, 40, 4096, THREADS.parse().unwrap()).expect("native generation");
+    let reference_tokens: Vec<i64> = reference.tokens.iter().map(|&t| t as i64).collect();
+    assert_eq!(served, reference_tokens, "tokens differ from native llama.cpp");
+    assert_eq!(text, reference.text);
+    assert_eq!(body["usage"]["input_tokens"].as_u64().unwrap() as usize, reference.prompt_tokens);
+
+    // Greedy decoding is deterministic across requests too.
+    let again = post_json(host.addr, "/chat", &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0}));
+    assert_eq!(again.json()["text"], body["text"]);
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("limits");
+
+    let started = std::time::Instant::now();
+    let r = request(host.addr, "GET", "/loop", &[], None).expect("GET /loop");
+    assert_eq!(r.status, 504, "{}", r.text());
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("deadline of 1500 ms") && err.contains("timeout_ms"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30), "the loop was not stopped near its deadline");
+    assert_serves_hello(&mut host);
+
+    let r = request(host.addr, "GET", "/bomb", &[], None).expect("GET /bomb");
+    assert_eq!(r.status, 500, "{}", r.text());
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("memory limit of 32 MiB") && err.contains("memory_mb"), "{err}");
+    assert_serves_hello(&mut host);
+
+    // The loop again, while other requests are served: the stuck guest yields.
+    let addr = host.addr;
+    let looping = std::thread::spawn(move || request(addr, "GET", "/loop", &[], None).unwrap().status);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_serves_hello(&mut host);
+    assert_eq!(looping.join().unwrap(), 504);
+}
+
+#[test]
+fn a_model_not_granted_is_refused_with_the_manifest_key() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("grants");
+    let r = request(host.addr, "GET", "/unknown", &[], None).expect("GET /unknown");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let body = r.json();
+    assert_eq!(body["code"], "security");
+    let err = body["error"].as_str().unwrap();
+    assert!(
+        err.contains("not-granted-model") && err.contains("`models`") && err.contains("[component.unknown-model]"),
+        "{err}"
+    );
+    // The chat component asking for a model outside its grant is refused the same way.
+    let r = post_json(host.addr, "/chat", &json!({"prompt": "hi", "model": "not-granted-model"}));
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn oversized_bodies_get_413_and_bad_requests_a_clear_4xx() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("bodies");
+    let big = vec![b'x'; 10_000];
+    let r = request(host.addr, "POST", "/chat", &[], Some(Payload::Sized(&big))).expect("POST sized");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("max_request_bytes"));
+    // Without a Content-Length the limit is enforced while the guest reads.
+    let r = request(host.addr, "POST", "/chat", &[], Some(Payload::Chunked(&big))).expect("POST chunked");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_serves_hello(&mut host);
+
+    let r = request(host.addr, "POST", "/chat", &[], Some(Payload::Sized(b"{not json"))).expect("POST bad json");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(host.addr, "GET", "/nowhere", &[], None).expect("GET unknown route");
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("/chat"), "404 lists the routes: {}", r.text());
+    let r = post_json(host.addr, "/chat", &json!({"prompt": "hi", "max_tokens": 0}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("n-predict"), "{}", r.text());
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn malformed_components_are_refused_at_load_with_a_clear_message() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("malformed");
+    // Not wasm at all; a core module; a valid component that exports nothing.
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("text.wasm", b"this is not wasm", "is not a WebAssembly file"),
+        ("core.wasm", b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
+        ("empty.wasm", b"\0asm\x0d\0\x01\0", "does not export wasi:http/incoming-handler"),
+    ];
+    for (file, bytes, expected) in cases {
+        std::fs::write(dir.join(file), bytes).unwrap();
+        let manifest = dir.join(format!("{file}.toml"));
+        std::fs::write(
+            &manifest,
+            format!("[app]\nname = \"bad\"\n[component.bad]\nsource = \"{file}\"\n[[route]]\npath = \"/\"\ncomponent = \"bad\"\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(wasmesh_bin())
+            .args(["host", "--app", manifest.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run wasmesh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file} was accepted");
+        assert!(stderr.contains(expected) && stderr.contains("component 'bad'"), "{file}: {stderr}");
+    }
+    // A manifest typo is named.
+    let manifest = dir.join("typo.toml");
+    std::fs::write(&manifest, "[app]\nname = \"bad\"\n[component.bad]\nsource = \"x.wasm\"\nmodles = []\n").unwrap();
+    let out = std::process::Command::new(wasmesh_bin()).args(["host", "--app", manifest.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modles"), "{}", String::from_utf8_lossy(&out.stderr));
+}
