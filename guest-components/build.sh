@@ -3,20 +3,18 @@
 #
 #   guest-components/build.sh [OUT_DIR]
 #
-# OUT_DIR defaults to $HOME/.cache/wasmesh/components; CARGO_TARGET_DIR defaults to
-# $HOME/.cache/wasmesh/guest-target (the build cache lives outside the clone).
-# Cargo runs under `flock /tmp/wasmesh-cargo.lock`, so it never overlaps another build that
-# takes the same lock. Prints OUT_DIR on success.
+# OUT_DIR defaults to $HOME/.cache/wasmesh/components; the build cache lives outside the
+# clone, in $WASMESH_GUEST_TARGET_DIR (default $HOME/.cache/wasmesh/guest-target).
+# Prints OUT_DIR on success.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out_dir="${1:-$HOME/.cache/wasmesh/components}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/wasmesh/guest-target}"
+export CARGO_TARGET_DIR="${WASMESH_GUEST_TARGET_DIR:-$HOME/.cache/wasmesh/guest-target}"
 
 components=(chat hello loop_forever memory_bomb unknown_model)
 
-flock /tmp/wasmesh-cargo.lock \
-    cargo build --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace >&2
+cargo build --locked --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace >&2
 
 mkdir -p "$out_dir"
 for name in "${components[@]}"; do
