@@ -95,11 +95,7 @@ fn main() {
     runtime.block_on(async {
         for _ in 0..20 {
             let g = engine
-                .generate(GenerateRequest {
-                    model: "smollm2".into(),
-                    prompt: PROMPT.into(),
-                    params: GenerateParams { n_predict: 8, ..Default::default() },
-                })
+                .generate(GenerateRequest::new("smollm2", PROMPT, GenerateParams { n_predict: 8, ..Default::default() }))
                 .await
                 .expect("generate");
             fixed.push(g.fixed_cost.as_secs_f64() * 1000.0);

@@ -235,3 +235,70 @@ fn malformed_components_are_refused_at_load_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("modles"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn eight_concurrent_chats_each_get_exactly_their_solo_answer() {
+    if !prerequisites() {
+        return;
+    }
+    let host = start_host("concurrent");
+    let prompts = [
+        "Name a fruit.",
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Count from one to five.",
+        "What colour is the sky?",
+        "Give me a synonym for happy.",
+        "Explain gravity in one sentence.",
+        "What is two plus two?",
+    ];
+    let ask = |addr, p: &str| {
+        let r = post_json(addr, "/chat", &json!({"prompt": p, "max_tokens": 24, "temperature": 0, "chat": true}));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["text"].as_str().unwrap().to_string()
+    };
+    let alone: Vec<String> = prompts.iter().map(|p| ask(host.addr, p)).collect();
+    let addr = host.addr;
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = prompts.iter().map(|p| s.spawn(move || ask(addr, p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn chat_streams_server_sent_events_that_add_up_to_the_plain_answer() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("stream");
+    let ask = json!({"prompt": "Write a haiku about the sea.", "max_tokens": 32, "temperature": 0, "chat": true});
+    let plain = post_json(host.addr, "/chat", &ask);
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let mut streamed_ask = ask.clone();
+    streamed_ask["stream"] = json!(true);
+    let r = post_json(host.addr, "/chat", &streamed_ask);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.headers.iter().any(|(k, v)| k == "content-type" && v == "text/event-stream"), "{:?}", r.headers);
+    let body = r.text();
+    let mut pieces = Vec::new();
+    let mut done = None;
+    for event in body.split("\n\n").filter(|e| !e.is_empty()) {
+        let data: serde_json::Value = serde_json::from_str(event.lines().last().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        if event.starts_with("event: done") {
+            done = Some(data);
+        } else {
+            assert!(!event.starts_with("event: error"), "{event}");
+            pieces.push(data["text"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(pieces.len() > 1, "not streamed: {body}");
+    assert_eq!(pieces.concat(), plain.json()["text"].as_str().unwrap());
+    let done = done.expect("a done event");
+    assert_eq!(done["usage"]["output_tokens"], plain.json()["usage"]["output_tokens"]);
+    // Errors in the inputs still get a status, not an empty stream.
+    let mut bad = streamed_ask.clone();
+    bad["model"] = json!("not-granted-model");
+    assert_eq!(post_json(host.addr, "/chat", &bad).status, 403);
+    assert_serves_hello(&mut host);
+}

@@ -18,10 +18,11 @@ use serde_json::json;
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use wasmesh_guest_common::{
-    MAX_BODY_BYTES, error_json, generate, read_body, respond_json, respond_json_with,
+    EventStream, MAX_BODY_BYTES, error_json, generate, generate_stream, read_body, respond_json,
+    respond_json_with,
 };
 
-const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false)}";
+const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events)}";
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -38,6 +39,8 @@ struct ChatRequest {
     chat: bool,
     #[serde(default)]
     return_tokens: bool,
+    #[serde(default)]
+    stream: bool,
 }
 
 fn default_max_tokens() -> u32 {
@@ -80,11 +83,42 @@ impl Guest for Chat {
             "return-tokens": req.return_tokens,
         })
         .to_string();
+        if req.stream {
+            return stream(out, &req.model, &req.prompt, &options);
+        }
         match generate(&req.model, &req.prompt, Some(&options)) {
             Ok((text, usage)) => respond_json(out, 200, &json!({ "text": text, "usage": usage })),
             Err(e) => respond_json(out, e.http_status(), &e.to_json()),
         }
     }
+}
+
+/// Answers as server-sent events: `data: {"text": piece}` for each piece as the model
+/// produces it, then `event: done` with `{"usage": ...}` (or `event: error`).
+fn stream(out: ResponseOutparam, model: &str, prompt: &str, options: &str) {
+    let text = match generate_stream(model, prompt, Some(options)) {
+        Ok(s) => s,
+        Err(e) => return respond_json(out, e.http_status(), &e.to_json()),
+    };
+    let events = EventStream::start(out);
+    loop {
+        match text.next() {
+            Ok(Some(piece)) => {
+                if !events.send(None, &json!({ "text": piece }).to_string()) {
+                    return; // the caller went away; dropping `text` cancels the generation
+                }
+            }
+            Ok(None) => {
+                events.send(Some("done"), &json!({ "usage": text.usage() }).to_string());
+                break;
+            }
+            Err(e) => {
+                events.send(Some("error"), &e.to_json().to_string());
+                break;
+            }
+        }
+    }
+    events.finish();
 }
 
 wasi::http::proxy::export!(Chat);

@@ -135,6 +135,7 @@ mod nn_support {
         graph::load_by_name,
         tensor::{Tensor, TensorType},
     };
+    use bindings::wasmesh::guest::streaming::{TokenStream, compute_stream};
 
     /// Answers with `status` and `value` as `application/json`.
     pub fn respond_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
@@ -298,5 +299,81 @@ mod nn_support {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         Ok((text, usage))
+    }
+
+    /// A generation whose text arrives piece by piece (`wasmesh:guest/streaming`).
+    /// Dropping it cancels the generation on the host.
+    pub struct TextStream {
+        stream: TokenStream,
+    }
+
+    impl TextStream {
+        /// The next piece of text, or `None` once generation has ended.
+        pub fn next(&self) -> Result<Option<String>, NnError> {
+            self.stream.next().map_err(NnError::from_resource)
+        }
+
+        /// The token counts, once [`TextStream::next`] has returned `None`.
+        pub fn usage(&self) -> Option<Usage> {
+            self.stream.usage().and_then(|u| serde_json::from_str(&u).ok())
+        }
+    }
+
+    /// Starts a streaming generation; errors in the inputs (unknown model, bad
+    /// options) come back here, before any text.
+    pub fn generate_stream(model: &str, prompt: &str, options_json: Option<&str>) -> Result<TextStream, NnError> {
+        let graph = load_by_name(model).map_err(NnError::from_resource)?;
+        let context = graph.init_execution_context().map_err(NnError::from_resource)?;
+        let mut inputs = vec![("prompt".to_string(), u8_tensor(prompt.as_bytes())?)];
+        if let Some(options) = options_json {
+            inputs.push(("options".to_string(), u8_tensor(options.as_bytes())?));
+        }
+        let stream = compute_stream(&context, inputs).map_err(NnError::from_resource)?;
+        Ok(TextStream { stream })
+    }
+}
+
+/// A `text/event-stream` response being written: each [`EventStream::send`] is
+/// flushed to the caller at once.
+pub struct EventStream {
+    stream: wasi::io::streams::OutputStream,
+    body: OutgoingBody,
+}
+
+impl EventStream {
+    /// Answers 200 with `content-type: text/event-stream` and returns the writer.
+    pub fn start(out: ResponseOutparam) -> Self {
+        let headers = Fields::new();
+        let _ = headers.append("content-type", b"text/event-stream");
+        let _ = headers.append("cache-control", b"no-cache");
+        let response = OutgoingResponse::new(headers);
+        let body = response.body().expect("a new response's body is taken once");
+        ResponseOutparam::set(out, Ok(response));
+        let stream = body.write().expect("a new body's stream is taken once");
+        Self { stream, body }
+    }
+
+    /// Sends one event (`event:` line when `event` is set, then `data:`); `false`
+    /// when the caller has gone away.
+    pub fn send(&self, event: Option<&str>, data: &str) -> bool {
+        let mut frame = String::new();
+        if let Some(event) = event {
+            frame.push_str("event: ");
+            frame.push_str(event);
+            frame.push('\n');
+        }
+        for line in data.split('\n') {
+            frame.push_str("data: ");
+            frame.push_str(line);
+            frame.push('\n');
+        }
+        frame.push('\n');
+        frame.as_bytes().chunks(4096).all(|chunk| self.stream.blocking_write_and_flush(chunk).is_ok())
+    }
+
+    /// Ends the response.
+    pub fn finish(self) {
+        drop(self.stream);
+        let _ = OutgoingBody::finish(self.body, None);
     }
 }

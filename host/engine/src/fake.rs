@@ -41,6 +41,11 @@ impl InferenceEngine for FakeEngine {
             }
             let words: Vec<&str> = request.prompt.split_whitespace().rev().collect();
             let n = words.len().min(request.params.n_predict as usize);
+            if let Some(sink) = &request.stream {
+                for (i, w) in words[..n].iter().enumerate() {
+                    let _ = sink.send(if i == 0 { w.to_string() } else { format!(" {w}") });
+                }
+            }
             let finish = if n < words.len() { FinishReason::Length } else { FinishReason::Stop };
             Ok(Generation {
                 text: words[..n].join(" "),

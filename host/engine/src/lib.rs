@@ -38,8 +38,13 @@ pub trait InferenceEngine: Send + Sync + 'static {
     fn summary(&self) -> String;
 }
 
+/// Where a streaming generation sends its text, piece by piece: whole UTF-8
+/// characters, never any part of a stop string. Unbounded, but a generation sends
+/// at most `n-predict` pieces.
+pub type TokenSink = tokio::sync::mpsc::UnboundedSender<String>;
+
 /// One generation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct GenerateRequest {
     /// The model's name, as the engine knows it.
     pub model: String,
@@ -47,6 +52,16 @@ pub struct GenerateRequest {
     pub prompt: String,
     /// Sampling and length options.
     pub params: GenerateParams,
+    /// When set, text is also sent here as it is produced; the returned
+    /// [`Generation`] still holds all of it.
+    pub stream: Option<TokenSink>,
+}
+
+impl GenerateRequest {
+    /// A non-streaming request.
+    pub fn new(model: impl Into<String>, prompt: impl Into<String>, params: GenerateParams) -> Self {
+        Self { model: model.into(), prompt: prompt.into(), params, stream: None }
+    }
 }
 
 /// Options for one generation, in the JSON shape guests pass as the `options`

@@ -4,9 +4,12 @@
 //!   their size in bytes, under a memory budget; concurrent first requests for one
 //!   model share one load.
 //! * **No context per request.** Each loaded model has a worker thread that owns the
-//!   model and a llama.cpp context, created once; a request resets the KV cache and
-//!   reuses it (creating a context costs about 33 ms on SmolLM2-135M, more than 60
-//!   generated tokens).
+//!   model and one llama.cpp context, created once (creating a context costs about
+//!   33 ms on SmolLM2-135M, more than 60 generated tokens).
+//! * **Continuous batching.** The context has `slots` sequences, each with its own
+//!   KV stream; concurrent requests share each decode step, join when a slot is
+//!   free, and leave as soon as they finish, each with its own sampler. A request
+//!   gets exactly the tokens it gets alone (greedy decoding is batch-invariant).
 //! * **Off the async runtime.** Loads and decode loops run on the worker's own
 //!   thread; callers await a oneshot. Dropping the future cancels the request: the
 //!   worker checks between tokens and skips requests cancelled while queued.
@@ -19,7 +22,7 @@
 //! config.models.insert("smollm2".into(), "SmolLM2-135M-Instruct.Q4_1.gguf".into());
 //! let engine = LlamaEngine::new(config)?;
 //! let out = engine
-//!     .generate(GenerateRequest { model: "smollm2".into(), prompt: "Hello".into(), params: GenerateParams::default() })
+//!     .generate(GenerateRequest::new("smollm2", "Hello", GenerateParams::default()))
 //!     .await?;
 //! println!("{}", out.text);
 //! # Ok(()) }
@@ -36,6 +39,7 @@ use wasmesh_engine::{BoxFuture, EngineError, GenerateRequest, Generation, Infere
 
 pub use backend::{gpu_offload_supported, init_backend};
 use worker::ModelWorker;
+pub use worker::WorkerStats;
 
 /// Settings of a [`LlamaEngine`]. Defaults suit a small CPU node.
 #[derive(Debug, Clone)]
@@ -50,11 +54,16 @@ pub struct LlamaConfig {
     pub n_gpu_layers: Option<u32>,
     /// Threads for prompt processing and generation. `None`: the cores available.
     pub threads: Option<u32>,
-    /// Context size in tokens (prompt + generation), capped at the model's training
-    /// context. Default 4096.
+    /// Context size of one request in tokens (prompt + generation), capped at the
+    /// model's training context. Each slot has its own, so the KV cache holds
+    /// `n_ctx * slots` tokens. Default 4096.
     pub n_ctx: u32,
-    /// Largest number of prompt tokens decoded in one step. Default 512.
+    /// Largest number of tokens decoded in one step (prompt chunks and one token
+    /// per generating request). Default 512.
     pub n_batch: u32,
+    /// Requests one model serves at once, sharing decode batches (continuous
+    /// batching); more wait in arrival order. Default 4.
+    pub slots: u32,
 }
 
 impl Default for LlamaConfig {
@@ -66,6 +75,7 @@ impl Default for LlamaConfig {
             threads: None,
             n_ctx: 4096,
             n_batch: 512,
+            slots: 4,
         }
     }
 }
@@ -131,6 +141,11 @@ impl LlamaEngine {
     /// Names of the models loaded now.
     pub fn loaded_models(&self) -> Vec<String> {
         self.loaded.iter().map(|(name, _)| (*name).clone()).collect()
+    }
+
+    /// Live counters of a loaded model's worker (`None` when it is not loaded).
+    pub async fn stats(&self, model: &str) -> Option<Arc<WorkerStats>> {
+        self.loaded.get(model).await.map(|w| w.stats.clone())
     }
 
     async fn worker(&self, name: &str) -> Result<Arc<ModelWorker>, EngineError> {

@@ -70,8 +70,7 @@ impl NativeModel {
         let t1 = Instant::now();
         let mut idx = batch.n_tokens() - 1;
         while out.len() < n_predict {
-            let token = sampler.sample(&ctx, idx);
-            sampler.accept(token);
+            let token = sampler.sample(&ctx, idx); // samples and accepts
             if vocab.is_eog(token) {
                 break;
             }

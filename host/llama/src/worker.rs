@@ -9,9 +9,11 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasmesh_engine::{EngineError, FinishReason, GenerateParams, GenerateRequest, Generation, Usage};
@@ -26,6 +28,7 @@ struct Job {
 pub(crate) struct ModelWorker {
     name: String,
     jobs: mpsc::Sender<Job>,
+    pub(crate) stats: Arc<WorkerStats>,
     /// Size of the model in memory, for the cache's weigher.
     pub(crate) bytes: u64,
 }
@@ -37,16 +40,18 @@ impl ModelWorker {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs, queue) = mpsc::channel::<Job>();
         let config = config.clone();
+        let stats = Arc::new(WorkerStats::default());
+        let worker_stats = stats.clone();
         let thread_name = format!("llama-{name}");
         let model_name = name.clone();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || run_worker(model_name, path, config, ready_tx, queue))
+            .spawn(move || run_worker(model_name, path, config, ready_tx, queue, worker_stats))
             .map_err(|e| EngineError::Internal(format!("cannot start a model thread: {e}")))?;
         let bytes = ready_rx
             .await
             .map_err(|_| EngineError::Load { name: name.clone(), reason: "the model thread died while loading".into() })??;
-        Ok(Self { name, jobs, bytes })
+        Ok(Self { name, jobs, stats, bytes })
     }
 
     /// Queues a generation and waits for it. Dropping the future cancels it.
@@ -71,6 +76,7 @@ fn run_worker(
     config: LlamaConfig,
     ready: oneshot::Sender<Result<u64, EngineError>>,
     queue: mpsc::Receiver<Job>,
+    stats: Arc<WorkerStats>,
 ) {
     let load_err = |reason: String| EngineError::Load { name: name.clone(), reason };
     let started = Instant::now();
@@ -93,11 +99,20 @@ fn run_worker(
         }
     };
     let n_ctx = config.n_ctx.min(model.n_ctx_train()).max(64);
+    let slots = config.slots.max(1);
+    // Each slot has its own KV stream of n_ctx cells (not one unified cache): a
+    // sequence's cells then sit at the same places whether it runs alone or beside
+    // others, so attention sums in the same order and a batched request gets exactly
+    // its solo tokens. With a unified cache, cells interleave across sequences and
+    // the rounding of those sums shifts. Admission needs only a free slot.
+    let kv_tokens = n_ctx * slots;
     let threads = config.threads() as i32;
     let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
+        .with_n_ctx(NonZeroU32::new(kv_tokens))
         .with_n_batch(config.n_batch)
         .with_n_ubatch(config.n_batch)
+        .with_n_seq_max(slots)
+        .with_kv_unified(false)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let ctx = {
@@ -107,7 +122,7 @@ fn run_worker(
     let mut ctx = match ctx {
         Ok(c) => c,
         Err(e) => {
-            let _ = ready.send(Err(load_err(format!("cannot create a context of {n_ctx} tokens: {e}"))));
+            let _ = ready.send(Err(load_err(format!("cannot create a context of {kv_tokens} tokens: {e}"))));
             return;
         }
     };
@@ -117,6 +132,8 @@ fn run_worker(
         path = %path.display(),
         size_mib = model.size() / (1 << 20),
         n_ctx,
+        kv_tokens,
+        slots,
         threads,
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
@@ -124,121 +141,316 @@ fn run_worker(
     if ready.send(Ok(model.size())).is_err() {
         return;
     }
-    let mut batch = LlamaBatch::new(config.n_batch as usize, 1);
-    let mut state = Session { model: &model, template: template.as_ref(), n_batch: config.n_batch as usize };
-    while let Ok(job) = queue.recv() {
-        if job.reply.is_closed() {
-            continue; // cancelled while queued
-        }
-        let reply = job.reply;
-        let result = state.generate(&mut ctx, &mut batch, &job.request, &|| reply.is_closed());
-        let _ = reply.send(result);
-    }
+    let mut scheduler = Scheduler {
+        model: &model,
+        template: template.as_ref(),
+        n_batch: config.n_batch as usize,
+        n_ctx: n_ctx as usize,
+        slots: (0..slots as i32).map(|_| None).collect(),
+        batch: LlamaBatch::new(config.n_batch as usize, 1),
+        stats,
+    };
+    scheduler.run(&mut ctx, &queue);
     tracing::debug!(model = %name, "model worker stopped");
 }
 
-struct Session<'m> {
+/// A request in flight: its sequence in the shared context and its own sampler.
+struct Active {
+    reply: oneshot::Sender<Result<Generation, EngineError>>,
+    stop: Vec<String>,
+    /// Streaming: where pieces go, and how many bytes of `text` were sent.
+    stream: Option<wasmesh_engine::TokenSink>,
+    emitted: usize,
+    prompt: Vec<LlamaToken>,
+    /// Prompt tokens already decoded.
+    prefilled: usize,
+    /// Token to feed next step (the last one sampled).
+    pending: Option<LlamaToken>,
+    /// Position of the next token fed.
+    pos: usize,
+    n_predict: usize,
+    sampler: LlamaSampler,
+    tokens: Vec<i32>,
+    text: Vec<u8>,
+    started: Instant,
+    /// Time on this request's own bookkeeping (tokenizing, templates, samplers,
+    /// detokenizing, stop strings): all but the shared decode steps and sampling.
+    fixed: Duration,
+    /// Where this sequence's logits are in the current batch.
+    logits_at: Option<i32>,
+}
+
+impl Active {
+    /// Streams the text produced since the last call: whole UTF-8 characters, and
+    /// (unless `last`) holding back a tail that could still become a stop string.
+    fn emit(&mut self, last: bool) {
+        let Some(sink) = &self.stream else { return };
+        let mut end = self.text.len();
+        if !last {
+            end -= held_back(&self.text[self.emitted..], &self.stop);
+        }
+        let ready = &self.text[self.emitted..end];
+        let valid = match std::str::from_utf8(ready) {
+            Ok(s) => s.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        if valid > 0 {
+            let piece = String::from_utf8_lossy(&ready[..valid]).into_owned();
+            let _ = sink.send(piece);
+            self.emitted += valid;
+        }
+        if last && self.emitted < self.text.len() {
+            let _ = sink.send(String::from_utf8_lossy(&self.text[self.emitted..]).into_owned());
+            self.emitted = self.text.len();
+        }
+    }
+}
+
+/// How many trailing bytes of `text` could be the start of a stop string.
+fn held_back(text: &[u8], stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|stop| {
+            let stop = stop.as_bytes();
+            (1..stop.len().min(text.len() + 1))
+                .rev()
+                .find(|&n| text.ends_with(&stop[..n]))
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Continuous batching over one context: requests join the running batch when a
+/// slot and KV room are free, each decode step carries one token for every
+/// generating sequence plus as much pending prompt as fits, and finished or
+/// cancelled requests leave at once.
+struct Scheduler<'m> {
     model: &'m LlamaModel,
     template: Option<&'m LlamaChatTemplate>,
     n_batch: usize,
+    n_ctx: usize,
+    slots: Vec<Option<Active>>,
+    batch: LlamaBatch<'static>,
+    stats: Arc<WorkerStats>,
 }
 
-impl Session<'_> {
-    fn generate(
-        &mut self,
-        ctx: &mut LlamaContext<'_>,
-        batch: &mut LlamaBatch<'_>,
-        request: &GenerateRequest,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<Generation, EngineError> {
-        let start = Instant::now();
-        let mut engine_time = Duration::ZERO; // decode + sampling
+/// Live counters of one model's worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Requests in a slot now.
+    pub active: AtomicUsize,
+    /// Requests answered.
+    pub completed: AtomicU64,
+    /// Requests dropped by their caller while running (their slot was freed).
+    pub cancelled: AtomicU64,
+    /// Decode steps run.
+    pub steps: AtomicU64,
+    /// Tokens decoded over all steps (prompt and generated); `/ steps` is the mean batch.
+    pub batched_tokens: AtomicU64,
+}
+
+impl<'m> Scheduler<'m> {
+    fn run(&mut self, ctx: &mut LlamaContext<'_>, queue: &mpsc::Receiver<Job>) {
+        let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+        loop {
+            // Take new jobs: block only when there is nothing else to do.
+            let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty();
+            if idle {
+                match queue.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match queue.try_recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        if self.slots.iter().all(Option::is_none) && waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.admit(ctx, &mut waiting);
+            if self.slots.iter().any(Option::is_some) {
+                self.step(ctx);
+            }
+        }
+    }
+
+    /// Moves waiting jobs into free slots, in arrival order.
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Job>) {
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let Some(job) = waiting.front() else { return };
+            if job.reply.is_closed() {
+                waiting.pop_front();
+                continue;
+            }
+            let t = Instant::now();
+            let prepared = self.prepare(&job.request);
+            let (prompt, n_predict, sampler) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    let job = waiting.pop_front().expect("front exists");
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let job = waiting.pop_front().expect("front exists");
+            let _ = ctx.kv_cache_seq_rm(free as i32, None, None);
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            self.slots[free] = Some(Active {
+                reply: job.reply,
+                stop: job.request.params.stop.clone(),
+                stream: job.request.stream,
+                emitted: 0,
+                pos: 0,
+                prefilled: 0,
+                pending: None,
+                n_predict,
+                sampler,
+                tokens: Vec::with_capacity(n_predict),
+                text: Vec::new(),
+                started: t,
+                fixed: t.elapsed(),
+                logits_at: None,
+                prompt,
+            });
+        }
+    }
+
+    /// Renders, tokenizes and checks one request; builds its sampler.
+    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, usize, LlamaSampler), EngineError> {
         let params = &request.params;
-        ctx.clear_kv_cache();
         let prompt = self.render_prompt(&request.prompt, params)?;
-        let vocab = self.model.vocab();
-        let tokens = vocab.tokenize(prompt.as_bytes(), true, true);
-        let n_ctx = ctx.n_ctx() as usize;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
         if tokens.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
-        if tokens.len() >= n_ctx {
+        if tokens.len() >= self.n_ctx {
             return Err(EngineError::InvalidRequest(format!(
-                "the prompt is {} tokens; this node's context holds {n_ctx}. Shorten the prompt",
-                tokens.len()
+                "the prompt is {} tokens; this node's context holds {}. Shorten the prompt",
+                tokens.len(),
+                self.n_ctx
             )));
         }
-        let n_predict = (params.n_predict as usize).min(n_ctx - tokens.len());
-        let mut sampler = build_sampler(self.model, params);
+        let n_predict = (params.n_predict as usize).min(self.n_ctx - tokens.len());
+        Ok((tokens, n_predict, build_sampler(self.model, params)))
+    }
 
-        // Prompt processing, in chunks of n_batch; logits only for the last prompt token.
-        let last = tokens.len() - 1;
-        for (chunk_index, chunk) in tokens.chunks(self.n_batch).enumerate() {
-            batch.clear();
-            for (i, token) in chunk.iter().enumerate() {
-                let pos = chunk_index * self.n_batch + i;
-                batch
-                    .add(*token, pos as i32, &[0], pos == last)
-                    .map_err(|e| EngineError::Internal(e.to_string()))?;
-            }
-            let t = Instant::now();
-            ctx.decode(batch).map_err(|e| EngineError::Internal(format!("prompt decode: {e}")))?;
-            engine_time += t.elapsed();
-            if cancelled() {
-                return Err(EngineError::Unavailable("cancelled".into()));
+    /// One decode step for every active sequence.
+    fn step(&mut self, ctx: &mut LlamaContext<'_>) {
+        self.batch.clear();
+        let mut budget = self.n_batch;
+        // Generating sequences first, one token each: running streams never stall
+        // behind a long prompt.
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            a.logits_at = None;
+            if let Some(token) = a.pending.take() {
+                a.logits_at = Some(self.batch.n_tokens());
+                self.batch.add(token, a.pos as i32, &[seq as i32], true).expect("batch has room");
+                a.pos += 1;
+                budget -= 1;
             }
         }
-
-        let mut out_tokens: Vec<i32> = Vec::with_capacity(n_predict);
-        let mut text: Vec<u8> = Vec::new();
-        let mut piece = Vec::with_capacity(32);
-        let mut pos = tokens.len();
-        let mut logits_index = batch.n_tokens() - 1;
-        let mut finish = FinishReason::Length;
-        while out_tokens.len() < n_predict {
-            let t = Instant::now();
-            let token = sampler.sample(ctx, logits_index);
-            sampler.accept(token);
-            engine_time += t.elapsed();
-            if vocab.is_eog(token) {
-                finish = FinishReason::Stop;
-                break;
+        // Then prompt chunks, in slot order, as far as the batch has room.
+        for (seq, slot) in self.slots.iter_mut().enumerate() {
+            let Some(a) = slot else { continue };
+            if a.prefilled == a.prompt.len() || budget == 0 {
+                continue;
             }
-            out_tokens.push(token.0);
+            let take = (a.prompt.len() - a.prefilled).min(budget);
+            for i in a.prefilled..a.prefilled + take {
+                let last = i + 1 == a.prompt.len();
+                if last {
+                    a.logits_at = Some(self.batch.n_tokens());
+                }
+                self.batch.add(a.prompt[i], a.pos as i32, &[seq as i32], last).expect("batch has room");
+                a.pos += 1;
+            }
+            a.prefilled += take;
+            budget -= take;
+        }
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        self.stats.batched_tokens.fetch_add(self.batch.n_tokens() as u64, Ordering::Relaxed);
+        if let Err(e) = ctx.decode(&mut self.batch) {
+            let message = format!("decode failed: {e}");
+            for seq in 0..self.slots.len() {
+                if let Some(a) = self.slots[seq].take() {
+                    self.stats.active.fetch_sub(1, Ordering::Relaxed);
+                    let _ = a.reply.send(Err(EngineError::Internal(message.clone())));
+                    let _ = ctx.kv_cache_seq_rm(seq as i32, None, None);
+                }
+            }
+            return;
+        }
+        let vocab = self.model.vocab();
+        let mut piece = Vec::with_capacity(32);
+        for seq in 0..self.slots.len() {
+            let Some(a) = self.slots[seq].as_mut() else { continue };
+            if a.reply.is_closed() {
+                self.finish(ctx, seq, None);
+                continue;
+            }
+            let Some(at) = a.logits_at else { continue };
+            let token = a.sampler.sample(ctx, at); // samples and accepts
+            let t = Instant::now();
+            if vocab.is_eog(token) {
+                a.fixed += t.elapsed();
+                self.finish(ctx, seq, Some(FinishReason::Stop));
+                continue;
+            }
+            a.tokens.push(token.0);
             piece.clear();
             vocab.token_to_piece_into(token, &mut piece, false, None);
-            let before = text.len();
-            text.extend_from_slice(&piece);
-            if let Some(cut) = find_stop(&text, before, &params.stop) {
-                text.truncate(cut);
-                finish = FinishReason::StopString;
-                break;
+            let before = a.text.len();
+            a.text.extend_from_slice(&piece);
+            let stopped = find_stop(&a.text, before, &a.stop);
+            if let Some(cut) = stopped {
+                a.text.truncate(cut);
             }
-            if out_tokens.len() == n_predict {
-                break;
+            if stopped.is_none() {
+                a.emit(false);
             }
-            if cancelled() {
-                return Err(EngineError::Unavailable("cancelled".into()));
+            a.fixed += t.elapsed();
+            if stopped.is_some() {
+                self.finish(ctx, seq, Some(FinishReason::StopString));
+            } else if a.tokens.len() >= a.n_predict {
+                self.finish(ctx, seq, Some(FinishReason::Length));
+            } else {
+                a.pending = Some(token);
             }
-            batch.clear();
-            batch
-                .add(token, pos as i32, &[0], true)
-                .map_err(|e| EngineError::Internal(e.to_string()))?;
-            pos += 1;
-            logits_index = 0;
-            let t = Instant::now();
-            ctx.decode(batch).map_err(|e| EngineError::Internal(format!("decode: {e}")))?;
-            engine_time += t.elapsed();
         }
-        let compute_time = start.elapsed();
-        Ok(Generation {
-            text: String::from_utf8_lossy(&text).into_owned(),
-            usage: Usage { input_tokens: tokens.len() as u32, output_tokens: out_tokens.len() as u32 },
-            tokens: out_tokens,
+    }
+
+    /// Frees a slot; with a reason, answers the request (without, it was cancelled).
+    fn finish(&mut self, ctx: &mut LlamaContext<'_>, seq: usize, reason: Option<FinishReason>) {
+        let Some(mut a) = self.slots[seq].take() else { return };
+        if reason.is_some() {
+            a.emit(true);
+        }
+        let _ = ctx.kv_cache_seq_rm(seq as i32, None, None);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        let Some(finish) = reason else {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        let _ = a.reply.send(Ok(Generation {
+            text: String::from_utf8_lossy(&a.text).into_owned(),
+            usage: Usage { input_tokens: a.prompt.len() as u32, output_tokens: a.tokens.len() as u32 },
+            tokens: a.tokens,
             finish,
-            fixed_cost: compute_time.saturating_sub(engine_time),
-            compute_time,
-        })
+            fixed_cost: a.fixed,
+            compute_time: a.started.elapsed(),
+        }));
     }
 
     fn render_prompt(&self, prompt: &str, params: &GenerateParams) -> Result<String, EngineError> {
@@ -294,6 +506,18 @@ fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::find_stop;
+
+
+    #[test]
+    fn streaming_holds_back_what_may_become_a_stop_string() {
+        use super::held_back;
+        let stops = vec!["</s>".to_string()];
+        assert_eq!(held_back(b"hello", &stops), 0);
+        assert_eq!(held_back(b"hello<", &stops), 1);
+        assert_eq!(held_back(b"hello</", &stops), 2);
+        assert_eq!(held_back(b"hello</s", &stops), 3);
+        assert_eq!(held_back(b"<", &[]), 0);
+    }
 
     #[test]
     fn stop_strings_are_found_across_token_boundaries() {

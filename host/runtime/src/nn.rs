@@ -8,7 +8,7 @@
 //! `wit/README.md`.
 
 use std::sync::Arc;
-use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, InferenceEngine};
+use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, Generation, InferenceEngine};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
 mod generated {
@@ -20,9 +20,12 @@ mod generated {
             "wasi:nn/tensor.tensor": super::Tensor,
             "wasi:nn/inference.graph-execution-context": super::ExecutionContext,
             "wasi:nn/errors.error": super::NnError,
+            "wasmesh:guest/streaming.token-stream": super::TokenStream,
         },
         imports: {
             "wasi:nn/inference.[method]graph-execution-context.compute": async | trappable,
+            "wasmesh:guest/streaming.compute-stream": trappable,
+            "wasmesh:guest/streaming.[method]token-stream.next": async | trappable,
             default: trappable,
         },
     });
@@ -73,6 +76,48 @@ impl NnCtx {
     pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
         Self { engine, component, granted, usage: Default::default() }
     }
+
+    fn record(&mut self, generation: &Generation) {
+        self.usage.input_tokens += generation.usage.input_tokens;
+        self.usage.output_tokens += generation.usage.output_tokens;
+        tracing::debug!(
+            component = %self.component,
+            input_tokens = generation.usage.input_tokens,
+            output_tokens = generation.usage.output_tokens,
+            ms = generation.compute_time.as_millis() as u64,
+            "generation done"
+        );
+    }
+}
+
+/// The `usage` output: token counts, why generation ended, and the token ids when asked.
+fn usage_json(generation: &Generation, return_tokens: bool) -> Vec<u8> {
+    let mut usage = serde_json::json!({
+        "input_tokens": generation.usage.input_tokens,
+        "output_tokens": generation.usage.output_tokens,
+        "finish_reason": generation.finish,
+    });
+    if return_tokens {
+        usage["tokens"] = serde_json::json!(generation.tokens);
+    }
+    serde_json::to_vec(&usage).expect("JSON of plain values")
+}
+
+/// A streaming generation: pieces arrive on `pieces`; the engine's future runs as
+/// its own task, aborted (and so cancelled) when the guest drops the stream.
+pub struct TokenStream {
+    pieces: tokio::sync::mpsc::UnboundedReceiver<String>,
+    task: Option<tokio::task::JoinHandle<Result<Generation, EngineError>>>,
+    return_tokens: bool,
+    usage: Option<String>,
+}
+
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 /// What the generated `Host` traits are implemented for.
@@ -100,6 +145,7 @@ pub fn add_to_linker<T: WasiNnView + 'static>(linker: &mut Linker<T>) -> wasmtim
     generated::wasi::nn::graph::add_to_linker::<T, HasNn>(linker, T::nn)?;
     generated::wasi::nn::inference::add_to_linker::<T, HasNn>(linker, T::nn)?;
     generated::wasi::nn::errors::add_to_linker::<T, HasNn>(linker, T::nn)?;
+    generated::wasmesh::guest::streaming::add_to_linker::<T, HasNn>(linker, T::nn)?;
     Ok(())
 }
 
@@ -110,6 +156,57 @@ impl NnView<'_> {
         let message = message.into();
         tracing::debug!(component = %self.ctx.component, ?code, %message, "wasi-nn error returned to guest");
         Ok(Err(self.table.push(NnError { code, message })?))
+    }
+
+    /// Reads the `prompt` and `options` tensors into a request for the execution
+    /// context's model; a bad input is an `Err` for the guest, not a trap.
+    fn parse_inputs(
+        &mut self,
+        exec: &Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> wasmtime::Result<Result<GenerateRequest, (ErrorCode, String)>> {
+        let model = self.table.get(exec)?.model.clone();
+        let mut prompt: Option<Tensor> = None;
+        let mut options: Option<Tensor> = None;
+        for (position, (name, tensor)) in inputs.into_iter().enumerate() {
+            let tensor = self.table.get(&tensor)?.clone();
+            match (name.as_str(), position) {
+                ("prompt", _) | ("0", _) => prompt = Some(tensor),
+                ("options", _) | ("1", _) => options = Some(tensor),
+                (_, 0) if prompt.is_none() => prompt = Some(tensor),
+                (_, 1) if options.is_none() => options = Some(tensor),
+                (other, _) => {
+                    return Ok(Err((
+                        ErrorCode::InvalidArgument,
+                        format!("unexpected input tensor '{other}': inputs are `prompt` and optionally `options`"),
+                    )));
+                }
+            }
+        }
+        let Some(prompt) = prompt else {
+            return Ok(Err((ErrorCode::InvalidArgument, "no input tensor: pass the prompt as a u8 tensor named `prompt`".into())));
+        };
+        for (what, t) in [("prompt", Some(&prompt)), ("options", options.as_ref())] {
+            if let Some(t) = t {
+                if t.ty != TensorType::U8 {
+                    return Ok(Err((
+                        ErrorCode::InvalidArgument,
+                        format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
+                    )));
+                }
+            }
+        }
+        let Ok(prompt) = String::from_utf8(prompt.data) else {
+            return Ok(Err((ErrorCode::InvalidArgument, "the prompt is not valid UTF-8".into())));
+        };
+        let params = match options {
+            Some(o) if !o.data.is_empty() => match GenerateParams::from_json(&o.data) {
+                Ok(p) => p,
+                Err(e) => return Ok(Err((ErrorCode::InvalidArgument, e.to_string()))),
+            },
+            _ => GenerateParams::default(),
+        };
+        Ok(Ok(GenerateRequest::new(model, prompt, params)))
     }
 
     fn engine_error<T>(&mut self, error: EngineError) -> NnResult<T> {
@@ -173,75 +270,19 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
         exec: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
-        let model = self.table.get(&exec)?.model.clone();
-        let mut prompt: Option<Tensor> = None;
-        let mut options: Option<Tensor> = None;
-        for (position, (name, tensor)) in inputs.into_iter().enumerate() {
-            let tensor = self.table.get(&tensor)?.clone();
-            match (name.as_str(), position) {
-                ("prompt", _) | ("0", _) => prompt = Some(tensor),
-                ("options", _) | ("1", _) => options = Some(tensor),
-                (_, 0) if prompt.is_none() => prompt = Some(tensor),
-                (_, 1) if options.is_none() => options = Some(tensor),
-                (other, _) => {
-                    return self.fail(
-                        ErrorCode::InvalidArgument,
-                        format!("unexpected input tensor '{other}': inputs are `prompt` and optionally `options`"),
-                    );
-                }
-            }
-        }
-        let Some(prompt) = prompt else {
-            return self.fail(ErrorCode::InvalidArgument, "no input tensor: pass the prompt as a u8 tensor named `prompt`");
+        let request = match self.parse_inputs(&exec, inputs)? {
+            Ok(r) => r,
+            Err((code, message)) => return self.fail(code, message),
         };
-        for (what, t) in [("prompt", Some(&prompt)), ("options", options.as_ref())] {
-            if let Some(t) = t {
-                if t.ty != TensorType::U8 {
-                    return self.fail(
-                        ErrorCode::InvalidArgument,
-                        format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
-                    );
-                }
-            }
-        }
-        let Ok(prompt) = String::from_utf8(prompt.data) else {
-            return self.fail(ErrorCode::InvalidArgument, "the prompt is not valid UTF-8");
-        };
-        let params = match options {
-            Some(o) if !o.data.is_empty() => match GenerateParams::from_json(&o.data) {
-                Ok(p) => p,
-                Err(e) => return self.engine_error(e),
-            },
-            _ => GenerateParams::default(),
-        };
-        let return_tokens = params.return_tokens;
+        let return_tokens = request.params.return_tokens;
         let engine = self.ctx.engine.clone();
-        let started = std::time::Instant::now();
-        let result = engine.generate(GenerateRequest { model: model.clone(), prompt, params }).await;
-        let generation = match result {
+        let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return self.engine_error(e),
         };
-        self.ctx.usage.input_tokens += generation.usage.input_tokens;
-        self.ctx.usage.output_tokens += generation.usage.output_tokens;
-        tracing::debug!(
-            component = %self.ctx.component,
-            model = %model,
-            input_tokens = generation.usage.input_tokens,
-            output_tokens = generation.usage.output_tokens,
-            ms = started.elapsed().as_millis() as u64,
-            "generation done"
-        );
-        let mut usage = serde_json::json!({
-            "input_tokens": generation.usage.input_tokens,
-            "output_tokens": generation.usage.output_tokens,
-            "finish_reason": generation.finish,
-        });
-        if return_tokens {
-            usage["tokens"] = serde_json::json!(generation.tokens);
-        }
+        self.ctx.record(&generation);
+        let usage = usage_json(&generation, return_tokens);
         let text = generation.text.into_bytes();
-        let usage = serde_json::to_vec(&usage).expect("JSON of plain values");
         let text = self.table.push(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
         let usage = self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
         Ok(Ok(vec![("text".to_string(), text), ("usage".to_string(), usage)]))
@@ -291,6 +332,57 @@ impl generated::wasi::nn::errors::HostError for NnView<'_> {
 
     fn drop(&mut self, error: Resource<NnError>) -> wasmtime::Result<()> {
         self.table.delete(error)?;
+        Ok(())
+    }
+}
+
+impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
+    fn compute_stream(
+        &mut self,
+        exec: Resource<ExecutionContext>,
+        inputs: Vec<(String, Resource<Tensor>)>,
+    ) -> NnResult<Resource<TokenStream>> {
+        let mut request = match self.parse_inputs(&exec, inputs)? {
+            Ok(r) => r,
+            Err((code, message)) => return self.fail(code, message),
+        };
+        let (sink, pieces) = tokio::sync::mpsc::unbounded_channel();
+        request.stream = Some(sink);
+        let return_tokens = request.params.return_tokens;
+        let engine = self.ctx.engine.clone();
+        let task = tokio::spawn(async move { engine.generate(request).await });
+        Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None })?))
+    }
+}
+
+impl generated::wasmesh::guest::streaming::HostTokenStream for NnView<'_> {
+    async fn next(&mut self, stream: Resource<TokenStream>) -> NnResult<Option<String>> {
+        let s = self.table.get_mut(&stream)?;
+        if let Some(piece) = s.pieces.recv().await {
+            return Ok(Ok(Some(piece)));
+        }
+        let Some(task) = s.task.take() else {
+            return Ok(Ok(None)); // already finished
+        };
+        let return_tokens = s.return_tokens;
+        match task.await {
+            Ok(Ok(generation)) => {
+                self.ctx.record(&generation);
+                let usage = String::from_utf8(usage_json(&generation, return_tokens)).expect("JSON is UTF-8");
+                self.table.get_mut(&stream)?.usage = Some(usage);
+                Ok(Ok(None))
+            }
+            Ok(Err(e)) => self.engine_error(e),
+            Err(e) => self.fail(ErrorCode::RuntimeError, format!("generation task failed: {e}")),
+        }
+    }
+
+    fn usage(&mut self, stream: Resource<TokenStream>) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&stream)?.usage.clone())
+    }
+
+    fn drop(&mut self, stream: Resource<TokenStream>) -> wasmtime::Result<()> {
+        self.table.delete(stream)?;
         Ok(())
     }
 }

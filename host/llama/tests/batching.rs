@@ -1,0 +1,114 @@
+//! The llama.cpp engine with the real SmolLM2: continuous batching gives each
+//! request exactly what it gets alone, and a dropped request frees its slot.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
+use wasmesh_engine_llama::{LlamaConfig, LlamaEngine};
+
+fn engine(slots: u32) -> Option<Arc<LlamaEngine>> {
+    let model = wasmesh_tests::model_path();
+    if !model.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "missing {}: run deploy/setup.sh", model.display());
+        eprintln!("skipping: missing {}", model.display());
+        return None;
+    }
+    let config = LlamaConfig {
+        models: [("smollm2".to_string(), model)].into(),
+        threads: Some(2),
+        slots,
+        ..Default::default()
+    };
+    Some(Arc::new(LlamaEngine::new(config).expect("engine")))
+}
+
+fn request(prompt: &str, n: u32) -> GenerateRequest {
+    GenerateRequest::new("smollm2", prompt, GenerateParams { n_predict: n, chat: true, ..Default::default() })
+}
+
+const PROMPTS: [&str; 8] = [
+    "Name a fruit.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Count from one to five.",
+    "What colour is the sky?",
+    "Give me a synonym for happy.",
+    "Explain gravity in one sentence.",
+    "What is two plus two?",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_get_exactly_what_they_get_alone() {
+    let Some(engine) = engine(8) else { return };
+    let mut alone = Vec::new();
+    for p in PROMPTS {
+        alone.push(engine.generate(request(p, 24)).await.expect("alone").tokens);
+    }
+    let stats = engine.stats("smollm2").await.expect("loaded");
+    let steps_before = stats.steps.load(Ordering::Relaxed);
+    let tokens_before = stats.batched_tokens.load(Ordering::Relaxed);
+    let together = futures_join(engine.clone(), &PROMPTS, 24).await;
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "request {i} ({:?}) differs when batched", PROMPTS[i]);
+    }
+    // They really shared decode steps: more tokens per step than one sequence gives.
+    let steps = stats.steps.load(Ordering::Relaxed) - steps_before;
+    let tokens = stats.batched_tokens.load(Ordering::Relaxed) - tokens_before;
+    let generated: usize = together.iter().map(Vec::len).sum();
+    assert!(steps < generated as u64, "{steps} steps for {generated} generated tokens: not batched");
+    assert!(tokens / steps > 1, "mean batch {} tokens", tokens / steps);
+}
+
+async fn futures_join(engine: Arc<LlamaEngine>, prompts: &[&str], n: u32) -> Vec<Vec<i32>> {
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let engine = engine.clone();
+            let r = request(p, n);
+            tokio::spawn(async move { engine.generate(r).await.expect("batched").tokens })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_frees_its_slot() {
+    let Some(engine) = engine(1) else { return };
+    engine.preload("smollm2").await.unwrap();
+    let stats = engine.stats("smollm2").await.expect("loaded");
+    // A long generation (the model keeps counting), abandoned after a moment, as a
+    // stopped guest or a gone caller abandons it.
+    let long = engine.generate(GenerateRequest::new(
+        "smollm2",
+        "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+        GenerateParams { n_predict: 4000, ..Default::default() },
+    ));
+    assert!(tokio::time::timeout(Duration::from_millis(300), long).await.is_err(), "the long request ended early");
+    // The only slot is free again: the next request is served, and the drop was counted.
+    let next = engine.generate(request("Name a fruit.", 8)).await.expect("served after the cancel");
+    assert!(!next.tokens.is_empty());
+    assert_eq!(stats.cancelled.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.active.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_pieces_add_up_to_the_whole_text() {
+    let Some(engine) = engine(4) else { return };
+    let (sink, mut pieces) = tokio::sync::mpsc::unbounded_channel();
+    let mut r = request("Write a haiku about the sea.", 32);
+    r.stream = Some(sink);
+    let generation = engine.generate(r).await.expect("streamed");
+    let mut streamed = Vec::new();
+    while let Some(p) = pieces.recv().await {
+        streamed.push(p);
+    }
+    assert!(streamed.len() > 1, "one piece only: not streamed");
+    assert_eq!(streamed.concat(), generation.text);
+    let plain = engine.generate(request("Write a haiku about the sea.", 32)).await.unwrap();
+    assert_eq!(plain.text, generation.text, "streaming changed the text");
+}
