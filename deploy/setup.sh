@@ -51,3 +51,26 @@ else
   mv "$tmp/$MODEL_FILE" "$model"
 fi
 say "test model: $model"
+
+# 4. Test LoRA adapters for the test model, written by our own script (the `gguf`
+#    package from PyPI, in a virtualenv of ours): two adapters with different seeds.
+venv="$CACHE/venv"
+if ! "$venv/bin/python" -c 'import gguf' >/dev/null 2>&1; then
+  say "installing the gguf Python package (for test LoRA adapters)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q gguf==0.19.0
+fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# Regenerate when the script changed (its hash is the stamp).
+stamp="$MODEL_DIR/smollm2-test-lora.stamp"
+script_hash=$(sha256sum "$here/make-test-lora.py" | cut -d' ' -f1)
+[ "$(cat "$stamp" 2>/dev/null)" = "$script_hash" ] || rm -f "$MODEL_DIR"/smollm2-test-lora-*.gguf
+for seed in 1 2; do
+  lora="$MODEL_DIR/smollm2-test-lora-$seed.gguf"
+  if [ ! -s "$lora" ]; then
+    "$venv/bin/python" "$here/make-test-lora.py" "$model" "$lora.tmp" --seed "$seed" >/dev/null
+    mv "$lora.tmp" "$lora"
+  fi
+done
+echo "$script_hash" > "$stamp"
+say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1,2}.gguf"

@@ -23,6 +23,12 @@ pub fn model_path() -> PathBuf {
     cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// A test LoRA adapter for the test model (`seed` 1 or 2), written by
+/// `deploy/make-test-lora.py` through `deploy/setup.sh`.
+pub fn lora_path(seed: u32) -> PathBuf {
+    cache_dir().join(format!("models/smollm2-test-lora-{seed}.gguf"))
+}
+
 /// Where `guest-components/build.sh` put the components.
 pub fn components_dir() -> PathBuf {
     std::env::var_os("WASMESH_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("components"))
@@ -42,10 +48,12 @@ pub fn prerequisites() -> bool {
     if !wasmesh_bin().is_file() {
         missing.push(format!("{} (run `cargo build -p wasmesh`)", wasmesh_bin().display()));
     }
-    if !model_path().is_file() {
-        missing.push(format!("{} (run `bash deploy/setup.sh`)", model_path().display()));
+    for p in [model_path(), lora_path(1), lora_path(2)] {
+        if !p.is_file() {
+            missing.push(format!("{} (run `bash deploy/setup.sh`)", p.display()));
+        }
     }
-    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model"] {
+    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model", "embeddings"] {
         let p = components_dir().join(format!("{c}.wasm"));
         if !p.is_file() {
             missing.push(format!("{} (run `bash guest-components/build.sh`)", p.display()));

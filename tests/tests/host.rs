@@ -17,7 +17,7 @@ name = "test-app"
 
 [component.chat]
 source = "{chat}"
-models = ["smollm2"]
+models = ["smollm2", "smollm2:one"]
 [component.chat.limits]
 max_request_bytes = 4096
 
@@ -38,6 +38,10 @@ memory_mb = 32
 source = "{unknown}"
 models = ["smollm2"]
 
+[component.embeddings]
+source = "{embeddings}"
+models = ["smollm2"]
+
 [[route]]
 path = "/chat"
 component = "chat"
@@ -53,12 +57,16 @@ component = "memory-bomb"
 [[route]]
 path = "/unknown"
 component = "unknown-model"
+[[route]]
+path = "/embeddings"
+component = "embeddings"
 "#,
         chat = c.join("chat.wasm").display(),
         hello = c.join("hello.wasm").display(),
         lp = c.join("loop_forever.wasm").display(),
         bomb = c.join("memory_bomb.wasm").display(),
         unknown = c.join("unknown_model.wasm").display(),
+        embeddings = c.join("embeddings.wasm").display(),
     );
     let path = dir.join("wasmesh.toml");
     std::fs::write(&path, manifest).expect("write manifest");
@@ -79,9 +87,13 @@ fn start_host(name: &str) -> Process {
     let manifest = test_manifest(&dir);
     let addr = free_addr();
     let model = format!("smollm2={}", model_path().display());
+    let lora = format!("one=smollm2:{}", lora_path(1).display());
     let listen = addr.to_string();
     let mut host = Process::spawn(
-        &["host", "--app", manifest.to_str().unwrap(), "--model", &model, "--listen", &listen, "--threads", THREADS, "--preload"],
+        &[
+            "host", "--app", manifest.to_str().unwrap(), "--model", &model, "--lora", &lora, "--listen", &listen, "--threads",
+            THREADS, "--preload",
+        ],
         addr,
         dir.join("host.log"),
     );
@@ -300,5 +312,60 @@ fn chat_streams_server_sent_events_that_add_up_to_the_plain_answer() {
     let mut bad = streamed_ask.clone();
     bad["model"] = json!("not-granted-model");
     assert_eq!(post_json(host.addr, "/chat", &bad).status, 403);
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn a_granted_lora_changes_the_answer_and_an_ungranted_one_is_refused() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("lora");
+    let ask = |lora: Option<&str>| {
+        let mut body = json!({"prompt": "Describe the ocean in one sentence.", "max_tokens": 24, "temperature": 0, "chat": true});
+        if let Some(l) = lora {
+            body["lora"] = json!(l);
+        }
+        post_json(host.addr, "/chat", &body)
+    };
+    let base = ask(None);
+    assert_eq!(base.status, 200, "{}", base.text());
+    let adapted = ask(Some("one"));
+    assert_eq!(adapted.status, 200, "{}", adapted.text());
+    assert_ne!(adapted.json()["text"], base.json()["text"], "the adapter changed nothing");
+    assert_eq!(ask(None).json()["text"], base.json()["text"], "the base answer changed after the adapter ran");
+    let refused = ask(Some("two"));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(refused.json()["error"].as_str().unwrap().contains("\"smollm2:two\""), "{}", refused.text());
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn embeddings_are_stable_and_related_texts_are_closer() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("embeddings");
+    let texts = ["The cat sat on the mat.", "A kitten was sitting on the rug.", "Quarterly revenue grew by eight percent."];
+    let r = post_json(host.addr, "/embeddings", &json!({"input": texts}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let vectors: Vec<Vec<f64>> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    assert!(vectors[0].len() >= 64, "dimension {}", vectors[0].len());
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!((dot(&vectors[0], &vectors[0]) - 1.0).abs() < 1e-3, "not normalised");
+    let related = dot(&vectors[0], &vectors[1]);
+    let unrelated = dot(&vectors[0], &vectors[2]);
+    assert!(related > unrelated, "cos(cat, kitten) = {related} <= cos(cat, revenue) = {unrelated}");
+    // The same text gives the same vector, call after call.
+    let again = post_json(host.addr, "/embeddings", &json!({"input": texts[0]}));
+    assert_eq!(again.json()["data"][0]["embedding"], body["data"][0]["embedding"]);
+    assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert_serves_hello(&mut host);
 }

@@ -30,6 +30,13 @@ pub struct EngineArgs {
     /// A model this node serves, as NAME=PATH.gguf (repeatable).
     #[arg(long = "model", value_name = "NAME=PATH")]
     pub models: Vec<String>,
+    /// A LoRA adapter, as NAME=MODEL:PATH.gguf (repeatable). Components use it with
+    /// `"lora": NAME` in their options, when granted "MODEL:NAME".
+    #[arg(long = "lora", value_name = "NAME=MODEL:PATH")]
+    pub loras: Vec<String>,
+    /// Requests one model serves at once (continuous batching); more wait their turn.
+    #[arg(long, default_value_t = 4)]
+    pub slots: u32,
     /// Memory for loaded models, in MiB.
     #[arg(long, default_value_t = 4096, value_name = "MIB")]
     pub model_memory_mb: u64,
@@ -73,8 +80,20 @@ impl EngineArgs {
 
 #[cfg(feature = "llama")]
 fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
+    let mut loras = std::collections::BTreeMap::new();
+    for l in &args.loras {
+        let Some((name, rest)) = l.split_once('=') else {
+            bail!("--lora takes NAME=MODEL:PATH.gguf, got '{l}'");
+        };
+        let Some((base, path)) = rest.split_once(':') else {
+            bail!("--lora takes NAME=MODEL:PATH.gguf, got '{l}' (no MODEL: before the path)");
+        };
+        loras.insert(name.to_string(), wasmesh_engine_llama::LoraSpec { base: base.to_string(), path: PathBuf::from(path) });
+    }
     let config = wasmesh_engine_llama::LlamaConfig {
         models: models.into_iter().collect(),
+        loras,
+        slots: args.slots,
         memory_budget_bytes: args.model_memory_mb << 20,
         n_gpu_layers: args.gpu_layers,
         threads: args.threads,
@@ -87,7 +106,7 @@ fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Re
 
 #[cfg(not(feature = "llama"))]
 fn build_engine(_args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
-    if !models.is_empty() {
+    if !models.is_empty() || !args.loras.is_empty() {
         bail!("support for llama.cpp was disabled at compile time: rebuild with `--features llama`");
     }
     Ok(Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new())))

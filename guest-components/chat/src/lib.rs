@@ -22,7 +22,7 @@ use wasmesh_guest_common::{
     respond_json_with,
 };
 
-const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events)}";
+const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events), \"lora\": string (an adapter granted as \"MODEL:NAME\"), \"lora_scale\": float (default 1.0)}";
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -41,6 +41,14 @@ struct ChatRequest {
     return_tokens: bool,
     #[serde(default)]
     stream: bool,
+    #[serde(default)]
+    lora: Option<String>,
+    #[serde(default = "default_lora_scale")]
+    lora_scale: f32,
+}
+
+fn default_lora_scale() -> f32 {
+    1.0
 }
 
 fn default_max_tokens() -> u32 {
@@ -81,6 +89,8 @@ impl Guest for Chat {
             "temp": req.temperature,
             "chat": req.chat,
             "return-tokens": req.return_tokens,
+            "lora": req.lora,
+            "lora-scale": req.lora_scale,
         })
         .to_string();
         if req.stream {

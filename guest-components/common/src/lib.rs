@@ -301,6 +301,32 @@ mod nn_support {
         Ok((text, usage))
     }
 
+    /// A mean-pooled, L2-normalised embedding of `input` with the model named `model`.
+    pub fn embed(model: &str, input: &str) -> Result<(Vec<f32>, Usage), NnError> {
+        let graph = load_by_name(model).map_err(NnError::from_resource)?;
+        let context = graph.init_execution_context().map_err(NnError::from_resource)?;
+        let inputs = vec![
+            ("prompt".to_string(), u8_tensor(input.as_bytes())?),
+            ("options".to_string(), u8_tensor(br#"{"embedding": true}"#)?),
+        ];
+        let outputs = context.compute(inputs).map_err(NnError::from_resource)?;
+        let mut vector = None;
+        let mut usage = None;
+        for (name, tensor) in &outputs {
+            match name.as_str() {
+                "embedding" => vector = Some(tensor.data()),
+                "usage" => usage = Some(tensor.data()),
+                _ => {}
+            }
+        }
+        let bytes = vector.ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no `embedding` tensor"))?;
+        let vector = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let usage = usage
+            .and_then(|u| serde_json::from_slice(&u).ok())
+            .ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no readable `usage` tensor"))?;
+        Ok((vector, usage))
+    }
+
     /// A generation whose text arrives piece by piece (`wasmesh:guest/streaming`).
     /// Dropping it cancels the generation on the host.
     pub struct TextStream {

@@ -58,6 +58,24 @@ impl InferenceEngine for FakeEngine {
         })
     }
 
+    fn embed<'a>(&'a self, model: &'a str, input: &'a str) -> BoxFuture<'a, Result<crate::Embedding, EngineError>> {
+        Box::pin(async move {
+            if !self.has_model(model) {
+                return Err(EngineError::ModelNotFound { name: model.to_string(), available: self.models.clone() });
+            }
+            // Letter counts, normalised: same text, same vector.
+            let mut v = vec![0f32; 26];
+            for c in input.bytes().filter(u8::is_ascii_alphabetic) {
+                v[(c.to_ascii_lowercase() - b'a') as usize] += 1.0;
+            }
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            Ok(crate::Embedding {
+                vector: v.into_iter().map(|x| x / norm).collect(),
+                input_tokens: input.split_whitespace().count() as u32,
+            })
+        })
+    }
+
     fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
         Box::pin(async move {
             if self.has_model(model) {

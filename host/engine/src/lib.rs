@@ -31,6 +31,9 @@ pub trait InferenceEngine: Send + Sync + 'static {
     /// Generates text for `request`. Dropping the future cancels the generation.
     fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, EngineError>>;
 
+    /// A pooled, L2-normalised embedding of `input` (mean over its tokens).
+    fn embed<'a>(&'a self, model: &'a str, input: &'a str) -> BoxFuture<'a, Result<Embedding, EngineError>>;
+
     /// Loads `model` ahead of demand (a no-op when it is already loaded).
     fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
@@ -85,9 +88,16 @@ pub struct GenerateParams {
     pub stop: Vec<String>,
     /// Wrap the prompt as one user turn with the model's chat template.
     pub chat: bool,
+    /// Compute an embedding of the prompt instead of generating (outputs
+    /// `embedding` and `usage`).
+    pub embedding: bool,
     /// Include the generated token ids in the `usage` output (for exact
     /// comparisons and audits by re-execution).
     pub return_tokens: bool,
+    /// A LoRA adapter of the model to apply, by name.
+    pub lora: Option<String>,
+    /// The adapter's scale (1.0 as trained; 0 is the base model).
+    pub lora_scale: f32,
 }
 
 impl Default for GenerateParams {
@@ -101,7 +111,10 @@ impl Default for GenerateParams {
             seed: u32::MAX,
             stop: Vec::new(),
             chat: false,
+            embedding: false,
             return_tokens: false,
+            lora: None,
+            lora_scale: 1.0,
         }
     }
 }
@@ -133,6 +146,9 @@ impl GenerateParams {
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad(format!("repeat-penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        if !(self.lora_scale.is_finite() && (-8.0..=8.0).contains(&self.lora_scale)) {
+            return bad(format!("lora-scale must be in [-8, 8], got {}", self.lora_scale));
         }
         if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
             return bad("stop takes at most 16 non-empty strings of at most 256 bytes".into());
@@ -183,6 +199,15 @@ pub struct Generation {
     pub fixed_cost: std::time::Duration,
     /// Time from the request reaching the engine's worker until the last token.
     pub compute_time: std::time::Duration,
+}
+
+/// An embedding vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// The vector, L2-normalised (so a dot product is the cosine).
+    pub vector: Vec<f32>,
+    /// Tokens of the input.
+    pub input_tokens: u32,
 }
 
 /// What went wrong in the engine. Messages are shown to guests and callers, so each

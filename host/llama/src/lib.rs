@@ -41,11 +41,23 @@ pub use backend::{gpu_offload_supported, init_backend};
 use worker::ModelWorker;
 pub use worker::WorkerStats;
 
+/// A LoRA adapter GGUF for one of the engine's models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// The model it adapts (a key of [`LlamaConfig::models`]).
+    pub base: String,
+    /// The adapter GGUF.
+    pub path: PathBuf,
+}
+
 /// Settings of a [`LlamaEngine`]. Defaults suit a small CPU node.
 #[derive(Debug, Clone)]
 pub struct LlamaConfig {
     /// Model name → GGUF file.
     pub models: BTreeMap<String, PathBuf>,
+    /// Adapter name → adapter. Loaded with their base model, kept in RAM with it,
+    /// applied per request (`"lora": NAME` in the options) without reloading it.
+    pub loras: BTreeMap<String, LoraSpec>,
     /// RAM (or VRAM) the engine may fill with loaded models, in bytes. Default 4 GiB.
     /// A model larger than the whole budget is refused with a message saying so.
     pub memory_budget_bytes: u64,
@@ -70,6 +82,7 @@ impl Default for LlamaConfig {
     fn default() -> Self {
         Self {
             models: BTreeMap::new(),
+            loras: BTreeMap::new(),
             memory_budget_bytes: 4 << 30,
             n_gpu_layers: None,
             threads: None,
@@ -118,6 +131,20 @@ impl LlamaEngine {
                         "file {} not found; run `bash deploy/setup.sh` for the test model, or fix the path",
                         path.display()
                     ),
+                });
+            }
+        }
+        for (name, lora) in &config.loras {
+            if !config.models.contains_key(&lora.base) {
+                return Err(EngineError::Load {
+                    name: name.clone(),
+                    reason: format!("LoRA '{name}' names base model '{}', which is not configured", lora.base),
+                });
+            }
+            if !lora.path.is_file() {
+                return Err(EngineError::Load {
+                    name: name.clone(),
+                    reason: format!("LoRA file {} not found", lora.path.display()),
                 });
             }
         }
@@ -187,6 +214,13 @@ impl InferenceEngine for LlamaEngine {
             request.params.validate()?;
             let worker = self.worker(&request.model).await?;
             worker.generate(request).await
+        })
+    }
+
+    fn embed<'a>(&'a self, model: &'a str, input: &'a str) -> BoxFuture<'a, Result<wasmesh_engine::Embedding, EngineError>> {
+        Box::pin(async move {
+            let worker = self.worker(model).await?;
+            worker.embed(input.to_string()).await
         })
     }
 

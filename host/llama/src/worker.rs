@@ -4,10 +4,10 @@
 use crate::backend::init_backend;
 use crate::LlamaConfig;
 use llama_cpp_2::context::LlamaContext;
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
@@ -16,11 +16,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
-use wasmesh_engine::{EngineError, FinishReason, GenerateParams, GenerateRequest, Generation, Usage};
+use wasmesh_engine::{Embedding, EngineError, FinishReason, GenerateParams, GenerateRequest, Generation, Usage};
 
-struct Job {
-    request: GenerateRequest,
-    reply: oneshot::Sender<Result<Generation, EngineError>>,
+enum Job {
+    Generate {
+        request: GenerateRequest,
+        reply: oneshot::Sender<Result<Generation, EngineError>>,
+    },
+    Embed {
+        input: String,
+        reply: oneshot::Sender<Result<Embedding, EngineError>>,
+    },
 }
 
 /// Handle to a model's worker thread. Dropping the last handle ends the thread
@@ -57,12 +63,25 @@ impl ModelWorker {
     /// Queues a generation and waits for it. Dropping the future cancels it.
     pub(crate) async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { request, reply })
-            .map_err(|_| EngineError::Unavailable(format!("model '{}' is unloading; retry", self.name)))?;
+        self.send(Job::Generate { request, reply })?;
         answer
             .await
             .map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?
+    }
+
+    /// Queues an embedding and waits for it.
+    pub(crate) async fn embed(&self, input: String) -> Result<Embedding, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Embed { input, reply })?;
+        answer
+            .await
+            .map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?
+    }
+
+    fn send(&self, job: Job) -> Result<(), EngineError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| EngineError::Unavailable(format!("model '{}' is unloading; retry", self.name)))
     }
 }
 
@@ -88,7 +107,7 @@ fn run_worker(
         }
     };
     let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers());
-    let model = match LlamaModel::load_from_file(backend, &path, &params) {
+    let mut model = match LlamaModel::load_from_file(backend, &path, &params) {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(load_err(format!(
@@ -98,6 +117,25 @@ fn run_worker(
             return;
         }
     };
+    // Adapters load with their base (they need it mutably) and live as long as it.
+    let mut adapters = Vec::new();
+    for (lora, spec) in config.loras.iter().filter(|(_, spec)| spec.base == name) {
+        let t = Instant::now();
+        match model.lora_adapter_init(&spec.path) {
+            Ok(adapter) => {
+                tracing::info!(model = %name, %lora, ms = t.elapsed().as_millis() as u64, "LoRA adapter loaded");
+                adapters.push((lora.clone(), adapter));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(load_err(format!(
+                    "LoRA '{lora}' ({}) does not fit this model ({e}); was it made for another base or architecture?",
+                    spec.path.display()
+                ))));
+                return;
+            }
+        }
+    }
+    let model = model;
     let n_ctx = config.n_ctx.min(model.n_ctx_train()).max(64);
     let slots = config.slots.max(1);
     // Each slot has its own KV stream of n_ctx cells (not one unified cache): a
@@ -148,10 +186,20 @@ fn run_worker(
         n_ctx: n_ctx as usize,
         slots: (0..slots as i32).map(|_| None).collect(),
         batch: LlamaBatch::new(config.n_batch as usize, 1),
+        threads,
         stats,
+        adapters,
+        applied: None,
+        last_group: None,
     };
     scheduler.run(&mut ctx, &queue);
     tracing::debug!(model = %name, "model worker stopped");
+}
+
+/// A generation waiting for a slot.
+struct Waiting {
+    request: GenerateRequest,
+    reply: oneshot::Sender<Result<Generation, EngineError>>,
 }
 
 /// A request in flight: its sequence in the shared context and its own sampler.
@@ -178,6 +226,7 @@ struct Active {
     fixed: Duration,
     /// Where this sequence's logits are in the current batch.
     logits_at: Option<i32>,
+    lora: LoraKey,
 }
 
 impl Active {
@@ -232,8 +281,20 @@ struct Scheduler<'m> {
     n_ctx: usize,
     slots: Vec<Option<Active>>,
     batch: LlamaBatch<'static>,
+    threads: i32,
     stats: Arc<WorkerStats>,
+    /// This model's LoRA adapters, by name.
+    adapters: Vec<(String, LlamaLoraAdapter)>,
+    /// The adapter set on the context now.
+    applied: LoraKey,
+    /// The group the last step ran, for round-robin between groups.
+    last_group: Option<LoraKey>,
 }
+
+/// Which adapter (index, scale bits) a sequence runs with; `None` is the base model.
+/// llama.cpp applies adapters to a whole context, so each decode step runs the
+/// sequences of one key, and steps rotate between keys.
+type LoraKey = Option<(usize, u32)>;
 
 /// Live counters of one model's worker.
 #[derive(Debug, Default)]
@@ -248,23 +309,36 @@ pub struct WorkerStats {
     pub steps: AtomicU64,
     /// Tokens decoded over all steps (prompt and generated); `/ steps` is the mean batch.
     pub batched_tokens: AtomicU64,
+    /// Times the context's LoRA adapter changed between steps.
+    pub lora_switches: AtomicU64,
+    /// Nanoseconds spent changing adapters.
+    pub lora_switch_ns: AtomicU64,
 }
 
 impl<'m> Scheduler<'m> {
     fn run(&mut self, ctx: &mut LlamaContext<'_>, queue: &mpsc::Receiver<Job>) {
-        let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+        let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
+        let mut embed_ctx: Option<LlamaContext<'m>> = None;
         loop {
+            let mut take = |job: Job, waiting: &mut std::collections::VecDeque<Waiting>| match job {
+                Job::Generate { request, reply } => waiting.push_back(Waiting { request, reply }),
+                Job::Embed { input, reply } => {
+                    if !reply.is_closed() {
+                        let _ = reply.send(self.embed(&mut embed_ctx, &input));
+                    }
+                }
+            };
             // Take new jobs: block only when there is nothing else to do.
             let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty();
             if idle {
                 match queue.recv() {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(job) => take(job, &mut waiting),
                     Err(_) => return,
                 }
             }
             loop {
                 match queue.try_recv() {
-                    Ok(job) => waiting.push_back(job),
+                    Ok(job) => take(job, &mut waiting),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         if self.slots.iter().all(Option::is_none) && waiting.is_empty() {
@@ -282,7 +356,7 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Moves waiting jobs into free slots, in arrival order.
-    fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Job>) {
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Waiting>) {
         while let Some(free) = self.slots.iter().position(Option::is_none) {
             let Some(job) = waiting.front() else { return };
             if job.reply.is_closed() {
@@ -291,7 +365,7 @@ impl<'m> Scheduler<'m> {
             }
             let t = Instant::now();
             let prepared = self.prepare(&job.request);
-            let (prompt, n_predict, sampler) = match prepared {
+            let (prompt, n_predict, sampler, lora) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     let job = waiting.pop_front().expect("front exists");
@@ -317,14 +391,30 @@ impl<'m> Scheduler<'m> {
                 started: t,
                 fixed: t.elapsed(),
                 logits_at: None,
+                lora,
                 prompt,
             });
         }
     }
 
     /// Renders, tokenizes and checks one request; builds its sampler.
-    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, usize, LlamaSampler), EngineError> {
+    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
         let params = &request.params;
+        let lora = match &params.lora {
+            None => None,
+            Some(_) if params.lora_scale == 0.0 => None,
+            Some(name) => {
+                let Some(index) = self.adapters.iter().position(|(n, _)| n == name) else {
+                    let available: Vec<&str> = self.adapters.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(EngineError::InvalidRequest(format!(
+                        "LoRA adapter '{name}' is not loaded for model '{}' (available: {})",
+                        request.model,
+                        if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                    )));
+                };
+                Some((index, params.lora_scale.to_bits()))
+            }
+        };
         let prompt = self.render_prompt(&request.prompt, params)?;
         let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
         if tokens.is_empty() {
@@ -338,18 +428,67 @@ impl<'m> Scheduler<'m> {
             )));
         }
         let n_predict = (params.n_predict as usize).min(self.n_ctx - tokens.len());
-        Ok((tokens, n_predict, build_sampler(self.model, params)))
+        Ok((tokens, n_predict, build_sampler(self.model, params), lora))
     }
 
-    /// One decode step for every active sequence.
+    /// The adapter group to run next: the one after the last, in key order.
+    fn next_group(&mut self) -> LoraKey {
+        let mut keys: Vec<LoraKey> = self.slots.iter().flatten().map(|a| a.lora).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let group = match self.last_group {
+            Some(last) => keys.iter().copied().find(|k| *k > last).unwrap_or(keys[0]),
+            None => keys[0],
+        };
+        self.last_group = Some(group);
+        group
+    }
+
+    /// Puts `group`'s adapter on the context, if another one is there.
+    fn apply(&mut self, ctx: &mut LlamaContext<'_>, group: LoraKey) -> Result<(), String> {
+        if self.applied == group {
+            return Ok(());
+        }
+        let t = Instant::now();
+        match group {
+            Some((index, scale)) => ctx
+                .lora_adapter_set(&mut self.adapters[index].1, f32::from_bits(scale))
+                .map_err(|e| format!("cannot apply LoRA '{}': {e}", self.adapters[index].0))?,
+            None => {
+                let adapter = &mut self.adapters.first_mut().expect("an adapter was applied").1;
+                ctx.lora_adapter_remove(adapter).map_err(|e| format!("cannot remove the LoRA adapter: {e}"))?;
+            }
+        }
+        self.applied = group;
+        self.stats.lora_switches.fetch_add(1, Ordering::Relaxed);
+        self.stats.lora_switch_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One decode step for the active sequences of one adapter group.
     fn step(&mut self, ctx: &mut LlamaContext<'_>) {
         self.batch.clear();
+        let group = self.next_group();
+        if let Err(message) = self.apply(ctx, group) {
+            for seq in 0..self.slots.len() {
+                if self.slots[seq].as_ref().is_some_and(|a| a.lora == group) {
+                    let a = self.slots[seq].take().expect("checked");
+                    self.stats.active.fetch_sub(1, Ordering::Relaxed);
+                    let _ = a.reply.send(Err(EngineError::Internal(message.clone())));
+                    let _ = ctx.kv_cache_seq_rm(seq as i32, None, None);
+                }
+            }
+            return;
+        }
         let mut budget = self.n_batch;
         // Generating sequences first, one token each: running streams never stall
         // behind a long prompt.
         for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(a) = slot else { continue };
             a.logits_at = None;
+            if a.lora != group {
+                continue;
+            }
             if let Some(token) = a.pending.take() {
                 a.logits_at = Some(self.batch.n_tokens());
                 self.batch.add(token, a.pos as i32, &[seq as i32], true).expect("batch has room");
@@ -360,7 +499,7 @@ impl<'m> Scheduler<'m> {
         // Then prompt chunks, in slot order, as far as the batch has room.
         for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(a) = slot else { continue };
-            if a.prefilled == a.prompt.len() || budget == 0 {
+            if a.lora != group || a.prefilled == a.prompt.len() || budget == 0 {
                 continue;
             }
             let take = (a.prompt.len() - a.prefilled).min(budget);
@@ -451,6 +590,46 @@ impl<'m> Scheduler<'m> {
             fixed_cost: a.fixed,
             compute_time: a.started.elapsed(),
         }));
+    }
+
+    /// A mean-pooled, L2-normalised embedding, on a second context made for it on
+    /// first use (embeddings need their own output buffers and pooling).
+    fn embed(&self, embed_ctx: &mut Option<LlamaContext<'m>>, input: &str) -> Result<Embedding, EngineError> {
+        let tokens = self.model.vocab().tokenize(input.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest("the input is empty".into()));
+        }
+        if tokens.len() > self.n_batch {
+            return Err(EngineError::InvalidRequest(format!(
+                "the input is {} tokens; embeddings take at most {} (the batch size)",
+                tokens.len(),
+                self.n_batch
+            )));
+        }
+        if embed_ctx.is_none() {
+            let backend = init_backend()?;
+            let params = LlamaContextParams::default()
+                .with_n_ctx(NonZeroU32::new(self.n_batch as u32))
+                .with_n_batch(self.n_batch as u32)
+                .with_n_ubatch(self.n_batch as u32)
+                .with_embeddings(true)
+                .with_pooling_type(LlamaPoolingType::Mean)
+                .with_n_threads(self.threads)
+                .with_n_threads_batch(self.threads);
+            let made = {
+                let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|p| p.into_inner());
+                self.model.new_context(backend, params)
+            };
+            *embed_ctx = Some(made.map_err(|e| EngineError::Internal(format!("cannot create an embedding context: {e}")))?);
+        }
+        let ctx = embed_ctx.as_mut().expect("made above");
+        ctx.clear_kv_cache();
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        batch.add_sequence(&tokens, 0, false).map_err(|e| EngineError::Internal(e.to_string()))?;
+        ctx.decode(&mut batch).map_err(|e| EngineError::Internal(format!("embedding decode: {e}")))?;
+        let raw = ctx.embeddings_seq_ith(0).map_err(|e| EngineError::Internal(format!("no pooled embedding: {e:?}")))?;
+        let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+        Ok(Embedding { vector: raw.iter().map(|x| x / norm).collect(), input_tokens: tokens.len() as u32 })
     }
 
     fn render_prompt(&self, prompt: &str, params: &GenerateParams) -> Result<String, EngineError> {

@@ -35,16 +35,19 @@ use generated::wasi::nn::errors::ErrorCode;
 use generated::wasi::nn::graph::{ExecutionTarget, GraphBuilder, GraphEncoding};
 use generated::wasi::nn::tensor::{TensorData, TensorDimensions, TensorType};
 
-/// A graph handle: a model this component may use, by name.
+/// A graph handle: a model this component may use, by name, with the LoRA adapter
+/// named after a ':' (`load-by-name("smollm2:pirate")`).
 #[derive(Debug)]
 pub struct Graph {
     model: String,
+    lora: Option<String>,
 }
 
 /// An execution context on a graph.
 #[derive(Debug)]
 pub struct ExecutionContext {
     model: String,
+    lora: Option<String>,
 }
 
 /// A tensor as the guest made it.
@@ -165,7 +168,10 @@ impl NnView<'_> {
         exec: &Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> wasmtime::Result<Result<GenerateRequest, (ErrorCode, String)>> {
-        let model = self.table.get(exec)?.model.clone();
+        let (model, graph_lora) = {
+            let exec = self.table.get(exec)?;
+            (exec.model.clone(), exec.lora.clone())
+        };
         let mut prompt: Option<Tensor> = None;
         let mut options: Option<Tensor> = None;
         for (position, (name, tensor)) in inputs.into_iter().enumerate() {
@@ -199,13 +205,28 @@ impl NnView<'_> {
         let Ok(prompt) = String::from_utf8(prompt.data) else {
             return Ok(Err((ErrorCode::InvalidArgument, "the prompt is not valid UTF-8".into())));
         };
-        let params = match options {
+        let mut params = match options {
             Some(o) if !o.data.is_empty() => match GenerateParams::from_json(&o.data) {
                 Ok(p) => p,
                 Err(e) => return Ok(Err((ErrorCode::InvalidArgument, e.to_string()))),
             },
             _ => GenerateParams::default(),
         };
+        if params.lora.is_none() {
+            params.lora = graph_lora;
+        }
+        if let Some(lora) = &params.lora {
+            let grant = format!("{model}:{lora}");
+            if !self.ctx.granted.iter().any(|m| *m == grant) {
+                let component = &self.ctx.component;
+                return Ok(Err((
+                    ErrorCode::Security,
+                    format!(
+                        "component '{component}' may not use LoRA adapter '{lora}' of model '{model}': add \"{grant}\" to `models` in [component.{component}] of wasmesh.toml"
+                    ),
+                )));
+            }
+        }
         Ok(Ok(GenerateRequest::new(model, prompt, params)))
     }
 
@@ -242,18 +263,23 @@ impl generated::wasi::nn::graph::Host for NnView<'_> {
                 ),
             );
         }
-        if !self.ctx.engine.has_model(&name) {
+        let (model, lora) = match name.split_once(':') {
+            Some((model, lora)) => (model.to_string(), Some(lora.to_string())),
+            None => (name, None),
+        };
+        if !self.ctx.engine.has_model(&model) {
             let available = self.ctx.engine.models();
-            return self.engine_error(EngineError::ModelNotFound { name, available });
+            return self.engine_error(EngineError::ModelNotFound { name: model, available });
         }
-        Ok(Ok(self.table.push(Graph { model: name })?))
+        Ok(Ok(self.table.push(Graph { model, lora })?))
     }
 }
 
 impl generated::wasi::nn::graph::HostGraph for NnView<'_> {
     fn init_execution_context(&mut self, graph: Resource<Graph>) -> NnResult<Resource<ExecutionContext>> {
-        let model = self.table.get(&graph)?.model.clone();
-        Ok(Ok(self.table.push(ExecutionContext { model })?))
+        let graph = self.table.get(&graph)?;
+        let exec = ExecutionContext { model: graph.model.clone(), lora: graph.lora.clone() };
+        Ok(Ok(self.table.push(exec)?))
     }
 
     fn drop(&mut self, graph: Resource<Graph>) -> wasmtime::Result<()> {
@@ -274,8 +300,21 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
             Ok(r) => r,
             Err((code, message)) => return self.fail(code, message),
         };
-        let return_tokens = request.params.return_tokens;
         let engine = self.ctx.engine.clone();
+        if request.params.embedding {
+            let embedding = match engine.embed(&request.model, &request.prompt).await {
+                Ok(e) => e,
+                Err(e) => return self.engine_error(e),
+            };
+            self.ctx.usage.input_tokens += embedding.input_tokens;
+            let data: Vec<u8> = embedding.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+            let usage = serde_json::to_vec(&serde_json::json!({"input_tokens": embedding.input_tokens, "output_tokens": 0}))
+                .expect("JSON of plain values");
+            let vector = self.table.push(Tensor { dimensions: vec![embedding.vector.len() as u32], ty: TensorType::Fp32, data })?;
+            let usage = self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+            return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
+        }
+        let return_tokens = request.params.return_tokens;
         let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return self.engine_error(e),
@@ -346,6 +385,9 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
             Ok(r) => r,
             Err((code, message)) => return self.fail(code, message),
         };
+        if request.params.embedding {
+            return self.fail(ErrorCode::InvalidArgument, "embeddings are not streamed: use compute with \"embedding\": true");
+        }
         let (sink, pieces) = tokio::sync::mpsc::unbounded_channel();
         request.stream = Some(sink);
         let return_tokens = request.params.return_tokens;
