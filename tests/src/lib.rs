@@ -11,6 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Eight short prompts of different lengths, for concurrency tests.
+pub const CONCURRENT_PROMPTS: [&str; 8] = [
+    "Name a fruit.",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Count from one to five.",
+    "What colour is the sky?",
+    "Give me a synonym for happy.",
+    "Explain gravity in one sentence.",
+    "What is two plus two?",
+];
+
 /// wasmesh's cache folder: `$WASMESH_CACHE`, or `~/.cache/wasmesh`.
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("WASMESH_CACHE")

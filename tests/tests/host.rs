@@ -254,16 +254,7 @@ fn eight_concurrent_chats_each_get_exactly_their_solo_answer() {
         return;
     }
     let host = start_host("concurrent");
-    let prompts = [
-        "Name a fruit.",
-        "What is the capital of France?",
-        "Write a haiku about the sea.",
-        "Count from one to five.",
-        "What colour is the sky?",
-        "Give me a synonym for happy.",
-        "Explain gravity in one sentence.",
-        "What is two plus two?",
-    ];
+    let prompts = CONCURRENT_PROMPTS;
     let ask = |addr, p: &str| {
         let r = post_json(addr, "/chat", &json!({"prompt": p, "max_tokens": 24, "temperature": 0, "chat": true}));
         assert_eq!(r.status, 200, "{}", r.text());

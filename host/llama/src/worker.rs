@@ -62,17 +62,17 @@ impl ModelWorker {
 
     /// Queues a generation and waits for it. Dropping the future cancels it.
     pub(crate) async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Job::Generate { request, reply })?;
-        answer
-            .await
-            .map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?
+        self.ask(|reply| Job::Generate { request, reply }).await
     }
 
     /// Queues an embedding and waits for it.
     pub(crate) async fn embed(&self, input: String) -> Result<Embedding, EngineError> {
+        self.ask(|reply| Job::Embed { input, reply }).await
+    }
+
+    async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Job) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Job::Embed { input, reply })?;
+        self.send(job(reply))?;
         answer
             .await
             .map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?

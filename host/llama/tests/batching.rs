@@ -27,16 +27,7 @@ fn request(prompt: &str, n: u32) -> GenerateRequest {
     GenerateRequest::new("smollm2", prompt, GenerateParams { n_predict: n, chat: true, ..Default::default() })
 }
 
-const PROMPTS: [&str; 8] = [
-    "Name a fruit.",
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Count from one to five.",
-    "What colour is the sky?",
-    "Give me a synonym for happy.",
-    "Explain gravity in one sentence.",
-    "What is two plus two?",
-];
+use wasmesh_tests::CONCURRENT_PROMPTS as PROMPTS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_get_exactly_what_they_get_alone() {
