@@ -116,11 +116,10 @@ impl Process {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("wasmesh exited ({status}) before it was ready:\n{}", self.log());
             }
-            if let Ok(r) = request(self.addr, "GET", "/health", &[], None) {
-                if r.status == 200 {
+            if let Ok(r) = request(self.addr, "GET", "/health", &[], None)
+                && r.status == 200 {
                     return;
                 }
-            }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("wasmesh not ready after {timeout:?}:\n{}", self.log());

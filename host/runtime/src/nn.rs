@@ -193,14 +193,13 @@ impl NnView<'_> {
             return Ok(Err((ErrorCode::InvalidArgument, "no input tensor: pass the prompt as a u8 tensor named `prompt`".into())));
         };
         for (what, t) in [("prompt", Some(&prompt)), ("options", options.as_ref())] {
-            if let Some(t) = t {
-                if t.ty != TensorType::U8 {
+            if let Some(t) = t
+                && t.ty != TensorType::U8 {
                     return Ok(Err((
                         ErrorCode::InvalidArgument,
                         format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
                     )));
                 }
-            }
         }
         let Ok(prompt) = String::from_utf8(prompt.data) else {
             return Ok(Err((ErrorCode::InvalidArgument, "the prompt is not valid UTF-8".into())));
@@ -217,7 +216,7 @@ impl NnView<'_> {
         }
         if let Some(lora) = &params.lora {
             let grant = format!("{model}:{lora}");
-            if !self.ctx.granted.iter().any(|m| *m == grant) {
+            if !self.ctx.granted.contains(&grant) {
                 let component = &self.ctx.component;
                 return Ok(Err((
                     ErrorCode::Security,
@@ -254,7 +253,7 @@ impl generated::wasi::nn::graph::Host for NnView<'_> {
     }
 
     fn load_by_name(&mut self, name: String) -> NnResult<Resource<Graph>> {
-        if !self.ctx.granted.iter().any(|m| *m == name) {
+        if !self.ctx.granted.contains(&name) {
             let component = self.ctx.component.clone();
             return self.fail(
                 ErrorCode::Security,

@@ -382,11 +382,10 @@ impl Host {
     {
         let limits = component.limits;
         let max_request = limits.max_request_bytes();
-        if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
-            if len > max_request {
+        if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && len > max_request {
                 return too_large(component, len, max_request);
             }
-        }
         let body_too_large = Arc::new(AtomicBool::new(false));
         let req = {
             let flag = body_too_large.clone();
@@ -452,15 +451,14 @@ impl Host {
                 }
                 let watch = component.clone();
                 tokio::spawn(async move {
-                    if let Ok(outcome) = task.await {
-                        if outcome.timed_out || outcome.memory_hit || outcome.error.is_some() {
+                    if let Ok(outcome) = task.await
+                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some()) {
                             tracing::warn!(
                                 component = %watch.name,
                                 "component failed after sending its response headers: {}",
                                 outcome.describe(&watch)
                             );
                         }
-                    }
                 });
                 let (parts, body) = response.into_parts();
                 let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
