@@ -1,0 +1,79 @@
+//! The host's own logic (routing, wasi:nn conventions, grants, error mapping) with
+//! the real Wasmtime and real components but the fake engine behind the trait:
+//! fast, and independent of llama.cpp.
+
+use std::sync::Arc;
+use wasmesh_engine::fake::FakeEngine;
+use wasmesh_host::{Host, HostConfig};
+use wasmesh_tests::{components_dir, post_json};
+
+const MANIFEST: &str = r#"
+[app]
+name = "fake"
+
+[component.chat]
+source = "chat.wasm"
+models = ["tiny"]
+
+[component.stranger]
+source = "chat.wasm"
+
+[component.lost]
+source = "chat.wasm"
+models = ["huge"]
+
+[[route]]
+path = "/lost"
+component = "lost"
+
+[[route]]
+path = "/chat"
+component = "chat"
+
+[[route]]
+path = "/stranger"
+component = "stranger"
+"#;
+
+async fn serve() -> Option<std::net::SocketAddr> {
+    if !components_dir().join("chat.wasm").is_file() {
+        assert!(std::env::var_os("CI").is_none(), "missing components: run guest-components/build.sh");
+        eprintln!("skipping: missing components (run guest-components/build.sh)");
+        return None;
+    }
+    let host = Host::new(HostConfig::default(), Arc::new(FakeEngine::new(["tiny"]))).expect("host");
+    host.load_app(wasmesh_api::AppManifest::parse(MANIFEST).unwrap(), &components_dir()).await.expect("load app");
+    host.set_ready(true);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { host.serve(listener).await });
+    Some(addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_reaches_the_engine_through_wasi_nn_and_grants_hold() {
+    let Some(addr) = serve().await else { return };
+    let (ok, denied, unknown, lost) = tokio::task::spawn_blocking(move || {
+        (
+            post_json(addr, "/chat", &serde_json::json!({"prompt": "one two three", "model": "tiny", "max_tokens": 2})),
+            post_json(addr, "/stranger", &serde_json::json!({"prompt": "hi", "model": "tiny"})),
+            post_json(addr, "/chat", &serde_json::json!({"prompt": "hi", "model": "huge"})),
+            post_json(addr, "/lost", &serde_json::json!({"prompt": "hi", "model": "huge"})),
+        )
+    })
+    .await
+    .unwrap();
+    // The fake answers with the prompt's words reversed, one per token.
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["text"], "three two");
+    assert_eq!(ok.json()["usage"]["output_tokens"], 2);
+    // Deny by default: a component with no grant is refused, naming the key.
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    assert!(denied.text().contains("[component.stranger]"), "{}", denied.text());
+    // Not granted (and not on the node): refused before the engine is asked.
+    assert_eq!(unknown.status, 403, "{}", unknown.text());
+    // Granted but not on this node: not-found, listing what the node has.
+    assert_eq!(lost.status, 404, "{}", lost.text());
+    assert_eq!(lost.json()["code"], "not-found");
+    assert!(lost.text().contains("available: tiny"), "{}", lost.text());
+}
