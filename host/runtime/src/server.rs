@@ -130,6 +130,10 @@ impl Host {
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true);
         wasm.epoch_interruption(true);
+        // Proposals guests of the wasi:http world do not use: off, so no instance pays
+        // for their runtime state.
+        wasm.wasm_threads(false);
+        wasm.wasm_gc(false);
         let mut pool = PoolingAllocationConfig::default();
         let n = config.max_instances;
         pool.total_component_instances(n)
