@@ -19,14 +19,16 @@ use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, native::NativeModel};
 use wasmesh_host::{Host, HostConfig};
 use wasmesh_tests::{components_dir, model_path, post_json};
 
-const PROMPT: &str = "<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n";
+const PROMPT: &str =
+    "<|im_start|>user\nWrite a short story about a lighthouse keeper.<|im_end|>\n<|im_start|>assistant\n";
 const TOKENS: usize = 64;
 const RUNS: usize = 7;
 
 fn threads() -> u32 {
-    std::env::var("WASMESH_BENCH_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(|| {
-        std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
-    })
+    std::env::var("WASMESH_BENCH_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
 }
 
 fn main() {
@@ -41,7 +43,10 @@ fn main() {
     assert!(model.is_file(), "missing {}: run `bash deploy/setup.sh`", model.display());
     assert!(components.join("chat.wasm").is_file(), "missing components: run `bash guest-components/build.sh`");
     let threads = threads();
-    println!("machine: {} cores available, {threads} inference threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "machine: {} cores available, {threads} inference threads",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
 
     // 1. Native llama.cpp runs in child processes of its own: two OpenMP thread pools
     //    in one process (the native loop's and the engine's) spin against each other
@@ -58,7 +63,8 @@ fn main() {
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let slots = std::env::var("WASMESH_BENCH_SLOTS").ok().and_then(|s| s.parse().ok()).unwrap_or(LlamaConfig::default().slots);
+    let slots =
+        std::env::var("WASMESH_BENCH_SLOTS").ok().and_then(|s| s.parse().ok()).unwrap_or(LlamaConfig::default().slots);
     let config = LlamaConfig {
         models: [("smollm2".to_string(), model.clone())].into(),
         threads: Some(threads),
@@ -106,7 +112,9 @@ fn main() {
     let engine_tok_s = median(&mut engine_rates);
     let wasm_tok_s = median(&mut wasm_rates);
     let ratio = wasm_tok_s / native_tok_s;
-    println!("native llama.cpp:   {native_tok_s:8.1} tok/s ({TOKENS} tokens, prompt included, context creation not; own process)");
+    println!(
+        "native llama.cpp:   {native_tok_s:8.1} tok/s ({TOKENS} tokens, prompt included, context creation not; own process)"
+    );
     println!("engine (direct):    {engine_tok_s:8.1} tok/s ({slots} slots, median of {RUNS} rounds)");
     println!("chat component:     {wasm_tok_s:8.1} tok/s (over HTTP)  ratio {ratio:.3} (target >= 0.98)");
 
@@ -115,7 +123,11 @@ fn main() {
     runtime.block_on(async {
         for _ in 0..20 {
             let g = engine
-                .generate(GenerateRequest::new("smollm2", PROMPT, GenerateParams { n_predict: 8, ..Default::default() }))
+                .generate(GenerateRequest::new(
+                    "smollm2",
+                    PROMPT,
+                    GenerateParams { n_predict: 8, ..Default::default() },
+                ))
                 .await
                 .expect("generate");
             fixed.push(g.fixed_cost.as_secs_f64() * 1000.0);
@@ -130,7 +142,9 @@ fn main() {
     let p50 = percentile(&mut inst, 50.0).as_secs_f64() * 1e6;
     let p99 = percentile(&mut inst, 99.0).as_secs_f64() * 1e6;
     let store_p50 = percentile(&mut with_store, 50.0).as_secs_f64() * 1e6;
-    println!("instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)");
+    println!(
+        "instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)"
+    );
     println!("  with the store (WASI, wasi:http, wasi:nn state, limits): p50 {store_p50:.1} us");
 
     // 5. hello under load: our host, then `wasmtime serve`.

@@ -117,9 +117,10 @@ impl Process {
                 panic!("wasmesh exited ({status}) before it was ready:\n{}", self.log());
             }
             if let Ok(r) = request(self.addr, "GET", "/health", &[], None)
-                && r.status == 200 {
-                    return;
-                }
+                && r.status == 200
+            {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("wasmesh not ready after {timeout:?}:\n{}", self.log());
@@ -232,7 +233,8 @@ pub fn request(
         loop {
             line.clear();
             reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim(), 16).map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            let size = usize::from_str_radix(line.trim(), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 break;
             }

@@ -91,8 +91,18 @@ fn start_host(name: &str) -> Process {
     let listen = addr.to_string();
     let mut host = Process::spawn(
         &[
-            "host", "--app", manifest.to_str().unwrap(), "--model", &model, "--lora", &lora, "--listen", &listen, "--threads",
-            THREADS, "--preload",
+            "host",
+            "--app",
+            manifest.to_str().unwrap(),
+            "--model",
+            &model,
+            "--lora",
+            &lora,
+            "--listen",
+            &listen,
+            "--threads",
+            THREADS,
+            "--preload",
         ],
         addr,
         dir.join("host.log"),
@@ -115,11 +125,16 @@ fn chat_through_the_component_equals_native_llama_cpp_token_for_token() {
     }
     let mut host = start_host("chat");
     let prompt = "<|im_start|>user\nName three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n";
-    let r = post_json(host.addr, "/chat", &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "return_tokens": true}));
+    let r = post_json(
+        host.addr,
+        "/chat",
+        &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0, "return_tokens": true}),
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();
     let text = body["text"].as_str().expect("text");
-    let served: Vec<i64> = body["usage"]["tokens"].as_array().expect("tokens").iter().map(|t| t.as_i64().unwrap()).collect();
+    let served: Vec<i64> =
+        body["usage"]["tokens"].as_array().expect("tokens").iter().map(|t| t.as_i64().unwrap()).collect();
     assert!(!text.trim().is_empty(), "empty generation");
     assert_eq!(body["usage"]["output_tokens"].as_u64().unwrap() as usize, served.len());
 
@@ -243,7 +258,8 @@ fn malformed_components_are_refused_at_load_with_a_clear_message() {
     // A manifest typo is named.
     let manifest = dir.join("typo.toml");
     std::fs::write(&manifest, "[app]\nname = \"bad\"\n[component.bad]\nsource = \"x.wasm\"\nmodles = []\n").unwrap();
-    let out = std::process::Command::new(wasmesh_bin()).args(["host", "--app", manifest.to_str().unwrap()]).output().unwrap();
+    let out =
+        std::process::Command::new(wasmesh_bin()).args(["host", "--app", manifest.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("modles"), "{}", String::from_utf8_lossy(&out.stderr));
 }
@@ -287,7 +303,8 @@ fn chat_streams_server_sent_events_that_add_up_to_the_plain_answer() {
     let mut pieces = Vec::new();
     let mut done = None;
     for event in body.split("\n\n").filter(|e| !e.is_empty()) {
-        let data: serde_json::Value = serde_json::from_str(event.lines().last().unwrap().strip_prefix("data: ").unwrap()).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(event.lines().last().unwrap().strip_prefix("data: ").unwrap()).unwrap();
         if event.starts_with("event: done") {
             done = Some(data);
         } else {
@@ -313,7 +330,8 @@ fn a_granted_lora_changes_the_answer_and_an_ungranted_one_is_refused() {
     }
     let mut host = start_host("lora");
     let ask = |lora: Option<&str>| {
-        let mut body = json!({"prompt": "Describe the ocean in one sentence.", "max_tokens": 24, "temperature": 0, "chat": true});
+        let mut body =
+            json!({"prompt": "Describe the ocean in one sentence.", "max_tokens": 24, "temperature": 0, "chat": true});
         if let Some(l) = lora {
             body["lora"] = json!(l);
         }
@@ -337,7 +355,8 @@ fn embeddings_are_stable_and_related_texts_are_closer() {
         return;
     }
     let mut host = start_host("embeddings");
-    let texts = ["The cat sat on the mat.", "A kitten was sitting on the rug.", "Quarterly revenue grew by eight percent."];
+    let texts =
+        ["The cat sat on the mat.", "A kitten was sitting on the rug.", "Quarterly revenue grew by eight percent."];
     let r = post_json(host.addr, "/embeddings", &json!({"input": texts}));
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json();

@@ -8,7 +8,9 @@ use wasmesh_host::{Host, HostConfig};
 
 /// Arguments of `wasmesh host`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080")]
+#[command(
+    after_help = "Example:\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080"
+)]
 pub struct HostArgs {
     /// An app manifest (wasmesh.toml) to serve (repeatable).
     #[arg(long = "app", value_name = "PATH", required = true)]
@@ -40,9 +42,9 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
             host.inference().preload(&model).await.with_context(|| format!("cannot load model '{model}'"))?;
         }
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)
+    })?;
     let addr = listener.local_addr()?;
     host.set_ready(true);
     tracing::info!(%addr, engine = %host.inference().summary(), "host ready");

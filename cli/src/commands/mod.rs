@@ -10,8 +10,9 @@ use wasmesh_engine::InferenceEngine;
 
 /// Logs to stderr; `RUST_LOG` overrides the default filter.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn,wasmtime=warn,cranelift=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,llama_cpp_2=warn,llama-cpp-2=warn,wasmtime=warn,cranelift=warn")
+    });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -88,7 +89,10 @@ fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Re
         let Some((base, path)) = rest.split_once(':') else {
             bail!("--lora takes NAME=MODEL:PATH.gguf, got '{l}' (no MODEL: before the path)");
         };
-        loras.insert(name.to_string(), wasmesh_engine_llama::LoraSpec { base: base.to_string(), path: PathBuf::from(path) });
+        loras.insert(
+            name.to_string(),
+            wasmesh_engine_llama::LoraSpec { base: base.to_string(), path: PathBuf::from(path) },
+        );
     }
     let config = wasmesh_engine_llama::LlamaConfig {
         models: models.into_iter().collect(),
@@ -117,7 +121,8 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]

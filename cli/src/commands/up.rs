@@ -14,7 +14,9 @@ const DEMO_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// Arguments of `wasmesh up`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  wasmesh up --listen 127.0.0.1:8080\n  curl -s localhost:8080/chat -d '{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48}'")]
+#[command(
+    after_help = "Example:\n  wasmesh up --listen 127.0.0.1:8080\n  curl -s localhost:8080/chat -d '{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48}'"
+)]
 pub struct UpArgs {
     /// Address to serve HTTP on.
     #[arg(long, default_value = "127.0.0.1:8080")]
@@ -46,9 +48,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let manifest = AppManifest::parse(DEMO_MANIFEST).context("the built-in demo manifest is invalid")?;
     host.load_app(manifest, &components).await.context("cannot load the demo app")?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)
+    })?;
     let addr = listener.local_addr()?;
     let serving = {
         let host = host.clone();
@@ -67,7 +69,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("  http://{addr}/health");
     println!();
     println!("Try:");
-    println!("  curl -s http://{addr}/chat -d '{{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48, \"temperature\": 0, \"chat\": true}}'");
+    println!(
+        "  curl -s http://{addr}/chat -d '{{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48, \"temperature\": 0, \"chat\": true}}'"
+    );
     println!("  curl -s http://{addr}/hello");
     println!();
     serving.await.context("server task failed")??;

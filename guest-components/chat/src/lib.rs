@@ -18,8 +18,7 @@ use serde_json::json;
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use wasmesh_guest_common::{
-    EventStream, MAX_BODY_BYTES, error_json, generate, generate_stream, read_body, respond_json,
-    respond_json_with,
+    EventStream, MAX_BODY_BYTES, error_json, generate, generate_stream, read_body, respond_json, respond_json_with,
 };
 
 const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events), \"lora\": string (an adapter granted as \"MODEL:NAME\"), \"lora_scale\": float (default 1.0)}";

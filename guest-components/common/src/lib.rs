@@ -6,9 +6,7 @@
 //!   wrapper around `wasi:nn` that follows the wasmesh inference conventions (`../wit/README.md`):
 //!   load a model by name, pass tensors `prompt` and `options`, read tensors `text` and `usage`.
 
-use wasi::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam,
-};
+use wasi::http::types::{Fields, IncomingRequest, OutgoingBody, OutgoingResponse, ResponseOutparam};
 use wasi::io::streams::StreamError;
 
 /// The default cap on a request body read by a guest: 1 MiB. (The host enforces its own limit too.)
@@ -47,12 +45,8 @@ impl std::error::Error for BodyError {}
 /// Reads the whole body of `request`, failing with [`BodyError::TooLarge`] once it passes `cap`
 /// bytes (the rest is not read).
 pub fn read_body(request: &IncomingRequest, cap: usize) -> Result<Vec<u8>, BodyError> {
-    let body = request
-        .consume()
-        .map_err(|()| BodyError::Read("the body was already consumed".into()))?;
-    let stream = body
-        .stream()
-        .map_err(|()| BodyError::Read("the body stream was already taken".into()))?;
+    let body = request.consume().map_err(|()| BodyError::Read("the body was already consumed".into()))?;
+    let stream = body.stream().map_err(|()| BodyError::Read("the body stream was already taken".into()))?;
     let mut data = Vec::new();
     loop {
         // Never ask for more than one byte past the cap, so a huge body is not buffered.
@@ -79,13 +73,7 @@ pub fn read_body(request: &IncomingRequest, cap: usize) -> Result<Vec<u8>, BodyE
 /// Answers with `status`, a `content-type` header, any `extra_headers`, and `body`.
 ///
 /// The response is handed to the host first, then the body is streamed and finished.
-pub fn respond(
-    out: ResponseOutparam,
-    status: u16,
-    content_type: &str,
-    extra_headers: &[(&str, &str)],
-    body: &[u8],
-) {
+pub fn respond(out: ResponseOutparam, status: u16, content_type: &str, extra_headers: &[(&str, &str)], body: &[u8]) {
     let headers = Fields::new();
     let length = body.len().to_string();
     let standard = [("content-type", content_type), ("content-length", length.as_str())];
@@ -245,9 +233,8 @@ mod nn_support {
     }
 
     fn u8_tensor(bytes: &[u8]) -> Result<Tensor, NnError> {
-        let len = u32::try_from(bytes.len()).map_err(|_| {
-            NnError::guest(ErrorCode::TooLarge, "input tensor is larger than 4 GiB")
-        })?;
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| NnError::guest(ErrorCode::TooLarge, "input tensor is larger than 4 GiB"))?;
         Ok(Tensor::new(&[len], TensorType::U8, bytes))
     }
 
@@ -255,11 +242,7 @@ mod nn_support {
     ///
     /// `options_json` is the JSON object passed as the `options` tensor (keys `n-predict`, `temp`,
     /// `chat`, ...: see `../wit/README.md`); `None` sends no options tensor (host defaults).
-    pub fn generate(
-        model: &str,
-        prompt: &str,
-        options_json: Option<&str>,
-    ) -> Result<(String, Usage), NnError> {
+    pub fn generate(model: &str, prompt: &str, options_json: Option<&str>) -> Result<(String, Usage), NnError> {
         let graph = load_by_name(model).map_err(NnError::from_resource)?;
         let context = graph.init_execution_context().map_err(NnError::from_resource)?;
 
@@ -281,12 +264,10 @@ mod nn_support {
                 _ => {}
             }
         }
-        let text = text.ok_or_else(|| {
-            NnError::guest(ErrorCode::RuntimeError, "the host returned no `text` output tensor")
-        })?;
-        let usage = usage.ok_or_else(|| {
-            NnError::guest(ErrorCode::RuntimeError, "the host returned no `usage` output tensor")
-        })?;
+        let text =
+            text.ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no `text` output tensor"))?;
+        let usage = usage
+            .ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no `usage` output tensor"))?;
         let usage: Usage = serde_json::from_slice(&usage).map_err(|e| {
             NnError::guest(
                 ErrorCode::RuntimeError,
@@ -319,7 +300,8 @@ mod nn_support {
                 _ => {}
             }
         }
-        let bytes = vector.ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no `embedding` tensor"))?;
+        let bytes =
+            vector.ok_or_else(|| NnError::guest(ErrorCode::RuntimeError, "the host returned no `embedding` tensor"))?;
         let vector = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         let usage = usage
             .and_then(|u| serde_json::from_slice(&u).ok())

@@ -11,7 +11,8 @@ use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
 use wasmesh_guest_common::{MAX_BODY_BYTES, embed, error_json, read_body, respond_json, respond_json_with};
 
-const USAGE_HINT: &str = "use POST with a JSON body {\"input\": string or [string] (at most 64), \"model\": string (default \"smollm2\")}";
+const USAGE_HINT: &str =
+    "use POST with a JSON body {\"input\": string or [string] (at most 64), \"model\": string (default \"smollm2\")}";
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]

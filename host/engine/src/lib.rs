@@ -126,8 +126,8 @@ impl GenerateParams {
     /// Parses the guest's options JSON, refusing unknown keys and out-of-range values
     /// with a message that names the key.
     pub fn from_json(bytes: &[u8]) -> Result<Self, EngineError> {
-        let params: Self = serde_json::from_slice(bytes)
-            .map_err(|e| EngineError::InvalidRequest(format!("options JSON: {e}")))?;
+        let params: Self =
+            serde_json::from_slice(bytes).map_err(|e| EngineError::InvalidRequest(format!("options JSON: {e}")))?;
         params.validate()?;
         Ok(params)
     }

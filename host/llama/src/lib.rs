@@ -29,8 +29,8 @@
 //! ```
 
 mod backend;
-mod worker;
 pub mod native;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,15 +96,12 @@ impl Default for LlamaConfig {
 impl LlamaConfig {
     /// The thread count, with the default applied.
     pub fn threads(&self) -> u32 {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
-        })
+        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
     }
 
     /// The GPU layer count, with the default applied.
     pub fn n_gpu_layers(&self) -> u32 {
-        self.n_gpu_layers
-            .unwrap_or(if gpu_offload_supported() { u32::MAX } else { 0 })
+        self.n_gpu_layers.unwrap_or(if gpu_offload_supported() { u32::MAX } else { 0 })
     }
 }
 
@@ -177,10 +174,7 @@ impl LlamaEngine {
 
     async fn worker(&self, name: &str) -> Result<Arc<ModelWorker>, EngineError> {
         let Some(path) = self.config.models.get(name).cloned() else {
-            return Err(EngineError::ModelNotFound {
-                name: name.to_string(),
-                available: self.models(),
-            });
+            return Err(EngineError::ModelNotFound { name: name.to_string(), available: self.models() });
         };
         let config = self.config.clone();
         let model = name.to_string();
@@ -217,7 +211,11 @@ impl InferenceEngine for LlamaEngine {
         })
     }
 
-    fn embed<'a>(&'a self, model: &'a str, input: &'a str) -> BoxFuture<'a, Result<wasmesh_engine::Embedding, EngineError>> {
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        input: &'a str,
+    ) -> BoxFuture<'a, Result<wasmesh_engine::Embedding, EngineError>> {
         Box::pin(async move {
             let worker = self.worker(model).await?;
             worker.embed(input.to_string()).await
@@ -233,7 +231,11 @@ impl InferenceEngine for LlamaEngine {
             "llama.cpp ({} models, {} threads, {} GPU layers, budget {} MiB)",
             self.config.models.len(),
             self.config.threads(),
-            if self.config.n_gpu_layers() == u32::MAX { "all".to_string() } else { self.config.n_gpu_layers().to_string() },
+            if self.config.n_gpu_layers() == u32::MAX {
+                "all".to_string()
+            } else {
+                self.config.n_gpu_layers().to_string()
+            },
             self.config.memory_budget_bytes / MIB
         )
     }

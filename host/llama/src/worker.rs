@@ -1,8 +1,8 @@
 //! One loaded model: a thread that owns the llama.cpp model and a reusable context,
 //! serving generation jobs from a queue.
 
-use crate::backend::init_backend;
 use crate::LlamaConfig;
+use crate::backend::init_backend;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -19,14 +19,8 @@ use tokio::sync::oneshot;
 use wasmesh_engine::{Embedding, EngineError, FinishReason, GenerateParams, GenerateRequest, Generation, Usage};
 
 enum Job {
-    Generate {
-        request: GenerateRequest,
-        reply: oneshot::Sender<Result<Generation, EngineError>>,
-    },
-    Embed {
-        input: String,
-        reply: oneshot::Sender<Result<Embedding, EngineError>>,
-    },
+    Generate { request: GenerateRequest, reply: oneshot::Sender<Result<Generation, EngineError>> },
+    Embed { input: String, reply: oneshot::Sender<Result<Embedding, EngineError>> },
 }
 
 /// Handle to a model's worker thread. Dropping the last handle ends the thread
@@ -54,9 +48,10 @@ impl ModelWorker {
             .name(thread_name)
             .spawn(move || run_worker(model_name, path, config, ready_tx, queue, worker_stats))
             .map_err(|e| EngineError::Internal(format!("cannot start a model thread: {e}")))?;
-        let bytes = ready_rx
-            .await
-            .map_err(|_| EngineError::Load { name: name.clone(), reason: "the model thread died while loading".into() })??;
+        let bytes = ready_rx.await.map_err(|_| EngineError::Load {
+            name: name.clone(),
+            reason: "the model thread died while loading".into(),
+        })??;
         Ok(Self { name, jobs, stats, bytes })
     }
 
@@ -73,15 +68,11 @@ impl ModelWorker {
     async fn ask<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> Job) -> Result<T, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.send(job(reply))?;
-        answer
-            .await
-            .map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?
+        answer.await.map_err(|_| EngineError::Internal(format!("model '{}' worker stopped mid-request", self.name)))?
     }
 
     fn send(&self, job: Job) -> Result<(), EngineError> {
-        self.jobs
-            .send(job)
-            .map_err(|_| EngineError::Unavailable(format!("model '{}' is unloading; retry", self.name)))
+        self.jobs.send(job).map_err(|_| EngineError::Unavailable(format!("model '{}' is unloading; retry", self.name)))
     }
 }
 
@@ -261,10 +252,7 @@ fn held_back(text: &[u8], stops: &[String]) -> usize {
         .iter()
         .map(|stop| {
             let stop = stop.as_bytes();
-            (1..stop.len().min(text.len() + 1))
-                .rev()
-                .find(|&n| text.ends_with(&stop[..n]))
-                .unwrap_or(0)
+            (1..stop.len().min(text.len() + 1)).rev().find(|&n| text.ends_with(&stop[..n])).unwrap_or(0)
         })
         .max()
         .unwrap_or(0)
@@ -398,7 +386,10 @@ impl<'m> Scheduler<'m> {
     }
 
     /// Renders, tokenizes and checks one request; builds its sampler.
-    fn prepare(&self, request: &GenerateRequest) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
+    fn prepare(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
         let params = &request.params;
         let lora = match &params.lora {
             None => None,
@@ -620,14 +611,16 @@ impl<'m> Scheduler<'m> {
                 let _guard = CONTEXT_CREATION.lock().unwrap_or_else(|p| p.into_inner());
                 self.model.new_context(backend, params)
             };
-            *embed_ctx = Some(made.map_err(|e| EngineError::Internal(format!("cannot create an embedding context: {e}")))?);
+            *embed_ctx =
+                Some(made.map_err(|e| EngineError::Internal(format!("cannot create an embedding context: {e}")))?);
         }
         let ctx = embed_ctx.as_mut().expect("made above");
         ctx.clear_kv_cache();
         let mut batch = LlamaBatch::new(tokens.len(), 1);
         batch.add_sequence(&tokens, 0, false).map_err(|e| EngineError::Internal(e.to_string()))?;
         ctx.decode(&mut batch).map_err(|e| EngineError::Internal(format!("embedding decode: {e}")))?;
-        let raw = ctx.embeddings_seq_ith(0).map_err(|e| EngineError::Internal(format!("no pooled embedding: {e:?}")))?;
+        let raw =
+            ctx.embeddings_seq_ith(0).map_err(|e| EngineError::Internal(format!("no pooled embedding: {e:?}")))?;
         let norm = raw.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
         Ok(Embedding { vector: raw.iter().map(|x| x / norm).collect(), input_tokens: tokens.len() as u32 })
     }
@@ -637,7 +630,9 @@ impl<'m> Scheduler<'m> {
             return Ok(prompt.to_string());
         }
         let template = self.template.ok_or_else(|| {
-            EngineError::InvalidRequest("this model has no chat template in its GGUF; send a raw prompt with \"chat\": false".into())
+            EngineError::InvalidRequest(
+                "this model has no chat template in its GGUF; send a raw prompt with \"chat\": false".into(),
+            )
         })?;
         let message = LlamaChatMessage::new("user".into(), prompt.into())
             .map_err(|e| EngineError::InvalidRequest(format!("prompt: {e}")))?;
@@ -661,11 +656,7 @@ pub(crate) fn build_sampler(model: &LlamaModel, params: &GenerateParams) -> Llam
         chain.push(LlamaSampler::temp(params.temp));
         chain.push(LlamaSampler::dist(params.seed));
     }
-    if chain.len() == 1 {
-        chain.pop().expect("one sampler")
-    } else {
-        LlamaSampler::chain_simple(chain)
-    }
+    if chain.len() == 1 { chain.pop().expect("one sampler") } else { LlamaSampler::chain_simple(chain) }
 }
 
 /// Where a stop string begins in `text`, searching only where text added since
@@ -681,11 +672,9 @@ fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
         .min()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::find_stop;
-
 
     #[test]
     fn streaming_holds_back_what_may_become_a_stop_string() {

@@ -14,12 +14,8 @@ fn engine(slots: u32) -> Option<Arc<LlamaEngine>> {
         eprintln!("skipping: missing {}", model.display());
         return None;
     }
-    let config = LlamaConfig {
-        models: [("smollm2".to_string(), model)].into(),
-        threads: Some(2),
-        slots,
-        ..Default::default()
-    };
+    let config =
+        LlamaConfig { models: [("smollm2".to_string(), model)].into(), threads: Some(2), slots, ..Default::default() };
     Some(Arc::new(LlamaEngine::new(config).expect("engine")))
 }
 

@@ -32,7 +32,13 @@ fn ask(lora: Option<&str>, scale: f32) -> GenerateRequest {
     GenerateRequest::new(
         "smollm2",
         "Describe the ocean in one sentence.",
-        GenerateParams { n_predict: 24, chat: true, lora: lora.map(String::from), lora_scale: scale, ..Default::default() },
+        GenerateParams {
+            n_predict: 24,
+            chat: true,
+            lora: lora.map(String::from),
+            lora_scale: scale,
+            ..Default::default()
+        },
     )
 }
 

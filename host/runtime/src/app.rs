@@ -66,7 +66,9 @@ pub enum AppError {
         exports: Vec<String>,
     },
     /// It imports something this host does not provide.
-    #[error("component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world and wasi:nn (see wit/README.md)")]
+    #[error(
+        "component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world and wasi:nn (see wit/README.md)"
+    )]
     UnsupportedImport {
         /// The component.
         component: String,
@@ -115,9 +117,11 @@ impl LoadedApp {
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.component {
             let path = base.join(&spec.source);
-            let bytes = tokio::fs::read(&path)
-                .await
-                .map_err(|source| AppError::Read { component: name.clone(), path: path.clone(), source })?;
+            let bytes = tokio::fs::read(&path).await.map_err(|source| AppError::Read {
+                component: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
             let pre = {
                 let engine = engine.clone();
                 let linker = linker.clone();
@@ -161,11 +165,7 @@ pub(crate) fn compile(
     }
     let compiled = Component::new(engine, bytes)
         .map_err(|e| AppError::Compile { component: component.clone(), message: format!("{e:#}") })?;
-    let exports: Vec<String> = compiled
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+    let exports: Vec<String> = compiled.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
     if !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
         return Err(AppError::WrongWorld { component, exports });
     }

@@ -175,7 +175,7 @@ impl NnView<'_> {
         let mut prompt: Option<Tensor> = None;
         let mut options: Option<Tensor> = None;
         for (position, (name, tensor)) in inputs.into_iter().enumerate() {
-            let tensor = self.table.get(&tensor)?.clone();
+            let tensor = self.table.delete(tensor)?; // the guest passed ownership
             match (name.as_str(), position) {
                 ("prompt", _) | ("0", _) => prompt = Some(tensor),
                 ("options", _) | ("1", _) => options = Some(tensor),
@@ -190,16 +190,20 @@ impl NnView<'_> {
             }
         }
         let Some(prompt) = prompt else {
-            return Ok(Err((ErrorCode::InvalidArgument, "no input tensor: pass the prompt as a u8 tensor named `prompt`".into())));
+            return Ok(Err((
+                ErrorCode::InvalidArgument,
+                "no input tensor: pass the prompt as a u8 tensor named `prompt`".into(),
+            )));
         };
         for (what, t) in [("prompt", Some(&prompt)), ("options", options.as_ref())] {
             if let Some(t) = t
-                && t.ty != TensorType::U8 {
-                    return Ok(Err((
-                        ErrorCode::InvalidArgument,
-                        format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
-                    )));
-                }
+                && t.ty != TensorType::U8
+            {
+                return Ok(Err((
+                    ErrorCode::InvalidArgument,
+                    format!("the `{what}` tensor must be of type u8 (UTF-8 bytes), got {:?}", t.ty),
+                )));
+            }
         }
         let Ok(prompt) = String::from_utf8(prompt.data) else {
             return Ok(Err((ErrorCode::InvalidArgument, "the prompt is not valid UTF-8".into())));
@@ -307,10 +311,16 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
             };
             self.ctx.usage.input_tokens += embedding.input_tokens;
             let data: Vec<u8> = embedding.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-            let usage = serde_json::to_vec(&serde_json::json!({"input_tokens": embedding.input_tokens, "output_tokens": 0}))
-                .expect("JSON of plain values");
-            let vector = self.table.push(Tensor { dimensions: vec![embedding.vector.len() as u32], ty: TensorType::Fp32, data })?;
-            let usage = self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+            let usage =
+                serde_json::to_vec(&serde_json::json!({"input_tokens": embedding.input_tokens, "output_tokens": 0}))
+                    .expect("JSON of plain values");
+            let vector = self.table.push(Tensor {
+                dimensions: vec![embedding.vector.len() as u32],
+                ty: TensorType::Fp32,
+                data,
+            })?;
+            let usage =
+                self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
         let return_tokens = request.params.return_tokens;
@@ -322,7 +332,8 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
         let usage = usage_json(&generation, return_tokens);
         let text = generation.text.into_bytes();
         let text = self.table.push(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
-        let usage = self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+        let usage =
+            self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
         Ok(Ok(vec![("text".to_string(), text), ("usage".to_string(), usage)]))
     }
 
@@ -335,7 +346,12 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
 impl generated::wasi::nn::tensor::Host for NnView<'_> {}
 
 impl generated::wasi::nn::tensor::HostTensor for NnView<'_> {
-    fn new(&mut self, dimensions: TensorDimensions, ty: TensorType, data: TensorData) -> wasmtime::Result<Resource<Tensor>> {
+    fn new(
+        &mut self,
+        dimensions: TensorDimensions,
+        ty: TensorType,
+        data: TensorData,
+    ) -> wasmtime::Result<Resource<Tensor>> {
         Ok(self.table.push(Tensor { dimensions, ty, data })?)
     }
 
@@ -385,7 +401,8 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
             Err((code, message)) => return self.fail(code, message),
         };
         if request.params.embedding {
-            return self.fail(ErrorCode::InvalidArgument, "embeddings are not streamed: use compute with \"embedding\": true");
+            return self
+                .fail(ErrorCode::InvalidArgument, "embeddings are not streamed: use compute with \"embedding\": true");
         }
         let (sink, pieces) = tokio::sync::mpsc::unbounded_channel();
         request.stream = Some(sink);

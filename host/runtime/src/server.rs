@@ -386,10 +386,12 @@ impl Host {
     {
         let limits = component.limits;
         let max_request = limits.max_request_bytes();
-        if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            && len > max_request {
-                return too_large(component, len, max_request);
-            }
+        if let Some(len) =
+            req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && len > max_request
+        {
+            return too_large(component, len, max_request);
+        }
         let body_too_large = Arc::new(AtomicBool::new(false));
         let req = {
             let flag = body_too_large.clone();
@@ -422,7 +424,10 @@ impl Host {
         let (incoming, out) = match prepared {
             Ok(x) => x,
             Err(e) => {
-                return json_error(StatusCode::BAD_REQUEST, serde_json::json!({ "error": format!("bad request: {e:#}") }));
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({ "error": format!("bad request: {e:#}") }),
+                );
             }
         };
 
@@ -456,13 +461,14 @@ impl Host {
                 let watch = component.clone();
                 tokio::spawn(async move {
                     if let Ok(outcome) = task.await
-                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some()) {
-                            tracing::warn!(
-                                component = %watch.name,
-                                "component failed after sending its response headers: {}",
-                                outcome.describe(&watch)
-                            );
-                        }
+                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
+                    {
+                        tracing::warn!(
+                            component = %watch.name,
+                            "component failed after sending its response headers: {}",
+                            outcome.describe(&watch)
+                        );
+                    }
                 });
                 let (parts, body) = response.into_parts();
                 let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
@@ -638,7 +644,11 @@ impl Host {
     /// fresh store built exactly as a request builds it (no guest code runs).
     /// Returns, per iteration, the instantiation alone and store creation plus
     /// instantiation. For benchmarks and diagnostics.
-    pub async fn measure_instantiation(&self, path: &str, iterations: usize) -> Result<Vec<(Duration, Duration)>, String> {
+    pub async fn measure_instantiation(
+        &self,
+        path: &str,
+        iterations: usize,
+    ) -> Result<Vec<(Duration, Duration)>, String> {
         let component = self.lookup(path).ok_or_else(|| format!("no route for {path}"))?;
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations {

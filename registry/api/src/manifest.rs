@@ -173,25 +173,18 @@ pub enum ManifestError {
 impl AppManifest {
     /// Reads and validates a manifest file.
     pub fn from_file(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.to_owned(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ManifestError::Parse { message, .. } => ManifestError::Parse {
-                path: Some(path.to_owned()),
-                message,
-            },
+            ManifestError::Parse { message, .. } => ManifestError::Parse { path: Some(path.to_owned()), message },
             other => other,
         })
     }
 
     /// Parses and validates manifest text.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let manifest: AppManifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
-            path: None,
-            message: e.to_string(),
-        })?;
+        let manifest: AppManifest =
+            toml::from_str(text).map_err(|e| ManifestError::Parse { path: None, message: e.to_string() })?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -245,10 +238,7 @@ impl AppManifest {
         let mut seen = std::collections::BTreeSet::new();
         for route in &self.route {
             if !route.path.starts_with('/') {
-                return Err(ManifestError::Invalid(format!(
-                    "route '{}' must start with '/'",
-                    route.path
-                )));
+                return Err(ManifestError::Invalid(format!("route '{}' must start with '/'", route.path)));
             }
             if route.path.contains("...") && !route.path.ends_with("/...") {
                 return Err(ManifestError::Invalid(format!(
@@ -266,10 +256,7 @@ impl AppManifest {
                 )));
             }
             if !seen.insert(route.path.as_str()) {
-                return Err(ManifestError::Invalid(format!(
-                    "route '{}' is defined twice",
-                    route.path
-                )));
+                return Err(ManifestError::Invalid(format!("route '{}' is defined twice", route.path)));
             }
         }
         Ok(())
@@ -289,9 +276,7 @@ fn check_name(what: &str, name: &str) -> Result<(), ManifestError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-')
         && !name.contains("--");
     if ok {
