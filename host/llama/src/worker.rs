@@ -424,6 +424,9 @@ impl<'m> Scheduler<'m> {
 
     /// The adapter group to run next: the one after the last, in key order.
     fn next_group(&mut self) -> LoraKey {
+        if self.adapters.is_empty() {
+            return None; // the common case: no per-step work at all
+        }
         let mut keys: Vec<LoraKey> = self.slots.iter().flatten().map(|a| a.lora).collect();
         keys.sort_unstable();
         keys.dedup();

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_engine_llama::{LlamaConfig, LlamaEngine};
 
@@ -68,14 +67,26 @@ async fn a_dropped_request_frees_its_slot() {
     let Some(engine) = engine(1) else { return };
     engine.preload("smollm2").await.unwrap();
     let stats = engine.stats("smollm2").await.expect("loaded");
-    // A long generation (the model keeps counting), abandoned after a moment, as a
+    // A long generation (the model keeps counting), abandoned once it is running, as a
     // stopped guest or a gone caller abandons it.
-    let long = engine.generate(GenerateRequest::new(
-        "smollm2",
-        "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
-        GenerateParams { n_predict: 4000, ..Default::default() },
-    ));
-    assert!(tokio::time::timeout(Duration::from_millis(300), long).await.is_err(), "the long request ended early");
+    let steps_before = stats.steps.load(Ordering::Relaxed);
+    let long = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .generate(GenerateRequest::new(
+                    "smollm2",
+                    "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,",
+                    GenerateParams { n_predict: 4000, ..Default::default() },
+                ))
+                .await
+        })
+    };
+    while stats.steps.load(Ordering::Relaxed) < steps_before + 8 {
+        tokio::task::yield_now().await;
+    }
+    long.abort();
+    assert!(long.await.unwrap_err().is_cancelled(), "the long request ended on its own before it was dropped");
     // The only slot is free again: the next request is served, and the drop was counted.
     let next = engine.generate(request("Name a fruit.", 8)).await.expect("served after the cancel");
     assert!(!next.tokens.is_empty());
