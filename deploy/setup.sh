@@ -74,3 +74,14 @@ for seed in 1 2; do
 done
 echo "$script_hash" > "$stamp"
 say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1,2}.gguf"
+
+# 5. An S3-compatible server for the registry's tests (s3s-fs, which checks request
+#    signatures like S3 does), from crates.io, under $CACHE/tools. About 2 minutes once.
+S3S_VERSION=0.14.1
+tools="$CACHE/tools"
+if [ ! -x "$tools/bin/s3s-fs" ] || [ "$(cat "$tools/s3s-fs.version" 2>/dev/null)" != "$S3S_VERSION" ]; then
+  say "installing s3s-fs $S3S_VERSION (S3-compatible server for tests)"
+  cargo install --quiet --locked --root "$tools" --features binary "s3s-fs@$S3S_VERSION"
+  echo "$S3S_VERSION" > "$tools/s3s-fs.version"
+fi
+say "S3-compatible test server: $tools/bin/s3s-fs"

@@ -7,7 +7,12 @@ use clap::{Parser, Subcommand};
 
 /// wasmesh: an edge-serverless WASM inference fabric.
 #[derive(Parser)]
-#[command(version, about, long_about = None, after_help = "Examples:\n  wasmesh up                                   # the demo on http://127.0.0.1:8080\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf")]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Examples:\n  wasmesh up                                   # the demo fabric on http://127.0.0.1:8080\n  wasmesh registry --data ./registry           # the control plane\n  wasmesh login --registry http://127.0.0.1:7070 --key wsk_...\n  wasmesh deploy -f wasmesh.toml\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_... --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf\n\nExit codes: 0 ok, 1 error, 2 bad usage, 3 key missing, invalid or without the scope,\n4 not found, 5 input refused (bad manifest, component, model) or conflict, 6 registry unreachable or failing."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,8 +22,31 @@ struct Cli {
 enum Command {
     /// Run the demo: the example apps on one host, on the embedded defaults.
     Up(commands::up::UpArgs),
-    /// Serve one or more app manifests on this machine.
+    /// Serve apps on this machine: local manifests, or whatever a registry deploys.
     Host(commands::host::HostArgs),
+    /// Run the registry (the control plane).
+    Registry(commands::registry::RegistryArgs),
+    /// Check a registry URL and key, and remember them.
+    Login(commands::client::LoginArgs),
+    /// Upload an app's components and deploy a new version.
+    Deploy(commands::client::DeployArgs),
+    /// List apps and their versions.
+    #[command(subcommand)]
+    Apps(commands::client::AppsCommand),
+    /// Serve an earlier version of an app again.
+    Rollback(commands::client::RollbackArgs),
+    /// Push and list models.
+    #[command(subcommand)]
+    Models(commands::client::ModelsCommand),
+    /// Push and list LoRA adapters.
+    #[command(subcommand)]
+    Loras(commands::client::LorasCommand),
+    /// List the fabric's nodes.
+    #[command(subcommand)]
+    Nodes(commands::client::NodesCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(commands::client::KeysCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,13 +63,23 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => commands::up::run(args).await,
             Command::Host(args) => commands::host::run(args).await,
+            Command::Registry(args) => commands::registry::run(args).await,
+            Command::Login(args) => commands::client::login(args).await,
+            Command::Deploy(args) => commands::client::deploy(args).await,
+            Command::Apps(cmd) => commands::client::apps(cmd).await,
+            Command::Rollback(args) => commands::client::rollback(args).await,
+            Command::Models(cmd) => commands::client::models(cmd).await,
+            Command::Loras(cmd) => commands::client::loras(cmd).await,
+            Command::Nodes(cmd) => commands::client::nodes(cmd).await,
+            Command::Keys(cmd) => commands::client::keys(cmd).await,
         }
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            let code = e.downcast_ref::<wasmesh_client::ClientError>().map(|c| c.exit_code()).unwrap_or(1);
+            std::process::ExitCode::from(code)
         }
     }
 }

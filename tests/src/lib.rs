@@ -65,7 +65,7 @@ pub fn prerequisites() -> bool {
             missing.push(format!("{} (run `bash deploy/setup.sh`)", p.display()));
         }
     }
-    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model", "embeddings"] {
+    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model", "embeddings", "unknown_import"] {
         let p = components_dir().join(format!("{c}.wasm"));
         if !p.is_file() {
             missing.push(format!("{} (run `bash guest-components/build.sh`)", p.display()));
@@ -98,15 +98,27 @@ pub struct Process {
 impl Process {
     /// Runs `wasmesh ARGS` and returns at once.
     pub fn spawn(args: &[&str], addr: SocketAddr, log: PathBuf) -> Self {
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(wasmesh_bin())
+        Self::spawn_program(&wasmesh_bin(), args, &[], addr, log)
+    }
+
+    /// Runs `program ARGS` with extra environment variables and returns at once.
+    pub fn spawn_program(program: &Path, args: &[&str], envs: &[(&str, &str)], addr: SocketAddr, log: PathBuf) -> Self {
+        let file = std::fs::File::options().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(program)
             .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info,llama_cpp_2=warn")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("spawn wasmesh");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
         Self { child, log, addr }
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Waits until `GET /health` answers 200, or panics with the process's log.

@@ -34,6 +34,16 @@ pub trait InferenceEngine: Send + Sync + 'static {
     /// A pooled, L2-normalised embedding of `input` (mean over its tokens).
     fn embed<'a>(&'a self, model: &'a str, input: &'a str) -> BoxFuture<'a, Result<Embedding, EngineError>>;
 
+    /// The models loaded in memory now (the rest of [`Self::models`] are on disk).
+    fn loaded_models(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The LoRA adapters this engine can apply, as `MODEL:ADAPTER`.
+    fn adapters(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Loads `model` ahead of demand (a no-op when it is already loaded).
     fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 

@@ -162,11 +162,6 @@ impl LlamaEngine {
         &self.config
     }
 
-    /// Names of the models loaded now.
-    pub fn loaded_models(&self) -> Vec<String> {
-        self.loaded.iter().map(|(name, _)| (*name).clone()).collect()
-    }
-
     /// Live counters of a loaded model's worker (`None` when it is not loaded).
     pub async fn stats(&self, model: &str) -> Option<Arc<WorkerStats>> {
         self.loaded.get(model).await.map(|w| w.stats.clone())
@@ -201,6 +196,14 @@ impl LlamaEngine {
 impl InferenceEngine for LlamaEngine {
     fn models(&self) -> Vec<String> {
         self.config.models.keys().cloned().collect()
+    }
+
+    fn loaded_models(&self) -> Vec<String> {
+        self.loaded.iter().map(|(name, _)| (*name).clone()).collect()
+    }
+
+    fn adapters(&self) -> Vec<String> {
+        self.config.loras.iter().map(|(name, lora)| format!("{}:{name}", lora.base)).collect()
     }
 
     fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, EngineError>> {

@@ -174,3 +174,31 @@ pub(crate) fn compile(
         .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
     ProxyPre::new(pre).map_err(|e| AppError::UnsupportedImport { component, message: format!("{e:#}") })
 }
+
+/// Checks components the way a host would load them, without serving them: the
+/// registry runs it on every upload it is asked to deploy.
+pub struct ComponentValidator {
+    engine: wasmtime::Engine,
+    linker: Linker<HostState>,
+}
+
+impl ComponentValidator {
+    /// An engine and linker configured like a host's (no instance pool).
+    pub fn new() -> wasmtime::Result<Self> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.wasm_threads(false);
+        config.wasm_gc(false);
+        let engine = wasmtime::Engine::new(&config)?;
+        let linker = crate::server::link(&engine)?;
+        Ok(Self { engine, linker })
+    }
+
+    /// Checks that `bytes` is a component exporting `wasi:http/incoming-handler`
+    /// and importing only what hosts provide. CPU-heavy (it compiles): call it
+    /// from a blocking thread.
+    pub fn validate(&self, component: &str, bytes: &[u8]) -> Result<(), AppError> {
+        compile(&self.engine, &self.linker, component, Path::new("the uploaded file"), bytes).map(drop)
+    }
+}

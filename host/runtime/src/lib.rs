@@ -26,5 +26,5 @@ mod limits;
 pub mod nn;
 mod server;
 
-pub use app::{AppError, LoadedApp};
-pub use server::{Host, HostConfig};
+pub use app::{AppError, ComponentValidator, LoadedApp};
+pub use server::{Host, HostConfig, Mount};

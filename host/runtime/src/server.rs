@@ -101,10 +101,36 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyOutbound {
     }
 }
 
+#[derive(Clone)]
 struct RouteEntry {
     app: Arc<str>,
     route: wasmesh_api::Route,
     component: Arc<LoadedComponent>,
+    /// Served at its own path (`/chat`) as well as under `/fn/{app}/chat`.
+    root: bool,
+    /// Which deployed version of the app this is (0 for a local manifest).
+    version: u64,
+}
+
+/// Where an app's routes are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mount {
+    /// At the manifest's own paths (`/chat`) and under `/fn/{app}/`. Two apps
+    /// cannot claim the same path. Local manifests (`wasmesh host --app`) use this.
+    Root,
+    /// Only under `/fn/{app}/`: apps from the registry, which may use any paths
+    /// without clashing.
+    Scoped,
+}
+
+/// The linker every component is checked and instantiated against: what the
+/// fabric provides (WASI, `wasi:http`, `wasi:nn` and its streaming extension).
+pub(crate) fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    nn::add_to_linker(&mut linker)?;
+    Ok(linker)
 }
 
 /// A worker node's runtime: see the crate docs.
@@ -114,6 +140,8 @@ pub struct Host {
     inference: Arc<dyn InferenceEngine>,
     routes: RwLock<Arc<Vec<RouteEntry>>>,
     ready: AtomicBool,
+    in_flight: std::sync::atomic::AtomicU32,
+    served: std::sync::atomic::AtomicU64,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -155,10 +183,7 @@ impl Host {
         wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
 
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        nn::add_to_linker(&mut linker)?;
+        let linker = link(&engine)?;
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
@@ -181,6 +206,8 @@ impl Host {
             inference,
             routes: RwLock::new(Arc::new(Vec::new())),
             ready: AtomicBool::new(false),
+            in_flight: Default::default(),
+            served: Default::default(),
             stop_ticker,
         }))
     }
@@ -190,21 +217,50 @@ impl Host {
         &self.inference
     }
 
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests served since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether the host is marked ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     /// Marks the host ready (`GET /health` answers 200 from then on).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// Loads `wasmesh.toml` at `path` (components relative to it) and serves its routes.
+    /// Loads `wasmesh.toml` at `path` (components relative to it) and serves its routes
+    /// at their own paths and under `/fn/{app}/`.
     pub async fn load_app_file(&self, path: &Path) -> Result<(), AppError> {
         let manifest = AppManifest::from_file(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         self.load_app(manifest, base).await
     }
 
-    /// Loads an app and swaps it into the route table; an app of the same name is
-    /// replaced (requests in flight finish on the old version).
+    /// Loads an app and swaps it into the route table at its own paths ([`Mount::Root`]);
+    /// an app of the same name is replaced (requests in flight finish on the old version).
     pub async fn load_app(&self, manifest: AppManifest, base: &Path) -> Result<(), AppError> {
+        self.load_app_version(manifest, base, Mount::Root, 0).await
+    }
+
+    /// Loads `version` of an app, mounted as `mount`, and swaps it in atomically:
+    /// requests already running finish on the version they started with, new ones
+    /// get this one. Nothing changes when loading fails.
+    pub async fn load_app_version(
+        &self,
+        manifest: AppManifest,
+        base: &Path,
+        mount: Mount,
+        version: u64,
+    ) -> Result<(), AppError> {
         let app = LoadedApp::load(manifest, base, &self.engine, &self.linker).await?;
         for (name, spec) in &app.manifest.component {
             for model in &spec.models {
@@ -214,14 +270,11 @@ impl Host {
             }
         }
         let name: Arc<str> = app.manifest.app.name.as_str().into();
+        let root = mount == Mount::Root;
         let mut routes = self.routes.write().expect("route table lock");
-        let mut table: Vec<RouteEntry> = routes
-            .iter()
-            .filter(|e| e.app != name)
-            .map(|e| RouteEntry { app: e.app.clone(), route: e.route.clone(), component: e.component.clone() })
-            .collect();
+        let mut table: Vec<RouteEntry> = routes.iter().filter(|e| e.app != name).cloned().collect();
         for route in &app.manifest.route {
-            if let Some(other) = table.iter().find(|e| e.route.path == route.path) {
+            if root && let Some(other) = table.iter().find(|e| e.root && e.route.path == route.path) {
                 return Err(AppError::RouteConflict {
                     path: route.path.clone(),
                     app: name.to_string(),
@@ -232,30 +285,73 @@ impl Host {
                 app: name.clone(),
                 route: route.clone(),
                 component: app.components[&route.component].clone(),
+                root,
+                version,
             });
         }
         *routes = Arc::new(table);
-        tracing::info!(app = %name, components = app.components.len(), routes = app.manifest.route.len(), "app loaded");
+        tracing::info!(app = %name, version, components = app.components.len(), routes = app.manifest.route.len(), "app loaded");
         Ok(())
     }
 
-    /// The paths served now, as `(app, path, component)`.
+    /// Stops serving `app` (requests in flight finish). Returns whether it was served.
+    pub fn unload_app(&self, app: &str) -> bool {
+        let mut routes = self.routes.write().expect("route table lock");
+        let before = routes.len();
+        let table: Vec<RouteEntry> = routes.iter().filter(|e| &*e.app != app).cloned().collect();
+        let removed = table.len() != before;
+        *routes = Arc::new(table);
+        if removed {
+            tracing::info!(%app, "app unloaded");
+        }
+        removed
+    }
+
+    /// The apps served now, with the version of each (0 for local manifests).
+    pub fn apps(&self) -> std::collections::BTreeMap<String, u64> {
+        self.routes.read().expect("route table lock").iter().map(|e| (e.app.to_string(), e.version)).collect()
+    }
+
+    /// The paths served now, as `(app, path, component)`; scoped apps' paths are
+    /// shown under `/fn/{app}`.
     pub fn routes(&self) -> Vec<(String, String, String)> {
         self.routes
             .read()
             .expect("route table lock")
             .iter()
-            .map(|e| (e.app.to_string(), e.route.path.clone(), e.route.component.clone()))
+            .map(|e| {
+                let path = if e.root { e.route.path.clone() } else { format!("/fn/{}{}", e.app, e.route.path) };
+                (e.app.to_string(), path, e.route.component.clone())
+            })
             .collect()
     }
 
-    fn lookup(&self, path: &str) -> Option<Arc<LoadedComponent>> {
+    /// The component for `path`, and the path the component sees when the request
+    /// came in under `/fn/{app}/` (the app-relative rest, so a component behaves the
+    /// same whichever way it is reached).
+    fn lookup(&self, path: &str) -> Option<(Arc<LoadedComponent>, Option<String>)> {
         let routes = self.routes.read().expect("route table lock").clone();
+        if let Some(rest) = path.strip_prefix("/fn/") {
+            let (app, inner) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/"),
+            };
+            let found = routes
+                .iter()
+                .filter(|e| &*e.app == app)
+                .filter_map(|e| e.route.matches(inner).map(|score| (score, e)))
+                .max_by_key(|(score, _)| *score)
+                .map(|(_, e)| (e.component.clone(), Some(inner.to_string())));
+            if found.is_some() {
+                return found;
+            }
+        }
         routes
             .iter()
+            .filter(|e| e.root)
             .filter_map(|e| e.route.matches(path).map(|score| (score, e)))
             .max_by_key(|(score, _)| *score)
-            .map(|(_, e)| e.component.clone())
+            .map(|(_, e)| (e.component.clone(), None))
     }
 
     /// Accepts connections on `listener` until `shutdown` resolves.
@@ -310,15 +406,25 @@ impl Host {
         if path == "/health" {
             return self.health();
         }
-        let Some(component) = self.lookup(&path) else {
+        let Some((component, inner)) = self.lookup(&path) else {
             let routes: Vec<String> = self.routes().into_iter().map(|(_, p, _)| p).collect();
             return json_error(
                 StatusCode::NOT_FOUND,
                 serde_json::json!({ "error": format!("no route for {path}"), "routes": routes }),
             );
         };
+        let mut req = req;
+        if let Some(inner) = inner {
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            if let Ok(uri) = format!("{inner}{query}").parse::<http::Uri>() {
+                *req.uri_mut() = uri;
+            }
+        }
         let started = Instant::now();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let response = self.invoke(&component, req).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             app = %component.app,
             component = %component.name,
@@ -649,7 +755,7 @@ impl Host {
         path: &str,
         iterations: usize,
     ) -> Result<Vec<(Duration, Duration)>, String> {
-        let component = self.lookup(path).ok_or_else(|| format!("no route for {path}"))?;
+        let (component, _) = self.lookup(path).ok_or_else(|| format!("no route for {path}"))?;
         let mut times = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let started = Instant::now();

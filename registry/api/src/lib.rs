@@ -2,8 +2,10 @@
 //!
 //! Every crate that needs to agree on a shape (the host, the router, the registry,
 //! the CLI) takes it from here, so nothing is copied across crates. For now that is
-//! the app manifest, `wasmesh.toml` ([`manifest`]).
+//! the app manifest, `wasmesh.toml` ([`manifest`]), and the registry's wire
+//! types ([`wire`]).
 
 pub mod manifest;
+pub mod wire;
 
-pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route};
+pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route, check_name};

@@ -272,7 +272,9 @@ impl AppManifest {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), ManifestError> {
+/// Checks that `name` is kebab-case (what apps, components, models and adapters
+/// are named); `what` says which name it is in the message.
+pub fn check_name(what: &str, name: &str) -> Result<(), ManifestError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase())

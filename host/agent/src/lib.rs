@@ -1,0 +1,251 @@
+//! The agent joins a host to the fabric.
+//!
+//! On start it loads (or creates) the node's Ed25519 identity in the data
+//! directory, registers with the registry using a `provider` key and keeps the
+//! certificate it gets back. Then two loops run for the life of the host:
+//!
+//! * **heartbeats** (every 10 s by default): hardware, the provider's share, the
+//!   models and adapters in the caches, requests in flight, memory pressure and
+//!   readiness (a node under memory pressure reports itself not ready);
+//! * **deployments**: a long poll on `/v1/deployments`; each app version that
+//!   changed is downloaded (components verified by blake3, cached by hash),
+//!   compiled, and swapped in atomically under `/fn/{app}/`, so requests already
+//!   running finish on the version they started on. A version that fails to load
+//!   leaves the previous one serving.
+
+use anyhow::Context;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmesh_api::AppManifest;
+use wasmesh_api::wire::{CachedModel, Deployments, Heartbeat, ModelState, ResourceShare};
+use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
+use wasmesh_host::{Host, Mount};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The registry's URL.
+    pub registry: String,
+    /// A key with the `provider` scope.
+    pub key: String,
+    /// Holds `node.key`, the certificate and the component cache.
+    pub data_dir: PathBuf,
+    /// The node's label (defaults to the hostname).
+    pub name: String,
+    /// Between heartbeats.
+    pub heartbeat_interval: Duration,
+    /// What the provider shares.
+    pub share: ResourceShare,
+    /// Memory-pressure thresholds.
+    pub pressure: wasmesh_probe::PressureThresholds,
+}
+
+/// A running agent.
+pub struct Agent {
+    /// The node's id.
+    pub node_id: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The machine's hostname, for node labels.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "node".to_string())
+}
+
+impl Agent {
+    /// Registers the node, applies the current deployments once, then starts the
+    /// heartbeat and deployment loops. Retries while the registry is unreachable
+    /// (up to `patience`); a refused key fails at once.
+    pub async fn start(host: Arc<Host>, config: AgentConfig, patience: Duration) -> anyhow::Result<Self> {
+        let identity = Arc::new(
+            NodeIdentity::load_or_create(&config.data_dir.join("node.key"))
+                .with_context(|| format!("cannot load the node identity in {}", config.data_dir.display()))?,
+        );
+        let client = Client::new(&config.registry, Some(config.key.clone()))?;
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let cert = loop {
+            match client.register_node(&identity, &config.name).await {
+                Ok(cert) => break cert,
+                Err(e @ ClientError::Unreachable { .. }) if started.elapsed() < patience => {
+                    tracing::warn!("registration failed, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e).context("cannot register this node with the registry"),
+            }
+        };
+        std::fs::write(config.data_dir.join("node.pem"), &cert.certificate_pem)?;
+        std::fs::write(config.data_dir.join("ca.pem"), &cert.ca_pem)?;
+        tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
+
+        let sync = Sync { host: host.clone(), client: client.clone(), components: config.data_dir.join("components") };
+        let revision = match client.deployments(None, Duration::ZERO).await {
+            Ok(d) => sync.apply(&d).await.then_some(d.revision),
+            Err(e) => {
+                tracing::warn!("cannot fetch deployments yet: {e}");
+                None
+            }
+        };
+        let node_id = identity.node_id().to_string();
+        let deployments = tokio::spawn(async move { sync.run(revision).await });
+        let heartbeats = tokio::spawn(heartbeat_loop(host, client, identity, config));
+        Ok(Self { node_id, tasks: vec![deployments, heartbeats] })
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
+    d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+async fn heartbeat_loop(host: Arc<Host>, client: Client, identity: Arc<NodeIdentity>, config: AgentConfig) {
+    let hardware = tokio::task::spawn_blocking(wasmesh_probe::hardware).await.unwrap_or_default();
+    let mut pressure = wasmesh_probe::PressureMonitor::new(config.pressure);
+    let mut was_under_pressure = false;
+    let mut failing = false;
+    loop {
+        let sample = pressure.sample();
+        if sample.under_pressure != was_under_pressure {
+            was_under_pressure = sample.under_pressure;
+            tracing::warn!(
+                under_pressure = sample.under_pressure,
+                swap = sample.swap_pages_per_s,
+                faults = sample.major_faults_per_s,
+                "memory pressure changed"
+            );
+        }
+        let engine = host.inference();
+        let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
+        let mut models: Vec<CachedModel> = engine
+            .models()
+            .into_iter()
+            .map(|name| CachedModel {
+                state: if loaded.contains(&name) { ModelState::Loaded } else { ModelState::OnDisk },
+                name,
+            })
+            .collect();
+        models.extend(engine.adapters().into_iter().map(|name| {
+            let base = name.split(':').next().unwrap_or_default();
+            CachedModel { state: if loaded.contains(base) { ModelState::Loaded } else { ModelState::OnDisk }, name }
+        }));
+        let beat = Heartbeat {
+            hardware: hardware.clone(),
+            share: config.share.clone(),
+            models,
+            in_flight: host.in_flight(),
+            ready: host.is_ready() && !sample.under_pressure,
+            pressure: sample,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            deployments_revision: 0,
+        };
+        match client.heartbeat(&identity, &beat).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("heartbeats reach the registry again");
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!("heartbeat failed: {e}");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(config.heartbeat_interval).await;
+    }
+}
+
+struct Sync {
+    host: Arc<Host>,
+    client: Client,
+    components: PathBuf,
+}
+
+impl Sync {
+    async fn run(self, mut revision: Option<u64>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match self.client.deployments(revision, Duration::from_secs(30)).await {
+                Ok(d) if Some(d.revision) == revision => backoff = Duration::from_millis(500),
+                Ok(d) => {
+                    backoff = Duration::from_millis(500);
+                    if self.apply(&d).await {
+                        revision = Some(d.revision);
+                    } else {
+                        // Try the failed app again later, not in a tight loop.
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot poll deployments, retrying in {backoff:?}: {e}");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(15));
+                }
+            }
+        }
+    }
+
+    /// Brings the host to `deployments`; true when every app loaded.
+    async fn apply(&self, deployments: &Deployments) -> bool {
+        let serving = self.host.apps();
+        let mut ok = true;
+        for app in &deployments.apps {
+            if serving.get(&app.app) == Some(&app.version) {
+                continue;
+            }
+            match self.load(app).await {
+                Ok(()) => tracing::info!(app = %app.app, version = app.version, "now serving"),
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(app = %app.app, version = app.version, "cannot load this version, the previous one keeps serving: {e:#}");
+                }
+            }
+        }
+        let wanted: BTreeSet<&str> = deployments.apps.iter().map(|a| a.app.as_str()).collect();
+        for (app, version) in serving {
+            // Version 0: a local manifest (`--app`), not the registry's to remove.
+            if version > 0 && !wanted.contains(app.as_str()) {
+                self.host.unload_app(&app);
+            }
+        }
+        ok
+    }
+
+    async fn load(&self, app: &wasmesh_api::wire::AppVersion) -> anyhow::Result<()> {
+        let mut manifest = AppManifest::parse(&app.manifest)?;
+        let mut files = BTreeMap::new();
+        for (component, hash) in &app.components {
+            if !wasmesh_api::wire::is_blake3_hex(hash) {
+                anyhow::bail!("component '{component}' has a malformed hash");
+            }
+            let file = format!("{hash}.wasm");
+            let path = self.components.join(&file);
+            if !path.is_file() {
+                self.client.download(hash, &path, &NoProgress).await?;
+            }
+            files.insert(component.clone(), file);
+        }
+        for (name, spec) in manifest.component.iter_mut() {
+            spec.source =
+                files.get(name).with_context(|| format!("component '{name}' has no artifact in this version"))?.into();
+        }
+        self.host.load_app_version(manifest, &self.components, Mount::Scoped, app.version).await?;
+        Ok(())
+    }
+}

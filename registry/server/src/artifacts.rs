@@ -1,0 +1,288 @@
+//! Artifacts (component `.wasm`, model and LoRA `.gguf`) stored by their blake3 in
+//! an `object_store`: the local filesystem by default, any S3-compatible endpoint
+//! when configured.
+//!
+//! Uploads arrive in parts that may come in any order and survive a restart of
+//! the registry: each part lands in a staging folder under the data directory
+//! (written to a temporary name, synced, then renamed, so a part on disk is
+//! always whole). Completing an upload hashes the parts in order, refuses the
+//! upload unless the whole-file blake3 matches the one announced, computes the
+//! per-piece hashes, reads the GGUF header of models and LoRAs, and only then
+//! writes the object. A blob in the store is therefore always complete and
+//! verified.
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use wasmesh_api::wire::{ArtifactKind, ModelFacts, PieceManifest, piece_length_for};
+use wasmesh_gguf::TensorInfo;
+
+/// Bytes per upload part (the last is shorter).
+pub const PART_SIZE: u64 = 8 << 20;
+
+/// What the GGUF header of a model says, kept with its blob.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GgufSummary {
+    /// Architecture, parameters, quantization.
+    pub facts: ModelFacts,
+    /// Whether `general.type` is `adapter`.
+    pub adapter: bool,
+    /// Tensor names and shapes (LoRA checks need the base's).
+    pub tensors: Vec<TensorInfo>,
+}
+
+/// What completing an upload found.
+#[derive(Debug)]
+pub struct Assembled {
+    /// Per-piece hashes (models and LoRAs).
+    pub pieces: Option<PieceManifest>,
+    /// The GGUF header (models and LoRAs).
+    pub gguf: Option<GgufSummary>,
+}
+
+/// Why an upload could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum AssembleError {
+    /// Parts are missing.
+    #[error("parts {0:?} have not arrived; send them, then complete the upload again")]
+    Missing(Vec<u64>),
+    /// The bytes are not what was announced.
+    #[error(
+        "the uploaded bytes hash to {actual}, not the announced {expected}: the file changed or a part was corrupted in transit; start the upload again"
+    )]
+    HashMismatch {
+        /// Announced.
+        expected: String,
+        /// Received.
+        actual: String,
+    },
+    /// A model or LoRA that is not GGUF.
+    #[error("not a GGUF file: {0}")]
+    NotGguf(String),
+    /// Storage failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The store of artifacts.
+pub struct Artifacts {
+    store: Arc<dyn ObjectStore>,
+    staging: PathBuf,
+    /// Where it stores, for logs (no credentials).
+    pub describe: String,
+}
+
+impl Artifacts {
+    /// Opens the store at `url` (`file:///PATH`, `s3://BUCKET?endpoint=...&region=...&allow_http=true`,
+    /// credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`), or `DATA/artifacts` when `None`.
+    pub fn open(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        let staging = data_dir.join("uploads");
+        std::fs::create_dir_all(&staging)?;
+        let (store, describe): (Arc<dyn ObjectStore>, String) = match url {
+            None => {
+                let dir = data_dir.join("artifacts");
+                std::fs::create_dir_all(&dir)?;
+                (Arc::new(LocalFileSystem::new_with_prefix(&dir)?), dir.display().to_string())
+            }
+            Some(u) if u.starts_with("file://") => {
+                let dir = PathBuf::from(&u["file://".len()..]);
+                std::fs::create_dir_all(&dir)?;
+                (Arc::new(LocalFileSystem::new_with_prefix(&dir)?), dir.display().to_string())
+            }
+            Some(u) if u.starts_with("s3://") => {
+                let parsed = url::Url::parse(u).map_err(|e| anyhow::anyhow!("invalid store URL '{u}': {e}"))?;
+                let bucket = parsed.host_str().ok_or_else(|| anyhow::anyhow!("store URL '{u}' names no bucket"))?;
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_virtual_hosted_style_request(false);
+                for (key, value) in parsed.query_pairs() {
+                    builder = match &*key {
+                        "endpoint" => builder.with_endpoint(value.to_string()),
+                        "region" => builder.with_region(value.to_string()),
+                        "allow_http" => builder.with_allow_http(value == "true"),
+                        other => anyhow::bail!(
+                            "unknown store URL option '{other}': use endpoint, region, allow_http (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                        ),
+                    };
+                }
+                let endpoint = parsed.query_pairs().find(|(k, _)| k == "endpoint").map(|(_, v)| v.to_string());
+                (Arc::new(builder.build()?), format!("s3://{bucket} at {}", endpoint.as_deref().unwrap_or("AWS")))
+            }
+            Some(u) => anyhow::bail!("unsupported store URL '{u}': use file:///PATH or s3://BUCKET?endpoint=URL"),
+        };
+        Ok(Self { store, staging, describe })
+    }
+
+    fn object(hash: &str) -> ObjectPath {
+        ObjectPath::from(format!("blobs/{}/{hash}", &hash[..2]))
+    }
+
+    /// The whole blob (components: a few MB).
+    pub async fn get(&self, hash: &str) -> object_store::Result<Bytes> {
+        self.store.get(&Self::object(hash)).await?.bytes().await
+    }
+
+    /// A byte range of a blob.
+    pub async fn get_range(&self, hash: &str, range: std::ops::Range<u64>) -> object_store::Result<Bytes> {
+        self.store.get_range(&Self::object(hash), range).await
+    }
+
+    /// The blob as a stream (downloads).
+    pub async fn stream(
+        &self,
+        hash: &str,
+    ) -> object_store::Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>> {
+        Ok(self.store.get(&Self::object(hash)).await?.into_stream())
+    }
+
+    /// Checks that the store answers.
+    pub async fn ping(&self) -> object_store::Result<()> {
+        match self.store.head(&ObjectPath::from("health-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn part_path(&self, upload: &str, part: u64) -> PathBuf {
+        self.staging.join(upload).join(format!("{part}.part"))
+    }
+
+    /// Stores part `part` of `upload` (whole or not at all).
+    pub async fn put_part(&self, upload: &str, part: u64, bytes: Bytes) -> std::io::Result<()> {
+        let dir = self.staging.join(upload);
+        let path = self.part_path(upload, part);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = path.with_extension("tmp");
+            let mut file = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Drops an upload's staged parts.
+    pub async fn discard(&self, upload: &str) {
+        let _ = tokio::fs::remove_dir_all(self.staging.join(upload)).await;
+    }
+
+    /// Verifies and stores a finished upload (see the module docs).
+    pub async fn assemble(
+        &self,
+        upload: &str,
+        hash: &str,
+        size: u64,
+        kind: ArtifactKind,
+        part_size: u64,
+    ) -> Result<Assembled, AssembleError> {
+        let parts = size.div_ceil(part_size).max(1);
+        let paths: Vec<PathBuf> = (0..parts).map(|n| self.part_path(upload, n)).collect();
+        let missing: Vec<u64> = (0..parts).filter(|n| !paths[*n as usize].is_file()).collect();
+        if !missing.is_empty() {
+            return Err(AssembleError::Missing(missing));
+        }
+        let checked = {
+            let paths = paths.clone();
+            let expected = hash.to_string();
+            tokio::task::spawn_blocking(move || verify(&paths, &expected, size, kind))
+                .await
+                .map_err(|e| AssembleError::Io(e.to_string()))??
+        };
+        let object = Self::object(hash);
+        let io = |e: object_store::Error| AssembleError::Io(e.to_string());
+        if size <= part_size {
+            let bytes = tokio::fs::read(&paths[0]).await.map_err(|e| AssembleError::Io(e.to_string()))?;
+            self.store.put(&object, bytes.into()).await.map_err(io)?;
+        } else {
+            let mut writer =
+                WriteMultipart::new_with_chunk_size(self.store.put_multipart(&object).await.map_err(io)?, 8 << 20);
+            for path in &paths {
+                let bytes = tokio::fs::read(path).await.map_err(|e| AssembleError::Io(e.to_string()))?;
+                writer.wait_for_capacity(4).await.map_err(io)?;
+                writer.write(&bytes);
+            }
+            writer.finish().await.map_err(io)?;
+        }
+        Ok(checked)
+    }
+}
+
+/// A reader over the parts, in order.
+struct Parts {
+    paths: Vec<PathBuf>,
+    next: usize,
+    current: Option<std::fs::File>,
+}
+
+impl Read for Parts {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                let Some(path) = self.paths.get(self.next) else { return Ok(0) };
+                self.current = Some(std::fs::File::open(path)?);
+                self.next += 1;
+            }
+            let n = self.current.as_mut().expect("opened above").read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.current = None;
+        }
+    }
+}
+
+fn verify(paths: &[PathBuf], expected: &str, size: u64, kind: ArtifactKind) -> Result<Assembled, AssembleError> {
+    let io = |e: std::io::Error| AssembleError::Io(e.to_string());
+    let gguf = match kind {
+        ArtifactKind::Component => None,
+        ArtifactKind::Model | ArtifactKind::Lora => {
+            let reader = Parts { paths: paths.to_vec(), next: 0, current: None };
+            let header = wasmesh_gguf::read_header(std::io::BufReader::new(reader))
+                .map_err(|e| AssembleError::NotGguf(e.to_string()))?;
+            let facts = wasmesh_gguf::model_facts(&header).map_err(|e| AssembleError::NotGguf(e.to_string()))?;
+            Some(GgufSummary { facts, adapter: wasmesh_gguf::is_adapter(&header), tensors: header.tensors.clone() })
+        }
+    };
+    let piece_length = piece_length_for(size);
+    let mut whole = blake3::Hasher::new();
+    let mut pieces = Vec::new();
+    let mut piece = blake3::Hasher::new();
+    let mut in_piece = 0u64;
+    let mut total = 0u64;
+    let mut reader = Parts { paths: paths.to_vec(), next: 0, current: None };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        whole.update(&buf[..n]);
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min((piece_length - in_piece) as usize);
+            piece.update(&rest[..take]);
+            in_piece += take as u64;
+            rest = &rest[take..];
+            if in_piece == piece_length {
+                pieces.push(piece.finalize().to_hex().to_string());
+                piece = blake3::Hasher::new();
+                in_piece = 0;
+            }
+        }
+    }
+    if in_piece > 0 {
+        pieces.push(piece.finalize().to_hex().to_string());
+    }
+    let actual = whole.finalize().to_hex().to_string();
+    if actual != expected || total != size {
+        return Err(AssembleError::HashMismatch { expected: expected.to_string(), actual });
+    }
+    Ok(Assembled { pieces: gguf.as_ref().map(|_| PieceManifest { piece_length, hashes: pieces }), gguf })
+}

@@ -1,0 +1,324 @@
+//! API keys, scopes, rate limits and lockout.
+//!
+//! A key reads `wsk_ID_SECRET`: the id is public (it names the key in lists and
+//! logs), the secret is 192 random bits of which the registry keeps only the
+//! blake3 hash. A fast hash is right here: the secret is random, not a password,
+//! so there is nothing to brute-force offline. Failed attempts against one key id
+//! lock it for a while; requests are rate-limited per key and per source address.
+
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use wasmesh_api::wire::{CreatedKey, KeyInfo, Scope};
+
+/// A caller whose key checked out.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's id.
+    pub key_id: String,
+    /// Its scopes.
+    pub scopes: Vec<Scope>,
+}
+
+impl Caller {
+    /// Passes when the key has `scope` (or `admin`); otherwise a 403 that says how to get one.
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        if self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            "missing_scope",
+            format!(
+                "key {} lacks the '{scope}' scope (it has: {}); ask an admin for one with `wasmesh keys create --scope {scope}`",
+                self.key_id,
+                self.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ))
+    }
+
+    /// Passes when the key has any of `scopes` (or `admin`).
+    pub fn require_any(&self, scopes: &[Scope]) -> ApiResult<()> {
+        if scopes.iter().any(|s| self.scopes.contains(s)) || self.scopes.contains(&Scope::Admin) {
+            return Ok(());
+        }
+        self.require(scopes[0])
+    }
+}
+
+/// Limits on callers.
+#[derive(Debug, Clone)]
+pub struct AuthLimits {
+    /// Requests per second per key (bursts of twice that).
+    pub per_key_rps: f64,
+    /// Requests per second per source address (bursts of twice that).
+    pub per_address_rps: f64,
+    /// Failed attempts on one key id, within `failure_window`, that lock it.
+    pub max_failures: u32,
+    /// The window failures are counted in.
+    pub failure_window: Duration,
+    /// How long a locked key stays locked.
+    pub lockout: Duration,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        Self {
+            per_key_rps: 200.0,
+            per_address_rps: 400.0,
+            max_failures: 5,
+            failure_window: Duration::from_secs(300),
+            lockout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A token bucket per name.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    /// `rate` tokens a second, bursts of `2 × rate`.
+    pub fn new(rate: f64) -> Self {
+        Self { rate, burst: (rate * 2.0).max(1.0), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes a token for `name`; `Err(seconds to wait)` when there is none.
+    pub fn take(&self, name: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate limiter lock");
+        if buckets.len() > 100_000 {
+            // Forget callers idle long enough to have refilled: bounded memory
+            // however many addresses show up.
+            let full = Duration::from_secs_f64(self.burst / self.rate);
+            buckets.retain(|_, (_, t)| now.duration_since(*t) < full);
+        }
+        let (tokens, last) = buckets.entry(name.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / self.rate).ceil() as u64)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Failures {
+    recent: Vec<Instant>,
+    locked_until: Option<Instant>,
+}
+
+/// Checks keys.
+pub struct Auth {
+    limits: AuthLimits,
+    per_key: RateLimiter,
+    /// Per source address; applied to every request, keyed or not.
+    pub per_address: RateLimiter,
+    failures: Mutex<HashMap<String, Failures>>,
+    /// Failed authentications, for `/metrics`.
+    pub failed: prometheus::IntCounter,
+}
+
+/// The parts of a key.
+fn split_key(key: &str) -> Option<(&str, &str)> {
+    let rest = key.strip_prefix("wsk_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 12 && !secret.is_empty()).then_some((id, secret))
+}
+
+fn hash_secret(secret: &str) -> blake3::Hash {
+    blake3::hash(secret.as_bytes())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source failed");
+    wasmesh_api::wire::to_hex(&buf)
+}
+
+impl Auth {
+    /// With `limits`; `failed` counts failed authentications.
+    pub fn new(limits: AuthLimits, failed: prometheus::IntCounter) -> Self {
+        Self {
+            per_key: RateLimiter::new(limits.per_key_rps),
+            per_address: RateLimiter::new(limits.per_address_rps),
+            limits,
+            failures: Mutex::new(HashMap::new()),
+            failed,
+        }
+    }
+
+    /// Checks the `Authorization: Bearer` header.
+    pub async fn authenticate(&self, db: &Db, header: Option<&str>) -> ApiResult<Caller> {
+        let Some(header) = header else {
+            return Err(ApiError::unauthorized(
+                "missing API key: send `Authorization: Bearer wsk_...` (the CLI takes --key, WASMESH_KEY or `wasmesh login`)",
+            ));
+        };
+        let key = header.strip_prefix("Bearer ").unwrap_or(header).trim();
+        let Some((id, secret)) = split_key(key) else {
+            self.failed.inc();
+            return Err(ApiError::unauthorized("malformed API key: keys look like wsk_<12 hex>_<secret>"));
+        };
+        if let Some(wait) = self.locked(id) {
+            return Err(ApiError::too_many(
+                format!("key {id} is locked after repeated failed attempts; retry in {wait} s"),
+                wait,
+            ));
+        }
+        let row: Option<(String, String, i64)> = sqlx::query_as("SELECT hash, scopes, revoked FROM keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?;
+        let valid = match &row {
+            // blake3::Hash compares in constant time.
+            Some((hash, _, 0)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
+            _ => false,
+        };
+        if !valid {
+            self.failed.inc();
+            self.record_failure(id);
+            tracing::info!(key = %id, "authentication failed");
+            return Err(ApiError::unauthorized("invalid or revoked API key"));
+        }
+        let (_, scopes, _) = row.expect("checked above");
+        if let Err(wait) = self.per_key.take(id) {
+            return Err(ApiError::too_many(format!("key {id} is over its rate limit; retry in {wait} s"), wait));
+        }
+        Ok(Caller { key_id: id.to_string(), scopes: parse_scopes(&scopes) })
+    }
+
+    fn locked(&self, id: &str) -> Option<u64> {
+        let failures = self.failures.lock().expect("failures lock");
+        let until = failures.get(id)?.locked_until?;
+        let now = Instant::now();
+        (until > now).then(|| (until - now).as_secs().max(1))
+    }
+
+    fn record_failure(&self, id: &str) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().expect("failures lock");
+        if failures.len() > 100_000 {
+            failures.retain(|_, f| f.locked_until.is_some_and(|t| t > now));
+        }
+        let entry = failures.entry(id.to_string()).or_default();
+        entry.recent.retain(|t| now.duration_since(*t) < self.limits.failure_window);
+        entry.recent.push(now);
+        if entry.recent.len() as u32 >= self.limits.max_failures {
+            entry.locked_until = Some(now + self.limits.lockout);
+            entry.recent.clear();
+            tracing::warn!(key = %id, secs = self.limits.lockout.as_secs(), "key locked after repeated failed attempts");
+        }
+    }
+}
+
+fn parse_scopes(s: &str) -> Vec<Scope> {
+    s.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+}
+
+/// Creates a key and stores its hash.
+pub async fn create_key(db: &Db, name: &str, scopes: &[Scope]) -> ApiResult<CreatedKey> {
+    if scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "a key needs at least one scope: admin, deploy, provider or invoke",
+        ));
+    }
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(ApiError::bad_request("invalid_request", "a key's name must be 1 to 100 characters"));
+    }
+    let id = random_hex(6);
+    let secret = random_hex(24);
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+    let now = now_ms();
+    sqlx::query("INSERT INTO keys (id, name, hash, scopes, created_at, revoked) VALUES ($1, $2, $3, $4, $5, 0)")
+        .bind(&id)
+        .bind(name)
+        .bind(hash_secret(&secret).to_hex().to_string())
+        .bind(&joined)
+        .bind(now)
+        .execute(&db.pool)
+        .await?;
+    Ok(CreatedKey {
+        key: format!("wsk_{id}_{secret}"),
+        info: KeyInfo { id, name: name.to_string(), scopes, created_at_ms: now as u64, revoked: false },
+    })
+}
+
+/// Every key (without secrets).
+pub async fn list_keys(db: &Db) -> ApiResult<Vec<KeyInfo>> {
+    let rows: Vec<(String, String, String, i64, i64)> =
+        sqlx::query_as("SELECT id, name, scopes, created_at, revoked FROM keys ORDER BY created_at, id")
+            .fetch_all(&db.pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, scopes, created, revoked)| KeyInfo {
+            id,
+            name,
+            scopes: parse_scopes(&scopes),
+            created_at_ms: created as u64,
+            revoked: revoked != 0,
+        })
+        .collect())
+}
+
+/// Revokes a key; false when there is none with that id.
+pub async fn revoke_key(db: &Db, id: &str) -> ApiResult<bool> {
+    let done = sqlx::query("UPDATE keys SET revoked = 1 WHERE id = $1").bind(id).execute(&db.pool).await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Whether any key exists (the first start creates an admin key when none does).
+pub async fn any_key(db: &Db) -> ApiResult<bool> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT id FROM keys LIMIT 1").fetch_optional(&db.pool).await?;
+    Ok(row.is_some())
+}
+
+/// Random id for uploads.
+pub fn random_id() -> String {
+    random_hex(12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_into_id_and_secret() {
+        assert_eq!(split_key("wsk_0123456789ab_secret"), Some(("0123456789ab", "secret")));
+        assert_eq!(split_key("wsk_short_secret"), None);
+        assert_eq!(split_key("0123456789ab_secret"), None);
+        assert_eq!(split_key("wsk_0123456789ab_"), None);
+    }
+
+    #[test]
+    fn bucket_allows_bursts_then_refuses_with_a_wait() {
+        let limiter = RateLimiter::new(1.0);
+        assert!(limiter.take("a").is_ok());
+        assert!(limiter.take("a").is_ok());
+        assert_eq!(limiter.take("a"), Err(1));
+        assert!(limiter.take("b").is_ok(), "buckets are per name");
+    }
+
+    #[test]
+    fn admin_passes_every_scope_check_and_others_name_the_missing_scope() {
+        let admin = Caller { key_id: "k".into(), scopes: vec![Scope::Admin] };
+        assert!(admin.require(Scope::Deploy).is_ok());
+        let invoker = Caller { key_id: "k".into(), scopes: vec![Scope::Invoke] };
+        let err = invoker.require(Scope::Deploy).unwrap_err();
+        assert_eq!(err.status, axum::http::StatusCode::FORBIDDEN);
+        assert!(err.message.contains("--scope deploy"), "{}", err.message);
+        assert!(invoker.require_any(&[Scope::Deploy, Scope::Invoke]).is_ok());
+    }
+}

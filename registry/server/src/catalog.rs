@@ -1,0 +1,366 @@
+//! Apps and their versions, models and LoRAs: the rows behind them.
+
+use crate::artifacts::GgufSummary;
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+use std::collections::BTreeMap;
+use wasmesh_api::wire::{AppSummary, AppVersion, ArtifactKind, Deployments, LoraInfo, ModelInfo, PieceManifest};
+
+/// A blob's row.
+pub struct BlobRow {
+    /// Size.
+    pub size: u64,
+    /// What it was uploaded as.
+    pub kind: ArtifactKind,
+    /// Piece hashes (models, LoRAs).
+    pub pieces: Option<PieceManifest>,
+    /// GGUF header summary (models, LoRAs).
+    pub gguf: Option<GgufSummary>,
+}
+
+pub(crate) fn kind_str(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Component => "component",
+        ArtifactKind::Model => "model",
+        ArtifactKind::Lora => "lora",
+    }
+}
+
+fn parse_kind(s: &str) -> ArtifactKind {
+    match s {
+        "model" => ArtifactKind::Model,
+        "lora" => ArtifactKind::Lora,
+        _ => ArtifactKind::Component,
+    }
+}
+
+/// The blob `hash`, if stored.
+pub async fn blob(db: &Db, hash: &str) -> ApiResult<Option<BlobRow>> {
+    let row: Option<(i64, String, Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT size, kind, pieces, gguf FROM blobs WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(row.map(|(size, kind, pieces, gguf)| BlobRow {
+        size: size as u64,
+        kind: parse_kind(&kind),
+        pieces: pieces.and_then(|p| serde_json::from_str(&p).ok()),
+        gguf: gguf.and_then(|g| serde_json::from_str(&g).ok()),
+    }))
+}
+
+/// Records a verified blob (after it is in the store).
+pub async fn insert_blob(
+    db: &Db,
+    hash: &str,
+    size: u64,
+    kind: ArtifactKind,
+    pieces: Option<&PieceManifest>,
+    gguf: Option<&GgufSummary>,
+) -> ApiResult<()> {
+    let pieces = pieces.map(|p| serde_json::to_string(p).expect("pieces serialize"));
+    let gguf = gguf.map(|g| serde_json::to_string(g).expect("gguf summary serializes"));
+    sqlx::query(
+        "INSERT INTO blobs (hash, size, kind, pieces, gguf, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+    )
+    .bind(hash)
+    .bind(size as i64)
+    .bind(kind_str(kind))
+    .bind(pieces)
+    .bind(gguf)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
+/// Whether the component blob `hash` passed validation before.
+pub async fn is_validated(db: &Db, hash: &str) -> ApiResult<bool> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT hash FROM validated_components WHERE hash = $1")
+        .bind(hash)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Remembers that the component blob `hash` passed validation.
+pub async fn mark_validated(db: &Db, hash: &str) -> ApiResult<()> {
+    sqlx::query("INSERT INTO validated_components (hash, created_at) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING")
+        .bind(hash)
+        .bind(now_ms())
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Creates version N+1 of `app` and makes it current, in one transaction: a
+/// version is either wholly there (and current) or not at all.
+pub async fn create_version(
+    db: &Db,
+    app: &str,
+    manifest: &str,
+    components: &BTreeMap<String, String>,
+    deployed_by: &str,
+) -> ApiResult<AppVersion> {
+    let now = now_ms();
+    let components_json = serde_json::to_string(components).expect("component map serializes");
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO apps (name, current_version, latest_version, updated_at) VALUES ($1, 0, 0, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(app)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let (version,): (i64,) = sqlx::query_as(
+        "UPDATE apps SET latest_version = latest_version + 1, current_version = latest_version + 1, updated_at = $1
+         WHERE name = $2 RETURNING latest_version",
+    )
+    .bind(now)
+    .bind(app)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO app_versions (app, version, manifest, components, created_at, deployed_by) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(app)
+    .bind(version)
+    .bind(manifest)
+    .bind(&components_json)
+    .bind(now)
+    .bind(deployed_by)
+    .execute(&mut *tx)
+    .await?;
+    bump_revision(&mut tx).await?;
+    tx.commit().await?;
+    Ok(AppVersion {
+        app: app.to_string(),
+        version: version as u64,
+        manifest: manifest.to_string(),
+        components: components.clone(),
+        created_at_ms: now as u64,
+        deployed_by: deployed_by.to_string(),
+    })
+}
+
+async fn bump_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> ApiResult<()> {
+    sqlx::query("UPDATE meta SET value = CAST(CAST(value AS BIGINT) + 1 AS TEXT) WHERE name = 'deployments_revision'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Makes `version` of `app` current again.
+pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary> {
+    let mut tx = db.pool.begin().await?;
+    let exists: Option<(i64,)> = sqlx::query_as("SELECT version FROM app_versions WHERE app = $1 AND version = $2")
+        .bind(app)
+        .bind(version as i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        let latest: Option<(i64,)> = sqlx::query_as("SELECT latest_version FROM apps WHERE name = $1")
+            .bind(app)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(match latest {
+            None => ApiError::not_found(format!("no app named '{app}'; `wasmesh apps ls` lists them")),
+            Some((latest,)) => ApiError::not_found(format!(
+                "app '{app}' has no version {version}; its versions are 1 to {latest} (`wasmesh apps versions {app}`)"
+            )),
+        });
+    }
+    sqlx::query("UPDATE apps SET current_version = $1, updated_at = $2 WHERE name = $3")
+        .bind(version as i64)
+        .bind(now_ms())
+        .bind(app)
+        .execute(&mut *tx)
+        .await?;
+    bump_revision(&mut tx).await?;
+    tx.commit().await?;
+    app_summary(db, app).await?.ok_or_else(|| ApiError::not_found(format!("no app named '{app}'")))
+}
+
+/// Every app.
+pub async fn apps(db: &Db) -> ApiResult<Vec<AppSummary>> {
+    let rows: Vec<(String, i64, i64, i64)> =
+        sqlx::query_as("SELECT name, current_version, latest_version, updated_at FROM apps ORDER BY name")
+            .fetch_all(&db.pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, current, latest, updated)| AppSummary {
+            name,
+            current_version: current as u64,
+            versions: latest as u64,
+            updated_at_ms: updated as u64,
+        })
+        .collect())
+}
+
+/// One app.
+pub async fn app_summary(db: &Db, app: &str) -> ApiResult<Option<AppSummary>> {
+    Ok(apps(db).await?.into_iter().find(|a| a.name == app))
+}
+
+type VersionRow = (String, i64, String, String, i64, String);
+
+fn version_from_row((app, version, manifest, components, created, by): VersionRow) -> AppVersion {
+    AppVersion {
+        app,
+        version: version as u64,
+        manifest,
+        components: serde_json::from_str(&components).unwrap_or_default(),
+        created_at_ms: created as u64,
+        deployed_by: by,
+    }
+}
+
+/// Every version of `app`, oldest first.
+pub async fn versions(db: &Db, app: &str) -> ApiResult<Vec<AppVersion>> {
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT app, version, manifest, components, created_at, deployed_by FROM app_versions WHERE app = $1 ORDER BY version",
+    )
+    .bind(app)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows.into_iter().map(version_from_row).collect())
+}
+
+/// The deployments revision.
+pub async fn revision(db: &Db) -> ApiResult<u64> {
+    let (value,): (String,) =
+        sqlx::query_as("SELECT value FROM meta WHERE name = 'deployments_revision'").fetch_one(&db.pool).await?;
+    Ok(value.parse().unwrap_or(0))
+}
+
+/// The current version of every app.
+pub async fn deployments(db: &Db) -> ApiResult<Deployments> {
+    let revision = revision(db).await?;
+    let rows: Vec<VersionRow> = sqlx::query_as(
+        "SELECT v.app, v.version, v.manifest, v.components, v.created_at, v.deployed_by
+         FROM apps a JOIN app_versions v ON v.app = a.name AND v.version = a.current_version ORDER BY a.name",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(Deployments { revision, apps: rows.into_iter().map(version_from_row).collect() })
+}
+
+/// Registers a model; pushing the same file under the same name again is a no-op.
+pub async fn insert_model(db: &Db, name: &str, hash: &str, blob: &BlobRow) -> ApiResult<ModelInfo> {
+    let gguf = blob.gguf.as_ref().expect("caller checked");
+    let facts = serde_json::to_string(&gguf.facts).expect("facts serialize");
+    let tensors = serde_json::to_string(&gguf.tensors).expect("tensors serialize");
+    let done = sqlx::query(
+        "INSERT INTO models (name, hash, size, facts, tensors, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(hash)
+    .bind(blob.size as i64)
+    .bind(facts)
+    .bind(tensors)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    let existing = model(db, name).await?.ok_or_else(|| ApiError::internal("model vanished", name))?;
+    if done.rows_affected() == 0 && existing.blake3 != hash {
+        return Err(ApiError::conflict(format!(
+            "a different file is already registered as model '{name}' ({}); push this one under another name",
+            existing.blake3
+        )));
+    }
+    Ok(existing)
+}
+
+type ModelRow = (String, String, i64, String, i64, Option<String>);
+
+async fn model_rows(db: &Db, name: Option<&str>) -> ApiResult<Vec<ModelInfo>> {
+    let sql = "SELECT m.name, m.hash, m.size, m.facts, m.created_at, b.pieces FROM models m LEFT JOIN blobs b ON b.hash = m.hash";
+    let rows: Vec<ModelRow> = match name {
+        Some(n) => sqlx::query_as(&format!("{sql} WHERE m.name = $1")).bind(n).fetch_all(&db.pool).await?,
+        None => sqlx::query_as(&format!("{sql} ORDER BY m.name")).fetch_all(&db.pool).await?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, hash, size, facts, created, pieces)| {
+            Some(ModelInfo {
+                name,
+                blake3: hash,
+                size: size as u64,
+                facts: serde_json::from_str(&facts).ok()?,
+                pieces: pieces.and_then(|p| serde_json::from_str(&p).ok())?,
+                created_at_ms: created as u64,
+            })
+        })
+        .collect())
+}
+
+/// Every model.
+pub async fn models(db: &Db) -> ApiResult<Vec<ModelInfo>> {
+    model_rows(db, None).await
+}
+
+/// One model.
+pub async fn model(db: &Db, name: &str) -> ApiResult<Option<ModelInfo>> {
+    Ok(model_rows(db, Some(name)).await?.pop())
+}
+
+/// A model's tensor shapes and architecture (LoRA checks).
+pub async fn model_tensors(db: &Db, name: &str) -> ApiResult<Option<(String, Vec<wasmesh_gguf::TensorInfo>)>> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT facts, tensors FROM models WHERE name = $1").bind(name).fetch_optional(&db.pool).await?;
+    Ok(row.and_then(|(facts, tensors)| {
+        let facts: wasmesh_api::wire::ModelFacts = serde_json::from_str(&facts).ok()?;
+        Some((facts.architecture, serde_json::from_str(&tensors).ok()?))
+    }))
+}
+
+/// Registers a LoRA adapter.
+pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64, rank: u64) -> ApiResult<LoraInfo> {
+    let done = sqlx::query(
+        "INSERT INTO loras (name, base, hash, size, lora_rank, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(base)
+    .bind(hash)
+    .bind(size as i64)
+    .bind(rank as i64)
+    .bind(now_ms())
+    .execute(&db.pool)
+    .await?;
+    let existing = loras(db)
+        .await?
+        .into_iter()
+        .find(|l| l.name == name)
+        .ok_or_else(|| ApiError::internal("LoRA vanished", name))?;
+    if done.rows_affected() == 0 && (existing.blake3 != hash || existing.base != base) {
+        return Err(ApiError::conflict(format!(
+            "a different adapter is already registered as '{name}' (for base '{}'); push this one under another name",
+            existing.base
+        )));
+    }
+    Ok(existing)
+}
+
+/// Every LoRA adapter.
+pub async fn loras(db: &Db) -> ApiResult<Vec<LoraInfo>> {
+    let rows: Vec<(String, String, String, i64, i64, i64, Option<String>)> = sqlx::query_as(
+        "SELECT l.name, l.base, l.hash, l.size, l.lora_rank, l.created_at, b.pieces FROM loras l LEFT JOIN blobs b ON b.hash = l.hash ORDER BY l.name",
+    )
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(name, base, hash, size, rank, created, pieces)| {
+            Some(LoraInfo {
+                name,
+                base,
+                blake3: hash,
+                size: size as u64,
+                rank: rank as u64,
+                pieces: pieces.and_then(|p| serde_json::from_str(&p).ok())?,
+                created_at_ms: created as u64,
+            })
+        })
+        .collect())
+}

@@ -1,0 +1,196 @@
+//! The registry's state in SQL: SQLite by default (one file, WAL), PostgreSQL when
+//! a `postgres://` URL is configured. One code path serves both (sqlx's `Any`
+//! driver): the SQL here sticks to what both accept (`$N` parameters, `BIGINT`,
+//! `TEXT`, `ON CONFLICT`, `RETURNING`), and every write that must be all-or-nothing
+//! runs in one transaction.
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Schema migrations, applied in order, each in its own transaction; the versions
+/// applied are kept in `schema_migrations`. Never edit one that has shipped: add
+/// the next.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE blobs (
+    hash TEXT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    pieces TEXT,
+    gguf TEXT,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE validated_components (
+    hash TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    part_size BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE upload_parts (
+    upload_id TEXT NOT NULL,
+    part BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, part)
+);
+CREATE TABLE apps (
+    name TEXT PRIMARY KEY,
+    current_version BIGINT NOT NULL,
+    latest_version BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE app_versions (
+    app TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    manifest TEXT NOT NULL,
+    components TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    deployed_by TEXT NOT NULL,
+    PRIMARY KEY (app, version)
+);
+CREATE TABLE models (
+    name TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    facts TEXT NOT NULL,
+    tensors TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE loras (
+    name TEXT PRIMARY KEY,
+    base TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    lora_rank BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    registered_at BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    heartbeat TEXT
+);
+CREATE TABLE meta (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO meta (name, value) VALUES ('deployments_revision', '0');
+"#,
+)];
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// The connection pool and its backend.
+#[derive(Clone)]
+pub struct Db {
+    /// The pool.
+    pub pool: AnyPool,
+    /// Which database.
+    pub backend: Backend,
+}
+
+impl Db {
+    /// The SQLite file `registry.db` under `data_dir`.
+    pub fn sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}?mode=rwc", data_dir.join("registry.db").display())
+    }
+
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies pending migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL '{}': use sqlite://PATH or postgres://HOST/DB", redact(url));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers never block the writer. FULL: a commit is on disk
+                        // before it is acknowledged, so an acknowledged deploy survives
+                        // even a power cut, not only a killed process.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url)))?;
+        let db = Self { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        self.pool.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").await?;
+        for (version, sql) in MIGRATIONS {
+            let mut tx = self.pool.begin().await?;
+            let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migration {version} failed at `{statement}`: {e}"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)").bind(version).execute(&mut *tx).await?;
+            tx.commit().await?;
+            tracing::info!(version, "database migrated");
+        }
+        Ok(())
+    }
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

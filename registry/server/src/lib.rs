@@ -1,0 +1,210 @@
+//! The wasmesh registry: the fabric's control plane.
+//!
+//! It keeps apps and their immutable versions, models and LoRA adapters, nodes
+//! and API keys in SQL ([`db`]: SQLite by default, PostgreSQL through the same
+//! code), and artifacts content-addressed by blake3 in an object store
+//! ([`artifacts`]: the local filesystem by default, S3-compatible when
+//! configured). The HTTP JSON API is in [`api`] and documented at `/openapi.json`.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use wasmesh_registry::{Registry, RegistryConfig};
+//! let registry = Registry::open(RegistryConfig::new("/var/lib/wasmesh/registry".into())).await?;
+//! if let Some(key) = registry.create_admin_key_if_none().await? {
+//!     println!("admin key (shown once): {key}");
+//! }
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7070").await?;
+//! registry.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod artifacts;
+pub mod auth;
+pub mod catalog;
+pub mod db;
+pub mod error;
+pub mod nodes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmesh_api::wire::Scope;
+
+/// How a registry runs.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Holds the SQLite file, staged uploads and (by default) the artifacts.
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; `None`: SQLite under `data_dir`.
+    pub database_url: Option<String>,
+    /// `file:///...` or `s3://BUCKET?endpoint=...`; `None`: `data_dir/artifacts`.
+    pub store_url: Option<String>,
+    /// Rate limits and lockout.
+    pub limits: auth::AuthLimits,
+    /// A node whose last heartbeat is older than this is offline (3 heartbeats).
+    pub offline_after: Duration,
+    /// Largest artifact accepted.
+    pub max_artifact_bytes: u64,
+    /// Largest component accepted.
+    pub max_component_bytes: u64,
+}
+
+impl RegistryConfig {
+    /// Defaults, with state under `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            database_url: None,
+            store_url: None,
+            limits: auth::AuthLimits::default(),
+            offline_after: Duration::from_secs(30),
+            max_artifact_bytes: 64 << 30,
+            max_component_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The registry's metrics.
+pub struct Metrics {
+    /// The prometheus registry they live in.
+    pub registry: prometheus::Registry,
+    /// Requests by route, method and status.
+    pub requests: prometheus::IntCounterVec,
+    /// Latency by route.
+    pub latency: prometheus::HistogramVec,
+    /// Deploys accepted.
+    pub deploys: prometheus::IntCounter,
+    /// Upload bytes received.
+    pub uploaded_bytes: prometheus::IntCounter,
+    /// Nodes by status (refreshed at each scrape).
+    pub nodes: prometheus::IntGaugeVec,
+    /// Failed authentications.
+    pub auth_failures: prometheus::IntCounter,
+}
+
+impl Metrics {
+    fn new() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("wasmesh_registry_requests_total", "Requests by route, method and status"),
+            &["route", "method", "status"],
+        )?;
+        let latency = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("wasmesh_registry_request_seconds", "Request latency by route")
+                .buckets(vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+            &["route"],
+        )?;
+        let deploys = prometheus::IntCounter::new("wasmesh_registry_deploys_total", "App versions deployed")?;
+        let uploaded_bytes =
+            prometheus::IntCounter::new("wasmesh_registry_upload_bytes_total", "Artifact bytes received")?;
+        let nodes = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("wasmesh_registry_nodes", "Nodes by status"),
+            &["status"],
+        )?;
+        let auth_failures =
+            prometheus::IntCounter::new("wasmesh_registry_auth_failures_total", "Requests with a bad or missing key")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(deploys.clone()))?;
+        registry.register(Box::new(uploaded_bytes.clone()))?;
+        registry.register(Box::new(nodes.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        Ok(Self { registry, requests, latency, deploys, uploaded_bytes, nodes, auth_failures })
+    }
+}
+
+/// Shared by every handler.
+pub struct State {
+    /// The database.
+    pub db: db::Db,
+    /// The artifact store.
+    pub artifacts: artifacts::Artifacts,
+    /// Key checks and limits.
+    pub auth: auth::Auth,
+    /// The node CA.
+    pub ca: nodes::Ca,
+    /// Checks components at deploy.
+    pub validator: Arc<wasmesh_host::ComponentValidator>,
+    /// Validations at once (each compiles a component).
+    pub validate_slots: tokio::sync::Semaphore,
+    /// One upload completes at a time (each hashes the whole file).
+    pub completing: tokio::sync::Mutex<()>,
+    /// Woken on every deploy and rollback (long polls).
+    pub changed: tokio::sync::Notify,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// The configuration.
+    pub config: RegistryConfig,
+}
+
+/// A registry, ready to serve.
+pub struct Registry {
+    state: Arc<State>,
+}
+
+impl Registry {
+    /// Opens (and migrates) the database and the artifact store.
+    pub async fn open(config: RegistryConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", config.data_dir.display()))?;
+        let url = config.database_url.clone().unwrap_or_else(|| db::Db::sqlite_url(&config.data_dir));
+        let db = db::Db::open(&url).await?;
+        let artifacts = artifacts::Artifacts::open(config.store_url.as_deref(), &config.data_dir)?;
+        let ca = nodes::Ca::load_or_create(&db).await?;
+        let metrics = Metrics::new()?;
+        let auth = auth::Auth::new(config.limits.clone(), metrics.auth_failures.clone());
+        let validator = Arc::new(
+            wasmesh_host::ComponentValidator::new()
+                .map_err(|e| anyhow::anyhow!("cannot create the validator: {e:#}"))?,
+        );
+        tracing::info!(database = %db::redact(&url), store = %artifacts.describe, "registry opened");
+        Ok(Self {
+            state: Arc::new(State {
+                db,
+                artifacts,
+                auth,
+                ca,
+                validator,
+                validate_slots: tokio::sync::Semaphore::new(1),
+                completing: tokio::sync::Mutex::new(()),
+                changed: tokio::sync::Notify::new(),
+                metrics,
+                config,
+            }),
+        })
+    }
+
+    /// Creates an admin key when the registry has no key at all (first start);
+    /// returns it, to be shown once.
+    pub async fn create_admin_key_if_none(&self) -> anyhow::Result<Option<String>> {
+        if auth::any_key(&self.state.db).await.map_err(|e| anyhow::anyhow!(e.message))? {
+            return Ok(None);
+        }
+        let key =
+            auth::create_key(&self.state.db, "admin", &[Scope::Admin]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        Ok(Some(key.key))
+    }
+
+    /// Creates a key (for `wasmesh up` and set-up scripts).
+    pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
+        Ok(auth::create_key(&self.state.db, name, scopes).await.map_err(|e| anyhow::anyhow!(e.message))?.key)
+    }
+
+    /// The HTTP service.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.state.clone())
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}

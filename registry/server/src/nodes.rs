@@ -1,0 +1,233 @@
+//! Nodes: identity, certificates, heartbeats.
+//!
+//! A node's id is derived from its Ed25519 public key
+//! ([`wasmesh_api::wire::node_id_for`]), so an id cannot be claimed without the
+//! key: registration is signed, and so is every later request of the node
+//! (headers in [`wasmesh_api::wire::node_auth`]). The registry keeps a CA (in the
+//! database, so replicas share it) and issues each node a certificate for its own
+//! key, which the QUIC transport between hosts and routers checks.
+
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use std::time::Duration;
+use wasmesh_api::wire::{self, Heartbeat, NodeCertificate, NodeInfo, NodeStatus, RegisterNode, node_auth};
+
+/// The registry's certificate authority.
+pub struct Ca {
+    cert_pem: String,
+    key: KeyPair,
+}
+
+impl Ca {
+    /// Loads the CA from the database, creating it on first start. Replicas that
+    /// race on first start agree on whichever was written first.
+    pub async fn load_or_create(db: &Db) -> anyhow::Result<Self> {
+        if let Some(ca) = Self::load(db).await? {
+            return Ok(ca);
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "wasmesh registry CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+        let cert = params.self_signed(&key)?;
+        for (name, value) in [("ca_cert_pem", cert.pem()), ("ca_key_pem", key.serialize_pem())] {
+            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(name)
+                .bind(value)
+                .execute(&db.pool)
+                .await?;
+        }
+        Self::load(db).await?.ok_or_else(|| anyhow::anyhow!("the CA vanished after it was written"))
+    }
+
+    async fn load(db: &Db) -> anyhow::Result<Option<Self>> {
+        let cert: Option<(String,)> =
+            sqlx::query_as("SELECT value FROM meta WHERE name = 'ca_cert_pem'").fetch_optional(&db.pool).await?;
+        let key: Option<(String,)> =
+            sqlx::query_as("SELECT value FROM meta WHERE name = 'ca_key_pem'").fetch_optional(&db.pool).await?;
+        match (cert, key) {
+            (Some((cert_pem,)), Some((key_pem,))) => Ok(Some(Self { cert_pem, key: KeyPair::from_pem(&key_pem)? })),
+            _ => Ok(None),
+        }
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A certificate for `node_id`'s Ed25519 `public_key`, valid for a year.
+    pub fn issue(&self, node_id: &str, public_key: &[u8; 32]) -> anyhow::Result<String> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let mut params = CertificateParams::new(vec![format!("{node_id}.node.wasmesh")])?;
+        params.distinguished_name.push(DnType::CommonName, node_id);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth, rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time_now();
+        params.not_before = now - Duration::from_secs(3600);
+        params.not_after = now + Duration::from_secs(365 * 24 * 3600);
+        let cert = params.signed_by(&NodeKey(*public_key), &issuer)?;
+        Ok(cert.pem())
+    }
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// A node's public key, as rcgen needs it to sign a certificate for it.
+struct NodeKey([u8; 32]);
+
+impl rcgen::PublicKeyData for NodeKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ED25519
+    }
+}
+
+fn parse_public_key(hex: &str) -> ApiResult<(VerifyingKey, [u8; 32])> {
+    let bytes: [u8; 32] = wire::from_hex(hex)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ApiError::bad_request("invalid_request", "public_key must be 64 hex digits (an Ed25519 key)"))?;
+    let key = VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| ApiError::bad_request("invalid_request", "public_key is not a valid Ed25519 point"))?;
+    Ok((key, bytes))
+}
+
+fn parse_signature(hex: &str) -> Option<Signature> {
+    let bytes: [u8; 64] = wire::from_hex(hex)?.try_into().ok()?;
+    Some(Signature::from_bytes(&bytes))
+}
+
+fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
+    let skew = (now_ms() as u64).abs_diff(timestamp_ms);
+    if skew > node_auth::MAX_SKEW_MS {
+        return Err(ApiError::unauthorized(format!(
+            "signed timestamp is {} s away from the registry's clock; sync the node's clock (NTP)",
+            skew / 1000
+        )));
+    }
+    Ok(())
+}
+
+/// Registers (or re-registers) a node; returns its certificate.
+pub async fn register(db: &Db, ca: &Ca, provider_key: &str, req: &RegisterNode) -> ApiResult<NodeCertificate> {
+    let (key, bytes) = parse_public_key(&req.public_key)?;
+    if wire::node_id_for(&bytes) != req.node_id {
+        return Err(ApiError::forbidden(
+            "identity_mismatch",
+            format!("node id {} does not belong to this public key; a node's id is derived from its key", req.node_id),
+        ));
+    }
+    check_clock(req.timestamp_ms)?;
+    let message = wire::registration_message(&req.node_id, &req.public_key, req.timestamp_ms);
+    let valid = parse_signature(&req.signature).is_some_and(|sig| key.verify(&message, &sig).is_ok());
+    if !valid {
+        return Err(ApiError::unauthorized("the registration's signature does not verify with its public key"));
+    }
+    if req.name.len() > 200 {
+        return Err(ApiError::bad_request("invalid_request", "a node's name must be at most 200 characters"));
+    }
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO nodes (id, public_key, name, key_id, registered_at, last_seen, heartbeat) VALUES ($1, $2, $3, $4, $5, 0, NULL)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, key_id = excluded.key_id",
+    )
+    .bind(&req.node_id)
+    .bind(&req.public_key)
+    .bind(&req.name)
+    .bind(provider_key)
+    .bind(now)
+    .execute(&db.pool)
+    .await?;
+    let certificate_pem =
+        ca.issue(&req.node_id, &bytes).map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
+    tracing::info!(node = %req.node_id, name = %req.name, "node registered");
+    Ok(NodeCertificate { node_id: req.node_id.clone(), certificate_pem, ca_pem: ca.cert_pem().to_string() })
+}
+
+/// Checks a node-signed request: the node exists and the signature verifies with
+/// its registered key. A node id used with any other key is refused.
+pub async fn verify_request(
+    db: &Db,
+    node_id: &str,
+    headers: &http::HeaderMap,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> ApiResult<()> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header(node_auth::NODE) != Some(node_id) {
+        return Err(ApiError::unauthorized(format!("send the node's id in the {} header", node_auth::NODE)));
+    }
+    let timestamp: u64 = header(node_auth::TIMESTAMP)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::unauthorized(format!("missing {} header", node_auth::TIMESTAMP)))?;
+    check_clock(timestamp)?;
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT public_key FROM nodes WHERE id = $1").bind(node_id).fetch_optional(&db.pool).await?;
+    let Some((public_key,)) = row else {
+        return Err(ApiError::not_found(format!("node {node_id} is not registered; register it first")));
+    };
+    let (key, _) = parse_public_key(&public_key)?;
+    let message = wire::request_message(method, path, timestamp, body);
+    let valid =
+        header(node_auth::SIGNATURE).and_then(parse_signature).is_some_and(|sig| key.verify(&message, &sig).is_ok());
+    if !valid {
+        tracing::warn!(node = %node_id, "request signed with a key that is not the node's");
+        return Err(ApiError::forbidden(
+            "identity_mismatch",
+            format!("the signature does not match node {node_id}'s registered key"),
+        ));
+    }
+    Ok(())
+}
+
+/// Stores a heartbeat.
+pub async fn heartbeat(db: &Db, node_id: &str, beat: &Heartbeat) -> ApiResult<()> {
+    let json = serde_json::to_string(beat).map_err(|e| ApiError::internal("cannot encode a heartbeat", e))?;
+    sqlx::query("UPDATE nodes SET last_seen = $1, heartbeat = $2 WHERE id = $3")
+        .bind(now_ms())
+        .bind(json)
+        .bind(node_id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Every node, with its status: offline when its last heartbeat is older than `offline_after`.
+pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> {
+    let rows: Vec<(String, String, i64, i64, Option<String>)> =
+        sqlx::query_as("SELECT id, name, registered_at, last_seen, heartbeat FROM nodes ORDER BY registered_at, id")
+            .fetch_all(&db.pool)
+            .await?;
+    let now = now_ms();
+    Ok(rows
+        .into_iter()
+        .map(|(node_id, name, registered, last_seen, heartbeat)| {
+            let heartbeat: Option<Heartbeat> = heartbeat.and_then(|h| serde_json::from_str(&h).ok());
+            let fresh = last_seen > 0 && now - last_seen <= offline_after.as_millis() as i64;
+            let status = match (&heartbeat, fresh) {
+                (Some(h), true) if h.ready => NodeStatus::Online,
+                (_, true) => NodeStatus::NotReady,
+                (_, false) => NodeStatus::Offline,
+            };
+            NodeInfo {
+                node_id,
+                name,
+                status,
+                registered_at_ms: registered as u64,
+                last_seen_ms: last_seen as u64,
+                heartbeat,
+            }
+        })
+        .collect())
+}

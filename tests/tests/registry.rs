@@ -1,0 +1,777 @@
+//! The registry and the CLI, end to end, across real processes: `wasmesh
+//! registry`, `wasmesh host --registry`, `wasmesh deploy`, against SQLite and the
+//! local filesystem (the default) and against PostgreSQL and an S3-compatible
+//! server (s3s-fs, started here; both installed by deploy/setup.sh).
+
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmesh_api::wire::{ArtifactKind, Heartbeat, Scope};
+use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
+use wasmesh_tests::{
+    Payload, Process, cache_dir, components_dir, free_addr, lora_path, model_path, prerequisites, request, wasmesh_bin,
+};
+
+/// Where state lives.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// SQLite and the local filesystem under the data directory.
+    Default,
+    /// PostgreSQL (a fresh database) and s3s-fs.
+    PostgresS3,
+}
+
+fn skip_or_fail(msg: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    false
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmesh-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// A PostgreSQL database made for one test, dropped after.
+struct PgDatabase {
+    name: String,
+    url: String,
+}
+
+fn postgres_base() -> String {
+    std::env::var("WASMESH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+fn psql(sql: &str) -> Result<(), String> {
+    let out = Command::new("psql")
+        .args([&format!("{}/test", postgres_base()), "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+}
+
+impl PgDatabase {
+    fn create(tag: &str) -> Option<Self> {
+        let name = format!("wasmesh_{}_{}", tag.replace('-', "_"), std::process::id());
+        let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        if let Err(e) = psql(&format!("CREATE DATABASE {name}")) {
+            skip_or_fail(&format!("PostgreSQL at {} is not usable: {e}", postgres_base()));
+            return None;
+        }
+        Some(Self { url: format!("{}/{name}", postgres_base()), name })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+const S3_KEY: &str = "wasmesh-test-access";
+const S3_SECRET: &str = "wasmesh-test-secret-key";
+const BUCKET: &str = "artifacts";
+
+/// An s3s-fs server on a free port, storing under a scratch folder.
+struct S3Server {
+    process: Process,
+}
+
+impl S3Server {
+    fn start(dir: &Path) -> Option<Self> {
+        let bin = cache_dir().join("tools/bin/s3s-fs");
+        if !bin.is_file() {
+            skip_or_fail(&format!("{} is missing (run `bash deploy/setup.sh`)", bin.display()));
+            return None;
+        }
+        let root = dir.join("s3");
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let addr = free_addr();
+        let port = addr.port().to_string();
+        let process = Process::spawn_program(
+            &bin,
+            &[
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--access-key",
+                S3_KEY,
+                "--secret-key",
+                S3_SECRET,
+                root.to_str().unwrap(),
+            ],
+            &[],
+            addr,
+            dir.join("s3.log"),
+        );
+        let start = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "s3s-fs did not start:\n{}", process.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { process })
+    }
+
+    fn url(&self) -> String {
+        format!("s3://{BUCKET}?endpoint=http://{}&region=us-east-1&allow_http=true", self.process.addr)
+    }
+}
+
+/// A registry process and what it needs.
+struct Registry {
+    process: Process,
+    admin: String,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    dir: PathBuf,
+    _pg: Option<PgDatabase>,
+    _s3: Option<S3Server>,
+}
+
+impl Registry {
+    fn start(backend: Backend, dir: &Path, tag: &str) -> Option<Self> {
+        let addr = free_addr();
+        let data = dir.join("registry");
+        let key_file = dir.join("admin.key");
+        let mut args: Vec<String> = vec![
+            "registry".into(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--admin-key-file".into(),
+            key_file.display().to_string(),
+        ];
+        let mut envs = Vec::new();
+        let (mut pg, mut s3) = (None, None);
+        if backend == Backend::PostgresS3 {
+            let db = PgDatabase::create(tag)?;
+            let server = S3Server::start(dir)?;
+            args.extend(["--database".into(), db.url.clone(), "--store".into(), server.url()]);
+            envs.push(("AWS_ACCESS_KEY_ID".to_string(), S3_KEY.to_string()));
+            envs.push(("AWS_SECRET_ACCESS_KEY".to_string(), S3_SECRET.to_string()));
+            pg = Some(db);
+            s3 = Some(server);
+        }
+        let mut registry = Self {
+            process: Self::spawn(&args, &envs, addr, dir),
+            admin: String::new(),
+            args,
+            envs,
+            dir: dir.to_owned(),
+            _pg: pg,
+            _s3: s3,
+        };
+        registry.process.wait_ready(Duration::from_secs(60));
+        registry.admin = std::fs::read_to_string(key_file).expect("admin key file").trim().to_string();
+        Some(registry)
+    }
+
+    fn spawn(args: &[String], envs: &[(String, String)], addr: SocketAddr, dir: &Path) -> Process {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Process::spawn_program(&wasmesh_bin(), &args, &envs, addr, dir.join("registry.log"))
+    }
+
+    /// Kill -9, then start again on the same state.
+    fn crash_and_restart(&mut self) {
+        self.process.kill9();
+        let addr = self.process.addr;
+        self.process = Self::spawn(&self.args, &self.envs, addr, &self.dir);
+        self.process.wait_ready(Duration::from_secs(60));
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.process.addr)
+    }
+
+    fn client(&self, key: &str) -> Client {
+        Client::new(&self.url(), Some(key.to_string())).unwrap()
+    }
+
+    fn key(&self, scopes: &[Scope]) -> String {
+        runtime().block_on(self.client(&self.admin).create_key("test", scopes)).unwrap().key
+    }
+
+    /// Runs `wasmesh ARGS --registry URL --key KEY --json`; returns stdout, or the exit code and stderr.
+    fn cli(&self, key: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
+        let out = Command::new(wasmesh_bin())
+            .args(args)
+            .args(["--registry", &self.url(), "--key", key, "--json"])
+            .env("WASMESH_CONFIG", self.dir.join("no-config.toml"))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))))
+        } else {
+            Err((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+        }
+    }
+}
+
+/// Writes the demo manifest (v1) or one with an extra `/v2` route (v2) next to
+/// copies of the components.
+fn demo_manifest(dir: &Path, v2: bool) -> PathBuf {
+    let app = dir.join(if v2 { "app-v2" } else { "app-v1" });
+    std::fs::create_dir_all(&app).unwrap();
+    for c in ["chat", "hello"] {
+        std::fs::copy(components_dir().join(format!("{c}.wasm")), app.join(format!("{c}.wasm"))).unwrap();
+    }
+    let mut text = String::from(
+        "[app]\nname = \"demo\"\n\n[component.chat]\nsource = \"chat.wasm\"\nmodels = [\"smollm2\"]\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/chat\"\ncomponent = \"chat\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n",
+    );
+    if v2 {
+        text.push_str("\n[[route]]\npath = \"/v2\"\ncomponent = \"hello\"\n");
+    }
+    let path = app.join("wasmesh.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn status(addr: SocketAddr, path: &str) -> u16 {
+    request(addr, "GET", path, &[], None).map(|r| r.status).unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn deploy_call_update_and_roll_back(backend: Backend, tag: &str) {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch(tag);
+    let Some(registry) = Registry::start(backend, &dir, tag) else { return };
+    let deployer = registry.key(&[Scope::Deploy]);
+    let provider = registry.key(&[Scope::Provider]);
+
+    let host_addr = free_addr();
+    let model = format!("smollm2={}", model_path().display());
+    let mut host = Process::spawn(
+        &[
+            "host",
+            "--listen",
+            &host_addr.to_string(),
+            "--registry",
+            &registry.url(),
+            "--key",
+            &provider,
+            "--data",
+            dir.join("host").to_str().unwrap(),
+            "--name",
+            "test-host",
+            "--heartbeat-secs",
+            "1",
+            "--model",
+            &model,
+            "--slots",
+            "2",
+            "--threads",
+            "2",
+        ],
+        host_addr,
+        dir.join("host.log"),
+    );
+    host.wait_ready(Duration::from_secs(60));
+
+    // Deploy v1 with the CLI; the host picks it up.
+    let v1 = registry.cli(&deployer, &["deploy", "-f", demo_manifest(&dir, false).to_str().unwrap()]).unwrap();
+    assert_eq!(v1["version"], 1, "{v1}");
+    wait_for("the host to serve v1", Duration::from_secs(30), || status(host_addr, "/fn/demo/hello") == 200);
+    let chat = wasmesh_tests::post_json(
+        host_addr,
+        "/fn/demo/chat",
+        &serde_json::json!({ "prompt": "What is the capital of France?", "max_tokens": 12, "temperature": 0, "chat": true }),
+    );
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    let text = chat.json()["text"].as_str().unwrap_or_default().to_string();
+    assert!(!text.trim().is_empty(), "no generated text: {}", chat.text());
+    assert_eq!(status(host_addr, "/fn/demo/v2"), 404);
+
+    // Requests run throughout the update and the rollback; none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, served) = (stop.clone(), served.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match request(host_addr, "GET", "/fn/demo/hello", &[], None) {
+                    Ok(r) if r.status == 200 && r.text() == "hello from wasmesh\n" => {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures.push(format!("{} {}", r.status, r.text())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    let v2 = registry.cli(&deployer, &["deploy", "-f", demo_manifest(&dir, true).to_str().unwrap()]).unwrap();
+    assert_eq!(v2["version"], 2);
+    wait_for("the host to serve v2", Duration::from_secs(30), || status(host_addr, "/fn/demo/v2") == 200);
+    let rolled = registry.cli(&deployer, &["rollback", "demo", "1"]).unwrap();
+    assert_eq!(rolled["current_version"], 1, "{rolled}");
+    wait_for("the host to roll back to v1", Duration::from_secs(30), || status(host_addr, "/fn/demo/v2") == 404);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.join().unwrap();
+    assert!(failures.is_empty(), "requests failed during the update: {failures:?}");
+    assert!(served.load(Ordering::Relaxed) > 10, "too few requests ran during the update");
+
+    let versions = registry.cli(&deployer, &["apps", "versions", "demo"]).unwrap();
+    assert_eq!(versions.as_array().unwrap().len(), 2);
+    let apps = registry.cli(&deployer, &["apps", "ls"]).unwrap();
+    assert_eq!(apps[0]["current_version"], 1);
+
+    // The host registered and heartbeats, with its hardware and models.
+    wait_for("the node to be online", Duration::from_secs(20), || {
+        let nodes = registry.cli(&registry.admin, &["nodes", "ls"]).unwrap();
+        nodes[0]["status"] == "online"
+    });
+    let nodes = registry.cli(&registry.admin, &["nodes", "ls"]).unwrap();
+    let node = &nodes[0];
+    assert_eq!(node["name"], "test-host");
+    assert!(node["heartbeat"]["hardware"]["cpu_cores"].as_u64().unwrap() >= 1);
+    assert!(node["heartbeat"]["hardware"]["memory_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(node["heartbeat"]["models"][0]["name"], "smollm2");
+    assert_eq!(node["heartbeat"]["models"][0]["state"], "loaded", "the chat request loaded it: {node}");
+    assert!(dir.join("host/node.pem").is_file(), "the host keeps the certificate the registry issued");
+
+    // A node that stops heartbeating goes offline.
+    drop(host);
+    wait_for("the node to go offline", Duration::from_secs(60), || {
+        registry.cli(&registry.admin, &["nodes", "ls"]).unwrap()[0]["status"] == "offline"
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deploy_call_update_and_roll_back_on_sqlite() {
+    deploy_call_update_and_roll_back(Backend::Default, "deploy-sqlite");
+}
+
+#[test]
+fn deploy_call_update_and_roll_back_on_postgres_and_s3() {
+    deploy_call_update_and_roll_back(Backend::PostgresS3, "deploy-pg");
+}
+
+fn hello_manifest(i: usize) -> String {
+    format!(
+        "[app]\nname = \"churn\"\ndescription = \"deploy {i}\"\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n"
+    )
+}
+
+fn acknowledged_deploys_survive_kill_9(backend: Backend, tag: &str) {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch(tag);
+    let Some(mut registry) = Registry::start(backend, &dir, tag) else { return };
+    let deployer = registry.key(&[Scope::Deploy]);
+    let rt = runtime();
+    let client = registry.client(&deployer);
+    let hello = Bytes::from(std::fs::read(components_dir().join("hello.wasm")).unwrap());
+    let blob = rt.block_on(client.upload_bytes(hello, ArtifactKind::Component)).unwrap();
+    let components = std::collections::BTreeMap::from([("hello".to_string(), blob.blake3.clone())]);
+
+    // Deploy as fast as the registry acknowledges, and kill it mid-run.
+    let acked = Arc::new(AtomicU64::new(0));
+    let deploys = {
+        let (acked, components) = (acked.clone(), components.clone());
+        // Its own client: a reqwest connection belongs to the runtime that opened it.
+        let client = registry.client(&deployer);
+        std::thread::spawn(move || {
+            let rt = runtime();
+            let mut acknowledged = Vec::new();
+            for i in 1..=100 {
+                match rt.block_on(client.deploy_uploaded("churn", &hello_manifest(i), components.clone())) {
+                    Ok(v) => {
+                        acknowledged.push((i, v.version));
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => return (acknowledged, i, Some(e.to_string())),
+                }
+            }
+            (acknowledged, 101, None)
+        })
+    };
+    wait_for("40 deploys", Duration::from_secs(120), || acked.load(Ordering::SeqCst) >= 40 || deploys.is_finished());
+    assert!(
+        !deploys.is_finished(),
+        "deploys stopped early: {:?}\n{}",
+        deploys.join().unwrap().2,
+        registry.process.log()
+    );
+    registry.crash_and_restart();
+    let (acknowledged, next, error) = deploys.join().unwrap();
+    assert!(next <= 100, "the kill did not interrupt the run");
+    eprintln!("killed the registry after {} acknowledged deploys; the next failed with: {error:?}", acknowledged.len());
+    // A new client: the old one's pooled connections died with the process.
+    let client = registry.client(&deployer);
+
+    let versions = rt.block_on(client.versions("churn")).unwrap();
+    // Every acknowledged deploy is there, whole, with its own manifest.
+    for (i, version) in &acknowledged {
+        let v = versions
+            .iter()
+            .find(|v| v.version == *version)
+            .unwrap_or_else(|| panic!("acknowledged version {version} is lost"));
+        assert_eq!(v.manifest, hello_manifest(*i));
+        assert_eq!(v.components, components);
+    }
+    // Nothing half-written: versions are 1..=N with at most the one in flight beyond those acknowledged.
+    let numbers: Vec<u64> = versions.iter().map(|v| v.version).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u64).collect::<Vec<_>>());
+    assert!(
+        numbers.len() <= acknowledged.len() + 1,
+        "{} versions for {} acknowledged",
+        numbers.len(),
+        acknowledged.len()
+    );
+    for v in &versions {
+        assert!(v.manifest.contains("deploy "), "version {} has a broken manifest", v.version);
+    }
+    let app = rt.block_on(client.apps()).unwrap().into_iter().find(|a| a.name == "churn").unwrap();
+    assert_eq!(app.current_version, numbers.len() as u64);
+    assert_eq!(app.versions, numbers.len() as u64);
+    // The artifact is intact, and deploying goes on where it stopped.
+    let back = dir.join("hello-back.wasm");
+    rt.block_on(client.download(&blob.blake3, &back, &NoProgress)).unwrap();
+    for i in next..=100 {
+        rt.block_on(client.deploy_uploaded("churn", &hello_manifest(i), components.clone())).unwrap();
+    }
+    assert_eq!(rt.block_on(client.versions("churn")).unwrap().len(), numbers.len() + (101 - next));
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn acknowledged_deploys_survive_kill_9_on_sqlite() {
+    acknowledged_deploys_survive_kill_9(Backend::Default, "kill-sqlite");
+}
+
+#[test]
+fn acknowledged_deploys_survive_kill_9_on_postgres_and_s3() {
+    acknowledged_deploys_survive_kill_9(Backend::PostgresS3, "kill-pg");
+}
+
+fn api_error(result: Result<impl std::fmt::Debug, ClientError>) -> (u16, String, String) {
+    match result {
+        Err(ClientError::Api { status, code, message }) => (status, code, message),
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn bad_inputs_are_refused_and_change_nothing(backend: Backend, tag: &str) {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch(tag);
+    let Some(registry) = Registry::start(backend, &dir, tag) else { return };
+    let rt = runtime();
+    let deployer = registry.key(&[Scope::Deploy]);
+    let client = registry.client(&deployer);
+    let components = components_dir();
+
+    // Keys: none, wrong, without the scope.
+    let anonymous = Client::new(&registry.url(), None).unwrap();
+    assert_eq!(api_error(rt.block_on(anonymous.apps())).0, 401);
+    let wrong = registry.client("wsk_000000000000_notakey");
+    assert_eq!(api_error(rt.block_on(wrong.apps())).0, 401);
+    let invoker = registry.client(&registry.key(&[Scope::Invoke]));
+    let (status, code, message) = api_error(rt.block_on(invoker.apps()));
+    assert_eq!((status, code.as_str()), (403, "missing_scope"), "{message}");
+    assert!(message.contains("--scope deploy"), "{message}");
+    // The CLI's exit code says what kind of failure it was.
+    let (exit, stderr) = registry.cli("wsk_000000000000_notakey", &["apps", "ls"]).unwrap_err();
+    assert_eq!(exit, 3, "{stderr}");
+
+    let deploy = |manifest: &str, blob: &str| {
+        let components = std::collections::BTreeMap::from([("web".to_string(), blob.to_string())]);
+        rt.block_on(client.deploy_uploaded("bad", manifest, components))
+    };
+    let manifest = "[app]\nname = \"bad\"\n\n[component.web]\nsource = \"web.wasm\"\n\n[[route]]\npath = \"/\"\ncomponent = \"web\"\n";
+
+    // Not a component: text, then a core module.
+    let text =
+        rt.block_on(client.upload_bytes(Bytes::from_static(b"hello, not wasm"), ArtifactKind::Component)).unwrap();
+    let (status, code, message) = api_error(deploy(manifest, &text.blake3));
+    assert_eq!((status, code.as_str()), (400, "invalid_component"));
+    assert!(message.contains("not a WebAssembly file"), "{message}");
+    let core =
+        rt.block_on(client.upload_bytes(Bytes::from_static(b"\0asm\x01\0\0\0"), ArtifactKind::Component)).unwrap();
+    let (_, _, message) = api_error(deploy(manifest, &core.blake3));
+    assert!(message.contains("core WebAssembly module"), "{message}");
+    // A component that imports an interface no host provides.
+    let unknown = Bytes::from(std::fs::read(components.join("unknown_import.wasm")).unwrap());
+    let unknown = rt.block_on(client.upload_bytes(unknown, ArtifactKind::Component)).unwrap();
+    let (status, code, message) = api_error(deploy(manifest, &unknown.blake3));
+    assert_eq!((status, code.as_str()), (400, "invalid_component"));
+    assert!(message.contains("example:unknown/frobnicator"), "{message}");
+
+    // Manifests: an unknown key, a typo'd field, a route to nothing.
+    let hello = Bytes::from(std::fs::read(components.join("hello.wasm")).unwrap());
+    let hello = rt.block_on(client.upload_bytes(hello, ArtifactKind::Component)).unwrap().blake3;
+    for (bad, expect) in [
+        (format!("{manifest}\n[extra]\nx = 1\n"), "extra"),
+        (manifest.replace("source = \"web.wasm\"", "source = \"web.wasm\"\nmodles = [\"smollm2\"]"), "modles"),
+        (manifest.replace("component = \"web\"", "component = \"webb\""), "webb"),
+    ] {
+        let (status, code, message) = api_error(deploy(&bad, &hello));
+        assert_eq!((status, code.as_str()), (400, "invalid_manifest"), "{message}");
+        assert!(message.contains(expect), "message should name '{expect}': {message}");
+    }
+    // Bad JSON and unknown JSON fields.
+    let addr = registry.process.addr;
+    let auth = format!("Bearer {deployer}");
+    let r = request(
+        addr,
+        "POST",
+        "/v1/apps/bad/versions",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(Payload::Sized(b"{not json")),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(
+        addr,
+        "POST",
+        "/v1/models",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(Payload::Sized(br#"{"name": "x", "blake3": "00", "colour": "red"}"#)),
+    )
+    .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("colour"), "{}", r.text());
+
+    // A model that is not GGUF, via the CLI.
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+    let (exit, stderr) =
+        registry.cli(&deployer, &["models", "push", junk.to_str().unwrap(), "--name", "junk"]).unwrap_err();
+    assert_eq!(exit, 5, "{stderr}");
+    assert!(stderr.contains("not a GGUF file"), "{stderr}");
+
+    // The real model and adapter go in; an adapter with the wrong shapes does not.
+    let model =
+        registry.cli(&deployer, &["models", "push", model_path().to_str().unwrap(), "--name", "smollm2"]).unwrap();
+    assert_eq!(model["facts"]["architecture"], "llama");
+    assert_eq!(model["facts"]["quantization"], "Q4_1");
+    let wrong = dir.join("wrong-lora.gguf");
+    wasmesh_gguf::fixture::write_gguf(
+        &wrong,
+        &[
+            ("general.architecture", wasmesh_gguf::Value::String("llama".into())),
+            ("general.type", wasmesh_gguf::Value::String("adapter".into())),
+            ("adapter.type", wasmesh_gguf::Value::String("lora".into())),
+        ],
+        &[("blk.0.attn_q.weight.lora_a", &[960, 8], 0), ("blk.0.attn_q.weight.lora_b", &[8, 960], 0)],
+    )
+    .unwrap();
+    let (exit, stderr) = registry
+        .cli(&deployer, &["loras", "push", wrong.to_str().unwrap(), "--base", "smollm2", "--name", "wrong"])
+        .unwrap_err();
+    assert_eq!(exit, 5, "{stderr}");
+    assert!(stderr.contains("blk.0.attn_q.weight"), "{stderr}");
+    let (exit, stderr) = registry
+        .cli(&deployer, &["loras", "push", lora_path(1).to_str().unwrap(), "--base", "no-such-model", "--name", "x"])
+        .unwrap_err();
+    assert_eq!(exit, 4, "{stderr}");
+    let lora = registry
+        .cli(&deployer, &["loras", "push", lora_path(1).to_str().unwrap(), "--base", "smollm2", "--name", "test-one"])
+        .unwrap();
+    assert_eq!(lora["rank"], 8);
+
+    // Nothing of the refused inputs stuck.
+    assert!(rt.block_on(client.apps()).unwrap().is_empty(), "a refused deploy created an app");
+    let models: Vec<String> = rt.block_on(client.models()).unwrap().into_iter().map(|m| m.name).collect();
+    assert_eq!(models, ["smollm2"]);
+    let loras: Vec<String> = rt.block_on(client.loras()).unwrap().into_iter().map(|l| l.name).collect();
+    assert_eq!(loras, ["test-one"]);
+
+    // Repeated failures lock a key out, even for its right secret.
+    let victim = registry.key(&[Scope::Deploy]);
+    let id = &victim[4..16];
+    for _ in 0..5 {
+        assert_eq!(api_error(rt.block_on(registry.client(&format!("wsk_{id}_wrongsecret")).apps())).0, 401);
+    }
+    let (status, _, message) = api_error(rt.block_on(registry.client(&victim).apps()));
+    assert_eq!(status, 429, "{message}");
+    assert!(message.contains("locked"), "{message}");
+
+    // The registry is still up and answers normal requests.
+    assert_eq!(status_with(addr, "/health"), 200);
+    assert!(rt.block_on(client.apps()).is_ok());
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn status_with(addr: SocketAddr, path: &str) -> u16 {
+    status(addr, path)
+}
+
+#[test]
+fn bad_inputs_are_refused_and_change_nothing_on_sqlite() {
+    bad_inputs_are_refused_and_change_nothing(Backend::Default, "bad-sqlite");
+}
+
+#[test]
+fn bad_inputs_are_refused_and_change_nothing_on_postgres_and_s3() {
+    bad_inputs_are_refused_and_change_nothing(Backend::PostgresS3, "bad-pg");
+}
+
+#[test]
+fn a_stolen_node_identity_is_refused() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("identity");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "identity") else { return };
+    let rt = runtime();
+    let provider = registry.client(&registry.key(&[Scope::Provider]));
+    let real = NodeIdentity::generate();
+    let thief = NodeIdentity::generate();
+    let cert = rt.block_on(provider.register_node(&real, "real")).unwrap();
+    assert!(cert.certificate_pem.contains("BEGIN CERTIFICATE"));
+    assert!(cert.ca_pem.contains("BEGIN CERTIFICATE"));
+    rt.block_on(provider.heartbeat(&real, &Heartbeat { ready: true, ..Default::default() })).unwrap();
+
+    // Heartbeats for the real node's id, signed with another key.
+    let path = format!("/v1/nodes/{}/heartbeat", real.node_id());
+    let body = serde_json::to_vec(&Heartbeat::default()).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let signature = thief.sign_hex(&wasmesh_api::wire::request_message("POST", &path, now, &body));
+    let auth = format!("Bearer {}", registry.key(&[Scope::Provider]));
+    let now_s = now.to_string();
+    let r = request(
+        registry.process.addr,
+        "POST",
+        &path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+            ("x-wasmesh-node", real.node_id()),
+            ("x-wasmesh-timestamp", &now_s),
+            ("x-wasmesh-signature", &signature),
+        ],
+        Some(Payload::Sized(&body)),
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("identity_mismatch"), "{}", r.text());
+
+    // Registering the real node's id with the thief's key.
+    let message = wasmesh_api::wire::registration_message(real.node_id(), &thief.public_key_hex(), now);
+    let forged = serde_json::json!({
+        "node_id": real.node_id(), "public_key": thief.public_key_hex(), "name": "thief",
+        "timestamp_ms": now, "signature": thief.sign_hex(&message),
+    });
+    let r = request(
+        registry.process.addr,
+        "POST",
+        "/v1/nodes/register",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(Payload::Sized(forged.to_string().as_bytes())),
+    )
+    .unwrap();
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // The real node is unaffected.
+    let nodes = rt.block_on(provider.nodes()).unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].name, "real");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn registry_serves_openapi_metrics_and_health() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("openapi");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "openapi") else { return };
+    let addr = registry.process.addr;
+    let doc = request(addr, "GET", "/openapi.json", &[], None).unwrap().json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    // Every documented path exists (answers something other than the fallback's 404).
+    let auth = format!("Bearer {}", registry.admin);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let concrete =
+            path.replace("{name}", "demo").replace("{id}", "x").replace("{hash}", "x").replace("{part}", "0");
+        for method in ops.as_object().unwrap().keys() {
+            let r = request(addr, &method.to_uppercase(), &concrete, &[("Authorization", &auth)], None).unwrap();
+            assert!(
+                !(r.status == 404 && r.text().contains("no such endpoint")) && r.status != 405,
+                "{method} {path} is documented but not served: {} {}",
+                r.status,
+                r.text()
+            );
+        }
+    }
+    let metrics = request(addr, "GET", "/metrics", &[], None).unwrap().text();
+    assert!(metrics.contains("wasmesh_registry_requests_total"), "{metrics}");
+    assert_eq!(request(addr, "GET", "/health", &[], None).unwrap().json()["database"], "ok");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn up_runs_the_demo_through_its_own_registry() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("up");
+    let (addr, registry_addr) = (free_addr(), free_addr());
+    let mut up = Process::spawn(
+        &[
+            "up",
+            "--listen",
+            &addr.to_string(),
+            "--registry-listen",
+            &registry_addr.to_string(),
+            "--data",
+            dir.to_str().unwrap(),
+            "--slots",
+            "1",
+            "--threads",
+            "2",
+        ],
+        addr,
+        dir.join("up.log"),
+    );
+    up.wait_ready(Duration::from_secs(120));
+    let r = request(addr, "GET", "/fn/demo/hello", &[], None).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from wasmesh\n"));
+    let chat = wasmesh_tests::post_json(
+        addr,
+        "/fn/demo/chat",
+        &serde_json::json!({ "prompt": "Say hi.", "max_tokens": 8, "temperature": 0, "chat": true }),
+    );
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    // The registry is real: the demo's deploy key lists the app it deployed.
+    let key = std::fs::read_to_string(dir.join("up-deploy.key")).unwrap();
+    let apps = runtime().block_on(Client::new(&format!("http://{registry_addr}"), Some(key)).unwrap().apps()).unwrap();
+    assert_eq!(apps[0].name, "demo");
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+}
