@@ -26,6 +26,8 @@ enum Command {
     Host(commands::host::HostArgs),
     /// Run the registry (the control plane).
     Registry(commands::registry::RegistryArgs),
+    /// Run a router: callers' HTTP in, requests out to hosts over QUIC.
+    Router(commands::router::RouterArgs),
     /// Check a registry URL and key, and remember them.
     Login(commands::client::LoginArgs),
     /// Upload an app's components and deploy a new version.
@@ -64,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => commands::up::run(args).await,
             Command::Host(args) => commands::host::run(args).await,
             Command::Registry(args) => commands::registry::run(args).await,
+            Command::Router(args) => commands::router::run(args).await,
             Command::Login(args) => commands::client::login(args).await,
             Command::Deploy(args) => commands::client::deploy(args).await,
             Command::Apps(cmd) => commands::client::apps(cmd).await,

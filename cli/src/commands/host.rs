@@ -30,6 +30,10 @@ pub struct HostArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 10)]
     pub heartbeat_secs: u64,
+    /// A router to serve through, as its QUIC address (repeatable; needs --registry,
+    /// which issues the certificate the link uses).
+    #[arg(long = "router", value_name = "ADDR", requires = "registry")]
+    pub routers: Vec<SocketAddr>,
     /// Address to serve HTTP on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -79,6 +83,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
                     max_concurrency: args.max_instances,
                 },
                 pressure: Default::default(),
+                routers: args.routers.clone(),
             };
             Some(wasmesh_agent::Agent::start(host.clone(), config, std::time::Duration::from_secs(60)).await?)
         }

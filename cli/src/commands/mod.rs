@@ -3,6 +3,7 @@
 pub mod client;
 pub mod host;
 pub mod registry;
+pub mod router;
 pub mod up;
 
 use anyhow::{Context, bail};

@@ -99,6 +99,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 max_concurrency: HostConfig::default().max_instances,
             },
             pressure: Default::default(),
+            routers: Vec::new(),
         },
         std::time::Duration::from_secs(10),
     )

@@ -13,6 +13,8 @@
 //!   running finish on the version they started on. A version that fails to load
 //!   leaves the previous one serving.
 
+mod tunnel;
+
 use anyhow::Context;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub struct AgentConfig {
     pub share: ResourceShare,
     /// Memory-pressure thresholds.
     pub pressure: wasmesh_probe::PressureThresholds,
+    /// Routers to dial (QUIC), each kept connected.
+    pub routers: Vec<std::net::SocketAddr>,
 }
 
 /// A running agent.
@@ -93,6 +97,21 @@ impl Agent {
         std::fs::write(config.data_dir.join("node.pem"), &cert.certificate_pem)?;
         std::fs::write(config.data_dir.join("ca.pem"), &cert.ca_pem)?;
         tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
+        let under_pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        if !config.routers.is_empty() {
+            let tls = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)?;
+            let endpoint = wasmesh_tunnel::host_endpoint(&tls)?;
+            let source = tunnel::ReportSource {
+                host: host.clone(),
+                max_concurrency: config.share.max_concurrency,
+                model_memory_bytes: config.share.model_memory_bytes,
+                under_pressure: under_pressure.clone(),
+            };
+            for router in &config.routers {
+                tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), *router, source.clone())));
+            }
+        }
 
         let sync = Sync { host: host.clone(), client: client.clone(), components: config.data_dir.join("components") };
         let revision = match client.deployments(None, Duration::ZERO).await {
@@ -103,19 +122,43 @@ impl Agent {
             }
         };
         let node_id = identity.node_id().to_string();
-        let deployments = tokio::spawn(async move { sync.run(revision).await });
-        let heartbeats = tokio::spawn(heartbeat_loop(host, client, identity, config));
-        Ok(Self { node_id, tasks: vec![deployments, heartbeats] })
+        tasks.push(tokio::spawn(async move { sync.run(revision).await }));
+        tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure)));
+        Ok(Self { node_id, tasks })
     }
 }
 
-fn jitter(d: Duration) -> Duration {
+pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
 }
 
-async fn heartbeat_loop(host: Arc<Host>, client: Client, identity: Arc<NodeIdentity>, config: AgentConfig) {
+/// The models and adapters of `engine`, loaded or on disk.
+pub(crate) fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
+    let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
+    let mut models: Vec<CachedModel> = engine
+        .models()
+        .into_iter()
+        .map(|name| CachedModel {
+            state: if loaded.contains(&name) { ModelState::Loaded } else { ModelState::OnDisk },
+            name,
+        })
+        .collect();
+    models.extend(engine.adapters().into_iter().map(|name| {
+        let base = name.split(':').next().unwrap_or_default();
+        CachedModel { state: if loaded.contains(base) { ModelState::Loaded } else { ModelState::OnDisk }, name }
+    }));
+    models
+}
+
+async fn heartbeat_loop(
+    host: Arc<Host>,
+    client: Client,
+    identity: Arc<NodeIdentity>,
+    config: AgentConfig,
+    under_pressure_flag: Arc<std::sync::atomic::AtomicBool>,
+) {
     let hardware = tokio::task::spawn_blocking(wasmesh_probe::hardware).await.unwrap_or_default();
     let mut pressure = wasmesh_probe::PressureMonitor::new(config.pressure);
     let mut was_under_pressure = false;
@@ -131,20 +174,8 @@ async fn heartbeat_loop(host: Arc<Host>, client: Client, identity: Arc<NodeIdent
                 "memory pressure changed"
             );
         }
-        let engine = host.inference();
-        let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
-        let mut models: Vec<CachedModel> = engine
-            .models()
-            .into_iter()
-            .map(|name| CachedModel {
-                state: if loaded.contains(&name) { ModelState::Loaded } else { ModelState::OnDisk },
-                name,
-            })
-            .collect();
-        models.extend(engine.adapters().into_iter().map(|name| {
-            let base = name.split(':').next().unwrap_or_default();
-            CachedModel { state: if loaded.contains(base) { ModelState::Loaded } else { ModelState::OnDisk }, name }
-        }));
+        under_pressure_flag.store(sample.under_pressure, std::sync::atomic::Ordering::Relaxed);
+        let models = model_states(host.inference().as_ref());
         let beat = Heartbeat {
             hardware: hardware.clone(),
             share: config.share.clone(),

@@ -39,6 +39,11 @@ pub trait InferenceEngine: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Bytes of model memory held by loaded models.
+    fn memory_used(&self) -> u64 {
+        0
+    }
+
     /// The LoRA adapters this engine can apply, as `MODEL:ADAPTER`.
     fn adapters(&self) -> Vec<String> {
         Vec::new()

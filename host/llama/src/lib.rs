@@ -202,6 +202,10 @@ impl InferenceEngine for LlamaEngine {
         self.loaded.iter().map(|(name, _)| (*name).clone()).collect()
     }
 
+    fn memory_used(&self) -> u64 {
+        self.loaded.weighted_size() * MIB
+    }
+
     fn adapters(&self) -> Vec<String> {
         self.config.loras.iter().map(|(name, lora)| format!("{}:{name}", lora.base)).collect()
     }

@@ -479,6 +479,9 @@ impl Host {
             "status": if ready { "ready" } else { "starting" },
             "engine": self.inference.summary(),
             "models": self.inference.models(),
+            "loaded": self.inference.loaded_models(),
+            "served": self.served(),
+            "in_flight": self.in_flight(),
             "routes": self.routes().into_iter().map(|(app, path, component)| serde_json::json!({"app": app, "path": path, "component": component})).collect::<Vec<_>>(),
         });
         let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

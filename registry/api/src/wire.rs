@@ -326,6 +326,31 @@ pub struct RegisterNode {
     pub timestamp_ms: u64,
     /// Ed25519 signature of [`registration_message`], hex.
     pub signature: String,
+    /// What the node is (a router's certificate names `router.wasmesh`; registering
+    /// one needs an `admin` key).
+    #[serde(default)]
+    pub role: NodeRole,
+}
+
+/// What a registered identity is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A worker host.
+    #[default]
+    Host,
+    /// A router.
+    Router,
+}
+
+impl NodeRole {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Host => "host",
+            NodeRole::Router => "router",
+        }
+    }
 }
 
 /// The registry's answer to a registration: a certificate for the node's key,
@@ -454,6 +479,9 @@ pub struct NodeInfo {
     pub name: String,
     /// Its status.
     pub status: NodeStatus,
+    /// Host or router.
+    #[serde(default)]
+    pub role: NodeRole,
     /// When it registered first.
     pub registered_at_ms: u64,
     /// When its last heartbeat arrived (0: never).

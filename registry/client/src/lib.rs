@@ -122,6 +122,11 @@ impl Client {
         Ok(Self { http, base: base.trim_end_matches('/').to_string(), key })
     }
 
+    /// The same client (sharing its connections) with another key.
+    pub fn with_key(&self, key: &str) -> Self {
+        Self { http: self.http.clone(), base: self.base.clone(), key: Some(key.to_string()) }
+    }
+
     /// The registry's URL.
     pub fn base(&self) -> &str {
         &self.base
@@ -401,6 +406,16 @@ impl Client {
 
     /// Registers this node; the answer holds its certificate.
     pub async fn register_node(&self, identity: &NodeIdentity, name: &str) -> Result<NodeCertificate> {
+        self.register(identity, name, wasmesh_api::wire::NodeRole::Host).await
+    }
+
+    /// Registers an identity as a host or a router (a router needs an admin key).
+    pub async fn register(
+        &self,
+        identity: &NodeIdentity,
+        name: &str,
+        role: wasmesh_api::wire::NodeRole,
+    ) -> Result<NodeCertificate> {
         let public_key = identity.public_key_hex();
         let timestamp_ms = now_ms();
         let message = wasmesh_api::wire::registration_message(identity.node_id(), &public_key, timestamp_ms);
@@ -410,6 +425,7 @@ impl Client {
             name: name.to_string(),
             timestamp_ms,
             signature: identity.sign_hex(&message),
+            role,
         };
         self.post("/v1/nodes/register", &request).await
     }

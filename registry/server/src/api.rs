@@ -555,7 +555,10 @@ async fn loras_list(S(state): St, caller: Caller) -> ApiResult<Response> {
 // ---- nodes ----------------------------------------------------------------------
 
 async fn node_register(S(state): St, caller: Caller, Json(req): Json<RegisterNode>) -> ApiResult<Response> {
-    caller.require(Scope::Provider)?;
+    match req.role {
+        wire::NodeRole::Host => caller.require(Scope::Provider)?,
+        wire::NodeRole::Router => caller.require(Scope::Admin)?,
+    }
     let cert = nodes::register(&state.db, &state.ca, &caller.key_id, &req).await?;
     Ok(axum::Json(cert).into_response())
 }

@@ -12,9 +12,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Schema migrations, applied in order, each in its own transaction; the versions
 /// applied are kept in `schema_migrations`. Never edit one that has shipped: add
 /// the next.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -95,7 +96,14 @@ CREATE TABLE meta (
 );
 INSERT INTO meta (name, value) VALUES ('deployments_revision', '0');
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE nodes ADD COLUMN role TEXT NOT NULL DEFAULT 'host';
+"#,
+    ),
+];
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::time::Duration;
-use wasmesh_api::wire::{self, Heartbeat, NodeCertificate, NodeInfo, NodeStatus, RegisterNode, node_auth};
+use wasmesh_api::wire::{self, Heartbeat, NodeCertificate, NodeInfo, NodeRole, NodeStatus, RegisterNode, node_auth};
 
 /// The registry's certificate authority.
 pub struct Ca {
@@ -61,10 +61,15 @@ impl Ca {
         &self.cert_pem
     }
 
-    /// A certificate for `node_id`'s Ed25519 `public_key`, valid for a year.
-    pub fn issue(&self, node_id: &str, public_key: &[u8; 32]) -> anyhow::Result<String> {
+    /// A certificate for `node_id`'s Ed25519 `public_key`, valid for a year; a
+    /// router's also names `router.wasmesh`, which hosts check when they dial one.
+    pub fn issue(&self, node_id: &str, public_key: &[u8; 32], role: NodeRole) -> anyhow::Result<String> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
-        let mut params = CertificateParams::new(vec![format!("{node_id}.node.wasmesh")])?;
+        let mut names = vec![format!("{node_id}.node.wasmesh")];
+        if role == NodeRole::Router {
+            names.push("router.wasmesh".to_string());
+        }
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, node_id);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages =
@@ -118,7 +123,8 @@ fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
     Ok(())
 }
 
-/// Registers (or re-registers) a node; returns its certificate.
+/// Registers (or re-registers) a node; returns its certificate. The caller checked
+/// the key's scope for `req.role`.
 pub async fn register(db: &Db, ca: &Ca, provider_key: &str, req: &RegisterNode) -> ApiResult<NodeCertificate> {
     let (key, bytes) = parse_public_key(&req.public_key)?;
     if wire::node_id_for(&bytes) != req.node_id {
@@ -138,19 +144,20 @@ pub async fn register(db: &Db, ca: &Ca, provider_key: &str, req: &RegisterNode) 
     }
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO nodes (id, public_key, name, key_id, registered_at, last_seen, heartbeat) VALUES ($1, $2, $3, $4, $5, 0, NULL)
-         ON CONFLICT (id) DO UPDATE SET name = excluded.name, key_id = excluded.key_id",
+        "INSERT INTO nodes (id, public_key, name, key_id, registered_at, last_seen, heartbeat, role) VALUES ($1, $2, $3, $4, $5, 0, NULL, $6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, key_id = excluded.key_id, role = excluded.role",
     )
     .bind(&req.node_id)
     .bind(&req.public_key)
     .bind(&req.name)
     .bind(provider_key)
     .bind(now)
+    .bind(req.role.as_str())
     .execute(&db.pool)
     .await?;
     let certificate_pem =
-        ca.issue(&req.node_id, &bytes).map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
-    tracing::info!(node = %req.node_id, name = %req.name, "node registered");
+        ca.issue(&req.node_id, &bytes, req.role).map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
+    tracing::info!(node = %req.node_id, name = %req.name, role = req.role.as_str(), "node registered");
     Ok(NodeCertificate { node_id: req.node_id.clone(), certificate_pem, ca_pem: ca.cert_pem().to_string() })
 }
 
@@ -205,14 +212,15 @@ pub async fn heartbeat(db: &Db, node_id: &str, beat: &Heartbeat) -> ApiResult<()
 
 /// Every node, with its status: offline when its last heartbeat is older than `offline_after`.
 pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> {
-    let rows: Vec<(String, String, i64, i64, Option<String>)> =
-        sqlx::query_as("SELECT id, name, registered_at, last_seen, heartbeat FROM nodes ORDER BY registered_at, id")
-            .fetch_all(&db.pool)
-            .await?;
+    let rows: Vec<(String, String, i64, i64, Option<String>, String)> = sqlx::query_as(
+        "SELECT id, name, registered_at, last_seen, heartbeat, role FROM nodes ORDER BY registered_at, id",
+    )
+    .fetch_all(&db.pool)
+    .await?;
     let now = now_ms();
     Ok(rows
         .into_iter()
-        .map(|(node_id, name, registered, last_seen, heartbeat)| {
+        .map(|(node_id, name, registered, last_seen, heartbeat, role)| {
             let heartbeat: Option<Heartbeat> = heartbeat.and_then(|h| serde_json::from_str(&h).ok());
             let fresh = last_seen > 0 && now - last_seen <= offline_after.as_millis() as i64;
             let status = match (&heartbeat, fresh) {
@@ -224,6 +232,7 @@ pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> 
                 node_id,
                 name,
                 status,
+                role: if role == "router" { NodeRole::Router } else { NodeRole::Host },
                 registered_at_ms: registered as u64,
                 last_seen_ms: last_seen as u64,
                 heartbeat,

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Environment (optional): `ROUTING_BENCH_TICKS`, `ROUTING_BENCH_NODES`, `ROUTING_BENCH_MODELS`,
-//! `ROUTING_BENCH_SEED` override the defaults (200 ticks, 10 000 nodes, 1 000 models, seed 1).
+//! `ROUTING_BENCH_SEED`, `ROUTING_BENCH_ZIPF`, `ROUTING_BENCH_UTIL` override the defaults
+//! (200 ticks, 10 000 nodes, 1 000 models, seed 1, Zipf exponent 1.05, utilisation 0.6).
 
 use std::time::Instant;
 
@@ -25,6 +26,8 @@ fn main() {
     cfg.nodes = env_or("ROUTING_BENCH_NODES", cfg.nodes);
     cfg.models = env_or("ROUTING_BENCH_MODELS", cfg.models);
     cfg.seed = env_or("ROUTING_BENCH_SEED", cfg.seed);
+    cfg.zipf_s = env_or("ROUTING_BENCH_ZIPF", cfg.zipf_s);
+    cfg.utilisation = env_or("ROUTING_BENCH_UTIL", cfg.utilisation);
 
     println!("routing bench: fabric simulator, same workload and churn for every policy");
     println!(
@@ -60,7 +63,13 @@ fn main() {
         cfg.policy.warm_scan
     );
     let started = Instant::now();
-    let report = run(&cfg);
+    let report = match run(&cfg) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("routing bench: {e}");
+            std::process::exit(2);
+        }
+    };
     println!(
         "  {} requests/tick, {} slots in all; ran in {:.1} s (per policy: {})",
         report.arrivals_per_tick,

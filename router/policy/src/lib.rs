@@ -15,7 +15,7 @@
 //! the snapshot gets none). Among them, for a request that names a model:
 //!
 //! 1. **Warm**: the model (and its LoRA adapter, if any) is in RAM. The model's warm nodes are
-//!    kept in **rendezvous order** (highest `hash(model, node)` first, the same on every router)
+//!    kept in **rendezvous order** (by `hash(model, node)`, the same on every router)
 //!    and requests **fill them in that order**, each up to its busy threshold (below); only when
 //!    none has room do warm nodes between the threshold and their cap come next. Packing rather
 //!    than least-loaded, because RAM is what is scarce: a model's copies further down its order
@@ -40,8 +40,10 @@
 //! ranks the first `placement_window` eligible nodes by tier, ring order within a tier. So every
 //! router loads a given model on the same few nodes, and a model concentrates there instead of
 //! being loaded everywhere. A model already warm on more nodes than a ring arc holds has filled
-//! the arcs near its home point; its walk starts where the request key points instead. When the
-//! walk meets no node with the memory, the nodes with the most free and idle memory are probed.
+//! the arcs near its home point: its spill walks from where the request key points (spreading
+//! over many nodes rather than piling onto a few), its pre-load hints from a point set by its
+//! warm count. When the walk meets no node with the memory, the nodes with the most free and
+//! idle memory are probed.
 //!
 //! **Bounded load** applies to every tier: a node whose in-flight count is at its cap —
 //! `c` (default 1.25) times its fair share of the pool's in-flight requests (including this one),

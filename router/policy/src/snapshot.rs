@@ -136,10 +136,12 @@ impl Decision {
         self.len == 0
     }
 
-    /// A node the router should ask to pre-load the model (in the background): set when every
-    /// warm node probed is busy, or when the model has fewer warm copies than
-    /// [`PolicyConfig::min_warm`]. It is the best node without the model (cheapest to load, in
-    /// ring order), and may also be one of the candidates.
+    /// A node the router should ask to pre-load the model on (in the background): set when all
+    /// the model's warm nodes are busy, or when it has fewer warm copies than
+    /// [`PolicyConfig::min_warm`], and fewer loads of it are under way than allowed. It is a
+    /// best node without the model (cheapest to load, in the model's order), and may also be
+    /// one of the candidates. While several loads may start, requests name up to that many
+    /// different nodes (by request key); otherwise every request of a snapshot names the same.
     pub fn preload(&self) -> Option<NodeIndex> {
         self.preload
     }
@@ -763,8 +765,8 @@ impl Pick<'_> {
         let want_hint = allowed > 0;
 
         // 2. Cold tiers, the same for every request of the model in a snapshot (so all agree on
-        //    the node to load it on): base in RAM, loading, disk, then the ring, then the nodes
-        //    with the most memory to spare.
+        //    the node to load it on) unless the model is hot (below): base in RAM, loading, disk,
+        //    then the ring, then the nodes with the most memory to spare.
         let need = max.saturating_sub(usize::from(self.out.len)).max(if want_hint {
             allowed.min(cfg.placement_window)
         } else {
@@ -791,16 +793,17 @@ impl Pick<'_> {
         {
             self.probe_cold(&b.disk, Tier::Disk, Some(bytes), &mut cold);
         }
+        let holders_found = cold.len;
         // Which of the loads that may start this request's hint is for: at most `allowed`
         // distinct nodes are named per snapshot, whatever the number of requests.
         let slot = if allowed > 1 { reduce(combine(req_key, home), allowed.min(cfg.placement_window)) } else { 0 };
         // A model warm on more nodes than an arc holds has filled the arcs near its home point
-        // (that is where it grew): its walk starts at a point set by its warm count (so it moves
-        // on as the model grows, the same on every router) and the slot.
-        let start = match exact {
-            Some(h) if h.warm.len() > cfg.ring_arc => combine(home, ((h.warm.len() as u64) << 8) | slot as u64),
-            _ => home,
-        };
+        // (that is where it grew). Its spill goes where the request key points (the spill of a
+        // hot model then spreads over many nodes instead of piling on a few), and its pre-loads
+        // where its warm count and the slot point (the same on every router, moving on as the
+        // model grows).
+        let hot = exact.is_some_and(|h| h.warm.len() > cfg.ring_arc);
+        let start = if hot { combine(home, req_key) } else { home };
         if !enough(&cold) {
             self.place(start, &model, &mut cold, need);
         }
@@ -808,9 +811,18 @@ impl Pick<'_> {
             self.place_by_room(start, &model, &mut cold, &enough);
         }
         if want_hint {
-            let eligible = cold.as_slice().iter().filter(|c| hint_tier(c.tier)).count();
-            let nth = slot % eligible.max(1);
-            self.out.preload = cold.as_slice().iter().filter(|c| hint_tier(c.tier)).nth(nth).map(|c| NodeIndex(c.node));
+            let hint = if !hot {
+                let all = cold.as_slice();
+                nth_hint(all, slot % count_hints(all).max(1))
+            } else if let Some(node) = nth_hint(&cold.as_slice()[..holders_found], slot) {
+                Some(node)
+            } else {
+                let warm = exact.map_or(0, |h| h.warm.len()) as u64;
+                let mut spread = ColdList::new();
+                self.place(combine(home, (warm << 8) | slot as u64), &model, &mut spread, 1);
+                nth_hint(spread.as_slice(), 0)
+            };
+            self.out.preload = hint.map(NodeIndex);
         }
         for c in cold.as_slice() {
             if usize::from(self.out.len) >= max {
@@ -1001,6 +1013,16 @@ struct Model {
     base: Option<u32>,
     adapter: bool,
     bytes: u64,
+}
+
+/// The `n`-th node of `list` that may be named for a pre-load.
+fn nth_hint(list: &[Cold], n: usize) -> Option<u32> {
+    list.iter().filter(|c| hint_tier(c.tier)).nth(n).map(|c| c.node)
+}
+
+/// How many nodes of `list` may be named for a pre-load.
+fn count_hints(list: &[Cold]) -> usize {
+    list.iter().filter(|c| hint_tier(c.tier)).count()
 }
 
 /// Whether a cold candidate may be named for a pre-load (not already loading, not warm).

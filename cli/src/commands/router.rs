@@ -1,0 +1,52 @@
+//! `wasmesh router`: callers' entry to the fabric.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Arguments of `wasmesh router`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  wasmesh router --listen 127.0.0.1:8000 --quic 127.0.0.1:4433 --registry http://127.0.0.1:7070 --key wsk_<admin>\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_<provider> --router 127.0.0.1:4433 --model smollm2=./SmolLM2.gguf\n  curl -H 'Authorization: Bearer wsk_<invoke>' localhost:8000/fn/demo/hello"
+)]
+pub struct RouterArgs {
+    /// Address callers reach (HTTP).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Address hosts dial (QUIC, UDP).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub quic: SocketAddr,
+    /// The registry.
+    #[arg(long, env = "WASMESH_REGISTRY", value_name = "URL")]
+    pub registry: String,
+    /// An admin key (the registry issues routers' certificates only to admins).
+    #[arg(long, env = "WASMESH_KEY", value_name = "KEY", hide_env_values = true)]
+    pub key: String,
+    /// Data directory: the router's identity.
+    #[arg(long, env = "WASMESH_ROUTER_DATA", value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// This router's label.
+    #[arg(long, default_value = "router")]
+    pub name: String,
+    /// Serve callers without an API key (for trusted networks and demos only).
+    #[arg(long)]
+    pub open: bool,
+}
+
+/// Runs `wasmesh router`.
+pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
+    let data = args.data.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/share/wasmesh/router")
+    });
+    let mut config = wasmesh_router::RouterConfig::new(args.registry.clone(), args.key.clone(), data, args.quic);
+    config.name = args.name.clone();
+    config.require_key = !args.open;
+    let router = wasmesh_router::Router::start(config).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+        format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)
+    })?;
+    tracing::info!(http = %listener.local_addr()?, "router ready");
+    router.serve(listener, super::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The host's side of the router links: dial each router over QUIC (so a host
+//! behind NAT needs no open port), keep the connection up (reconnecting with
+//! backoff and jitter), report state, and serve the requests routers forward.
+
+use crate::{jitter, model_states};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmesh_host::Host;
+use wasmesh_tunnel::{Frame, HostReport, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json};
+
+/// What the reports need besides the host.
+#[derive(Clone)]
+pub(crate) struct ReportSource {
+    pub(crate) host: Arc<Host>,
+    pub(crate) max_concurrency: u32,
+    pub(crate) model_memory_bytes: u64,
+    pub(crate) under_pressure: Arc<AtomicBool>,
+}
+
+impl ReportSource {
+    fn report(&self) -> HostReport {
+        let engine = self.host.inference();
+        HostReport {
+            ready: self.host.is_ready() && !self.under_pressure.load(Ordering::Relaxed),
+            in_flight: self.host.in_flight(),
+            max_concurrency: self.max_concurrency,
+            free_model_memory_bytes: self.model_memory_bytes.saturating_sub(engine.memory_used()),
+            models: model_states(engine.as_ref()),
+            apps: self.host.apps(),
+            served: self.host.served(),
+            cold_loads: 0,
+        }
+    }
+}
+
+/// Keeps a link to the router at `addr` for as long as the task runs.
+pub(crate) async fn link(endpoint: quinn::Endpoint, addr: SocketAddr, source: ReportSource) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let connecting = endpoint.connect(addr, wasmesh_tunnel::ROUTER_NAME);
+        match connecting {
+            Ok(connecting) => match connecting.await {
+                Ok(connection) => {
+                    backoff = Duration::from_millis(200);
+                    tracing::info!(router = %addr, "connected to router");
+                    let reporter = tokio::spawn(report(connection.clone(), source.clone()));
+                    loop {
+                        match connection.accept_bi().await {
+                            Ok((send, recv)) => {
+                                tokio::spawn(serve(source.host.clone(), send, recv));
+                            }
+                            Err(e) => {
+                                tracing::warn!(router = %addr, "router link lost: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    reporter.abort();
+                }
+                Err(e) => tracing::warn!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}"),
+            },
+            Err(e) => tracing::warn!(router = %addr, "cannot dial router: {e}"),
+        }
+        tokio::time::sleep(jitter(backoff)).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Reports state on a stream of its own: at once, on every change (checked every
+/// 100 ms), and at least every second.
+async fn report(connection: quinn::Connection, source: ReportSource) {
+    let Ok(mut stream) = connection.open_uni().await else { return };
+    let mut last: Option<HostReport> = None;
+    let mut sent_at = Instant::now();
+    loop {
+        let now = source.report();
+        if last.as_ref() != Some(&now) || sent_at.elapsed() >= Duration::from_secs(1) {
+            if write_json(&mut stream, &now).await.is_err() {
+                return;
+            }
+            last = Some(now);
+            sent_at = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Serves one forwarded request.
+async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let head: RequestHead = match read_json(&mut recv).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::debug!("bad request stream from a router: {e}");
+            return;
+        }
+    };
+    if let Some(query) = head.uri.strip_prefix("/__wasmesh/preload?model=") {
+        let model = query.split(':').next().unwrap_or(query).to_string();
+        let engine = host.inference().clone();
+        tokio::spawn(async move {
+            tracing::info!(%model, "pre-loading at a router's request");
+            if let Err(e) = engine.preload(&model).await {
+                tracing::warn!(%model, "pre-load failed: {e}");
+            }
+        });
+        let _ = write_json(&mut send, &ResponseHead { status: 202, headers: Vec::new() }).await;
+        let _ = write_frame(&mut send, &Frame::End).await;
+        let _ = send.finish();
+        return;
+    }
+    // The request body streams in as frames arrive.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper_frame::Frame, std::io::Error>>(8);
+    tokio::spawn(async move {
+        loop {
+            let item = match read_frame(&mut recv).await {
+                Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
+                Ok(Some(Frame::End)) | Ok(None) => return,
+                Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.uri.as_str());
+    for (name, value) in &head.headers {
+        builder = builder.header(name, value);
+    }
+    let request = match builder.body(body) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_frame(&mut send, &Frame::Error(format!("invalid request head: {e}"))).await;
+            return;
+        }
+    };
+    let response = host.handle(request).await;
+    let (parts, mut body) = response.into_parts();
+    let head = ResponseHead {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+    };
+    if write_json(&mut send, &head).await.is_err() {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                    && write_frame(&mut send, &Frame::Data(Bytes::from(data))).await.is_err()
+                {
+                    // The router reset the stream (its caller left): dropping the body stops the guest.
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = write_frame(&mut send, &Frame::Error(e.to_string())).await;
+                let _ = send.finish();
+                return;
+            }
+        }
+    }
+    let _ = write_frame(&mut send, &Frame::End).await;
+    let _ = send.finish();
+}
+
+mod hyper_frame {
+    pub(super) type Frame = http_body::Frame<bytes::Bytes>;
+}

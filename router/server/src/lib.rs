@@ -1,0 +1,441 @@
+//! The wasmesh router.
+//!
+//! Callers speak HTTP to any router (`/fn/{app}/{path}`); hosts keep a QUIC
+//! connection to every router (they dial, so NAT is no obstacle). For each
+//! request the router looks up which model the app's component uses, asks the
+//! routing policy ([`wasmesh_routing`], a pure function of the node table) for
+//! candidates (warm in RAM first, bounded load per model), and forwards the
+//! request over the first candidate's connection as a QUIC stream. A node that
+//! fails before the first response byte is retried on the next candidate, unseen
+//! by the caller; after the first byte, the caller gets a clean error (an SSE
+//! `error` event, or a reset) rather than a hang.
+//!
+//! The node table comes from the hosts' own reports on their connections
+//! ([`wasmesh_tunnel::HostReport`]); the policy snapshot is rebuilt from it
+//! whenever it changes (at most every 100 ms) and swapped atomically.
+
+mod link;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmesh_api::AppManifest;
+use wasmesh_api::wire::{NodeRole, Scope};
+use wasmesh_client::{Client, ClientError, NodeIdentity};
+use wasmesh_routing::{ModelKey, PolicyConfig, Snapshot};
+
+/// A response body: bytes, or an error that aborts the response.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How a router runs.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// The registry.
+    pub registry: String,
+    /// An admin key (a router's certificate needs one).
+    pub key: String,
+    /// Holds the router's identity and certificate.
+    pub data_dir: PathBuf,
+    /// Its label.
+    pub name: String,
+    /// Where hosts connect (UDP).
+    pub quic_listen: SocketAddr,
+    /// The routing policy's settings.
+    pub policy: PolicyConfig,
+    /// Largest request body forwarded (bodies are buffered so a failed node can be retried).
+    pub max_body_bytes: usize,
+    /// How long a host may take to start answering (non-streaming inference answers at the end).
+    pub first_byte_timeout: Duration,
+    /// Whether callers need an `invoke` key.
+    pub require_key: bool,
+}
+
+impl RouterConfig {
+    /// Defaults.
+    pub fn new(registry: String, key: String, data_dir: PathBuf, quic_listen: SocketAddr) -> Self {
+        Self {
+            registry,
+            key,
+            data_dir,
+            name: "router".into(),
+            quic_listen,
+            policy: PolicyConfig::default(),
+            max_body_bytes: 16 << 20,
+            first_byte_timeout: Duration::from_secs(300),
+            require_key: true,
+        }
+    }
+}
+
+struct Metrics {
+    registry: prometheus::Registry,
+    requests: prometheus::IntCounterVec,
+    latency: prometheus::Histogram,
+    retries: prometheus::IntCounter,
+    routed: prometheus::IntCounterVec,
+    preloads: prometheus::IntCounter,
+    node_in_flight: prometheus::IntGaugeVec,
+    nodes: prometheus::IntGauge,
+}
+
+impl Metrics {
+    fn new() -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("wasmesh_router_requests_total", "Requests by outcome (status class)"),
+            &["status"],
+        )?;
+        let latency = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("wasmesh_router_request_seconds", "Time to the response head")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
+        )?;
+        let retries = prometheus::IntCounter::new(
+            "wasmesh_router_retries_total",
+            "Requests moved to the next candidate after a node failed before its first byte",
+        )?;
+        let routed = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "wasmesh_router_routed_total",
+                "Requests by how warm their node was (warm: model in RAM; else a cold load)",
+            ),
+            &["tier"],
+        )?;
+        let preloads =
+            prometheus::IntCounter::new("wasmesh_router_preloads_total", "Pre-load hints sent to cold nodes")?;
+        let node_in_flight = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("wasmesh_router_node_in_flight", "Requests in flight per node (as last reported)"),
+            &["node"],
+        )?;
+        let nodes = prometheus::IntGauge::new("wasmesh_router_nodes", "Hosts connected")?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(routed.clone()))?;
+        registry.register(Box::new(preloads.clone()))?;
+        registry.register(Box::new(node_in_flight.clone()))?;
+        registry.register(Box::new(nodes.clone()))?;
+        Ok(Self { registry, requests, latency, retries, routed, preloads, node_in_flight, nodes })
+    }
+}
+
+/// The policy snapshot and, index for index, the connections it routes to.
+struct Routed {
+    snapshot: Snapshot,
+    links: Vec<quinn::Connection>,
+}
+
+struct Inner {
+    config: RouterConfig,
+    links: link::Links,
+    routed: ArcSwap<Routed>,
+    dirty: AtomicBool,
+    apps: ArcSwap<HashMap<String, AppManifest>>,
+    model_sizes: ArcSwap<HashMap<String, u64>>,
+    callers: std::sync::Mutex<HashMap<String, (Instant, Result<Vec<Scope>, (StatusCode, String)>)>>,
+    client: Client,
+    metrics: Metrics,
+}
+
+/// A running router.
+pub struct Router {
+    inner: Arc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Router {
+    /// Registers the router with the registry (its certificate names
+    /// `router.wasmesh`), opens the QUIC endpoint for hosts and starts following
+    /// deployments.
+    pub async fn start(config: RouterConfig) -> anyhow::Result<Self> {
+        let identity = NodeIdentity::load_or_create(&config.data_dir.join("router.key"))?;
+        let client = Client::new(&config.registry, Some(config.key.clone()))?;
+        let cert = client
+            .register(&identity, &config.name, NodeRole::Router)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register the router (it needs an admin key): {e}"))?;
+        let tls = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)?;
+        let endpoint = wasmesh_tunnel::router_endpoint(config.quic_listen, &tls)?;
+        tracing::info!(quic = %endpoint.local_addr()?, node = %identity.node_id(), "router registered; waiting for hosts");
+        let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inner = Arc::new(Inner {
+            links: link::Links::default(),
+            routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new() }),
+            dirty: AtomicBool::new(false),
+            apps: ArcSwap::from_pointee(HashMap::new()),
+            model_sizes: ArcSwap::from_pointee(HashMap::new()),
+            callers: std::sync::Mutex::new(HashMap::new()),
+            client,
+            metrics: Metrics::new()?,
+            config,
+        });
+        let mut tasks = vec![
+            tokio::spawn(link::accept(inner.clone(), endpoint)),
+            tokio::spawn(rebuild_loop(inner.clone())),
+            tokio::spawn(follow_deployments(inner.clone())),
+        ];
+        tasks.shrink_to_fit();
+        Ok(Self { inner, tasks })
+    }
+
+    /// Hosts connected now.
+    pub fn hosts(&self) -> usize {
+        self.inner.links.len()
+    }
+
+    /// Serves callers' HTTP on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => return Ok(()),
+            };
+            let _ = stream.set_nodelay(true);
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let inner = inner.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&inner, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(full(value.to_string()))
+        .expect("valid response")
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let path = req.uri().path().to_string();
+    let response = match path.as_str() {
+        "/health" => health(inner),
+        "/metrics" => metrics(inner),
+        _ => match path.strip_prefix("/fn/") {
+            Some(rest) => function(inner, rest.to_string(), req).await,
+            None => error(StatusCode::NOT_FOUND, format!("no route for {path}: functions are under /fn/APP/...")),
+        },
+    };
+    let class = format!("{}xx", response.status().as_u16() / 100);
+    inner.metrics.requests.with_label_values(&[&class]).inc();
+    inner.metrics.latency.observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn health(inner: &Inner) -> Response<Body> {
+    let ready = inner.links.reports().iter().filter(|(_, r)| r.ready).count();
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "status": "ok",
+            "hosts": inner.links.len(),
+            "ready": ready,
+            "apps": inner.apps.load().len(),
+        }),
+    )
+}
+
+fn metrics(inner: &Inner) -> Response<Body> {
+    inner.metrics.nodes.set(inner.links.len() as i64);
+    for (node, report) in inner.links.reports() {
+        inner.metrics.node_in_flight.with_label_values(&[&node]).set(i64::from(report.in_flight));
+    }
+    let mut out = Vec::new();
+    let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &inner.metrics.registry.gather(), &mut out);
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .body(full(out))
+        .expect("valid response")
+}
+
+/// Checks the caller's key (cached for 30 s; failures for 5 s).
+async fn authorize(inner: &Inner, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+    if !inner.config.require_key {
+        return Ok(());
+    }
+    let Some(key) = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
+    else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing API key: send `Authorization: Bearer wsk_...` with a key that has the invoke scope",
+        ));
+    };
+    let cached = inner.callers.lock().expect("callers lock").get(&key).cloned();
+    let verdict = match cached {
+        Some((at, verdict))
+            if at.elapsed() < if verdict.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) } =>
+        {
+            verdict
+        }
+        _ => {
+            let verdict = match inner.client.with_key(&key).whoami().await {
+                Ok(me) => Ok(me.scopes),
+                Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
+                Err(ClientError::Api { status: 429, message, .. }) => Err((StatusCode::TOO_MANY_REQUESTS, message)),
+                Err(e) => {
+                    return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the API key: {e}")));
+                }
+            };
+            let mut callers = inner.callers.lock().expect("callers lock");
+            if callers.len() > 10_000 {
+                callers.clear();
+            }
+            callers.insert(key, (Instant::now(), verdict.clone()));
+            verdict
+        }
+    };
+    match verdict {
+        Ok(scopes) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => Ok(()),
+        Ok(_) => Err(error(
+            StatusCode::FORBIDDEN,
+            "this key lacks the 'invoke' scope; create one with `wasmesh keys create --scope invoke`",
+        )),
+        Err((status, message)) => Err(error(status, message)),
+    }
+}
+
+/// The model the component behind `path` of `app` uses (its first grant).
+fn model_for(inner: &Inner, app: &str, path: &str) -> Result<Option<ModelKey>, Response<Body>> {
+    let apps = inner.apps.load();
+    let Some(manifest) = apps.get(app) else {
+        return Err(error(StatusCode::NOT_FOUND, format!("no app named '{app}' is deployed")));
+    };
+    let Some(route) = manifest.route_for(path) else {
+        let routes: Vec<&str> = manifest.route.iter().map(|r| r.path.as_str()).collect();
+        return Err(json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("app '{app}' has no route for {path}"), "routes": routes }),
+        ));
+    };
+    Ok(manifest.component.get(&route.component).and_then(|c| c.models.first()).and_then(|m| ModelKey::parse(m).ok()))
+}
+
+async fn function(inner: &Arc<Inner>, rest: String, req: Request<Incoming>) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req).await {
+        return denied;
+    }
+    let (app, inner_path) = match rest.find('/') {
+        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
+        None => (rest.clone(), "/".to_string()),
+    };
+    let model = match model_for(inner, &app, &inner_path) {
+        Ok(m) => m,
+        Err(response) => return response,
+    };
+    let (parts, body) = req.into_parts();
+    let body = match http_body_util::Limited::new(body, inner.config.max_body_bytes).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over the router's limit of {} bytes", inner.config.max_body_bytes),
+            );
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
+    };
+    let head = wasmesh_tunnel::RequestHead {
+        method: parts.method.to_string(),
+        uri: parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != http::header::AUTHORIZATION && *name != http::header::CONNECTION)
+            .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+            .collect(),
+    };
+    link::forward(inner, &app, model, head, body).await
+}
+
+async fn rebuild_loop(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if inner.dirty.swap(false, Ordering::AcqRel) {
+            link::rebuild(&inner);
+        }
+    }
+}
+
+async fn follow_deployments(inner: Arc<Inner>) {
+    let mut revision = None;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match inner.client.deployments(revision, Duration::from_secs(30)).await {
+            Ok(d) => {
+                backoff = Duration::from_millis(500);
+                if Some(d.revision) != revision {
+                    let mut apps = HashMap::new();
+                    for app in &d.apps {
+                        match AppManifest::parse(&app.manifest) {
+                            Ok(m) => {
+                                apps.insert(app.app.clone(), m);
+                            }
+                            Err(e) => {
+                                tracing::warn!(app = %app.app, "skipping an app whose manifest does not parse: {e}")
+                            }
+                        }
+                    }
+                    tracing::info!(apps = apps.len(), revision = d.revision, "deployments updated");
+                    inner.apps.store(Arc::new(apps));
+                    if let Ok(models) = inner.client.models().await {
+                        inner.model_sizes.store(Arc::new(models.into_iter().map(|m| (m.name, m.size)).collect()));
+                    }
+                    revision = Some(d.revision);
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot poll deployments, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The router's side of the hosts' QUIC connections: who is connected, what they
+//! report, and forwarding requests to them with failover.
+
+use crate::{Body, Inner, Routed, error};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmesh_api::wire::ModelState;
+use wasmesh_routing::{ModelKey, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
+use wasmesh_tunnel::{Frame, HostReport, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json};
+
+struct Link {
+    connection: quinn::Connection,
+    report: HostReport,
+}
+
+/// The connected hosts.
+#[derive(Default)]
+pub(crate) struct Links(Mutex<HashMap<String, Link>>);
+
+impl Links {
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().expect("links lock").len()
+    }
+
+    pub(crate) fn reports(&self) -> Vec<(String, HostReport)> {
+        self.0.lock().expect("links lock").iter().map(|(id, l)| (id.clone(), l.report.clone())).collect()
+    }
+}
+
+/// Accepts hosts until the endpoint closes.
+pub(crate) async fn accept(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!("a host failed the handshake: {e}");
+                    return;
+                }
+            };
+            let Some(node) = wasmesh_tunnel::peer_node_id(&connection) else {
+                tracing::warn!(peer = %connection.remote_address(), "refusing a connection without a node certificate");
+                connection.close(1u32.into(), b"no node certificate");
+                return;
+            };
+            serve_link(inner, node, connection).await;
+        });
+    }
+}
+
+async fn serve_link(inner: Arc<Inner>, node: String, connection: quinn::Connection) {
+    let mut reports = match connection.accept_uni().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(%node, "host left before reporting: {e}");
+            return;
+        }
+    };
+    let id = connection.stable_id();
+    tracing::info!(%node, peer = %connection.remote_address(), "host connected");
+    loop {
+        match read_json::<_, HostReport>(&mut reports).await {
+            Ok(report) => {
+                let mut links = inner.links.0.lock().expect("links lock");
+                let changed = links.get(&node).is_none_or(|l| l.report != report || l.connection.stable_id() != id);
+                links.insert(node.clone(), Link { connection: connection.clone(), report });
+                drop(links);
+                if changed {
+                    inner.dirty.store(true, Ordering::Release);
+                }
+            }
+            Err(e) => {
+                tracing::info!(%node, "host disconnected: {e}");
+                break;
+            }
+        }
+    }
+    let mut links = inner.links.0.lock().expect("links lock");
+    if links.get(&node).is_some_and(|l| l.connection.stable_id() == id) {
+        links.remove(&node);
+    }
+    drop(links);
+    // Take it out of the routing table at once, not at the next tick.
+    rebuild(&inner);
+}
+
+fn warmth(state: ModelState) -> Warmth {
+    match state {
+        ModelState::Loaded => Warmth::Ram,
+        ModelState::Fetching => Warmth::Loading,
+        ModelState::OnDisk => Warmth::Disk,
+    }
+}
+
+/// Builds a new policy snapshot from the hosts' reports and swaps it in.
+pub(crate) fn rebuild(inner: &Inner) {
+    let links = inner.links.0.lock().expect("links lock");
+    let mut table = Vec::with_capacity(links.len());
+    let mut connections = Vec::with_capacity(links.len());
+    for (id, link) in links.iter() {
+        if link.connection.close_reason().is_some() {
+            continue;
+        }
+        let r = &link.report;
+        let mut node = NodeState::new(id.clone(), r.max_concurrency, r.free_model_memory_bytes)
+            .with_ready(r.ready)
+            .with_in_flight(r.in_flight);
+        for m in &r.models {
+            if let Ok(key) = ModelKey::parse(&m.name) {
+                node = node.with_model(key, warmth(m.state));
+            }
+        }
+        table.push(node);
+        connections.push(link.connection.clone());
+    }
+    drop(links);
+    match Snapshot::build(table, &inner.config.policy) {
+        Ok(snapshot) => inner.routed.store(Arc::new(Routed { snapshot, links: connections })),
+        Err(e) => tracing::error!("cannot build the routing table: {e}"),
+    }
+}
+
+/// Ends a request's in-flight count on its snapshot when dropped.
+struct InFlight {
+    routed: Arc<Routed>,
+    node: NodeIndex,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.routed.snapshot.end(self.node);
+    }
+}
+
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Warm => "warm",
+        Tier::BaseWarm => "base_warm",
+        Tier::Loading => "loading",
+        Tier::Disk => "disk",
+        Tier::Fits => "fits",
+        Tier::Evict => "evict",
+        _ => "any",
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    // FNV-1a: a stable key for tie-breaking, not security.
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Sends `head` and `body` to one node; returns its response head and the stream
+/// the body follows on. Fails (so the caller tries the next node) before any byte
+/// of the response has reached the caller.
+async fn try_node(
+    connection: &quinn::Connection,
+    head: &RequestHead,
+    body: &Bytes,
+    first_byte: Duration,
+) -> Result<(ResponseHead, quinn::RecvStream), String> {
+    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(5), connection.open_bi())
+        .await
+        .map_err(|_| "opening a stream timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    write_json(&mut send, head).await.map_err(|e| e.to_string())?;
+    for chunk in body.chunks(1 << 20) {
+        write_frame(&mut send, &Frame::Data(Bytes::copy_from_slice(chunk))).await.map_err(|e| e.to_string())?;
+    }
+    write_frame(&mut send, &Frame::End).await.map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    let response: ResponseHead = tokio::time::timeout(first_byte, read_json(&mut recv))
+        .await
+        .map_err(|_| format!("no response within {first_byte:?}"))?
+        .map_err(|e| e.to_string())?;
+    Ok((response, recv))
+}
+
+/// Asks a cold node to load `model` ahead of demand (fire and forget).
+fn preload(connection: quinn::Connection, model: &ModelKey) {
+    let head = RequestHead {
+        method: "POST".into(),
+        uri: format!("/__wasmesh/preload?model={}", model.as_str()),
+        headers: Vec::new(),
+    };
+    tokio::spawn(async move {
+        let _ = try_node(&connection, &head, &Bytes::new(), Duration::from_secs(5)).await;
+    });
+}
+
+/// Routes and forwards one request, with failover before the first byte.
+pub(crate) async fn forward(
+    inner: &Arc<Inner>,
+    app: &str,
+    model: Option<ModelKey>,
+    head: RequestHead,
+    body: Bytes,
+) -> Response<Body> {
+    let routed = inner.routed.load_full();
+    let size = model.as_ref().and_then(|m| inner.model_sizes.load().get(m.model()).copied()).unwrap_or(0);
+    let key = hash(&head.uri);
+    let request = match &model {
+        Some(m) => Request::for_model(m, size).with_key(key),
+        None => Request::without_model().with_key(key),
+    };
+    let decision = routed.snapshot.route(&request);
+    if decision.is_empty() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no host can serve app '{app}'{} now: {} hosts connected, none ready with room for it",
+                model.as_ref().map(|m| format!(" (model {})", m.as_str())).unwrap_or_default(),
+                routed.links.len()
+            ),
+        );
+    }
+    if let (Some(node), Some(m)) = (decision.preload(), &model) {
+        inner.metrics.preloads.inc();
+        tracing::info!(
+            node = routed.snapshot.node_id(node).unwrap_or("?"),
+            model = m.as_str(),
+            "asking a cold node to pre-load"
+        );
+        preload(routed.links[node.get()].clone(), m);
+    }
+    let mut failures = Vec::new();
+    for candidate in decision.candidates() {
+        let node = candidate.node;
+        let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
+        routed.snapshot.begin(node);
+        let guard = InFlight { routed: routed.clone(), node };
+        match try_node(&routed.links[node.get()], &head, &body, inner.config.first_byte_timeout).await {
+            Ok((response, recv)) => {
+                let tier = tier_name(candidate.tier);
+                inner.metrics.routed.with_label_values(&[tier]).inc();
+                tracing::info!(
+                    %app,
+                    node = %node_id,
+                    tier,
+                    over_bound = candidate.over_bound,
+                    model = model.as_ref().map(|m| m.as_str()).unwrap_or("-"),
+                    status = response.status,
+                    retries = failures.len(),
+                    "routed"
+                );
+                return respond(response, recv, guard);
+            }
+            Err(e) => {
+                drop(guard);
+                inner.metrics.retries.inc();
+                tracing::warn!(%app, node = %node_id, "node failed before answering, trying the next: {e}");
+                failures.push(format!("{node_id}: {e}"));
+            }
+        }
+    }
+    error(StatusCode::BAD_GATEWAY, format!("every candidate host failed: {}", failures.join("; ")))
+}
+
+/// The caller's response: the host's head, then its body frames as they arrive.
+/// A failure mid-body ends an event stream with an `error` event, and aborts any
+/// other body (the caller sees a truncated response, never a hang).
+fn respond(head: ResponseHead, recv: quinn::RecvStream, guard: InFlight) -> Response<Body> {
+    let sse =
+        head.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream"));
+    let mut builder = Response::builder().status(head.status);
+    for (name, value) in &head.headers {
+        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        }
+        builder = builder.header(name, value);
+    }
+    let stream = futures::stream::unfold(Some((recv, guard)), move |state| async move {
+        let (mut recv, guard) = state?;
+        let failed = |message: String| {
+            if sse {
+                let event = format!("event: error\ndata: {}\n\n", serde_json::json!({ "error": message }));
+                Some((Ok(hyper::body::Frame::data(Bytes::from(event))), None))
+            } else {
+                Some((Err(std::io::Error::other(message)), None))
+            }
+        };
+        match read_frame(&mut recv).await {
+            Ok(Some(Frame::Data(bytes))) => Some((Ok(hyper::body::Frame::data(bytes)), Some((recv, guard)))),
+            Ok(Some(Frame::End)) => None,
+            Ok(Some(Frame::Error(message))) => failed(format!("the host failed mid-response: {message}")),
+            Ok(None) => failed("the host's stream ended without finishing the response".into()),
+            Ok(Some(Frame::Head(_))) => failed("protocol error: a second head".into()),
+            Err(e) => failed(format!("the host was lost mid-response: {e}")),
+        }
+    });
+    builder
+        .body(http_body_util::StreamBody::new(stream).boxed())
+        .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, format!("the host sent an invalid response head: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fnv_is_stable() {
+        assert_eq!(super::hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(super::hash("/a"), super::hash("/b"));
+    }
+}

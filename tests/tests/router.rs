@@ -1,0 +1,352 @@
+//! Routers and hosts across real processes: a registry, 2 routers and 3 hosts on
+//! loopback; hosts dial the routers over QUIC with registry-issued certificates.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use wasmesh_api::wire::Scope;
+use wasmesh_client::Client;
+use wasmesh_tests::{Payload, Process, components_dir, free_addr, model_path, prerequisites, request, wasmesh_bin};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmesh-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+struct Fabric {
+    dir: PathBuf,
+    registry: Process,
+    admin: String,
+    invoke: String,
+    provider: String,
+    routers: Vec<(Process, SocketAddr)>,
+    hosts: Vec<Option<Process>>,
+    host_addrs: Vec<SocketAddr>,
+}
+
+impl Fabric {
+    fn start(tag: &str, hosts: usize) -> Self {
+        let dir = scratch(tag);
+        let addr = free_addr();
+        let key_file = dir.join("admin.key");
+        let mut registry = Process::spawn(
+            &[
+                "registry",
+                "--listen",
+                &addr.to_string(),
+                "--data",
+                dir.join("registry").to_str().unwrap(),
+                "--admin-key-file",
+                key_file.to_str().unwrap(),
+            ],
+            addr,
+            dir.join("registry.log"),
+        );
+        registry.wait_ready(Duration::from_secs(60));
+        let admin = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+        let rt = runtime();
+        let client = Client::new(&format!("http://{addr}"), Some(admin.clone())).unwrap();
+        let key = |scope| rt.block_on(client.create_key("test", &[scope])).unwrap().key;
+        let (invoke, provider, deployer) = (key(Scope::Invoke), key(Scope::Provider), key(Scope::Deploy));
+
+        // Deploy the demo app (chat and hello).
+        let app = dir.join("app");
+        std::fs::create_dir_all(&app).unwrap();
+        for c in ["chat", "hello"] {
+            std::fs::copy(components_dir().join(format!("{c}.wasm")), app.join(format!("{c}.wasm"))).unwrap();
+        }
+        std::fs::write(
+            app.join("wasmesh.toml"),
+            "[app]\nname = \"demo\"\n\n[component.chat]\nsource = \"chat.wasm\"\nmodels = [\"smollm2\"]\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/chat\"\ncomponent = \"chat\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n",
+        )
+        .unwrap();
+        let client = Client::new(&format!("http://{addr}"), Some(deployer)).unwrap();
+        rt.block_on(client.deploy(&app.join("wasmesh.toml"), &wasmesh_client::NoProgress)).unwrap();
+
+        let mut fabric = Self {
+            dir,
+            registry,
+            admin,
+            invoke,
+            provider,
+            routers: Vec::new(),
+            hosts: Vec::new(),
+            host_addrs: Vec::new(),
+        };
+        for i in 0..2 {
+            let (http, quic) = (free_addr(), free_udp());
+            let process = Process::spawn(
+                &[
+                    "router",
+                    "--listen",
+                    &http.to_string(),
+                    "--quic",
+                    &quic.to_string(),
+                    "--registry",
+                    &fabric.registry_url(),
+                    "--key",
+                    &fabric.admin,
+                    "--data",
+                    fabric.dir.join(format!("router{i}")).to_str().unwrap(),
+                    "--name",
+                    &format!("router-{i}"),
+                ],
+                http,
+                fabric.dir.join(format!("router{i}.log")),
+            );
+            fabric.routers.push((process, quic));
+        }
+        for (router, _) in &mut fabric.routers {
+            router.wait_ready(Duration::from_secs(60));
+        }
+        for i in 0..hosts {
+            fabric.host_addrs.push(free_addr());
+            fabric.hosts.push(None);
+            fabric.start_host(i);
+        }
+        fabric.wait_for_hosts(hosts);
+        fabric
+    }
+
+    fn registry_url(&self) -> String {
+        format!("http://{}", self.registry.addr)
+    }
+
+    fn start_host(&mut self, i: usize) {
+        let addr = self.host_addrs[i];
+        let model = format!("smollm2={}", model_path().display());
+        let data = self.dir.join(format!("host{i}"));
+        let mut args: Vec<String> = [
+            "host",
+            "--listen",
+            &addr.to_string(),
+            "--registry",
+            &self.registry_url(),
+            "--key",
+            &self.provider,
+            "--data",
+            data.to_str().unwrap(),
+            "--name",
+            &format!("host-{i}"),
+            "--model",
+            &model,
+            "--slots",
+            "2",
+            "--threads",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (_, quic) in &self.routers {
+            args.extend(["--router".to_string(), quic.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut host = Process::spawn(&args, addr, self.dir.join(format!("host{i}.log")));
+        host.wait_ready(Duration::from_secs(60));
+        self.hosts[i] = Some(host);
+    }
+
+    fn wait_for_hosts(&self, n: usize) {
+        for (router, _) in &self.routers {
+            wait_for(&format!("{n} ready hosts on the router"), Duration::from_secs(30), || {
+                request(router.addr, "GET", "/health", &[], None).is_ok_and(|r| r.json()["ready"] == n)
+            });
+        }
+    }
+
+    fn call(&self, router: usize, method: &str, path: &str, body: Option<&[u8]>) -> wasmesh_tests::HttpResponse {
+        let auth = format!("Bearer {}", self.invoke);
+        request(
+            self.routers[router].0.addr,
+            method,
+            path,
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            body.map(Payload::Sized),
+        )
+        .unwrap_or_else(|e| panic!("{method} {path} via router {router}: {e}"))
+    }
+
+    fn host_health(&self, i: usize) -> serde_json::Value {
+        request(self.host_addrs[i], "GET", "/health", &[], None).unwrap().json()
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        self.routers.clear();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+#[test]
+fn requests_through_either_router_reach_the_app_and_land_where_the_model_is_warm() {
+    if !prerequisites() {
+        return;
+    }
+    let fabric = Fabric::start("router-warm", 3);
+    wait_for("the routers to learn the app", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
+            && fabric.call(1, "GET", "/fn/demo/hello", None).status == 200
+    });
+    for i in 0..20 {
+        let r = fabric.call(i % 2, "GET", "/fn/demo/hello", None);
+        assert_eq!((r.status, r.text().as_str()), (200, "hello from wasmesh\n"));
+    }
+    let prompt = br#"{"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0, "chat": true}"#;
+    let mut texts = Vec::new();
+    for i in 0..8 {
+        let r = fabric.call(i % 2, "POST", "/fn/demo/chat", Some(prompt));
+        assert_eq!(r.status, 200, "{}", r.text());
+        texts.push(r.json()["text"].as_str().unwrap().to_string());
+    }
+    assert!(texts.windows(2).all(|w| w[0] == w[1]), "greedy answers agree wherever they ran: {texts:?}");
+
+    // The hosts' own view: the model is loaded where chats ran, and not on every node.
+    let health: Vec<serde_json::Value> = (0..3).map(|i| fabric.host_health(i)).collect();
+    let loaded = health.iter().filter(|h| h["loaded"].as_array().unwrap().iter().any(|m| m == "smollm2")).count();
+    assert!((1..3).contains(&loaded), "the model should be warm on some nodes, not all: {health:?}");
+    let metrics = request(fabric.routers[0].0.addr, "GET", "/metrics", &[], None).unwrap().text();
+    let warm: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmesh_router_routed_total{tier=\"warm\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(warm >= 3, "most chats through router 0 went to a warm node:\n{metrics}");
+
+    // Callers without a key, with bad requests: clear 4xx, and the router stays up.
+    let r = request(fabric.routers[0].0.addr, "GET", "/fn/demo/hello", &[], None).unwrap();
+    assert_eq!(r.status, 401);
+    let r = request(
+        fabric.routers[0].0.addr,
+        "GET",
+        "/fn/demo/hello",
+        &[("Authorization", "Bearer wsk_000000000000_bad")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(fabric.call(0, "GET", "/fn/no-such-app/x", None).status, 404);
+    assert_eq!(fabric.call(0, "GET", "/nowhere", None).status, 404);
+    let big = vec![b'x'; 17 << 20];
+    assert_eq!(fabric.call(0, "POST", "/fn/demo/chat", Some(&big)).status, 413);
+    assert_eq!(fabric.call(0, "GET", "/fn/demo/hello", None).status, 200);
+}
+
+#[test]
+fn killing_a_host_fails_no_request_and_it_rejoins() {
+    if !prerequisites() {
+        return;
+    }
+    let mut fabric = Fabric::start("router-kill", 3);
+    wait_for("the routers to learn the app", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
+            && fabric.call(1, "GET", "/fn/demo/hello", None).status == 200
+    });
+    let done = Arc::new(AtomicU64::new(0));
+    let routers: Vec<SocketAddr> = fabric.routers.iter().map(|(p, _)| p.addr).collect();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (done, routers, key) = (done.clone(), routers.clone(), format!("Bearer {}", fabric.invoke));
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for i in 0..250 {
+                    let r = request(routers[(w + i) % 2], "GET", "/fn/demo/hello", &[("Authorization", &key)], None);
+                    match r {
+                        Ok(r) if r.status == 200 => {}
+                        Ok(r) => failures.push(format!("{} {}", r.status, r.text())),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    wait_for("300 requests", Duration::from_secs(60), || done.load(Ordering::Relaxed) >= 300);
+    fabric.hosts[1].as_mut().unwrap().kill9();
+    let failures: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    assert_eq!(done.load(Ordering::Relaxed), 1000);
+    assert!(
+        failures.is_empty(),
+        "{} of 1000 requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let retries: u64 = routers
+        .iter()
+        .map(|r| {
+            let metrics = request(*r, "GET", "/metrics", &[], None).unwrap().text();
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("wasmesh_router_retries_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    eprintln!("requests moved to another host after the kill: {retries}");
+    fabric.wait_for_hosts(2);
+    fabric.start_host(1);
+    fabric.wait_for_hosts(3);
+}
+
+#[test]
+fn a_host_without_a_registry_certificate_cannot_connect() {
+    if !prerequisites() {
+        return;
+    }
+    let fabric = Fabric::start("router-cert", 1);
+    // The router's CA, as a host has it, so the host side trusts the router...
+    let ca = std::fs::read_to_string(fabric.dir.join("host0/ca.pem")).unwrap();
+    // ...but presents a certificate from a CA of its own.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["impostor.node.wasmesh".to_string()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "impostor");
+    let cert = params.self_signed(&key).unwrap();
+    let identity = wasmesh_tunnel::TlsIdentity::new(&cert.pem(), &key.serialize_der(), &ca).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let result: Result<(), String> = rt.block_on(async {
+        let endpoint = wasmesh_tunnel::host_endpoint(&identity).map_err(|e| e.to_string())?;
+        let connection = endpoint
+            .connect(fabric.routers[0].1, wasmesh_tunnel::ROUTER_NAME)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        // TLS 1.3 clients learn of a refused certificate on first use.
+        let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
+        stream.write_all(b"x").await.map_err(|e| e.to_string())?;
+        stream.finish().map_err(|e| e.to_string())?;
+        tokio::time::timeout(Duration::from_secs(5), connection.closed())
+            .await
+            .map_err(|_| "still connected".to_string())?;
+        Err::<(), String>("closed".into())
+    });
+    let message = result.unwrap_err();
+    assert_ne!(message, "still connected", "the router accepted a certificate its registry did not issue");
+    let health = request(fabric.routers[0].0.addr, "GET", "/health", &[], None).unwrap().json();
+    assert_eq!(health["hosts"], 1, "only the real host is connected: {health}");
+    let _ = (Path::new("."), wasmesh_bin());
+}
