@@ -34,3 +34,62 @@ pub fn wrk_rps(url: &str, connections: u32, seconds: u32) -> Result<f64, String>
         .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?
         .map_err(|e| e.to_string())
 }
+
+/// What `wrk --latency` measured.
+#[derive(Debug, Clone, Copy)]
+pub struct WrkStats {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+fn wrk_ms(value: &str) -> Option<f64> {
+    let value = value.trim();
+    let (number, scale) = if let Some(v) = value.strip_suffix("us") {
+        (v, 0.001)
+    } else if let Some(v) = value.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = value.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    number.trim().parse::<f64>().ok().map(|n| n * scale)
+}
+
+/// Runs `wrk --latency` against `url` with extra `headers` ("Name: value").
+pub fn wrk_stats(url: &str, headers: &[&str], connections: u32, seconds: u32) -> Result<WrkStats, String> {
+    let mut args =
+        vec!["-t1".to_string(), format!("-c{connections}"), format!("-d{seconds}s"), "--latency".to_string()];
+    for h in headers {
+        args.push("-H".into());
+        args.push((*h).to_string());
+    }
+    args.push(url.to_string());
+    let out = std::process::Command::new("wrk")
+        .args(&args)
+        .output()
+        .map_err(|e| format!("wrk not runnable ({e}); run `bash deploy/setup.sh`"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(line) = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors")) {
+        return Err(format!("wrk saw errors: {line}\n{text}"));
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:").and_then(|v| v.trim().parse::<f64>().ok()))
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    let percentile = |p: &str| {
+        text.lines().find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix(p).and_then(wrk_ms)
+        })
+    };
+    Ok(WrkStats {
+        rps,
+        p50_ms: percentile("50%").ok_or_else(|| format!("no 50% line in wrk output:\n{text}"))?,
+        p99_ms: percentile("99%").ok_or_else(|| format!("no 99% line in wrk output:\n{text}"))?,
+    })
+}

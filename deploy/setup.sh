@@ -60,6 +60,12 @@ if ! "$venv/bin/python" -c 'import gguf' >/dev/null 2>&1; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q gguf==0.19.0
 fi
+# The official OpenAI Python client, which the router's tests drive.
+OPENAI_VERSION=2.8.1
+if [ "$("$venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)" != "$OPENAI_VERSION" ]; then
+  say "installing the openai Python client $OPENAI_VERSION (for the router's tests)"
+  "$venv/bin/pip" install -q "openai==$OPENAI_VERSION"
+fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Regenerate when the script changed (its hash is the stamp).
 stamp="$MODEL_DIR/smollm2-test-lora.stamp"

@@ -736,12 +736,14 @@ fn registry_serves_openapi_metrics_and_health() {
 }
 
 #[test]
-fn up_runs_the_demo_through_its_own_registry() {
+fn up_runs_the_demo_fabric_through_its_registry_and_router() {
     if !prerequisites() {
         return;
     }
     let dir = scratch("up");
-    let (addr, registry_addr) = (free_addr(), free_addr());
+    let (addr, registry_addr, quic) =
+        (free_addr(), free_addr(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+    let hosts = format!("{},{}", free_addr(), free_addr());
     let mut up = Process::spawn(
         &[
             "up",
@@ -749,6 +751,10 @@ fn up_runs_the_demo_through_its_own_registry() {
             &addr.to_string(),
             "--registry-listen",
             &registry_addr.to_string(),
+            "--quic",
+            &quic.to_string(),
+            "--hosts",
+            &hosts,
             "--data",
             dir.to_str().unwrap(),
             "--slots",
@@ -760,90 +766,26 @@ fn up_runs_the_demo_through_its_own_registry() {
         dir.join("up.log"),
     );
     up.wait_ready(Duration::from_secs(120));
-    let r = request(addr, "GET", "/fn/demo/hello", &[], None).unwrap();
-    assert_eq!((r.status, r.text().as_str()), (200, "hello from wasmesh\n"));
-    let chat = wasmesh_tests::post_json(
-        addr,
-        "/fn/demo/chat",
-        &serde_json::json!({ "prompt": "Say hi.", "max_tokens": 8, "temperature": 0, "chat": true }),
-    );
-    assert_eq!(chat.status, 200, "{}", chat.text());
-    // The registry is real: the demo's deploy key lists the app it deployed.
-    let key = std::fs::read_to_string(dir.join("up-deploy.key")).unwrap();
-    let apps = runtime().block_on(Client::new(&format!("http://{registry_addr}"), Some(key)).unwrap().apps()).unwrap();
-    assert_eq!(apps[0].name, "demo");
-    drop(up);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn uploads_resume_where_they_stopped_and_login_remembers_the_registry() {
-    if !prerequisites() {
-        return;
-    }
-    let dir = scratch("resume");
-    let Some(registry) = Registry::start(Backend::Default, &dir, "resume") else { return };
-    let deployer = registry.key(&[Scope::Deploy]);
-    let addr = registry.process.addr;
-    let auth = format!("Bearer {deployer}");
+    let key = std::fs::read_to_string(dir.join("up-invoke.key")).unwrap();
+    let auth = format!("Bearer {}", key.trim());
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
-
-    // An interrupted upload of the model: only part 1 arrived.
-    let model = std::fs::read(model_path()).unwrap();
-    let hash = wasmesh_client::NoProgress;
-    let hash = runtime().block_on(wasmesh_client::hash_file(&model_path(), model.len() as u64, &hash)).unwrap();
-    let start = serde_json::json!({ "blake3": hash, "size": model.len(), "kind": "model" }).to_string();
-    let session =
-        request(addr, "POST", "/v1/uploads", &headers, Some(Payload::Sized(start.as_bytes()))).unwrap().json();
-    let (id, part_size) =
-        (session["id"].as_str().unwrap().to_string(), session["part_size"].as_u64().unwrap() as usize);
-    assert!(session["parts"].as_u64().unwrap() > 2, "the model spans several parts");
-    let part = &model[part_size..2 * part_size];
-    let r =
-        request(addr, "PUT", &format!("/v1/uploads/{id}/parts/1"), &headers[..1], Some(Payload::Sized(part))).unwrap();
-    assert_eq!(r.status, 204, "{}", r.text());
-    // Completing now names the missing parts.
-    let r = request(addr, "POST", &format!("/v1/uploads/{id}/complete"), &headers[..1], None).unwrap();
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert!(r.text().contains("have not arrived"), "{}", r.text());
-
-    // `wasmesh login` stores the registry and key; later commands need neither flag.
-    let config = dir.join("config.toml");
-    let out = Command::new(wasmesh_bin())
-        .args(["login", "--registry", &registry.url(), "--key", &deployer])
-        .env("WASMESH_CONFIG", &config)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600, "the key file is private");
-    }
-    // The push resumes the same upload and sends only what is missing.
-    let out = Command::new(wasmesh_bin())
-        .args(["models", "push", model_path().to_str().unwrap(), "--name", "smollm2", "--json"])
-        .env("WASMESH_CONFIG", &config)
-        .env_remove("WASMESH_REGISTRY")
-        .env_remove("WASMESH_KEY")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(pushed["blake3"], hash);
-    assert_eq!(pushed["size"], model.len());
-    let pieces = pushed["pieces"]["hashes"].as_array().unwrap();
-    let piece_length = pushed["pieces"]["piece_length"].as_u64().unwrap() as usize;
-    assert_eq!(pieces.len(), model.len().div_ceil(piece_length));
-    assert_eq!(pieces[0], blake3::hash(&model[..piece_length]).to_hex().as_str());
-    // Bytes received: the whole model once (part 1 was not sent twice).
-    let metrics = request(addr, "GET", "/metrics", &[], None).unwrap().text();
-    let received: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("wasmesh_registry_upload_bytes_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    assert_eq!(received, model.len() as u64, "a resumed upload sends each part once");
-    drop(registry);
+    // Through the router: the demo app and the OpenAI API.
+    let r = request(addr, "GET", "/fn/demo/hello", &headers, None).unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello from wasmesh\n"), "{}", up.log());
+    let body = br#"{"prompt": "Say hi.", "max_tokens": 8, "temperature": 0, "chat": true}"#;
+    let r = request(addr, "POST", "/fn/demo/chat", &headers, Some(Payload::Sized(body))).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = br#"{"model": "smollm2", "messages": [{"role": "user", "content": "Hi!"}], "max_tokens": 4}"#;
+    let r = request(addr, "POST", "/v1/chat/completions", &headers, Some(Payload::Sized(body))).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    // Without the key the router refuses.
+    assert_eq!(request(addr, "GET", "/fn/demo/hello", &[], None).unwrap().status, 401);
+    // The registry is real: the demo's deploy key lists the apps it deployed, and both hosts joined.
+    let key = std::fs::read_to_string(dir.join("up-deploy.key")).unwrap();
+    let client = Client::new(&format!("http://{registry_addr}"), Some(key)).unwrap();
+    let apps: Vec<String> = runtime().block_on(client.apps()).unwrap().into_iter().map(|a| a.name).collect();
+    assert_eq!(apps, ["demo", "openai"]);
+    drop(up);
     let _ = std::fs::remove_dir_all(&dir);
 }

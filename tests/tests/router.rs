@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::Scope;
 use wasmesh_client::Client;
-use wasmesh_tests::{Payload, Process, components_dir, free_addr, model_path, prerequisites, request, wasmesh_bin};
+use wasmesh_tests::{Payload, Process, components_dir, free_addr, model_path, prerequisites, request};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wasmesh-test-{name}-{}", std::process::id()));
@@ -82,6 +82,16 @@ impl Fabric {
         .unwrap();
         let client = Client::new(&format!("http://{addr}"), Some(deployer)).unwrap();
         rt.block_on(client.deploy(&app.join("wasmesh.toml"), &wasmesh_client::NoProgress)).unwrap();
+        // The built-in OpenAI API app.
+        let openai = dir.join("openai");
+        std::fs::create_dir_all(&openai).unwrap();
+        std::fs::copy(components_dir().join("openai.wasm"), openai.join("openai.wasm")).unwrap();
+        std::fs::write(
+            openai.join("wasmesh.toml"),
+            "[app]\nname = \"openai\"\n\n[component.openai]\nsource = \"openai.wasm\"\nmodels = [\"smollm2\"]\n\n[[route]]\npath = \"/v1/...\"\ncomponent = \"openai\"\n",
+        )
+        .unwrap();
+        rt.block_on(client.deploy(&openai.join("wasmesh.toml"), &wasmesh_client::NoProgress)).unwrap();
 
         let mut fabric = Self {
             dir,
@@ -348,5 +358,40 @@ fn a_host_without_a_registry_certificate_cannot_connect() {
     assert_ne!(message, "still connected", "the router accepted a certificate its registry did not issue");
     let health = request(fabric.routers[0].0.addr, "GET", "/health", &[], None).unwrap().json();
     assert_eq!(health["hosts"], 1, "only the real host is connected: {health}");
-    let _ = (Path::new("."), wasmesh_bin());
+}
+
+#[test]
+fn the_openai_client_completes_a_chat_a_streamed_chat_and_embeddings() {
+    if !prerequisites() {
+        return;
+    }
+    let python = wasmesh_tests::cache_dir().join("venv/bin/python");
+    if !python.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "{} is missing (run `bash deploy/setup.sh`)", python.display());
+        eprintln!("skipping: no venv with the openai client");
+        return;
+    }
+    let fabric = Fabric::start("router-openai", 2);
+    let router = fabric.routers[1].0.addr;
+    wait_for("the routers to learn the openai app", Duration::from_secs(30), || {
+        fabric.call(1, "POST", "/v1/embeddings", Some(br#"{"model": "smollm2", "input": "hi"}"#)).status == 200
+    });
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("openai_client.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([&format!("http://{router}/v1"), &fabric.invoke, "smollm2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the openai client failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(seen["embedding_dims"].as_u64().unwrap() > 0);
+    // A wrong key is refused the OpenAI way (401).
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([&format!("http://{router}/v1"), "wsk_000000000000_wrong", "smollm2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -16,16 +16,22 @@ const DEMO_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// Arguments of `wasmesh up`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  wasmesh up --listen 127.0.0.1:8080\n  curl -s localhost:8080/fn/demo/chat -d '{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48}'"
+    after_help = "Example:\n  wasmesh up\n  KEY=$(cat ~/.cache/wasmesh/up/up-invoke.key)\n  curl -s localhost:8080/fn/demo/chat -H \"Authorization: Bearer $KEY\" -d '{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48}'"
 )]
 pub struct UpArgs {
-    /// Address the host serves HTTP on.
+    /// Address the router serves callers on (HTTP).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Address the registry serves its API on.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub registry_listen: SocketAddr,
-    /// State of the demo fabric (registry database, artifacts, node identity).
+    /// Address hosts dial the router on (QUIC).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub quic: SocketAddr,
+    /// The hosts' own HTTP addresses, one host each (requests straight to one host).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8081,127.0.0.1:8082")]
+    pub hosts: Vec<SocketAddr>,
+    /// State of the demo fabric (registry database, artifacts, identities, keys).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Folder holding the built example components (guest-components/build.sh).
@@ -35,19 +41,28 @@ pub struct UpArgs {
     pub engine: EngineArgs,
 }
 
-/// Runs `wasmesh up`: a registry and a host in this process, the demo app
-/// deployed through the registry like any other app.
+/// The built-in OpenAI API app.
+const OPENAI_MANIFEST: &str = "[app]\nname = \"openai\"\ndescription = \"The OpenAI-compatible API (/v1/...) routers send here\"\n\n[component.openai]\nsource = \"openai.wasm\"\nmodels = [\"smollm2\"]\n\n[[route]]\npath = \"/v1/...\"\ncomponent = \"openai\"\n";
+
+/// Runs `wasmesh up`: a registry, a router and two hosts in this process, on
+/// loopback; the demo and OpenAI apps deployed through the registry like any
+/// other, and answered through the router.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let components = args.components.clone().unwrap_or_else(|| cache_dir().join("components"));
-    if !components.join("chat.wasm").is_file() {
-        bail!(
-            "the example components are not built in {}: run `bash guest-components/build.sh` (or `bash deploy/demo.sh`, which does everything)",
-            components.display()
-        );
+    for c in ["chat.wasm", "openai.wasm"] {
+        if !components.join(c).is_file() {
+            bail!(
+                "the example components are not built in {}: run `bash guest-components/build.sh` (or `bash deploy/demo.sh`, which does everything)",
+                components.display()
+            );
+        }
     }
     let model = cache_dir().join(DEMO_MODEL);
     if args.engine.models.is_empty() && !model.is_file() {
         bail!("the demo model is missing at {}: run `bash deploy/setup.sh`", model.display());
+    }
+    if args.hosts.is_empty() {
+        bail!("--hosts needs at least one address");
     }
     let data = args.data.clone().unwrap_or_else(|| cache_dir().join("up"));
 
@@ -58,83 +73,124 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin = registry.create_admin_key_if_none().await?;
     let deploy_key = demo_key(&registry, &data, "up-deploy", Scope::Deploy).await?;
     let provider_key = demo_key(&registry, &data, "up-host", Scope::Provider).await?;
+    let router_key = demo_key(&registry, &data, "up-router", Scope::Admin).await?;
+    let invoke_key = demo_key(&registry, &data, "up-invoke", Scope::Invoke).await?;
     let registry_listener = tokio::net::TcpListener::bind(args.registry_listen)
         .await
         .with_context(|| format!("cannot listen on {}; pick another with --registry-listen", args.registry_listen))?;
     let registry_url = format!("http://{}", registry_listener.local_addr()?);
-    let registry_task = tokio::spawn(async move { registry.serve(registry_listener, super::shutdown_signal()).await });
+    let registry_task = tokio::spawn(async move { registry.serve(registry_listener, std::future::pending()).await });
 
-    // Deploy the demo app through it.
+    // Deploy the demo and OpenAI apps through it.
     let client = wasmesh_client::Client::new(&registry_url, Some(deploy_key))?;
-    let manifest = AppManifest::parse(DEMO_MANIFEST).context("the built-in demo manifest is invalid")?;
-    let mut blobs = std::collections::BTreeMap::new();
-    for (name, spec) in &manifest.component {
-        let blob = client
-            .upload_file(&components.join(&spec.source), ArtifactKind::Component, &wasmesh_client::NoProgress)
-            .await
-            .with_context(|| format!("cannot upload component '{name}'"))?;
-        blobs.insert(name.clone(), blob.blake3);
+    let mut deployed = Vec::new();
+    for text in [DEMO_MANIFEST, OPENAI_MANIFEST] {
+        let manifest = AppManifest::parse(text).context("a built-in manifest is invalid")?;
+        let mut blobs = std::collections::BTreeMap::new();
+        for (name, spec) in &manifest.component {
+            let blob = client
+                .upload_file(&components.join(&spec.source), ArtifactKind::Component, &wasmesh_client::NoProgress)
+                .await
+                .with_context(|| format!("cannot upload component '{name}'"))?;
+            blobs.insert(name.clone(), blob.blake3);
+        }
+        deployed.push(client.deploy_uploaded(&manifest.app.name, text, blobs).await?);
     }
-    let version = client.deploy_uploaded(&manifest.app.name, DEMO_MANIFEST, blobs).await?;
 
-    // The host, joined to the registry.
-    let engine = args.engine.build(vec![("smollm2".to_string(), model)])?;
-    let host = Host::new(HostConfig::default(), engine)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .context("cannot create the Wasmtime engine")?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
+    // The router.
+    let mut router_config =
+        wasmesh_router::RouterConfig::new(registry_url.clone(), router_key, data.join("router"), args.quic);
+    router_config.name = "up-router".into();
+    let router = std::sync::Arc::new(wasmesh_router::Router::start(router_config).await?);
+    let router_listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)
     })?;
-    let addr = listener.local_addr()?;
-    let agent = wasmesh_agent::Agent::start(
-        host.clone(),
-        wasmesh_agent::AgentConfig {
-            registry: registry_url.clone(),
-            key: provider_key,
-            data_dir: data.join("host"),
-            name: "up".into(),
-            heartbeat_interval: std::time::Duration::from_secs(10),
-            share: wasmesh_api::wire::ResourceShare {
-                model_memory_bytes: args.engine.model_memory_mb << 20,
-                max_concurrency: HostConfig::default().max_instances,
-            },
-            pressure: Default::default(),
-            routers: Vec::new(),
-        },
-        std::time::Duration::from_secs(10),
-    )
-    .await?;
-    let serving = {
-        let host = host.clone();
-        tokio::spawn(async move { host.serve_with_shutdown(listener, super::shutdown_signal()).await })
-    };
-    for model in host.inference().models() {
-        tracing::info!(%model, "loading model");
-        host.inference().preload(&model).await.with_context(|| format!("cannot load model '{model}'"))?;
+    let addr = router_listener.local_addr()?;
+
+    // Two hosts (one llama.cpp engine between them: the model loads once), each
+    // joined to the registry and dialling the router.
+    let engine = args.engine.build(vec![("smollm2".to_string(), model)])?;
+    let mut hosts = Vec::new();
+    let mut agents = Vec::new();
+    let mut serving = Vec::new();
+    for (i, listen) in args.hosts.iter().enumerate() {
+        let host = Host::new(HostConfig::default(), engine.clone())
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .context("cannot create the Wasmtime engine")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}; pick others with --hosts A,B"))?;
+        let host_addr = listener.local_addr()?;
+        agents.push(
+            wasmesh_agent::Agent::start(
+                host.clone(),
+                wasmesh_agent::AgentConfig {
+                    registry: registry_url.clone(),
+                    key: provider_key.clone(),
+                    data_dir: data.join(format!("host{i}")),
+                    name: format!("up-host-{i}"),
+                    heartbeat_interval: std::time::Duration::from_secs(10),
+                    share: wasmesh_api::wire::ResourceShare {
+                        model_memory_bytes: args.engine.model_memory_mb << 20,
+                        max_concurrency: HostConfig::default().max_instances,
+                    },
+                    pressure: Default::default(),
+                    routers: vec![args.quic],
+                },
+                std::time::Duration::from_secs(10),
+            )
+            .await?,
+        );
+        let h = host.clone();
+        serving.push(tokio::spawn(async move { h.serve(listener).await }));
+        hosts.push((host, host_addr));
     }
-    host.set_ready(true);
+    for model in engine.models() {
+        tracing::info!(%model, "loading model");
+        engine.preload(&model).await.with_context(|| format!("cannot load model '{model}'"))?;
+    }
+    for (host, _) in &hosts {
+        host.set_ready(true);
+    }
+    // Ready when the router sees both hosts.
+    let started = std::time::Instant::now();
+    while router.ready_hosts() < hosts.len() && started.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
     println!();
-    println!("wasmesh is up ({})", host.inference().summary());
+    println!("wasmesh is up ({})", engine.summary());
+    println!("  router    http://{addr}  (QUIC {} for hosts)", args.quic);
     println!("  registry  {registry_url}  (state in {})", data.display());
     if let Some(key) = admin {
         println!("  admin key (shown once): {key}");
     }
-    println!("  node      {}  serving {} version {}", agent.node_id, version.app, version.version);
-    for (app, path, component) in host.routes() {
-        println!("  http://{addr}{path}  ({app}/{component})");
+    for (agent, (_, host_addr)) in agents.iter().zip(&hosts) {
+        println!("  host      http://{host_addr}  node {}", agent.node_id);
     }
-    println!("  http://{addr}/health");
+    for v in &deployed {
+        println!("  app       {} version {}", v.app, v.version);
+    }
+    let key_file = data.join("up-invoke.key");
+    println!("  caller key ({}): {invoke_key}", key_file.display());
     println!();
     println!("Try:");
+    println!("  KEY=$(cat {})", key_file.display());
     println!(
-        "  curl -s http://{addr}/fn/demo/chat -d '{{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48, \"temperature\": 0, \"chat\": true}}'"
+        "  curl -s http://{addr}/fn/demo/chat -H \"Authorization: Bearer $KEY\" -d '{{\"prompt\": \"What is WebAssembly?\", \"max_tokens\": 48, \"temperature\": 0, \"chat\": true}}'"
     );
-    println!("  curl -s http://{addr}/fn/demo/hello");
+    println!("  curl -s http://{addr}/fn/demo/hello -H \"Authorization: Bearer $KEY\"");
+    println!(
+        "  curl -s http://{addr}/v1/chat/completions -H \"Authorization: Bearer $KEY\" -d '{{\"model\": \"smollm2\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hi!\"}}]}}'"
+    );
     println!();
-    serving.await.context("server task failed")??;
+    let result = router.serve(router_listener, super::shutdown_signal()).await;
     registry_task.abort();
-    drop(agent);
-    Ok(())
+    for s in serving {
+        s.abort();
+    }
+    drop(agents);
+    result.context("router failed")
 }
 
 /// The demo's own key for `scope`, kept in the data folder so restarts reuse it.

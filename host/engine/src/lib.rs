@@ -113,6 +113,19 @@ pub struct GenerateParams {
     pub lora: Option<String>,
     /// The adapter's scale (1.0 as trained; 0 is the base model).
     pub lora_scale: f32,
+    /// A whole conversation to render with the model's chat template (the prompt
+    /// tensor is then ignored); OpenAI's `messages`.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// What was said.
+    pub content: String,
 }
 
 impl Default for GenerateParams {
@@ -130,6 +143,7 @@ impl Default for GenerateParams {
             return_tokens: false,
             lora: None,
             lora_scale: 1.0,
+            messages: Vec::new(),
         }
     }
 }
@@ -167,6 +181,12 @@ impl GenerateParams {
         }
         if self.stop.len() > 16 || self.stop.iter().any(|s| s.is_empty() || s.len() > 256) {
             return bad("stop takes at most 16 non-empty strings of at most 256 bytes".into());
+        }
+        if self.messages.len() > 1024 {
+            return bad("messages takes at most 1024 turns".into());
+        }
+        if let Some(m) = self.messages.iter().find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant")) {
+            return bad(format!("message role must be system, user or assistant, got '{}'", m.role));
         }
         Ok(())
     }

@@ -629,7 +629,7 @@ impl<'m> Scheduler<'m> {
     }
 
     fn render_prompt(&self, prompt: &str, params: &GenerateParams) -> Result<String, EngineError> {
-        if !params.chat {
+        if !params.chat && params.messages.is_empty() {
             return Ok(prompt.to_string());
         }
         let template = self.template.ok_or_else(|| {
@@ -637,10 +637,21 @@ impl<'m> Scheduler<'m> {
                 "this model has no chat template in its GGUF; send a raw prompt with \"chat\": false".into(),
             )
         })?;
-        let message = LlamaChatMessage::new("user".into(), prompt.into())
-            .map_err(|e| EngineError::InvalidRequest(format!("prompt: {e}")))?;
+        let messages = if params.messages.is_empty() {
+            vec![
+                LlamaChatMessage::new("user".into(), prompt.into())
+                    .map_err(|e| EngineError::InvalidRequest(format!("prompt: {e}")))?,
+            ]
+        } else {
+            params
+                .messages
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::InvalidRequest(format!("messages: {e}")))?
+        };
         self.model
-            .apply_chat_template(template, &[message], true)
+            .apply_chat_template(template, &messages, true)
             .map_err(|e| EngineError::Internal(format!("chat template: {e}")))
     }
 }

@@ -56,6 +56,8 @@ pub struct RouterConfig {
     pub first_byte_timeout: Duration,
     /// Whether callers need an `invoke` key.
     pub require_key: bool,
+    /// The app whose component serves the OpenAI API (`/v1/...`).
+    pub openai_app: String,
 }
 
 impl RouterConfig {
@@ -71,6 +73,7 @@ impl RouterConfig {
             max_body_bytes: 16 << 20,
             first_byte_timeout: Duration::from_secs(300),
             require_key: true,
+            openai_app: "openai".into(),
         }
     }
 }
@@ -198,6 +201,17 @@ impl Router {
         self.inner.links.len()
     }
 
+    /// Hosts connected and ready, as the routing table has them now.
+    pub fn ready_hosts(&self) -> usize {
+        let routed = self.inner.routed.load();
+        self.inner
+            .links
+            .reports()
+            .iter()
+            .filter(|(id, r)| r.ready && routed.snapshot.index_of(id).is_some_and(|n| routed.snapshot.is_ready(n)))
+            .count()
+    }
+
     /// Serves callers' HTTP on `listener` until `shutdown` resolves.
     pub async fn serve(
         &self,
@@ -255,9 +269,14 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
     let response = match path.as_str() {
         "/health" => health(inner),
         "/metrics" => metrics(inner),
+        "/v1/models" => models(inner, req).await,
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => openai(inner, path.clone(), req).await,
         _ => match path.strip_prefix("/fn/") {
             Some(rest) => function(inner, rest.to_string(), req).await,
-            None => error(StatusCode::NOT_FOUND, format!("no route for {path}: functions are under /fn/APP/...")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no route for {path}: functions are under /fn/APP/..., the OpenAI API under /v1/..."),
+            ),
         },
     };
     let class = format!("{}xx", response.status().as_u16() / 100);
@@ -267,7 +286,13 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn health(inner: &Inner) -> Response<Body> {
-    let ready = inner.links.reports().iter().filter(|(_, r)| r.ready).count();
+    let routed = inner.routed.load();
+    let ready = inner
+        .links
+        .reports()
+        .iter()
+        .filter(|(id, r)| r.ready && routed.snapshot.index_of(id).is_some_and(|n| routed.snapshot.is_ready(n)))
+        .count();
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -370,28 +395,88 @@ async fn function(inner: &Arc<Inner>, rest: String, req: Request<Incoming>) -> R
         Ok(m) => m,
         Err(response) => return response,
     };
-    let (parts, body) = req.into_parts();
-    let body = match http_body_util::Limited::new(body, inner.config.max_body_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body over the router's limit of {} bytes", inner.config.max_body_bytes),
-            );
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}")),
+    let (parts, body) = match buffer(inner, req).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
-    let head = wasmesh_tunnel::RequestHead {
+    let head = head_of(&parts, None);
+    link::forward(inner, &app, model, head, body).await
+}
+
+/// The OpenAI-compatible API: served by the built-in `openai` app's component on
+/// the hosts, routed by the body's `model`.
+async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req).await {
+        return denied;
+    }
+    let app = inner.config.openai_app.clone();
+    if !inner.apps.load().contains_key(&app) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the OpenAI API needs the built-in '{app}' app deployed (guest-components/openai; `wasmesh up` deploys it)"
+            ),
+        );
+    }
+    let (parts, body) = match buffer(inner, req).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    let model = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => match v.get("model").and_then(|m| m.as_str()).map(ModelKey::parse) {
+            Some(Ok(key)) => key,
+            Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("invalid `model`: {e}")),
+            None => return error(StatusCode::BAD_REQUEST, "`model` is required (GET /v1/models lists them)"),
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    let head = head_of(&parts, Some(format!("/fn/{app}{path}")));
+    link::forward(inner, &app, Some(model), head, body).await
+}
+
+/// `GET /v1/models`: what the registry has and what hosts hold.
+async fn models(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req).await {
+        return denied;
+    }
+    let mut names: std::collections::BTreeSet<String> = inner.model_sizes.load().keys().cloned().collect();
+    for (_, report) in inner.links.reports() {
+        names.extend(report.models.into_iter().map(|m| m.name));
+    }
+    let data: Vec<serde_json::Value> = names
+        .into_iter()
+        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "wasmesh" }))
+        .collect();
+    json(StatusCode::OK, serde_json::json!({ "object": "list", "data": data }))
+}
+
+/// Reads the whole body (so a failed node can be retried), within the limit.
+async fn buffer(inner: &Inner, req: Request<Incoming>) -> Result<(http::request::Parts, Bytes), Response<Body>> {
+    let (parts, body) = req.into_parts();
+    match http_body_util::Limited::new(body, inner.config.max_body_bytes).collect().await {
+        Ok(b) => Ok((parts, b.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over the router's limit of {} bytes", inner.config.max_body_bytes),
+        )),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
+    }
+}
+
+/// The head forwarded to a host: `uri` (or the original), headers without hop-by-hop ones or the caller's key.
+fn head_of(parts: &http::request::Parts, uri: Option<String>) -> wasmesh_tunnel::RequestHead {
+    wasmesh_tunnel::RequestHead {
         method: parts.method.to_string(),
-        uri: parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string()),
+        uri: uri.unwrap_or_else(|| {
+            parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| parts.uri.path().to_string())
+        }),
         headers: parts
             .headers
             .iter()
             .filter(|(name, _)| *name != http::header::AUTHORIZATION && *name != http::header::CONNECTION)
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect(),
-    };
-    link::forward(inner, &app, model, head, body).await
+    }
 }
 
 async fn rebuild_loop(inner: Arc<Inner>) {

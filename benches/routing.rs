@@ -1,0 +1,233 @@
+//! `cargo bench --bench routing`: the routing policy and the router, in one run.
+//!
+//! 1. The fabric simulator (`wasmesh_routing::sim`): our policy and three naive ones
+//!    (random, round-robin, least-loaded) replay one workload (10,000 nodes, 1,000
+//!    models, Zipf popularity, churn); warm-hit rate and max/mean load for each, and
+//!    our routing decision's p50/p99 at 10,000 nodes.
+//! 2. A real fabric in this process (registry, router, one host joined to the router
+//!    over QUIC): `hello` requests/s and p50/p99 latency under `wrk`, through the
+//!    router and QUIC versus straight to the host.
+//!
+//! Ends with one line of JSON holding every figure. Environment (optional):
+//! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmesh_api::wire::{ArtifactKind, ResourceShare, Scope};
+use wasmesh_benches::wrk_stats;
+use wasmesh_routing::sim::{SimConfig, run};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let mut figures = simulate();
+    println!();
+    match fabric() {
+        Ok(f) => {
+            for (k, v) in f {
+                figures[k] = v;
+            }
+        }
+        Err(e) => {
+            eprintln!("router part skipped: {e}");
+            figures["router_error"] = serde_json::json!(e);
+        }
+    }
+    println!("{}", figures);
+}
+
+/// Starts a registry, a router and a host in this process and measures `hello`
+/// both ways with `wrk`.
+fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
+    let hello = wasmesh_tests::components_dir().join("hello.wasm");
+    if !hello.is_file() {
+        return Err(format!("{} is missing: run `bash guest-components/build.sh`", hello.display()));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("wasmesh-routing-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (router_url, host_url, invoke) = runtime.block_on(async {
+        let registry = wasmesh_registry::Registry::open(wasmesh_registry::RegistryConfig::new(dir.join("registry")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let admin = registry.create_admin_key_if_none().await.map_err(|e| e.to_string())?.ok_or("no admin key")?;
+        let provider = registry.create_key("bench-host", &[Scope::Provider]).await.map_err(|e| e.to_string())?;
+        let invoke = registry.create_key("bench-caller", &[Scope::Invoke]).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let registry_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(async move { registry.serve(listener, std::future::pending()).await });
+
+        let client = wasmesh_client::Client::new(&registry_url, Some(admin.clone())).map_err(|e| e.to_string())?;
+        let blob = client
+            .upload_bytes(std::fs::read(&hello).map_err(|e| e.to_string())?.into(), ArtifactKind::Component)
+            .await
+            .map_err(|e| e.to_string())?;
+        let manifest = "[app]\nname = \"bench\"\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n";
+        client
+            .deploy_uploaded("bench", manifest, [("hello".to_string(), blob.blake3)].into())
+            .await
+            .map_err(|e| e.to_string())?;
+
+        let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())?;
+        let router = wasmesh_router::Router::start(wasmesh_router::RouterConfig::new(
+            registry_url.clone(),
+            admin,
+            dir.join("router"),
+            quic,
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let router_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        let router = Arc::new(router);
+        {
+            let router = router.clone();
+            tokio::spawn(async move { router.serve(listener, std::future::pending()).await });
+        }
+
+        let engine = Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new()));
+        let host = wasmesh_host::Host::new(wasmesh_host::HostConfig::default(), engine).map_err(|e| e.to_string())?;
+        let agent = wasmesh_agent::Agent::start(
+            host.clone(),
+            wasmesh_agent::AgentConfig {
+                registry: registry_url,
+                key: provider,
+                data_dir: dir.join("host"),
+                name: "bench-host".into(),
+                heartbeat_interval: Duration::from_secs(10),
+                share: ResourceShare { model_memory_bytes: 1 << 30, max_concurrency: 256 },
+                pressure: Default::default(),
+                routers: vec![quic],
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        std::mem::forget(agent);
+        host.set_ready(true);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let host_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+        tokio::spawn(async move { host.serve(listener).await });
+        std::mem::forget(router);
+        Ok::<_, String>((router_url, host_url, invoke))
+    })?;
+    // Wait until the router routes to the host.
+    let auth = format!("Authorization: Bearer {invoke}");
+    let started = Instant::now();
+    loop {
+        let ok = std::process::Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "-H", &auth, &format!("{router_url}/fn/bench/hello")])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the router never routed to the host".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let direct = wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, 5)?;
+    let routed = wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, 5)?;
+    println!("hello, wrk -t1 -c16 -d5s, one host on loopback:");
+    println!(
+        "  straight to the host:   {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms",
+        direct.rps, direct.p50_ms, direct.p99_ms
+    );
+    println!(
+        "  through router + QUIC:  {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms",
+        routed.rps, routed.p50_ms, routed.p99_ms
+    );
+    println!("  router/direct throughput {:.3}", routed.rps / direct.rps);
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(runtime);
+    Ok(vec![
+        ("hello_direct_rps", serde_json::json!(direct.rps.round())),
+        ("hello_direct_p50_ms", serde_json::json!(direct.p50_ms)),
+        ("hello_direct_p99_ms", serde_json::json!(direct.p99_ms)),
+        ("hello_router_rps", serde_json::json!(routed.rps.round())),
+        ("hello_router_p50_ms", serde_json::json!(routed.p50_ms)),
+        ("hello_router_p99_ms", serde_json::json!(routed.p99_ms)),
+        ("hello_router_vs_direct", serde_json::json!((routed.rps / direct.rps * 1000.0).round() / 1000.0)),
+    ])
+}
+
+fn simulate() -> serde_json::Value {
+    let mut cfg = SimConfig::default();
+    cfg.ticks = env_or("ROUTING_BENCH_TICKS", cfg.ticks);
+    cfg.warmup = cfg.warmup.min(cfg.ticks / 2);
+    cfg.nodes = env_or("ROUTING_BENCH_NODES", cfg.nodes);
+    cfg.models = env_or("ROUTING_BENCH_MODELS", cfg.models);
+    cfg.seed = env_or("ROUTING_BENCH_SEED", cfg.seed);
+    cfg.zipf_s = env_or("ROUTING_BENCH_ZIPF", cfg.zipf_s);
+    cfg.utilisation = env_or("ROUTING_BENCH_UTIL", cfg.utilisation);
+
+    println!("routing bench: fabric simulator, same workload and churn for every policy");
+    println!(
+        "  nodes {}  models {}  zipf s {}  target utilisation {:.0}%  concurrency {:?}  RAM {:?} GiB  disk {:?} GiB",
+        cfg.nodes,
+        cfg.models,
+        cfg.zipf_s,
+        100.0 * cfg.utilisation,
+        cfg.concurrency,
+        cfg.ram_gib,
+        cfg.disk_gib
+    );
+    println!(
+        "  model sizes {}-{} GiB log-uniform  request duration {}-{} ticks  ticks {} (warm-up {})  churn {}/tick, down {}-{} ticks",
+        cfg.model_gib.0,
+        cfg.model_gib.1,
+        cfg.duration.0,
+        cfg.duration.1,
+        cfg.ticks,
+        cfg.warmup,
+        cfg.churn,
+        cfg.downtime.0,
+        cfg.downtime.1
+    );
+    println!(
+        "  load from disk {} ticks, from network {} ticks  policy: c = {}, busy {}, min warm {}, max loading {}, warm scan {}",
+        cfg.load_ticks_disk,
+        cfg.load_ticks_network,
+        cfg.policy.load_factor,
+        cfg.policy.busy_fraction,
+        cfg.policy.min_warm,
+        cfg.policy.max_loading,
+        cfg.policy.warm_scan
+    );
+    let started = Instant::now();
+    let report = match run(&cfg) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("routing bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "  {} requests/tick, {} slots in all; ran in {:.1} s (per policy: {})",
+        report.arrivals_per_tick,
+        report.capacity,
+        started.elapsed().as_secs_f64(),
+        report.policies.iter().map(|p| format!("{} {:.1} s", p.policy.name(), p.run_s)).collect::<Vec<_>>().join(", ")
+    );
+    println!();
+    print!("{}", report.table());
+    if let Some(ours) = report.policy(wasmesh_routing::sim::Policy::Ours) {
+        println!(
+            "targets: warm hits >= 99.9% ({}), max/mean <= 1.25 ({}), decision p99 <= 20 us ({})",
+            if ours.warm_hit_rate() >= 0.999 { "met" } else { "MISSED" },
+            if ours.max_over_mean <= 1.25 { "met" } else { "MISSED" },
+            match &report.latency {
+                Some(l) if l.p99_us <= 20.0 => "met",
+                Some(_) => "MISSED",
+                None => "not measured",
+            }
+        );
+    }
+    serde_json::from_str(&report.json()).expect("the simulator's JSON parses")
+}
