@@ -789,3 +789,75 @@ fn up_runs_the_demo_fabric_through_its_registry_and_router() {
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn uploads_resume_where_they_stopped_and_login_remembers_the_registry() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("resume");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "resume") else { return };
+    let deployer = registry.key(&[Scope::Deploy]);
+    let addr = registry.process.addr;
+    let auth = format!("Bearer {deployer}");
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+
+    // An interrupted upload of the model: only part 1 arrived.
+    let model = std::fs::read(model_path()).unwrap();
+    let hash = wasmesh_client::NoProgress;
+    let hash = runtime().block_on(wasmesh_client::hash_file(&model_path(), model.len() as u64, &hash)).unwrap();
+    let start = serde_json::json!({ "blake3": hash, "size": model.len(), "kind": "model" }).to_string();
+    let session =
+        request(addr, "POST", "/v1/uploads", &headers, Some(Payload::Sized(start.as_bytes()))).unwrap().json();
+    let (id, part_size) =
+        (session["id"].as_str().unwrap().to_string(), session["part_size"].as_u64().unwrap() as usize);
+    assert!(session["parts"].as_u64().unwrap() > 2, "the model spans several parts");
+    let part = &model[part_size..2 * part_size];
+    let r =
+        request(addr, "PUT", &format!("/v1/uploads/{id}/parts/1"), &headers[..1], Some(Payload::Sized(part))).unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Completing now names the missing parts.
+    let r = request(addr, "POST", &format!("/v1/uploads/{id}/complete"), &headers[..1], None).unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("have not arrived"), "{}", r.text());
+
+    // `wasmesh login` stores the registry and key; later commands need neither flag.
+    let config = dir.join("config.toml");
+    let out = Command::new(wasmesh_bin())
+        .args(["login", "--registry", &registry.url(), "--key", &deployer])
+        .env("WASMESH_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&config).unwrap().permissions().mode() & 0o777, 0o600, "the key file is private");
+    }
+    // The push resumes the same upload and sends only what is missing.
+    let out = Command::new(wasmesh_bin())
+        .args(["models", "push", model_path().to_str().unwrap(), "--name", "smollm2", "--json"])
+        .env("WASMESH_CONFIG", &config)
+        .env_remove("WASMESH_REGISTRY")
+        .env_remove("WASMESH_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pushed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pushed["blake3"], hash);
+    assert_eq!(pushed["size"], model.len());
+    let pieces = pushed["pieces"]["hashes"].as_array().unwrap();
+    let piece_length = pushed["pieces"]["piece_length"].as_u64().unwrap() as usize;
+    assert_eq!(pieces.len(), model.len().div_ceil(piece_length));
+    assert_eq!(pieces[0], blake3::hash(&model[..piece_length]).to_hex().as_str());
+    // Bytes received: the whole model once (part 1 was not sent twice).
+    let metrics = request(addr, "GET", "/metrics", &[], None).unwrap().text();
+    let received: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmesh_registry_upload_bytes_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert_eq!(received, model.len() as u64, "a resumed upload sends each part once");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

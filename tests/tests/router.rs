@@ -395,3 +395,116 @@ fn the_openai_client_completes_a_chat_a_streamed_chat_and_embeddings() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_stream_whose_host_dies_ends_with_an_error_event_not_a_hang() {
+    if !prerequisites() {
+        return;
+    }
+    let mut fabric = Fabric::start("router-stream", 2);
+    wait_for("the routers to learn the app", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
+    });
+    let (router, key) = (fabric.routers[0].0.addr, format!("Bearer {}", fabric.invoke));
+    let stream = std::thread::spawn(move || {
+        let body = br#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
+        let started = Instant::now();
+        let r = request(router, "POST", "/fn/demo/chat", &[("Authorization", &key)], Some(Payload::Sized(body)));
+        (r, started.elapsed())
+    });
+    // Find the host generating it, let it stream a little, then kill it.
+    let mut serving = None;
+    wait_for("a host to take the stream", Duration::from_secs(30), || {
+        serving = (0..2).find(|i| fabric.host_health(*i)["in_flight"].as_u64().unwrap_or(0) > 0);
+        serving.is_some()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let killed = Instant::now();
+    fabric.hosts[serving.unwrap()].as_mut().unwrap().kill9();
+    let (response, _) = stream.join().unwrap();
+    let response = response.expect("the router answered");
+    let after_kill = killed.elapsed();
+    assert_eq!(response.status, 200, "the stream had started");
+    let text = response.text();
+    assert!(text.contains("data: {\"text\""), "tokens arrived before the kill: {text}");
+    assert!(
+        text.trim_end().ends_with('}') && text.contains("event: error"),
+        "the stream ends with an error event: {text}"
+    );
+    assert!(after_kill < Duration::from_secs(30), "the stream ended {after_kill:?} after the kill");
+    // The other host still serves.
+    assert_eq!(fabric.call(0, "GET", "/fn/demo/hello", None).status, 200);
+}
+
+#[test]
+fn a_private_app_runs_only_on_its_network_and_public_apps_never_there() {
+    if !prerequisites() {
+        return;
+    }
+    let mut fabric = Fabric::start("router-network", 1);
+    // A second host whose provider key puts it in network "acme".
+    let rt = runtime();
+    let admin = Client::new(&fabric.registry_url(), Some(fabric.admin.clone())).unwrap();
+    let acme = rt.block_on(admin.create_network_key("acme-host", &[Scope::Provider], "acme")).unwrap();
+    assert_eq!(acme.info.network.as_deref(), Some("acme"));
+    fabric.provider = acme.key;
+    fabric.host_addrs.push(free_addr());
+    fabric.hosts.push(None);
+    fabric.start_host(1);
+    fabric.wait_for_hosts(2);
+    // The private app.
+    let app = fabric.dir.join("private");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::copy(components_dir().join("hello.wasm"), app.join("hello.wasm")).unwrap();
+    std::fs::write(
+        app.join("wasmesh.toml"),
+        "[app]\nname = \"private\"\nnetwork = \"acme\"\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n",
+    )
+    .unwrap();
+    // Only a key of the network may deploy to it.
+    let public_deployer = rt.block_on(admin.create_key("deploy", &[Scope::Deploy])).unwrap().key;
+    let client = Client::new(&fabric.registry_url(), Some(public_deployer)).unwrap();
+    match rt.block_on(client.deploy(&app.join("wasmesh.toml"), &wasmesh_client::NoProgress)) {
+        Err(wasmesh_client::ClientError::Api { status: 403, .. }) => {}
+        other => panic!("a public key deployed to a private network: {other:?}"),
+    }
+    let deployer = rt.block_on(admin.create_network_key("acme-deploy", &[Scope::Deploy], "acme")).unwrap().key;
+    let client = Client::new(&fabric.registry_url(), Some(deployer)).unwrap();
+    rt.block_on(client.deploy(&app.join("wasmesh.toml"), &wasmesh_client::NoProgress)).unwrap();
+    wait_for("the router to learn the private app", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/private/hello", None).status == 200
+    });
+    wait_for("the public app", Duration::from_secs(30), || fabric.call(0, "GET", "/fn/demo/hello", None).status == 200);
+    let served = |i: usize| fabric.host_health(i)["served"].as_u64().unwrap();
+    let before = (served(0), served(1));
+    for i in 0..20 {
+        assert_eq!(fabric.call(i % 2, "GET", "/fn/private/hello", None).status, 200);
+    }
+    let mid = (served(0), served(1));
+    assert_eq!(mid.0, before.0, "the public host served a private request");
+    assert_eq!(mid.1, before.1 + 20, "the acme host served every private request");
+    for i in 0..20 {
+        assert_eq!(fabric.call(i % 2, "GET", "/fn/demo/hello", None).status, 200);
+    }
+    let after = (served(0), served(1));
+    assert_eq!(after.1, mid.1, "the acme host served a public request");
+    assert_eq!(after.0, mid.0 + 20);
+    // Each host loaded only its own network's apps.
+    let apps = |i: usize| -> Vec<String> {
+        let health = fabric.host_health(i);
+        let mut apps: Vec<String> =
+            health["routes"].as_array().unwrap().iter().map(|r| r["app"].as_str().unwrap().to_string()).collect();
+        apps.sort();
+        apps.dedup();
+        apps
+    };
+    assert_eq!(apps(1), ["private"], "the acme host serves only the acme app");
+    assert!(!apps(0).contains(&"private".to_string()), "the public host got the private app: {:?}", apps(0));
+    // With the acme host gone, the private app is refused, not sent elsewhere.
+    fabric.hosts[1].as_mut().unwrap().kill9();
+    wait_for("the router to drop the acme host", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/private/hello", None).status == 503
+    });
+    let r = fabric.call(0, "GET", "/fn/private/hello", None);
+    assert!(r.text().contains("private network 'acme'"), "{}", r.text());
+}

@@ -420,6 +420,10 @@ pub enum KeysCommand {
         /// admin, deploy, provider or invoke (repeatable).
         #[arg(long = "scope", required = true)]
         scopes: Vec<Scope>,
+        /// Nodes registered with this (provider) key join this private network; apps
+        /// with `network = "NAME"` run only on them.
+        #[arg(long)]
+        network: Option<String>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -437,8 +441,12 @@ pub enum KeysCommand {
 /// Runs `wasmesh keys ...`.
 pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { name, scopes, conn } => {
-            let key = conn.client()?.create_key(&name, &scopes).await?;
+        KeysCommand::Create { name, scopes, network, conn } => {
+            let client = conn.client()?;
+            let key = match &network {
+                Some(n) => client.create_network_key(&name, &scopes, n).await?,
+                None => client.create_key(&name, &scopes).await?,
+            };
             if conn.json {
                 return print_json(&key);
             }

@@ -31,6 +31,9 @@ pub struct RouterArgs {
     /// Serve callers without an API key (for trusted networks and demos only).
     #[arg(long)]
     pub open: bool,
+    /// Requests per second allowed per caller key (bursts of twice that).
+    #[arg(long, default_value_t = 200.0)]
+    pub rate_per_key: f64,
 }
 
 /// Runs `wasmesh router`.
@@ -42,6 +45,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
     let mut config = wasmesh_router::RouterConfig::new(args.registry.clone(), args.key.clone(), data, args.quic);
     config.name = args.name.clone();
     config.require_key = !args.open;
+    config.per_key_rps = args.rate_per_key;
     let router = wasmesh_router::Router::start(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)

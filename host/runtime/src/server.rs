@@ -421,10 +421,13 @@ impl Host {
             }
         }
         let started = Instant::now();
+        // In flight until the response body is done or dropped (a streamed answer
+        // counts for as long as it streams), or this future is dropped.
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(self.clone());
         let response = self.invoke(&component, req).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.served.fetch_add(1, Ordering::Relaxed);
+        let response = response.map(|body| WithGuard { inner: body, _guard: guard }.boxed_unsync());
         tracing::debug!(
             app = %component.app,
             component = %component.name,
@@ -698,6 +701,38 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<HostB
 
 fn json_error(status: StatusCode, body: serde_json::Value) -> Response<HostBody> {
     json_response(status, &body)
+}
+
+/// Counts a request in flight while it lives.
+struct InFlight(Arc<Host>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A body that keeps a value alive until the body is dropped.
+struct WithGuard<G> {
+    inner: HostBody,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for WithGuard<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A response body that fails once the component writes more than its cap.

@@ -5,6 +5,7 @@
 //! the app manifest, `wasmesh.toml` ([`manifest`]), and the registry's wire
 //! types ([`wire`]).
 
+pub mod limit;
 pub mod manifest;
 pub mod wire;
 

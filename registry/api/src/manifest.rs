@@ -66,6 +66,11 @@ pub struct AppInfo {
     /// One line about the app.
     #[serde(default)]
     pub description: Option<String>,
+    /// A private network: routers send this app's requests only to nodes in it (nodes
+    /// join one through their provider key; see `wasmesh keys create --network`).
+    /// Example: `network = "acme"`.
+    #[serde(default)]
+    pub network: Option<String>,
 }
 
 /// One `[component.NAME]` table.
@@ -192,6 +197,9 @@ impl AppManifest {
     /// Checks names, routes and limits.
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name("app name", &self.app.name)?;
+        if let Some(network) = &self.app.network {
+            check_name("network name", network)?;
+        }
         if self.component.is_empty() {
             return Err(ManifestError::Invalid(
                 "the app has no components: add a [component.NAME] table with `source = \"NAME.wasm\"`".into(),

@@ -69,6 +69,9 @@ pub struct CreateKey {
     pub name: String,
     /// What the key may do.
     pub scopes: Vec<Scope>,
+    /// For provider keys: the private network the nodes it registers join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// A key as listed (never its secret).
@@ -84,6 +87,9 @@ pub struct KeyInfo {
     pub created_at_ms: u64,
     /// Whether it was revoked.
     pub revoked: bool,
+    /// The private network of the nodes it registers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// `GET /v1/whoami`: the key a request was made with.
@@ -501,6 +507,11 @@ pub fn node_id_for(public_key: &[u8; 32]) -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+/// The certificate name that puts a node in private network `network`.
+pub fn network_name(network: &str) -> String {
+    format!("{network}.net.wasmesh")
 }
 
 /// What a node signs to register.

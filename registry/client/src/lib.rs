@@ -116,6 +116,9 @@ impl Client {
     pub fn new(base: &str, key: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Every call ends: a stalled registry cannot hang a heartbeat loop or a
+            // caller. Long polls and downloads set their own.
+            .timeout(Duration::from_secs(120))
             .user_agent(concat!("wasmesh/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Invalid(format!("cannot create an HTTP client: {e}")))?;
@@ -192,7 +195,13 @@ impl Client {
 
     /// Creates an API key (admin).
     pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> Result<CreatedKey> {
-        self.post("/v1/keys", &CreateKey { name: name.into(), scopes: scopes.to_vec() }).await
+        self.post("/v1/keys", &CreateKey { name: name.into(), scopes: scopes.to_vec(), network: None }).await
+    }
+
+    /// Creates a provider key whose nodes join private network `network` (admin).
+    pub async fn create_network_key(&self, name: &str, scopes: &[Scope], network: &str) -> Result<CreatedKey> {
+        let req = CreateKey { name: name.into(), scopes: scopes.to_vec(), network: Some(network.into()) };
+        self.post("/v1/keys", &req).await
     }
 
     /// Lists keys (admin).
@@ -369,7 +378,11 @@ impl Client {
 
     /// Downloads artifact `hash` to `dest` (via a temporary file), verifying its blake3.
     pub async fn download(&self, hash: &str, dest: &Path, progress: &dyn Progress) -> Result<()> {
-        let response = self.send(self.request(reqwest::Method::GET, &format!("/v1/blobs/{hash}"))).await?;
+        let response = self
+            .send(
+                self.request(reqwest::Method::GET, &format!("/v1/blobs/{hash}")).timeout(Duration::from_secs(6 * 3600)),
+            )
+            .await?;
         let total = response.content_length().unwrap_or(0);
         let tmp = dest.with_extension("partial");
         if let Some(dir) = dest.parent() {

@@ -84,7 +84,12 @@ impl FromRequestParts<Arc<State>> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut http::request::Parts, state: &Arc<State>) -> Result<Self, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        state.auth.authenticate(&state.db, header).await
+        let source = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        state.auth.authenticate(&state.db, header, source).await
     }
 }
 
@@ -134,7 +139,7 @@ async fn whoami(caller: Caller) -> Response {
 
 async fn keys_create(S(state): St, caller: Caller, Json(req): Json<CreateKey>) -> ApiResult<Response> {
     caller.require(Scope::Admin)?;
-    let key = create_key(&state.db, &req.name, &req.scopes).await?;
+    let key = create_key(&state.db, &req.name, &req.scopes, req.network.as_deref()).await?;
     tracing::info!(key = %key.info.id, by = %caller.key_id, scopes = ?key.info.scopes, "key created");
     Ok((StatusCode::CREATED, axum::Json(key)).into_response())
 }
@@ -155,15 +160,19 @@ async fn keys_revoke(S(state): St, caller: Caller, Path(id): Path<String>) -> Ap
 
 // ---- uploads ------------------------------------------------------------------
 
-async fn session(state: &State, id: &str) -> ApiResult<(UploadSession, String, u64, ArtifactKind)> {
-    let row: Option<(String, i64, String, i64)> =
-        sqlx::query_as("SELECT hash, size, kind, part_size FROM uploads WHERE id = $1")
+async fn session(state: &State, id: &str, caller: &Caller) -> ApiResult<(UploadSession, String, u64, ArtifactKind)> {
+    let row: Option<(String, i64, String, i64, String)> =
+        sqlx::query_as("SELECT hash, size, kind, part_size, key_id FROM uploads WHERE id = $1")
             .bind(id)
             .fetch_optional(&state.db.pool)
             .await?;
-    let Some((hash, size, kind, part_size)) = row else {
+    let Some((hash, size, kind, part_size, owner)) = row else {
         return Err(ApiError::not_found(format!("no upload {id}; start one with POST /v1/uploads")));
     };
+    // An upload belongs to the key that started it.
+    if owner != caller.key_id && !caller.scopes.contains(&Scope::Admin) {
+        return Err(ApiError::not_found(format!("no upload {id}; start one with POST /v1/uploads")));
+    }
     let received: Vec<(i64,)> = sqlx::query_as("SELECT part FROM upload_parts WHERE upload_id = $1 ORDER BY part")
         .bind(id)
         .fetch_all(&state.db.pool)
@@ -224,11 +233,12 @@ async fn upload_start(S(state): St, caller: Caller, Json(req): Json<StartUpload>
     // Resume: the same file, announced again, continues where it stopped.
     let kind = catalog::kind_str(req.kind);
     let existing: Option<(String,)> = sqlx::query_as(
-        "SELECT id FROM uploads WHERE hash = $1 AND size = $2 AND kind = $3 ORDER BY created_at DESC LIMIT 1",
+        "SELECT id FROM uploads WHERE hash = $1 AND size = $2 AND kind = $3 AND key_id = $4 ORDER BY created_at DESC LIMIT 1",
     )
     .bind(&req.blake3)
     .bind(req.size as i64)
     .bind(kind)
+    .bind(&caller.key_id)
     .fetch_optional(&state.db.pool)
     .await?;
     let id = match existing {
@@ -250,13 +260,13 @@ async fn upload_start(S(state): St, caller: Caller, Json(req): Json<StartUpload>
             id
         }
     };
-    let (session, ..) = session(&state, &id).await?;
+    let (session, ..) = session(&state, &id, &caller).await?;
     Ok((StatusCode::CREATED, axum::Json(session)).into_response())
 }
 
 async fn upload_status(S(state): St, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
-    Ok(axum::Json(session(&state, &id).await?.0).into_response())
+    Ok(axum::Json(session(&state, &id, &caller).await?.0).into_response())
 }
 
 async fn upload_part(
@@ -266,7 +276,7 @@ async fn upload_part(
     body: Bytes,
 ) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
-    let (session, _, size, _) = session(&state, &id).await?;
+    let (session, _, size, _) = session(&state, &id, &caller).await?;
     if part >= session.parts {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -297,7 +307,7 @@ async fn upload_part(
 async fn upload_complete(S(state): St, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
     let _one_at_a_time = state.completing.lock().await;
-    let (session, hash, size, kind) = session(&state, &id).await?;
+    let (session, hash, size, kind) = session(&state, &id, &caller).await?;
     if catalog::blob(&state.db, &hash).await?.is_none() {
         match state.artifacts.assemble(&id, &hash, size, kind, session.part_size).await {
             Ok(done) => {
@@ -382,6 +392,17 @@ async fn deploy(
     caller.require(Scope::Deploy)?;
     let manifest =
         AppManifest::parse(&req.manifest).map_err(|e| ApiError::bad_request("invalid_manifest", e.to_string()))?;
+    if let Some(network) = &manifest.app.network
+        && !caller.scopes.contains(&Scope::Admin)
+        && caller.network.as_deref() != Some(network.as_str())
+    {
+        return Err(ApiError::forbidden(
+            "wrong_network",
+            format!(
+                "app '{name}' runs in private network '{network}'; deploy it with a key of that network (`wasmesh keys create --scope deploy --network {network}`)"
+            ),
+        ));
+    }
     if manifest.app.name != name {
         return Err(ApiError::bad_request(
             "invalid_manifest",
@@ -472,7 +493,17 @@ async fn deployments(S(state): St, caller: Caller, Query(q): Query<DeploymentsQu
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     }
-    Ok(axum::Json(catalog::deployments(&state.db).await?).into_response())
+    let mut deployments = catalog::deployments(&state.db).await?;
+    // A provider's nodes see only the apps of their own network (public nodes, the
+    // public apps): private code never reaches another network's machines.
+    let sees_all = caller.scopes.contains(&Scope::Admin) || caller.scopes.contains(&Scope::Deploy);
+    if !sees_all {
+        deployments.apps.retain(|v| {
+            let network = AppManifest::parse(&v.manifest).ok().and_then(|m| m.app.network);
+            network == caller.network
+        });
+    }
+    Ok(axum::Json(deployments).into_response())
 }
 
 // ---- models and LoRAs ---------------------------------------------------------------
@@ -559,7 +590,7 @@ async fn node_register(S(state): St, caller: Caller, Json(req): Json<RegisterNod
         wire::NodeRole::Host => caller.require(Scope::Provider)?,
         wire::NodeRole::Router => caller.require(Scope::Admin)?,
     }
-    let cert = nodes::register(&state.db, &state.ca, &caller.key_id, &req).await?;
+    let cert = nodes::register(&state.db, &state.ca, &caller.key_id, caller.network.as_deref(), &req).await?;
     Ok(axum::Json(cert).into_response())
 }
 

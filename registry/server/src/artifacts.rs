@@ -172,7 +172,9 @@ impl Artifacts {
         let _ = tokio::fs::remove_dir_all(self.staging.join(upload)).await;
     }
 
-    /// Verifies and stores a finished upload (see the module docs).
+    /// Verifies and stores a finished upload (see the module docs). The bytes
+    /// hashed are the very bytes written: a part replaced on disk meanwhile cannot
+    /// slip an unverified byte into the store.
     pub async fn assemble(
         &self,
         upload: &str,
@@ -187,29 +189,117 @@ impl Artifacts {
         if !missing.is_empty() {
             return Err(AssembleError::Missing(missing));
         }
-        let checked = {
-            let paths = paths.clone();
-            let expected = hash.to_string();
-            tokio::task::spawn_blocking(move || verify(&paths, &expected, size, kind))
-                .await
-                .map_err(|e| AssembleError::Io(e.to_string()))??
+        let io = |e: std::io::Error| AssembleError::Io(e.to_string());
+        let gguf = match kind {
+            ArtifactKind::Component => None,
+            ArtifactKind::Model | ArtifactKind::Lora => {
+                let paths = paths.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || gguf_summary(&paths))
+                        .await
+                        .map_err(|e| AssembleError::Io(e.to_string()))??,
+                )
+            }
         };
+        let mut hashing = Hashing::new(piece_length_for(size));
         let object = Self::object(hash);
-        let io = |e: object_store::Error| AssembleError::Io(e.to_string());
-        if size <= part_size {
-            let bytes = tokio::fs::read(&paths[0]).await.map_err(|e| AssembleError::Io(e.to_string()))?;
-            self.store.put(&object, bytes.into()).await.map_err(io)?;
+        let store_err = |e: object_store::Error| AssembleError::Io(e.to_string());
+        if parts == 1 {
+            let bytes = tokio::fs::read(&paths[0]).await.map_err(io)?;
+            let (bytes, h) = hash_off_thread(bytes, hashing).await?;
+            hashing = h;
+            hashing.check(hash, size)?;
+            self.store.put(&object, bytes.into()).await.map_err(store_err)?;
         } else {
-            let mut writer =
-                WriteMultipart::new_with_chunk_size(self.store.put_multipart(&object).await.map_err(io)?, 8 << 20);
+            let mut writer = WriteMultipart::new_with_chunk_size(
+                self.store.put_multipart(&object).await.map_err(store_err)?,
+                8 << 20,
+            );
             for path in &paths {
-                let bytes = tokio::fs::read(path).await.map_err(|e| AssembleError::Io(e.to_string()))?;
-                writer.wait_for_capacity(4).await.map_err(io)?;
+                let bytes = match tokio::fs::read(path).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(io(e));
+                    }
+                };
+                let (bytes, h) = hash_off_thread(bytes, hashing).await?;
+                hashing = h;
+                writer.wait_for_capacity(4).await.map_err(store_err)?;
                 writer.write(&bytes);
             }
-            writer.finish().await.map_err(io)?;
+            if let Err(e) = hashing.check(hash, size) {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+            writer.finish().await.map_err(store_err)?;
         }
-        Ok(checked)
+        let pieces = gguf.as_ref().map(|_| hashing.pieces());
+        Ok(Assembled { pieces, gguf })
+    }
+}
+
+/// Feeds `bytes` to `hashing` on a blocking thread (hashing 8 MiB takes milliseconds).
+async fn hash_off_thread(bytes: Vec<u8>, mut hashing: Hashing) -> Result<(Vec<u8>, Hashing), AssembleError> {
+    tokio::task::spawn_blocking(move || {
+        hashing.update(&bytes);
+        (bytes, hashing)
+    })
+    .await
+    .map_err(|e| AssembleError::Io(e.to_string()))
+}
+
+/// Whole-file and per-piece blake3, fed in order.
+struct Hashing {
+    whole: blake3::Hasher,
+    piece: blake3::Hasher,
+    piece_length: u64,
+    in_piece: u64,
+    total: u64,
+    hashes: Vec<String>,
+}
+
+impl Hashing {
+    fn new(piece_length: u64) -> Self {
+        Self {
+            whole: blake3::Hasher::new(),
+            piece: blake3::Hasher::new(),
+            piece_length,
+            in_piece: 0,
+            total: 0,
+            hashes: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        self.whole.update(bytes);
+        while !bytes.is_empty() {
+            let take = bytes.len().min((self.piece_length - self.in_piece) as usize);
+            self.piece.update(&bytes[..take]);
+            self.in_piece += take as u64;
+            bytes = &bytes[take..];
+            if self.in_piece == self.piece_length {
+                self.hashes.push(self.piece.finalize().to_hex().to_string());
+                self.piece = blake3::Hasher::new();
+                self.in_piece = 0;
+            }
+        }
+    }
+
+    fn check(&self, expected: &str, size: u64) -> Result<(), AssembleError> {
+        let actual = self.whole.finalize().to_hex().to_string();
+        if actual != expected || self.total != size {
+            return Err(AssembleError::HashMismatch { expected: expected.to_string(), actual });
+        }
+        Ok(())
+    }
+
+    fn pieces(mut self) -> PieceManifest {
+        if self.in_piece > 0 {
+            self.hashes.push(self.piece.finalize().to_hex().to_string());
+        }
+        PieceManifest { piece_length: self.piece_length, hashes: self.hashes }
     }
 }
 
@@ -237,52 +327,10 @@ impl Read for Parts {
     }
 }
 
-fn verify(paths: &[PathBuf], expected: &str, size: u64, kind: ArtifactKind) -> Result<Assembled, AssembleError> {
-    let io = |e: std::io::Error| AssembleError::Io(e.to_string());
-    let gguf = match kind {
-        ArtifactKind::Component => None,
-        ArtifactKind::Model | ArtifactKind::Lora => {
-            let reader = Parts { paths: paths.to_vec(), next: 0, current: None };
-            let header = wasmesh_gguf::read_header(std::io::BufReader::new(reader))
-                .map_err(|e| AssembleError::NotGguf(e.to_string()))?;
-            let facts = wasmesh_gguf::model_facts(&header).map_err(|e| AssembleError::NotGguf(e.to_string()))?;
-            Some(GgufSummary { facts, adapter: wasmesh_gguf::is_adapter(&header), tensors: header.tensors.clone() })
-        }
-    };
-    let piece_length = piece_length_for(size);
-    let mut whole = blake3::Hasher::new();
-    let mut pieces = Vec::new();
-    let mut piece = blake3::Hasher::new();
-    let mut in_piece = 0u64;
-    let mut total = 0u64;
-    let mut reader = Parts { paths: paths.to_vec(), next: 0, current: None };
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        whole.update(&buf[..n]);
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            let take = rest.len().min((piece_length - in_piece) as usize);
-            piece.update(&rest[..take]);
-            in_piece += take as u64;
-            rest = &rest[take..];
-            if in_piece == piece_length {
-                pieces.push(piece.finalize().to_hex().to_string());
-                piece = blake3::Hasher::new();
-                in_piece = 0;
-            }
-        }
-    }
-    if in_piece > 0 {
-        pieces.push(piece.finalize().to_hex().to_string());
-    }
-    let actual = whole.finalize().to_hex().to_string();
-    if actual != expected || total != size {
-        return Err(AssembleError::HashMismatch { expected: expected.to_string(), actual });
-    }
-    Ok(Assembled { pieces: gguf.as_ref().map(|_| PieceManifest { piece_length, hashes: pieces }), gguf })
+fn gguf_summary(paths: &[PathBuf]) -> Result<GgufSummary, AssembleError> {
+    let reader = Parts { paths: paths.to_vec(), next: 0, current: None };
+    let header = wasmesh_gguf::read_header(std::io::BufReader::new(reader))
+        .map_err(|e| AssembleError::NotGguf(e.to_string()))?;
+    let facts = wasmesh_gguf::model_facts(&header).map_err(|e| AssembleError::NotGguf(e.to_string()))?;
+    Ok(GgufSummary { facts, adapter: wasmesh_gguf::is_adapter(&header), tensors: header.tensors.clone() })
 }

@@ -4,13 +4,16 @@
 //! logs), the secret is 192 random bits of which the registry keeps only the
 //! blake3 hash. A fast hash is right here: the secret is random, not a password,
 //! so there is nothing to brute-force offline. Failed attempts against one key id
-//! lock it for a while; requests are rate-limited per key and per source address.
+//! from one address lock that key for that address a while (so knowing a key's
+//! public id is not enough to lock its owner out); requests are rate-limited per
+//! key and per source address.
 
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use wasmesh_api::limit::RateLimiter;
 use wasmesh_api::wire::{CreatedKey, KeyInfo, Scope};
 
 /// A caller whose key checked out.
@@ -20,6 +23,8 @@ pub struct Caller {
     pub key_id: String,
     /// Its scopes.
     pub scopes: Vec<Scope>,
+    /// The private network of nodes it registers.
+    pub network: Option<String>,
 }
 
 impl Caller {
@@ -54,7 +59,7 @@ pub struct AuthLimits {
     pub per_key_rps: f64,
     /// Requests per second per source address (bursts of twice that).
     pub per_address_rps: f64,
-    /// Failed attempts on one key id, within `failure_window`, that lock it.
+    /// Failed attempts on one key id from one address, within `failure_window`, that lock it for that address.
     pub max_failures: u32,
     /// The window failures are counted in.
     pub failure_window: Duration,
@@ -70,41 +75,6 @@ impl Default for AuthLimits {
             max_failures: 5,
             failure_window: Duration::from_secs(300),
             lockout: Duration::from_secs(300),
-        }
-    }
-}
-
-/// A token bucket per name.
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    /// `rate` tokens a second, bursts of `2 × rate`.
-    pub fn new(rate: f64) -> Self {
-        Self { rate, burst: (rate * 2.0).max(1.0), buckets: Mutex::new(HashMap::new()) }
-    }
-
-    /// Takes a token for `name`; `Err(seconds to wait)` when there is none.
-    pub fn take(&self, name: &str) -> Result<(), u64> {
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        if buckets.len() > 100_000 {
-            // Forget callers idle long enough to have refilled: bounded memory
-            // however many addresses show up.
-            let full = Duration::from_secs_f64(self.burst / self.rate);
-            buckets.retain(|_, (_, t)| now.duration_since(*t) < full);
-        }
-        let (tokens, last) = buckets.entry(name.to_string()).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / self.rate).ceil() as u64)
         }
     }
 }
@@ -155,8 +125,11 @@ impl Auth {
         }
     }
 
-    /// Checks the `Authorization: Bearer` header.
-    pub async fn authenticate(&self, db: &Db, header: Option<&str>) -> ApiResult<Caller> {
+    /// Checks the `Authorization: Bearer` header of a request from `source`.
+    ///
+    /// Failed attempts are counted per key id *and* source address: someone who
+    /// knows a key's (public) id cannot lock its owner out from elsewhere.
+    pub async fn authenticate(&self, db: &Db, header: Option<&str>, source: std::net::IpAddr) -> ApiResult<Caller> {
         let Some(header) = header else {
             return Err(ApiError::unauthorized(
                 "missing API key: send `Authorization: Bearer wsk_...` (the CLI takes --key, WASMESH_KEY or `wasmesh login`)",
@@ -167,32 +140,34 @@ impl Auth {
             self.failed.inc();
             return Err(ApiError::unauthorized("malformed API key: keys look like wsk_<12 hex>_<secret>"));
         };
-        if let Some(wait) = self.locked(id) {
+        let attempt = format!("{id}@{source}");
+        if let Some(wait) = self.locked(&attempt) {
             return Err(ApiError::too_many(
                 format!("key {id} is locked after repeated failed attempts; retry in {wait} s"),
                 wait,
             ));
         }
-        let row: Option<(String, String, i64)> = sqlx::query_as("SELECT hash, scopes, revoked FROM keys WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&db.pool)
-            .await?;
+        let row: Option<(String, String, i64, Option<String>)> =
+            sqlx::query_as("SELECT hash, scopes, revoked, network FROM keys WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&db.pool)
+                .await?;
         let valid = match &row {
             // blake3::Hash compares in constant time.
-            Some((hash, _, 0)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
+            Some((hash, _, 0, _)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
             _ => false,
         };
         if !valid {
             self.failed.inc();
-            self.record_failure(id);
+            self.record_failure(&attempt);
             tracing::info!(key = %id, "authentication failed");
             return Err(ApiError::unauthorized("invalid or revoked API key"));
         }
-        let (_, scopes, _) = row.expect("checked above");
+        let (_, scopes, _, network) = row.expect("checked above");
         if let Err(wait) = self.per_key.take(id) {
             return Err(ApiError::too_many(format!("key {id} is over its rate limit; retry in {wait} s"), wait));
         }
-        Ok(Caller { key_id: id.to_string(), scopes: parse_scopes(&scopes) })
+        Ok(Caller { key_id: id.to_string(), scopes: parse_scopes(&scopes), network })
     }
 
     fn locked(&self, id: &str) -> Option<u64> {
@@ -224,7 +199,11 @@ fn parse_scopes(s: &str) -> Vec<Scope> {
 }
 
 /// Creates a key and stores its hash.
-pub async fn create_key(db: &Db, name: &str, scopes: &[Scope]) -> ApiResult<CreatedKey> {
+pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&str>) -> ApiResult<CreatedKey> {
+    if let Some(network) = network {
+        wasmesh_api::check_name("network name", network)
+            .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    }
     if scopes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -241,34 +220,45 @@ pub async fn create_key(db: &Db, name: &str, scopes: &[Scope]) -> ApiResult<Crea
     scopes.dedup();
     let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
     let now = now_ms();
-    sqlx::query("INSERT INTO keys (id, name, hash, scopes, created_at, revoked) VALUES ($1, $2, $3, $4, $5, 0)")
-        .bind(&id)
-        .bind(name)
-        .bind(hash_secret(&secret).to_hex().to_string())
-        .bind(&joined)
-        .bind(now)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO keys (id, name, hash, scopes, created_at, revoked, network) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+    )
+    .bind(&id)
+    .bind(name)
+    .bind(hash_secret(&secret).to_hex().to_string())
+    .bind(&joined)
+    .bind(now)
+    .bind(network)
+    .execute(&db.pool)
+    .await?;
     Ok(CreatedKey {
         key: format!("wsk_{id}_{secret}"),
-        info: KeyInfo { id, name: name.to_string(), scopes, created_at_ms: now as u64, revoked: false },
+        info: KeyInfo {
+            id,
+            name: name.to_string(),
+            scopes,
+            created_at_ms: now as u64,
+            revoked: false,
+            network: network.map(str::to_string),
+        },
     })
 }
 
 /// Every key (without secrets).
 pub async fn list_keys(db: &Db) -> ApiResult<Vec<KeyInfo>> {
-    let rows: Vec<(String, String, String, i64, i64)> =
-        sqlx::query_as("SELECT id, name, scopes, created_at, revoked FROM keys ORDER BY created_at, id")
+    let rows: Vec<(String, String, String, i64, i64, Option<String>)> =
+        sqlx::query_as("SELECT id, name, scopes, created_at, revoked, network FROM keys ORDER BY created_at, id")
             .fetch_all(&db.pool)
             .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, name, scopes, created, revoked)| KeyInfo {
+        .map(|(id, name, scopes, created, revoked, network)| KeyInfo {
             id,
             name,
             scopes: parse_scopes(&scopes),
             created_at_ms: created as u64,
             revoked: revoked != 0,
+            network,
         })
         .collect())
 }
@@ -303,19 +293,10 @@ mod tests {
     }
 
     #[test]
-    fn bucket_allows_bursts_then_refuses_with_a_wait() {
-        let limiter = RateLimiter::new(1.0);
-        assert!(limiter.take("a").is_ok());
-        assert!(limiter.take("a").is_ok());
-        assert_eq!(limiter.take("a"), Err(1));
-        assert!(limiter.take("b").is_ok(), "buckets are per name");
-    }
-
-    #[test]
     fn admin_passes_every_scope_check_and_others_name_the_missing_scope() {
-        let admin = Caller { key_id: "k".into(), scopes: vec![Scope::Admin] };
+        let admin = Caller { key_id: "k".into(), scopes: vec![Scope::Admin], network: None };
         assert!(admin.require(Scope::Deploy).is_ok());
-        let invoker = Caller { key_id: "k".into(), scopes: vec![Scope::Invoke] };
+        let invoker = Caller { key_id: "k".into(), scopes: vec![Scope::Invoke], network: None };
         let err = invoker.require(Scope::Deploy).unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::FORBIDDEN);
         assert!(err.message.contains("--scope deploy"), "{}", err.message);

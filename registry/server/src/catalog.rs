@@ -153,15 +153,24 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> ApiResult<(
 /// Makes `version` of `app` current again.
 pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary> {
     let mut tx = db.pool.begin().await?;
-    let exists: Option<(i64,)> = sqlx::query_as("SELECT version FROM app_versions WHERE app = $1 AND version = $2")
-        .bind(app)
-        .bind(version as i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if exists.is_none() {
+    // Write first: on SQLite a transaction that reads and then writes can fail
+    // against a concurrent writer; one that starts with the write just waits.
+    let moved = sqlx::query(
+        "UPDATE apps SET current_version = $1, updated_at = $2
+         WHERE name = $3 AND EXISTS (SELECT 1 FROM app_versions WHERE app = $4 AND version = $5)",
+    )
+    .bind(version as i64)
+    .bind(now_ms())
+    .bind(app)
+    .bind(app)
+    .bind(version as i64)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 0 {
+        tx.rollback().await?;
         let latest: Option<(i64,)> = sqlx::query_as("SELECT latest_version FROM apps WHERE name = $1")
             .bind(app)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&db.pool)
             .await?;
         return Err(match latest {
             None => ApiError::not_found(format!("no app named '{app}'; `wasmesh apps ls` lists them")),
@@ -170,12 +179,6 @@ pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary>
             )),
         });
     }
-    sqlx::query("UPDATE apps SET current_version = $1, updated_at = $2 WHERE name = $3")
-        .bind(version as i64)
-        .bind(now_ms())
-        .bind(app)
-        .execute(&mut *tx)
-        .await?;
     bump_revision(&mut tx).await?;
     tx.commit().await?;
     app_summary(db, app).await?.ok_or_else(|| ApiError::not_found(format!("no app named '{app}'")))

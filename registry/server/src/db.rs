@@ -103,6 +103,12 @@ INSERT INTO meta (name, value) VALUES ('deployments_revision', '0');
 ALTER TABLE nodes ADD COLUMN role TEXT NOT NULL DEFAULT 'host';
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE keys ADD COLUMN network TEXT;
+"#,
+    ),
 ];
 
 /// Which database a URL names.
@@ -163,6 +169,20 @@ impl Db {
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
+        // Replicas starting together on one PostgreSQL take turns (a session lock on
+        // one connection, held for the whole run). SQLite has one writer anyway.
+        let mut lock = self.pool.acquire().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_lock(7265636973747279)").execute(&mut *lock).await?;
+        }
+        let result = self.apply_migrations().await;
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_unlock(7265636973747279)").execute(&mut *lock).await?;
+        }
+        result
+    }
+
+    async fn apply_migrations(&self) -> anyhow::Result<()> {
         self.pool.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").await?;
         for (version, sql) in MIGRATIONS {
             let mut tx = self.pool.begin().await?;

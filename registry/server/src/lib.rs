@@ -182,14 +182,15 @@ impl Registry {
         if auth::any_key(&self.state.db).await.map_err(|e| anyhow::anyhow!(e.message))? {
             return Ok(None);
         }
-        let key =
-            auth::create_key(&self.state.db, "admin", &[Scope::Admin]).await.map_err(|e| anyhow::anyhow!(e.message))?;
+        let key = auth::create_key(&self.state.db, "admin", &[Scope::Admin], None)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(Some(key.key))
     }
 
     /// Creates a key (for `wasmesh up` and set-up scripts).
     pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
-        Ok(auth::create_key(&self.state.db, name, scopes).await.map_err(|e| anyhow::anyhow!(e.message))?.key)
+        Ok(auth::create_key(&self.state.db, name, scopes, None).await.map_err(|e| anyhow::anyhow!(e.message))?.key)
     }
 
     /// The HTTP service.

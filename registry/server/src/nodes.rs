@@ -35,25 +35,25 @@ impl Ca {
         params.not_before = rcgen::date_time_ymd(2025, 1, 1);
         params.not_after = rcgen::date_time_ymd(2045, 1, 1);
         let cert = params.self_signed(&key)?;
-        for (name, value) in [("ca_cert_pem", cert.pem()), ("ca_key_pem", key.serialize_pem())] {
-            sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-                .bind(name)
-                .bind(value)
-                .execute(&db.pool)
-                .await?;
-        }
+        // Certificate and key in one row, written by one statement: replicas racing
+        // on first start keep whichever pair landed first, never a mixed pair.
+        let pair = serde_json::json!({ "cert": cert.pem(), "key": key.serialize_pem() }).to_string();
+        sqlx::query("INSERT INTO meta (name, value) VALUES ('ca', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(pair)
+            .execute(&db.pool)
+            .await?;
         Self::load(db).await?.ok_or_else(|| anyhow::anyhow!("the CA vanished after it was written"))
     }
 
     async fn load(db: &Db) -> anyhow::Result<Option<Self>> {
-        let cert: Option<(String,)> =
-            sqlx::query_as("SELECT value FROM meta WHERE name = 'ca_cert_pem'").fetch_optional(&db.pool).await?;
-        let key: Option<(String,)> =
-            sqlx::query_as("SELECT value FROM meta WHERE name = 'ca_key_pem'").fetch_optional(&db.pool).await?;
-        match (cert, key) {
-            (Some((cert_pem,)), Some((key_pem,))) => Ok(Some(Self { cert_pem, key: KeyPair::from_pem(&key_pem)? })),
-            _ => Ok(None),
-        }
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT value FROM meta WHERE name = 'ca'").fetch_optional(&db.pool).await?;
+        let Some((pair,)) = row else { return Ok(None) };
+        let pair: serde_json::Value = serde_json::from_str(&pair)?;
+        let (Some(cert_pem), Some(key_pem)) = (pair["cert"].as_str(), pair["key"].as_str()) else {
+            anyhow::bail!("the CA row in the database is damaged");
+        };
+        Ok(Some(Self { cert_pem: cert_pem.to_string(), key: KeyPair::from_pem(key_pem)? }))
     }
 
     /// The CA's certificate, PEM.
@@ -62,12 +62,22 @@ impl Ca {
     }
 
     /// A certificate for `node_id`'s Ed25519 `public_key`, valid for a year; a
-    /// router's also names `router.wasmesh`, which hosts check when they dial one.
-    pub fn issue(&self, node_id: &str, public_key: &[u8; 32], role: NodeRole) -> anyhow::Result<String> {
+    /// router's also names `router.wasmesh`, which hosts check when they dial one; a
+    /// node of a private network also names `NETWORK.net.wasmesh`, which routers read.
+    pub fn issue(
+        &self,
+        node_id: &str,
+        public_key: &[u8; 32],
+        role: NodeRole,
+        network: Option<&str>,
+    ) -> anyhow::Result<String> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let mut names = vec![format!("{node_id}.node.wasmesh")];
         if role == NodeRole::Router {
             names.push("router.wasmesh".to_string());
+        }
+        if let Some(network) = network {
+            names.push(wire::network_name(network));
         }
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, node_id);
@@ -125,7 +135,13 @@ fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
 
 /// Registers (or re-registers) a node; returns its certificate. The caller checked
 /// the key's scope for `req.role`.
-pub async fn register(db: &Db, ca: &Ca, provider_key: &str, req: &RegisterNode) -> ApiResult<NodeCertificate> {
+pub async fn register(
+    db: &Db,
+    ca: &Ca,
+    provider_key: &str,
+    network: Option<&str>,
+    req: &RegisterNode,
+) -> ApiResult<NodeCertificate> {
     let (key, bytes) = parse_public_key(&req.public_key)?;
     if wire::node_id_for(&bytes) != req.node_id {
         return Err(ApiError::forbidden(
@@ -155,8 +171,9 @@ pub async fn register(db: &Db, ca: &Ca, provider_key: &str, req: &RegisterNode) 
     .bind(req.role.as_str())
     .execute(&db.pool)
     .await?;
-    let certificate_pem =
-        ca.issue(&req.node_id, &bytes, req.role).map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
+    let certificate_pem = ca
+        .issue(&req.node_id, &bytes, req.role, network)
+        .map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
     tracing::info!(node = %req.node_id, name = %req.name, role = req.role.as_str(), "node registered");
     Ok(NodeCertificate { node_id: req.node_id.clone(), certificate_pem, ca_pem: ca.cert_pem().to_string() })
 }

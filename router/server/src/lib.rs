@@ -58,6 +58,8 @@ pub struct RouterConfig {
     pub require_key: bool,
     /// The app whose component serves the OpenAI API (`/v1/...`).
     pub openai_app: String,
+    /// Requests per second per caller key (bursts of twice that).
+    pub per_key_rps: f64,
 }
 
 impl RouterConfig {
@@ -74,6 +76,7 @@ impl RouterConfig {
             first_byte_timeout: Duration::from_secs(300),
             require_key: true,
             openai_app: "openai".into(),
+            per_key_rps: 200.0,
         }
     }
 }
@@ -143,6 +146,8 @@ struct Inner {
     apps: ArcSwap<HashMap<String, AppManifest>>,
     model_sizes: ArcSwap<HashMap<String, u64>>,
     callers: std::sync::Mutex<HashMap<String, (Instant, Result<Vec<Scope>, (StatusCode, String)>)>>,
+    limiter: wasmesh_api::limit::RateLimiter,
+    unknown_keys: wasmesh_api::limit::RateLimiter,
     client: Client,
     metrics: Metrics,
 }
@@ -183,6 +188,8 @@ impl Router {
             apps: ArcSwap::from_pointee(HashMap::new()),
             model_sizes: ArcSwap::from_pointee(HashMap::new()),
             callers: std::sync::Mutex::new(HashMap::new()),
+            limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
+            unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
             client,
             metrics: Metrics::new()?,
             config,
@@ -220,7 +227,7 @@ impl Router {
     ) -> std::io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, _) = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -236,7 +243,7 @@ impl Router {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let inner = inner.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&inner, req).await) }
+                    async move { Ok::<_, std::convert::Infallible>(handle(&inner, req, peer.ip()).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
@@ -263,16 +270,16 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(status, serde_json::json!({ "error": message.into() }))
 }
 
-async fn handle(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let response = match path.as_str() {
         "/health" => health(inner),
         "/metrics" => metrics(inner),
-        "/v1/models" => models(inner, req).await,
-        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => openai(inner, path.clone(), req).await,
+        "/v1/models" => models(inner, req, source).await,
+        "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => openai(inner, path.clone(), req, source).await,
         _ => match path.strip_prefix("/fn/") {
-            Some(rest) => function(inner, rest.to_string(), req).await,
+            Some(rest) => function(inner, rest.to_string(), req, source).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no route for {path}: functions are under /fn/APP/..., the OpenAI API under /v1/..."),
@@ -318,7 +325,7 @@ fn metrics(inner: &Inner) -> Response<Body> {
 }
 
 /// Checks the caller's key (cached for 30 s; failures for 5 s).
-async fn authorize(inner: &Inner, req: &Request<Incoming>) -> Result<(), Response<Body>> {
+async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpAddr) -> Result<(), Response<Body>> {
     if !inner.config.require_key {
         return Ok(());
     }
@@ -333,6 +340,14 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>) -> Result<(), Respons
             "missing API key: send `Authorization: Bearer wsk_...` with a key that has the invoke scope",
         ));
     };
+    // A malformed key never reaches the registry.
+    let well_formed = key
+        .strip_prefix("wsk_")
+        .and_then(|rest| rest.split_once('_'))
+        .is_some_and(|(id, secret)| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty());
+    if !well_formed {
+        return Err(error(StatusCode::UNAUTHORIZED, "malformed API key: keys look like wsk_<12 hex>_<secret>"));
+    }
     let cached = inner.callers.lock().expect("callers lock").get(&key).cloned();
     let verdict = match cached {
         Some((at, verdict))
@@ -341,24 +356,46 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>) -> Result<(), Respons
             verdict
         }
         _ => {
+            // Unknown keys cost the registry a call: each source address gets few.
+            if let Err(wait) = inner.unknown_keys.take(&source.to_string()) {
+                return Err(error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!("too many new keys from {source}; retry in {wait} s"),
+                ));
+            }
             let verdict = match inner.client.with_key(&key).whoami().await {
                 Ok(me) => Ok(me.scopes),
                 Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
-                Err(ClientError::Api { status: 429, message, .. }) => Err((StatusCode::TOO_MANY_REQUESTS, message)),
+                // Not cached: a rate limit is about now, not about the key.
+                Err(ClientError::Api { status: 429, message, .. }) => {
+                    return Err(error(StatusCode::TOO_MANY_REQUESTS, message));
+                }
                 Err(e) => {
                     return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the API key: {e}")));
                 }
             };
             let mut callers = inner.callers.lock().expect("callers lock");
             if callers.len() > 10_000 {
-                callers.clear();
+                // Drop what has expired (or, failing that, the failures), never the lot.
+                callers.retain(|_, (at, v)| v.is_ok() && at.elapsed() < Duration::from_secs(30));
             }
-            callers.insert(key, (Instant::now(), verdict.clone()));
+            callers.insert(key.clone(), (Instant::now(), verdict.clone()));
             verdict
         }
     };
     match verdict {
-        Ok(scopes) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => Ok(()),
+        Ok(scopes) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => {
+            // Keys read wsk_ID_SECRET: limit by the public id.
+            let id = key.split('_').nth(1).unwrap_or("?").to_string();
+            inner.limiter.take(&id).map_err(|wait| {
+                let mut response =
+                    error(StatusCode::TOO_MANY_REQUESTS, format!("key {id} is over its rate limit; retry in {wait} s"));
+                if let Ok(v) = wait.to_string().parse() {
+                    response.headers_mut().insert(http::header::RETRY_AFTER, v);
+                }
+                response
+            })
+        }
         Ok(_) => Err(error(
             StatusCode::FORBIDDEN,
             "this key lacks the 'invoke' scope; create one with `wasmesh keys create --scope invoke`",
@@ -383,8 +420,13 @@ fn model_for(inner: &Inner, app: &str, path: &str) -> Result<Option<ModelKey>, R
     Ok(manifest.component.get(&route.component).and_then(|c| c.models.first()).and_then(|m| ModelKey::parse(m).ok()))
 }
 
-async fn function(inner: &Arc<Inner>, rest: String, req: Request<Incoming>) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req).await {
+async fn function(
+    inner: &Arc<Inner>,
+    rest: String,
+    req: Request<Incoming>,
+    source: std::net::IpAddr,
+) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req, source).await {
         return denied;
     }
     let (app, inner_path) = match rest.find('/') {
@@ -395,18 +437,19 @@ async fn function(inner: &Arc<Inner>, rest: String, req: Request<Incoming>) -> R
         Ok(m) => m,
         Err(response) => return response,
     };
+    let network = inner.apps.load().get(&app).and_then(|m| m.app.network.clone());
     let (parts, body) = match buffer(inner, req).await {
         Ok(b) => b,
         Err(response) => return response,
     };
     let head = head_of(&parts, None);
-    link::forward(inner, &app, model, head, body).await
+    link::forward(inner, &app, network.as_deref(), model, head, body).await
 }
 
 /// The OpenAI-compatible API: served by the built-in `openai` app's component on
 /// the hosts, routed by the body's `model`.
-async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req).await {
+async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req, source).await {
         return denied;
     }
     let app = inner.config.openai_app.clone();
@@ -431,12 +474,13 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>) -> Res
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
     let head = head_of(&parts, Some(format!("/fn/{app}{path}")));
-    link::forward(inner, &app, Some(model), head, body).await
+    let network = inner.apps.load().get(&app).and_then(|m| m.app.network.clone());
+    link::forward(inner, &app, network.as_deref(), Some(model), head, body).await
 }
 
 /// `GET /v1/models`: what the registry has and what hosts hold.
-async fn models(inner: &Arc<Inner>, req: Request<Incoming>) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req).await {
+async fn models(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
+    if let Err(denied) = authorize(inner, &req, source).await {
         return denied;
     }
     let mut names: std::collections::BTreeSet<String> = inner.model_sizes.load().keys().cloned().collect();

@@ -15,6 +15,7 @@ use wasmesh_tunnel::{Frame, HostReport, RequestHead, ResponseHead, read_frame, r
 
 struct Link {
     connection: quinn::Connection,
+    network: Option<String>,
     report: HostReport,
 }
 
@@ -49,12 +50,13 @@ pub(crate) async fn accept(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
                 connection.close(1u32.into(), b"no node certificate");
                 return;
             };
-            serve_link(inner, node, connection).await;
+            let network = wasmesh_tunnel::peer_network(&connection);
+            serve_link(inner, node, network, connection).await;
         });
     }
 }
 
-async fn serve_link(inner: Arc<Inner>, node: String, connection: quinn::Connection) {
+async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, connection: quinn::Connection) {
     let mut reports = match connection.accept_uni().await {
         Ok(r) => r,
         Err(e) => {
@@ -63,13 +65,16 @@ async fn serve_link(inner: Arc<Inner>, node: String, connection: quinn::Connecti
         }
     };
     let id = connection.stable_id();
-    tracing::info!(%node, peer = %connection.remote_address(), "host connected");
+    tracing::info!(%node, peer = %connection.remote_address(), network = network.as_deref().unwrap_or("public"), "host connected");
     loop {
-        match read_json::<_, HostReport>(&mut reports).await {
+        // Hosts report at least every second; silence means the link is dead.
+        let next = tokio::time::timeout(Duration::from_secs(5), read_json::<_, HostReport>(&mut reports)).await;
+        let next = next.unwrap_or_else(|_| Err(wasmesh_tunnel::TunnelError::Protocol("no report for 5 s".into())));
+        match next {
             Ok(report) => {
                 let mut links = inner.links.0.lock().expect("links lock");
                 let changed = links.get(&node).is_none_or(|l| l.report != report || l.connection.stable_id() != id);
-                links.insert(node.clone(), Link { connection: connection.clone(), report });
+                links.insert(node.clone(), Link { connection: connection.clone(), network: network.clone(), report });
                 drop(links);
                 if changed {
                     inner.dirty.store(true, Ordering::Release);
@@ -81,6 +86,9 @@ async fn serve_link(inner: Arc<Inner>, node: String, connection: quinn::Connecti
             }
         }
     }
+    // Close it, so a host whose reports broke reconnects instead of idling on a
+    // link that gets no requests.
+    connection.close(0u32.into(), b"link ended");
     let mut links = inner.links.0.lock().expect("links lock");
     if links.get(&node).is_some_and(|l| l.connection.stable_id() == id) {
         links.remove(&node);
@@ -111,6 +119,9 @@ pub(crate) fn rebuild(inner: &Inner) {
         let mut node = NodeState::new(id.clone(), r.max_concurrency, r.free_model_memory_bytes)
             .with_ready(r.ready)
             .with_in_flight(r.in_flight);
+        if let Some(network) = &link.network {
+            node = node.with_network(network.clone());
+        }
         for m in &r.models {
             if let Ok(key) = ModelKey::parse(&m.name) {
                 node = node.with_model(key, warmth(m.state));
@@ -155,30 +166,51 @@ fn hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Sends `head` and `body` to one node; returns its response head and the stream
-/// the body follows on. Fails (so the caller tries the next node) before any byte
-/// of the response has reached the caller.
-async fn try_node(
-    connection: &quinn::Connection,
-    head: &RequestHead,
-    body: &Bytes,
-    first_byte: Duration,
-) -> Result<(ResponseHead, quinn::RecvStream), String> {
-    let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(5), connection.open_bi())
-        .await
-        .map_err(|_| "opening a stream timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    write_json(&mut send, head).await.map_err(|e| e.to_string())?;
-    for chunk in body.chunks(1 << 20) {
-        write_frame(&mut send, &Frame::Data(Bytes::copy_from_slice(chunk))).await.map_err(|e| e.to_string())?;
+/// How one attempt on one node went.
+enum Attempt {
+    /// The node answered: its head, and the stream its body follows on.
+    Answered(ResponseHead, quinn::RecvStream),
+    /// The node failed before answering (link lost, stream refused): try the next.
+    Failed(String),
+    /// The node took too long to answer. Not retried: it may still be working on it,
+    /// and running the request twice is worse than a clear 504.
+    TimedOut(String),
+}
+
+/// Sends `head` and `body` to one node while waiting for its answer (a host may
+/// answer before it has read the whole body, e.g. a 413).
+async fn try_node(connection: &quinn::Connection, head: &RequestHead, body: &Bytes, first_byte: Duration) -> Attempt {
+    let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), connection.open_bi()).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Attempt::Failed(e.to_string()),
+        Err(_) => return Attempt::Failed("opening a stream timed out".into()),
+    };
+    let (head, body) = (head.clone(), body.clone());
+    let writer = tokio::spawn(async move {
+        let write = async {
+            write_json(&mut send, &head).await?;
+            for chunk in body.chunks(1 << 20) {
+                write_frame(&mut send, &Frame::Data(Bytes::copy_from_slice(chunk))).await?;
+            }
+            write_frame(&mut send, &Frame::End).await?;
+            send.finish().map_err(std::io::Error::other)
+        };
+        // A host that stops reading does not hold the stream forever.
+        if tokio::time::timeout(Duration::from_secs(60), write).await.is_err() {
+            let _ = send.reset(1u32.into());
+        }
+    });
+    match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut recv)).await {
+        Ok(Ok(response)) => Attempt::Answered(response, recv),
+        Ok(Err(e)) => {
+            writer.abort();
+            Attempt::Failed(e.to_string())
+        }
+        Err(_) => {
+            writer.abort();
+            Attempt::TimedOut(format!("no response within {first_byte:?}"))
+        }
     }
-    write_frame(&mut send, &Frame::End).await.map_err(|e| e.to_string())?;
-    let _ = send.finish();
-    let response: ResponseHead = tokio::time::timeout(first_byte, read_json(&mut recv))
-        .await
-        .map_err(|_| format!("no response within {first_byte:?}"))?
-        .map_err(|e| e.to_string())?;
-    Ok((response, recv))
 }
 
 /// Asks a cold node to load `model` ahead of demand (fire and forget).
@@ -197,6 +229,7 @@ fn preload(connection: quinn::Connection, model: &ModelKey) {
 pub(crate) async fn forward(
     inner: &Arc<Inner>,
     app: &str,
+    network: Option<&str>,
     model: Option<ModelKey>,
     head: RequestHead,
     body: Bytes,
@@ -204,17 +237,21 @@ pub(crate) async fn forward(
     let routed = inner.routed.load_full();
     let size = model.as_ref().and_then(|m| inner.model_sizes.load().get(m.model()).copied()).unwrap_or(0);
     let key = hash(&head.uri);
-    let request = match &model {
+    let mut request = match &model {
         Some(m) => Request::for_model(m, size).with_key(key),
         None => Request::without_model().with_key(key),
     };
+    if let Some(network) = network {
+        request = request.in_network(network);
+    }
     let decision = routed.snapshot.route(&request);
     if decision.is_empty() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "no host can serve app '{app}'{} now: {} hosts connected, none ready with room for it",
+                "no host can serve app '{app}'{}{} now: {} hosts connected, none ready with room for it",
                 model.as_ref().map(|m| format!(" (model {})", m.as_str())).unwrap_or_default(),
+                network.map(|n| format!(" in private network '{n}'")).unwrap_or_default(),
                 routed.links.len()
             ),
         );
@@ -235,7 +272,7 @@ pub(crate) async fn forward(
         routed.snapshot.begin(node);
         let guard = InFlight { routed: routed.clone(), node };
         match try_node(&routed.links[node.get()], &head, &body, inner.config.first_byte_timeout).await {
-            Ok((response, recv)) => {
+            Attempt::Answered(response, recv) => {
                 let tier = tier_name(candidate.tier);
                 inner.metrics.routed.with_label_values(&[tier]).inc();
                 tracing::info!(
@@ -250,11 +287,15 @@ pub(crate) async fn forward(
                 );
                 return respond(response, recv, guard);
             }
-            Err(e) => {
+            Attempt::Failed(e) => {
                 drop(guard);
                 inner.metrics.retries.inc();
                 tracing::warn!(%app, node = %node_id, "node failed before answering, trying the next: {e}");
                 failures.push(format!("{node_id}: {e}"));
+            }
+            Attempt::TimedOut(e) => {
+                tracing::warn!(%app, node = %node_id, "node did not answer in time: {e}");
+                return error(StatusCode::GATEWAY_TIMEOUT, format!("host {node_id} did not answer in time: {e}"));
             }
         }
     }

@@ -95,8 +95,8 @@ impl TlsIdentity {
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("10 s fits")));
-    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
     t.max_concurrent_bidi_streams(4096u32.into());
     Arc::new(t)
 }
@@ -145,6 +145,19 @@ pub fn peer_node_id(connection: &quinn::Connection) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
     let key: [u8; 32] = cert.public_key().subject_public_key.data.as_ref().try_into().ok()?;
     Some(wasmesh_api::wire::node_id_for(&key))
+}
+
+/// The private network the registry put the peer's node in (a certificate name
+/// `NETWORK.net.wasmesh`), if any.
+pub fn peer_network(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast_ref::<Vec<rustls_pki_types::CertificateDer<'static>>>()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    let names = cert.subject_alternative_name().ok()??;
+    names.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::DNSName(dns) => dns.strip_suffix(".net.wasmesh").map(str::to_string),
+        _ => None,
+    })
 }
 
 /// What a forwarded request starts with.
