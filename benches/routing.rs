@@ -74,14 +74,10 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
             .map_err(|e| e.to_string())?;
 
         let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| e.to_string())?;
-        let router = wasmesh_router::Router::start(wasmesh_router::RouterConfig::new(
-            registry_url.clone(),
-            admin,
-            dir.join("router"),
-            quic,
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
+        let mut config = wasmesh_router::RouterConfig::new(registry_url.clone(), admin, dir.join("router"), quic);
+        // A throughput test with one caller key: no per-key limit.
+        config.per_key_rps = 1e9;
+        let router = wasmesh_router::Router::start(config).await.map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let router_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         let router = Arc::new(router);

@@ -20,6 +20,8 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# The registry's tests start PostgreSQL servers of their own (initdb + postgres).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${WASMESH_SKIP_APT:-}" ]; then
   say "installing apt packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

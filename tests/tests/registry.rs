@@ -44,42 +44,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-/// A PostgreSQL database made for one test, dropped after.
-struct PgDatabase {
-    name: String,
-    url: String,
-}
-
-fn postgres_base() -> String {
-    std::env::var("WASMESH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-fn psql(sql: &str) -> Result<(), String> {
-    let out = Command::new("psql")
-        .args([&format!("{}/test", postgres_base()), "-v", "ON_ERROR_STOP=1", "-qc", sql])
-        .output()
-        .map_err(|e| format!("cannot run psql: {e}"))?;
-    if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-}
-
-impl PgDatabase {
-    fn create(tag: &str) -> Option<Self> {
-        let name = format!("wasmesh_{}_{}", tag.replace('-', "_"), std::process::id());
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        if let Err(e) = psql(&format!("CREATE DATABASE {name}")) {
-            skip_or_fail(&format!("PostgreSQL at {} is not usable: {e}", postgres_base()));
-            return None;
-        }
-        Some(Self { url: format!("{}/{name}", postgres_base()), name })
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-    }
-}
-
 const S3_KEY: &str = "wasmesh-test-access";
 const S3_SECRET: &str = "wasmesh-test-secret-key";
 const BUCKET: &str = "artifacts";
@@ -137,12 +101,12 @@ struct Registry {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     dir: PathBuf,
-    _pg: Option<PgDatabase>,
+    _pg: Option<wasmesh_tests::Postgres>,
     _s3: Option<S3Server>,
 }
 
 impl Registry {
-    fn start(backend: Backend, dir: &Path, tag: &str) -> Option<Self> {
+    fn start(backend: Backend, dir: &Path, _tag: &str) -> Option<Self> {
         let addr = free_addr();
         let data = dir.join("registry");
         let key_file = dir.join("admin.key");
@@ -158,7 +122,15 @@ impl Registry {
         let mut envs = Vec::new();
         let (mut pg, mut s3) = (None, None);
         if backend == Backend::PostgresS3 {
-            let db = PgDatabase::create(tag)?;
+            // A PostgreSQL server of this test's own, started here.
+            let db = match wasmesh_tests::Postgres::start(&dir.join("pg")) {
+                Ok(db) => db,
+                Err(e) => {
+                    skip_or_fail(&format!("cannot start PostgreSQL: {e}"));
+                    return None;
+                }
+            };
+            eprintln!("PostgreSQL started by the harness: {}", db.url);
             let server = S3Server::start(dir)?;
             args.extend(["--database".into(), db.url.clone(), "--store".into(), server.url()]);
             envs.push(("AWS_ACCESS_KEY_ID".to_string(), S3_KEY.to_string()));
