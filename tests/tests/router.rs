@@ -120,6 +120,9 @@ impl Fabric {
                     fabric.dir.join(format!("router{i}")).to_str().unwrap(),
                     "--name",
                     &format!("router-{i}"),
+                    // These tests load the routers harder than one caller normally would.
+                    "--rate-per-key",
+                    "100000",
                 ],
                 http,
                 fabric.dir.join(format!("router{i}.log")),

@@ -32,7 +32,7 @@ pub struct RouterArgs {
     #[arg(long)]
     pub open: bool,
     /// Requests per second allowed per caller key (bursts of twice that).
-    #[arg(long, default_value_t = 200.0)]
+    #[arg(long, default_value_t = 1000.0)]
     pub rate_per_key: f64,
 }
 

@@ -76,7 +76,7 @@ impl RouterConfig {
             first_byte_timeout: Duration::from_secs(300),
             require_key: true,
             openai_app: "openai".into(),
-            per_key_rps: 200.0,
+            per_key_rps: 1000.0,
         }
     }
 }
