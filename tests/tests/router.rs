@@ -58,6 +58,8 @@ impl Fabric {
                 dir.join("registry").to_str().unwrap(),
                 "--admin-key-file",
                 key_file.to_str().unwrap(),
+                "--offline-after-secs",
+                "3",
             ],
             addr,
             dir.join("registry.log"),
@@ -166,6 +168,8 @@ impl Fabric {
             "--slots",
             "2",
             "--threads",
+            "1",
+            "--heartbeat-secs",
             "1",
         ]
         .iter()
@@ -510,4 +514,35 @@ fn a_private_app_runs_only_on_its_network_and_public_apps_never_there() {
     });
     let r = fabric.call(0, "GET", "/fn/private/hello", None);
     assert!(r.text().contains("private network 'acme'"), "{}", r.text());
+}
+
+#[test]
+fn revoking_a_providers_key_takes_its_node_out_of_routing() {
+    if !prerequisites() {
+        return;
+    }
+    let mut fabric = Fabric::start("router-revoke", 1);
+    let rt = runtime();
+    let admin = Client::new(&fabric.registry_url(), Some(fabric.admin.clone())).unwrap();
+    let second = rt.block_on(admin.create_key("second-provider", &[Scope::Provider])).unwrap();
+    fabric.provider = second.key;
+    fabric.host_addrs.push(free_addr());
+    fabric.hosts.push(None);
+    fabric.start_host(1);
+    fabric.wait_for_hosts(2);
+    wait_for("the app", Duration::from_secs(30), || fabric.call(0, "GET", "/fn/demo/hello", None).status == 200);
+    rt.block_on(admin.revoke_key(&second.info.id)).unwrap();
+    // Its heartbeats now fail; the registry marks it offline; the routers stop using it.
+    wait_for("the routers to drop the revoked node", Duration::from_secs(30), || {
+        fabric
+            .routers
+            .iter()
+            .all(|(r, _)| request(r.addr, "GET", "/health", &[], None).is_ok_and(|h| h.json()["ready"] == 1))
+    });
+    let served = |i: usize| fabric.host_health(i)["served"].as_u64().unwrap();
+    let before = served(1);
+    for i in 0..20 {
+        assert_eq!(fabric.call(i % 2, "GET", "/fn/demo/hello", None).status, 200);
+    }
+    assert_eq!(served(1), before, "the node of the revoked key still got requests");
 }

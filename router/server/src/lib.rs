@@ -145,6 +145,10 @@ struct Inner {
     dirty: AtomicBool,
     apps: ArcSwap<HashMap<String, AppManifest>>,
     model_sizes: ArcSwap<HashMap<String, u64>>,
+    /// Nodes the registry lists as offline (their heartbeats stopped: a revoked key,
+    /// or a node cut off from the control plane): never routed to, even if their
+    /// certificate still opens a link.
+    cut_off: ArcSwap<std::collections::HashSet<String>>,
     callers: std::sync::Mutex<HashMap<String, (Instant, Result<Vec<Scope>, (StatusCode, String)>)>>,
     limiter: wasmesh_api::limit::RateLimiter,
     unknown_keys: wasmesh_api::limit::RateLimiter,
@@ -187,6 +191,7 @@ impl Router {
             dirty: AtomicBool::new(false),
             apps: ArcSwap::from_pointee(HashMap::new()),
             model_sizes: ArcSwap::from_pointee(HashMap::new()),
+            cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
             callers: std::sync::Mutex::new(HashMap::new()),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
             unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
@@ -198,6 +203,7 @@ impl Router {
             tokio::spawn(link::accept(inner.clone(), endpoint)),
             tokio::spawn(rebuild_loop(inner.clone())),
             tokio::spawn(follow_deployments(inner.clone())),
+            tokio::spawn(follow_nodes(inner.clone())),
         ];
         tasks.shrink_to_fit();
         Ok(Self { inner, tasks })
@@ -530,6 +536,25 @@ async fn rebuild_loop(inner: Arc<Inner>) {
         if inner.dirty.swap(false, Ordering::AcqRel) {
             link::rebuild(&inner);
         }
+    }
+}
+
+/// Every 2 s, which nodes the registry considers offline. When the registry cannot
+/// be reached the last answer stands: the data plane keeps working without it.
+async fn follow_nodes(inner: Arc<Inner>) {
+    loop {
+        if let Ok(nodes) = inner.client.nodes().await {
+            let offline: std::collections::HashSet<String> = nodes
+                .into_iter()
+                .filter(|n| n.status == wasmesh_api::wire::NodeStatus::Offline)
+                .map(|n| n.node_id)
+                .collect();
+            if **inner.cut_off.load() != offline {
+                inner.cut_off.store(Arc::new(offline));
+                inner.dirty.store(true, Ordering::Release);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

@@ -108,11 +108,16 @@ fn warmth(state: ModelState) -> Warmth {
 
 /// Builds a new policy snapshot from the hosts' reports and swaps it in.
 pub(crate) fn rebuild(inner: &Inner) {
+    let cut_off = inner.cut_off.load();
     let links = inner.links.0.lock().expect("links lock");
     let mut table = Vec::with_capacity(links.len());
     let mut connections = Vec::with_capacity(links.len());
     for (id, link) in links.iter() {
         if link.connection.close_reason().is_some() {
+            continue;
+        }
+        if cut_off.contains(id) {
+            tracing::debug!(node = %id, "not routing to a node the registry lists as offline");
             continue;
         }
         let r = &link.report;
