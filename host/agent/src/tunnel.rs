@@ -3,7 +3,6 @@
 //! backoff and jitter), report state, and serve the requests routers forward.
 
 use crate::{jitter, model_states};
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,7 +159,7 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
             Ok(frame) => {
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
-                    && write_frame(&mut send, &Frame::Data(Bytes::from(data))).await.is_err()
+                    && write_frame(&mut send, &Frame::Data(data)).await.is_err()
                 {
                     // The router reset the stream (its caller left): dropping the body stops the guest.
                     return;

@@ -217,18 +217,19 @@ async fn upload_start(S(state): St, caller: Caller, Json(req): Json<StartUpload>
             ),
         ));
     }
-    if let Some(blob) = catalog::blob(&state.db, &req.blake3).await? {
-        if blob.kind == req.kind && blob.size == req.size {
-            let parts = req.size.div_ceil(PART_SIZE).max(1);
-            return Ok(axum::Json(UploadSession {
-                id: String::new(),
-                part_size: PART_SIZE,
-                parts,
-                received: (0..parts).collect(),
-                complete: true,
-            })
-            .into_response());
-        }
+    if let Some(blob) = catalog::blob(&state.db, &req.blake3).await?
+        && blob.kind == req.kind
+        && blob.size == req.size
+    {
+        let parts = req.size.div_ceil(PART_SIZE).max(1);
+        return Ok(axum::Json(UploadSession {
+            id: String::new(),
+            part_size: PART_SIZE,
+            parts,
+            received: (0..parts).collect(),
+            complete: true,
+        })
+        .into_response());
     }
     // Resume: the same file, announced again, continues where it stopped.
     let kind = catalog::kind_str(req.kind);

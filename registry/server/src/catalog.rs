@@ -345,9 +345,11 @@ pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64,
     Ok(existing)
 }
 
+type LoraRow = (String, String, String, i64, i64, i64, Option<String>);
+
 /// Every LoRA adapter.
 pub async fn loras(db: &Db) -> ApiResult<Vec<LoraInfo>> {
-    let rows: Vec<(String, String, String, i64, i64, i64, Option<String>)> = sqlx::query_as(
+    let rows: Vec<LoraRow> = sqlx::query_as(
         "SELECT l.name, l.base, l.hash, l.size, l.lora_rank, l.created_at, b.pieces FROM loras l LEFT JOIN blobs b ON b.hash = l.hash ORDER BY l.name",
     )
     .fetch_all(&db.pool)

@@ -149,12 +149,15 @@ struct Inner {
     /// or a node cut off from the control plane): never routed to, even if their
     /// certificate still opens a link.
     cut_off: ArcSwap<std::collections::HashSet<String>>,
-    callers: std::sync::Mutex<HashMap<String, (Instant, Result<Vec<Scope>, (StatusCode, String)>)>>,
+    callers: std::sync::Mutex<HashMap<String, (Instant, Verdict)>>,
     limiter: wasmesh_api::limit::RateLimiter,
     unknown_keys: wasmesh_api::limit::RateLimiter,
     client: Client,
     metrics: Metrics,
 }
+
+/// What the registry said of a caller's key: its scopes, or the refusal.
+type Verdict = Result<Vec<Scope>, (StatusCode, String)>;
 
 /// A running router.
 pub struct Router {
@@ -411,6 +414,7 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
 }
 
 /// The model the component behind `path` of `app` uses (its first grant).
+#[allow(clippy::result_large_err, reason = "the error is the response itself, built once per refused request")]
 fn model_for(inner: &Inner, app: &str, path: &str) -> Result<Option<ModelKey>, Response<Body>> {
     let apps = inner.apps.load();
     let Some(manifest) = apps.get(app) else {
