@@ -839,3 +839,79 @@ fn uploads_resume_where_they_stopped_and_login_remembers_the_registry() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hosts_fetch_models_from_the_registry_verified_piece_by_piece() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("fetch");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "fetch") else { return };
+    let rt = runtime();
+    let deployer = registry.client(&registry.key(&[Scope::Deploy]));
+    let pushed = rt.block_on(deployer.push_model(&model_path(), "smollm2", &NoProgress)).unwrap();
+    let original = std::fs::read(model_path()).unwrap();
+    let provider_key = registry.key(&[Scope::Provider]);
+    let provider = registry.client(&provider_key);
+    let piece = pushed.pieces.piece_length as usize;
+
+    // An interrupted download whose second piece was damaged on disk: the fetch keeps
+    // the verified first piece, fetches the rest, and the result is the model.
+    let dest = dir.join("models").join(format!("{}.gguf", pushed.blake3));
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    let mut partial = original[..piece * 2 + piece / 2].to_vec();
+    partial[piece + 10] ^= 0xff;
+    std::fs::write(dest.with_extension("partial"), &partial).unwrap();
+    let path = rt.block_on(provider.fetch_model("smollm2", &dir.join("models"), &NoProgress)).unwrap();
+    assert_eq!(path, dest);
+    assert!(std::fs::read(&dest).unwrap() == original, "the fetched model differs from the pushed one");
+
+    // The store serves a damaged piece: the fetch refuses it and keeps only what verified.
+    let stored = dir.join("registry/artifacts/blobs").join(&pushed.blake3[..2]).join(&pushed.blake3);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[piece * 3 + 5] ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+    let other = dir.join("other");
+    let err = rt.block_on(provider.fetch_model("smollm2", &other, &NoProgress)).unwrap_err();
+    assert!(err.to_string().contains("piece 3") && err.to_string().contains("failed verification"), "{err}");
+    assert!(!other.join(format!("{}.gguf", pushed.blake3)).exists(), "a damaged model was kept");
+    let kept = std::fs::metadata(other.join(format!("{}.partial", pushed.blake3))).unwrap().len();
+    assert_eq!(kept, (piece * 3) as u64, "only the verified pieces before the damage are kept");
+    std::fs::write(&stored, &original).unwrap();
+
+    // A host started with `--model smollm2` and no path fetches it, and serves chat with it.
+    let deploy_key = registry.key(&[Scope::Deploy]);
+    registry.cli(&deploy_key, &["deploy", "-f", demo_manifest(&dir, false).to_str().unwrap()]).unwrap();
+    let addr = free_addr();
+    let mut host = Process::spawn(
+        &[
+            "host",
+            "--listen",
+            &addr.to_string(),
+            "--registry",
+            &registry.url(),
+            "--key",
+            &provider_key,
+            "--data",
+            dir.join("host").to_str().unwrap(),
+            "--model",
+            "smollm2",
+            "--threads",
+            "2",
+        ],
+        addr,
+        dir.join("host.log"),
+    );
+    host.wait_ready(Duration::from_secs(120));
+    assert!(dir.join("host/models").join(format!("{}.gguf", pushed.blake3)).is_file());
+    wait_for("the host to serve the app", Duration::from_secs(30), || status(addr, "/fn/demo/hello") == 200);
+    let chat = wasmesh_tests::post_json(
+        addr,
+        "/fn/demo/chat",
+        &serde_json::json!({ "prompt": "Say hi.", "max_tokens": 4, "temperature": 0, "chat": true }),
+    );
+    assert_eq!(chat.status, 200, "{}", chat.text());
+    drop(host);
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

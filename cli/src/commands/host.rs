@@ -48,7 +48,27 @@ pub struct HostArgs {
 }
 
 /// Runs `wasmesh host`.
-pub async fn run(args: HostArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
+    let data = args.data.clone().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/share/wasmesh/host")
+    });
+    // `--model NAME` (no path) comes from the registry, verified piece by piece.
+    if let Some(registry) = &args.registry {
+        let client = wasmesh_client::Client::new(registry, args.key.clone())?;
+        for model in args.engine.models.iter_mut() {
+            if model.contains('=') {
+                continue;
+            }
+            let name = model.clone();
+            tracing::info!(model = %name, "fetching from the registry");
+            let path = client
+                .fetch_model(&name, &data.join("models"), &LogProgress::new(&name))
+                .await
+                .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
+            *model = format!("{name}={}", path.display());
+        }
+    }
     let engine = args.engine.build(Vec::new())?;
     let host = Host::new(HostConfig { max_instances: args.max_instances, ..Default::default() }, engine)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
@@ -68,10 +88,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     let _agent = match &args.registry {
         Some(registry) => {
             let key = args.key.clone().context("--registry needs --key (a key with the provider scope)")?;
-            let data = args.data.clone().unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-                home.join(".local/share/wasmesh/host")
-            });
+            let data = data.clone();
             let config = wasmesh_agent::AgentConfig {
                 registry: registry.clone(),
                 key,
@@ -96,4 +113,33 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     }
     host.serve_with_shutdown(listener, super::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Transfer progress in the log: a line every 10%.
+struct LogProgress {
+    label: String,
+    state: std::sync::Mutex<(u64, u64, u64)>,
+}
+
+impl LogProgress {
+    fn new(label: &str) -> Self {
+        Self { label: label.to_string(), state: std::sync::Mutex::new((0, 0, 0)) }
+    }
+}
+
+impl wasmesh_client::Progress for LogProgress {
+    fn start(&self, phase: &str, total: u64, done: u64) {
+        *self.state.lock().expect("progress lock") = (total, done, done * 10 / total.max(1));
+        tracing::info!(model = %self.label, phase, total_mib = total >> 20, done_mib = done >> 20, "transfer");
+    }
+    fn advance(&self, bytes: u64) {
+        let mut s = self.state.lock().expect("progress lock");
+        s.1 += bytes;
+        let tenth = s.1 * 10 / s.0.max(1);
+        if tenth > s.2 {
+            s.2 = tenth;
+            tracing::info!(model = %self.label, percent = tenth * 10, "transfer");
+        }
+    }
+    fn finish(&self) {}
 }

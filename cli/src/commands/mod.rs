@@ -31,7 +31,8 @@ pub fn cache_dir() -> PathBuf {
 /// Options that pick and size the inference engine, shared by `up` and `host`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
-    /// A model this node serves, as NAME=PATH.gguf (repeatable).
+    /// A model this node serves, as NAME=PATH.gguf, or NAME alone to fetch it from the
+    /// registry (with --registry) (repeatable).
     #[arg(long = "model", value_name = "NAME=PATH")]
     pub models: Vec<String>,
     /// A LoRA adapter, as NAME=MODEL:PATH.gguf (repeatable). Components use it with
@@ -62,7 +63,7 @@ impl EngineArgs {
             .iter()
             .map(|m| {
                 let Some((name, path)) = m.split_once('=') else {
-                    bail!("--model takes NAME=PATH.gguf, got '{m}'");
+                    bail!("--model takes NAME=PATH.gguf (or NAME alone with --registry, to fetch it), got '{m}'");
                 };
                 if name.is_empty() {
                     bail!("--model '{m}' has an empty name");

@@ -343,21 +343,54 @@ async fn forget_upload(state: &State, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn blob_get(S(state): St, caller: Caller, Path(hash): Path<String>) -> ApiResult<Response> {
+/// Downloads an artifact; `Range: bytes=N-` resumes from byte N (206).
+async fn blob_get(S(state): St, caller: Caller, Path(hash): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
     caller.require_any(&[Scope::Provider, Scope::Deploy])?;
     let Some(blob) = catalog::blob(&state.db, &hash).await? else {
         return Err(ApiError::not_found(format!("no artifact {hash}")));
     };
-    let stream = state.artifacts.stream(&hash).await?;
+    let start = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(range) => {
+            let start = range
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n < blob.size);
+            match start {
+                Some(n) => Some(n),
+                None => {
+                    return Ok((
+                        StatusCode::RANGE_NOT_SATISFIABLE,
+                        [(header::CONTENT_RANGE, format!("bytes */{}", blob.size))],
+                        "only `Range: bytes=N-` with N below the size is supported",
+                    )
+                        .into_response());
+                }
+            }
+        }
+    };
+    let (status, stream, length) = match start {
+        Some(n) => (StatusCode::PARTIAL_CONTENT, state.artifacts.stream_from(&hash, n).await?, blob.size - n),
+        None => (StatusCode::OK, state.artifacts.stream(&hash).await?, blob.size),
+    };
     let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
-    Ok((
+    let mut response = (
+        status,
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, blob.size.to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
         ],
         body,
     )
-        .into_response())
+        .into_response();
+    if let Some(n) = start
+        && let Ok(v) = format!("bytes {n}-{}/{}", blob.size - 1, blob.size).parse()
+    {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    Ok(response)
 }
 
 // ---- apps ---------------------------------------------------------------------

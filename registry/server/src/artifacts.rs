@@ -139,6 +139,17 @@ impl Artifacts {
         Ok(self.store.get(&Self::object(hash)).await?.into_stream())
     }
 
+    /// The blob from byte `offset` to its end, as a stream (resumed downloads).
+    pub async fn stream_from(
+        &self,
+        hash: &str,
+        offset: u64,
+    ) -> object_store::Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>> {
+        let options =
+            object_store::GetOptions { range: Some(object_store::GetRange::Offset(offset)), ..Default::default() };
+        Ok(self.store.get_opts(&Self::object(hash), options).await?.into_stream())
+    }
+
     /// Checks that the store answers.
     pub async fn ping(&self) -> object_store::Result<()> {
         match self.store.head(&ObjectPath::from("health-probe")).await {
