@@ -915,3 +915,49 @@ fn hosts_fetch_models_from_the_registry_verified_piece_by_piece() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn abandoned_uploads_are_dropped_with_their_parts() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("ttl");
+    let addr = free_addr();
+    let mut registry = Process::spawn(
+        &[
+            "registry",
+            "--listen",
+            &addr.to_string(),
+            "--data",
+            dir.join("registry").to_str().unwrap(),
+            "--admin-key-file",
+            dir.join("admin.key").to_str().unwrap(),
+            "--upload-ttl-secs",
+            "2",
+        ],
+        addr,
+        dir.join("registry.log"),
+    );
+    registry.wait_ready(Duration::from_secs(60));
+    let admin = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let auth = format!("Bearer {}", admin.trim());
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let data = vec![7u8; 2000];
+    let start =
+        serde_json::json!({ "blake3": blake3::hash(&data).to_hex().to_string(), "size": 2000, "kind": "component" });
+    let session = request(addr, "POST", "/v1/uploads", &headers, Some(Payload::Sized(start.to_string().as_bytes())))
+        .unwrap()
+        .json();
+    let id = session["id"].as_str().unwrap().to_string();
+    let r =
+        request(addr, "PUT", &format!("/v1/uploads/{id}/parts/0"), &headers[..1], Some(Payload::Sized(&data))).unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert!(dir.join("registry/uploads").join(&id).join("0.part").is_file(), "the part is staged");
+    // Never finished: gone after its TTL, staged parts and all.
+    wait_for("the upload to expire", Duration::from_secs(20), || {
+        request(addr, "GET", &format!("/v1/uploads/{id}"), &headers[..1], None).unwrap().status == 404
+    });
+    assert!(!dir.join("registry/uploads").join(&id).exists());
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

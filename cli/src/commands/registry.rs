@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// Seconds without a heartbeat after which a node is offline.
     #[arg(long, default_value_t = 30)]
     pub offline_after_secs: u64,
+    /// Seconds after which an unfinished upload is dropped with its staged parts.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub upload_ttl_secs: u64,
 }
 
 fn default_data() -> PathBuf {
@@ -106,6 +109,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.limits.per_key_rps = serve.rate_per_key;
     config.limits.per_address_rps = serve.rate_per_address;
     config.offline_after = std::time::Duration::from_secs(serve.offline_after_secs);
+    config.upload_ttl = std::time::Duration::from_secs(serve.upload_ttl_secs.max(1));
     let registry = Registry::open(config).await?;
     if let Some(key) = registry.create_admin_key_if_none().await? {
         hand_over_admin_key(&key, serve.state.admin_key_file.as_ref())?;

@@ -334,6 +334,18 @@ async fn upload_complete(S(state): St, caller: Caller, Path(id): Path<String>) -
     Ok(axum::Json(BlobInfo { blake3: hash, size: blob.size, kind: blob.kind, pieces: blob.pieces }).into_response())
 }
 
+/// Drops upload sessions untouched for `age` with their staged parts (abandoned
+/// uploads must not fill the disk); returns how many.
+pub async fn expire_uploads(state: &State, age: std::time::Duration) -> ApiResult<usize> {
+    let cutoff = now_ms() - age.as_millis() as i64;
+    let stale: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM uploads WHERE created_at < $1").bind(cutoff).fetch_all(&state.db.pool).await?;
+    for (id,) in &stale {
+        forget_upload(state, id).await?;
+    }
+    Ok(stale.len())
+}
+
 async fn forget_upload(state: &State, id: &str) -> ApiResult<()> {
     let mut tx = state.db.pool.begin().await?;
     sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1").bind(id).execute(&mut *tx).await?;

@@ -49,6 +49,8 @@ pub struct RegistryConfig {
     pub max_artifact_bytes: u64,
     /// Largest component accepted.
     pub max_component_bytes: u64,
+    /// Upload sessions untouched this long are dropped with their staged parts.
+    pub upload_ttl: Duration,
 }
 
 impl RegistryConfig {
@@ -62,6 +64,7 @@ impl RegistryConfig {
             offline_after: Duration::from_secs(30),
             max_artifact_bytes: 64 << 30,
             max_component_bytes: 64 << 20,
+            upload_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -204,8 +207,26 @@ impl Registry {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
+        // Drop abandoned upload sessions (checked four times per TTL, at most hourly).
+        let janitor = {
+            let state = self.state.clone();
+            let ttl = state.config.upload_ttl;
+            let every = (ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+            tokio::spawn(async move {
+                loop {
+                    match api::expire_uploads(&state, ttl).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(uploads = n, "expired abandoned uploads"),
+                        Err(e) => tracing::warn!("cannot expire uploads: {}", e.message),
+                    }
+                    tokio::time::sleep(every).await;
+                }
+            })
+        };
+        let served = axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        janitor.abort();
+        served
     }
 }
