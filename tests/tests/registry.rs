@@ -108,17 +108,8 @@ struct Registry {
 impl Registry {
     fn start(backend: Backend, dir: &Path, _tag: &str) -> Option<Self> {
         let addr = free_addr();
-        let data = dir.join("registry");
         let key_file = dir.join("admin.key");
-        let mut args: Vec<String> = vec![
-            "registry".into(),
-            "--listen".into(),
-            addr.to_string(),
-            "--data".into(),
-            data.display().to_string(),
-            "--admin-key-file".into(),
-            key_file.display().to_string(),
-        ];
+        let mut args = wasmesh_tests::registry_args(addr, dir, &[]);
         let mut envs = Vec::new();
         let (mut pg, mut s3) = (None, None);
         if backend == Backend::PostgresS3 {
@@ -922,24 +913,8 @@ fn abandoned_uploads_are_dropped_with_their_parts() {
         return;
     }
     let dir = scratch("ttl");
-    let addr = free_addr();
-    let mut registry = Process::spawn(
-        &[
-            "registry",
-            "--listen",
-            &addr.to_string(),
-            "--data",
-            dir.join("registry").to_str().unwrap(),
-            "--admin-key-file",
-            dir.join("admin.key").to_str().unwrap(),
-            "--upload-ttl-secs",
-            "2",
-        ],
-        addr,
-        dir.join("registry.log"),
-    );
-    registry.wait_ready(Duration::from_secs(60));
-    let admin = std::fs::read_to_string(dir.join("admin.key")).unwrap();
+    let (registry, admin) = wasmesh_tests::start_registry(&dir, &["--upload-ttl-secs", "2"]);
+    let addr = registry.addr;
     let auth = format!("Bearer {}", admin.trim());
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
     let data = vec![7u8; 2000];

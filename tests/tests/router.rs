@@ -47,25 +47,8 @@ struct Fabric {
 impl Fabric {
     fn start(tag: &str, hosts: usize) -> Self {
         let dir = scratch(tag);
-        let addr = free_addr();
-        let key_file = dir.join("admin.key");
-        let mut registry = Process::spawn(
-            &[
-                "registry",
-                "--listen",
-                &addr.to_string(),
-                "--data",
-                dir.join("registry").to_str().unwrap(),
-                "--admin-key-file",
-                key_file.to_str().unwrap(),
-                "--offline-after-secs",
-                "3",
-            ],
-            addr,
-            dir.join("registry.log"),
-        );
-        registry.wait_ready(Duration::from_secs(60));
-        let admin = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+        let (registry, admin) = wasmesh_tests::start_registry(&dir, &["--offline-after-secs", "3"]);
+        let addr = registry.addr;
         let rt = runtime();
         let client = Client::new(&format!("http://{addr}"), Some(admin.clone())).unwrap();
         let key = |scope| rt.block_on(client.create_key("test", &[scope])).unwrap().key;
