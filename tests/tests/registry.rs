@@ -936,3 +936,33 @@ fn abandoned_uploads_are_dropped_with_their_parts() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn keys_and_addresses_are_rate_limited_with_a_retry_after() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("rate");
+    let (registry, admin) = wasmesh_tests::start_registry(&dir, &["--rate-per-key", "1", "--rate-per-address", "1000"]);
+    let auth = format!("Bearer {admin}");
+    // Bursts of twice the rate pass; then 429 with a Retry-After.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| request(registry.addr, "GET", "/v1/whoami", &[("Authorization", &auth)], None).unwrap().status)
+        .collect();
+    assert_eq!(&statuses[..2], [200, 200]);
+    let limited = request(registry.addr, "GET", "/v1/whoami", &[("Authorization", &auth)], None).unwrap();
+    assert_eq!(limited.status, 429, "{statuses:?}");
+    assert!(limited.headers.iter().any(|(k, v)| k == "retry-after" && v.parse::<u64>().is_ok_and(|s| s >= 1)));
+    assert!(limited.text().contains("rate limit"), "{}", limited.text());
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Per source address, keyed or not.
+    let dir = scratch("rate-address");
+    let (registry, _) = wasmesh_tests::start_registry(&dir, &["--rate-per-address", "1"]);
+    let statuses: Vec<u16> =
+        (0..5).map(|_| request(registry.addr, "GET", "/health", &[], None).unwrap().status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -9,7 +9,7 @@ use wasmesh_host::{Host, HostConfig};
 /// Arguments of `wasmesh host`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_... --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf\n\nWith --registry the host registers (identity in --data), sends heartbeats and serves every app\nthe registry deploys under /fn/APP/..., switching versions without dropping requests."
+    after_help = "Examples:\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_... --model smollm2   # fetched from the registry, verified\n\nWith --registry the host registers (identity in --data), sends heartbeats and serves every app\nthe registry deploys under /fn/APP/..., switching versions without dropping requests."
 )]
 pub struct HostArgs {
     /// An app manifest (wasmesh.toml) to serve at its own paths (repeatable).
