@@ -83,6 +83,28 @@ pub fn prerequisites() -> bool {
     false
 }
 
+/// A fresh, empty scratch folder for one test (`$TMP/wasmesh-test-NAME-PID`).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wasmesh-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a scratch folder");
+    dir
+}
+
+/// A single-threaded Tokio runtime for a test's async client calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime")
+}
+
+/// Polls `check` every 100 ms until it holds, or panics after `timeout` naming `what`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A free port on 127.0.0.1.
 pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Heartbeat, Scope};
 use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
 use wasmesh_tests::{
-    Payload, Process, cache_dir, components_dir, free_addr, lora_path, model_path, prerequisites, request, wasmesh_bin,
+    Payload, Process, cache_dir, components_dir, free_addr, lora_path, model_path, prerequisites, request, runtime,
+    scratch, wait_for, wasmesh_bin,
 };
 
 /// Where state lives.
@@ -31,17 +32,6 @@ fn skip_or_fail(msg: &str) -> bool {
     }
     eprintln!("skipping: {msg}");
     false
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasmesh-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
 const S3_KEY: &str = "wasmesh-test-access";
@@ -207,14 +197,6 @@ fn demo_manifest(dir: &Path, v2: bool) -> PathBuf {
 
 fn status(addr: SocketAddr, path: &str) -> u16 {
     request(addr, "GET", path, &[], None).map(|r| r.status).unwrap_or(0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn deploy_call_update_and_roll_back(backend: Backend, tag: &str) {

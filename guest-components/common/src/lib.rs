@@ -309,6 +309,45 @@ mod nn_support {
         Ok((vector, usage))
     }
 
+    /// OpenAI's `input` of an embeddings request: one string or a list.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(untagged)]
+    pub enum EmbeddingInput {
+        /// One text.
+        One(String),
+        /// Several.
+        Many(Vec<String>),
+    }
+
+    impl EmbeddingInput {
+        /// The texts, in order.
+        pub fn into_vec(self) -> Vec<String> {
+            match self {
+                EmbeddingInput::One(s) => vec![s],
+                EmbeddingInput::Many(v) => v,
+            }
+        }
+    }
+
+    /// Embeds each of `inputs` with `model` and answers in the shape of OpenAI's
+    /// embeddings API: `{"object": "list", "model", "data": [{"object": "embedding",
+    /// "index", "embedding"}], "usage": {"prompt_tokens", "total_tokens"}}`.
+    pub fn embeddings_response(model: &str, inputs: &[String]) -> Result<serde_json::Value, NnError> {
+        let mut data = Vec::with_capacity(inputs.len());
+        let mut tokens = 0;
+        for (index, text) in inputs.iter().enumerate() {
+            let (vector, usage) = embed(model, text)?;
+            tokens += usage.input_tokens;
+            data.push(serde_json::json!({ "object": "embedding", "index": index, "embedding": vector }));
+        }
+        Ok(serde_json::json!({
+            "object": "list",
+            "model": model,
+            "data": data,
+            "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+        }))
+    }
+
     /// A generation whose text arrives piece by piece (`wasmesh:guest/streaming`).
     /// Dropping it cancels the generation on the host.
     pub struct TextStream {

@@ -9,22 +9,17 @@ use serde::Deserialize;
 use serde_json::json;
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
-use wasmesh_guest_common::{MAX_BODY_BYTES, embed, error_json, read_body, respond_json, respond_json_with};
+use wasmesh_guest_common::{
+    EmbeddingInput, MAX_BODY_BYTES, embeddings_response, error_json, read_body, respond_json, respond_json_with,
+};
 
 const USAGE_HINT: &str =
     "use POST with a JSON body {\"input\": string or [string] (at most 64), \"model\": string (default \"smollm2\")}";
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Input {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EmbeddingsRequest {
-    input: Input,
+    input: EmbeddingInput,
     #[serde(default = "default_model")]
     model: String,
 }
@@ -49,34 +44,14 @@ impl Guest for Embeddings {
             Ok(r) => r,
             Err(e) => return respond_json(out, 400, &error_json(format!("invalid request body: {e}; {USAGE_HINT}"))),
         };
-        let inputs = match req.input {
-            Input::One(s) => vec![s],
-            Input::Many(v) => v,
-        };
+        let inputs = req.input.into_vec();
         if inputs.is_empty() || inputs.len() > 64 {
             return respond_json(out, 400, &error_json(format!("`input` must hold 1 to 64 strings; {USAGE_HINT}")));
         }
-        let mut data = Vec::with_capacity(inputs.len());
-        let mut tokens = 0;
-        for (index, text) in inputs.iter().enumerate() {
-            match embed(&req.model, text) {
-                Ok((vector, usage)) => {
-                    tokens += usage.input_tokens;
-                    data.push(json!({ "object": "embedding", "index": index, "embedding": vector }));
-                }
-                Err(e) => return respond_json(out, e.http_status(), &e.to_json()),
-            }
+        match embeddings_response(&req.model, &inputs) {
+            Ok(body) => respond_json(out, 200, &body),
+            Err(e) => respond_json(out, e.http_status(), &e.to_json()),
         }
-        respond_json(
-            out,
-            200,
-            &json!({
-                "object": "list",
-                "model": req.model,
-                "data": data,
-                "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-            }),
-        );
     }
 }
 

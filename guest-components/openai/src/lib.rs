@@ -14,7 +14,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wasi::exports::http::incoming_handler::Guest;
 use wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
-use wasmesh_guest_common::{EventStream, MAX_BODY_BYTES, Usage, embed, generate, generate_stream, read_body, respond_json};
+use wasmesh_guest_common::{
+    EmbeddingInput, EventStream, MAX_BODY_BYTES, Usage, embeddings_response, generate, generate_stream, read_body,
+    respond_json,
+};
 
 #[derive(Debug, Deserialize)]
 struct Message {
@@ -57,16 +60,9 @@ struct Completion {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Input {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
 struct Embeddings {
     model: String,
-    input: Input,
+    input: EmbeddingInput,
 }
 
 fn error(out: ResponseOutparam, status: u16, kind: &str, message: impl Into<String>) {
@@ -247,7 +243,10 @@ fn stream(out: ResponseOutparam, model: &str, prompt: &str, options: &str, chat:
                 break;
             }
             Err(e) => {
-                events.send(Some("error"), &json!({ "error": { "message": e.to_string(), "type": "server_error" } }).to_string());
+                events.send(
+                    Some("error"),
+                    &json!({ "error": { "message": e.to_string(), "type": "server_error" } }).to_string(),
+                );
                 break;
             }
         }
@@ -260,34 +259,14 @@ fn embeddings(out: ResponseOutparam, body: &[u8]) {
         Ok(r) => r,
         Err(e) => return error(out, 400, "invalid_request_error", format!("invalid JSON body: {e}")),
     };
-    let inputs = match req.input {
-        Input::One(s) => vec![s],
-        Input::Many(v) => v,
-    };
+    let inputs = req.input.into_vec();
     if inputs.is_empty() || inputs.len() > 64 {
         return error(out, 400, "invalid_request_error", "`input` must hold 1 to 64 strings");
     }
-    let mut data = Vec::with_capacity(inputs.len());
-    let mut tokens = 0;
-    for (index, text) in inputs.iter().enumerate() {
-        match embed(&req.model, text) {
-            Ok((vector, usage)) => {
-                tokens += usage.input_tokens;
-                data.push(json!({ "object": "embedding", "index": index, "embedding": vector }));
-            }
-            Err(e) => return nn_error(out, &e),
-        }
+    match embeddings_response(&req.model, &inputs) {
+        Ok(body) => respond_json(out, 200, &body),
+        Err(e) => nn_error(out, &e),
     }
-    respond_json(
-        out,
-        200,
-        &json!({
-            "object": "list",
-            "model": req.model,
-            "data": data,
-            "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
-        }),
-    );
 }
 
 wasi::http::proxy::export!(OpenAi);

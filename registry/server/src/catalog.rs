@@ -184,26 +184,29 @@ pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary>
     app_summary(db, app).await?.ok_or_else(|| ApiError::not_found(format!("no app named '{app}'")))
 }
 
+type AppRow = (String, i64, i64, i64);
+
+fn summary_from_row((name, current, latest, updated): AppRow) -> AppSummary {
+    AppSummary { name, current_version: current as u64, versions: latest as u64, updated_at_ms: updated as u64 }
+}
+
 /// Every app.
 pub async fn apps(db: &Db) -> ApiResult<Vec<AppSummary>> {
-    let rows: Vec<(String, i64, i64, i64)> =
+    let rows: Vec<AppRow> =
         sqlx::query_as("SELECT name, current_version, latest_version, updated_at FROM apps ORDER BY name")
             .fetch_all(&db.pool)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, current, latest, updated)| AppSummary {
-            name,
-            current_version: current as u64,
-            versions: latest as u64,
-            updated_at_ms: updated as u64,
-        })
-        .collect())
+    Ok(rows.into_iter().map(summary_from_row).collect())
 }
 
 /// One app.
 pub async fn app_summary(db: &Db, app: &str) -> ApiResult<Option<AppSummary>> {
-    Ok(apps(db).await?.into_iter().find(|a| a.name == app))
+    let row: Option<AppRow> =
+        sqlx::query_as("SELECT name, current_version, latest_version, updated_at FROM apps WHERE name = $1")
+            .bind(app)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(row.map(summary_from_row))
 }
 
 type VersionRow = (String, i64, String, String, i64, String);

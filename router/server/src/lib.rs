@@ -219,13 +219,7 @@ impl Router {
 
     /// Hosts connected and ready, as the routing table has them now.
     pub fn ready_hosts(&self) -> usize {
-        let routed = self.inner.routed.load();
-        self.inner
-            .links
-            .reports()
-            .iter()
-            .filter(|(id, r)| r.ready && routed.snapshot.index_of(id).is_some_and(|n| routed.snapshot.is_ready(n)))
-            .count()
+        ready_hosts(&self.inner)
     }
 
     /// Serves callers' HTTP on `listener` until `shutdown` resolves.
@@ -301,14 +295,19 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
     response
 }
 
-fn health(inner: &Inner) -> Response<Body> {
+/// Hosts that say they are ready and that the current routing table routes to.
+fn ready_hosts(inner: &Inner) -> usize {
     let routed = inner.routed.load();
-    let ready = inner
+    inner
         .links
         .reports()
         .iter()
         .filter(|(id, r)| r.ready && routed.snapshot.index_of(id).is_some_and(|n| routed.snapshot.is_ready(n)))
-        .count();
+        .count()
+}
+
+fn health(inner: &Inner) -> Response<Body> {
+    let ready = ready_hosts(inner);
     json(
         StatusCode::OK,
         serde_json::json!({
@@ -413,9 +412,10 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
     }
 }
 
-/// The model the component behind `path` of `app` uses (its first grant).
+/// The model the component behind `path` of `app` uses (its first grant), and the
+/// app's private network.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, built once per refused request")]
-fn model_for(inner: &Inner, app: &str, path: &str) -> Result<Option<ModelKey>, Response<Body>> {
+fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelKey>, Option<String>), Response<Body>> {
     let apps = inner.apps.load();
     let Some(manifest) = apps.get(app) else {
         return Err(error(StatusCode::NOT_FOUND, format!("no app named '{app}' is deployed")));
@@ -427,7 +427,9 @@ fn model_for(inner: &Inner, app: &str, path: &str) -> Result<Option<ModelKey>, R
             serde_json::json!({ "error": format!("app '{app}' has no route for {path}"), "routes": routes }),
         ));
     };
-    Ok(manifest.component.get(&route.component).and_then(|c| c.models.first()).and_then(|m| ModelKey::parse(m).ok()))
+    let model =
+        manifest.component.get(&route.component).and_then(|c| c.models.first()).and_then(|m| ModelKey::parse(m).ok());
+    Ok((model, manifest.app.network.clone()))
 }
 
 async fn function(
@@ -443,11 +445,10 @@ async fn function(
         Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
         None => (rest.clone(), "/".to_string()),
     };
-    let model = match model_for(inner, &app, &inner_path) {
-        Ok(m) => m,
+    let (model, network) = match model_for(inner, &app, &inner_path) {
+        Ok(found) => found,
         Err(response) => return response,
     };
-    let network = inner.apps.load().get(&app).and_then(|m| m.app.network.clone());
     let (parts, body) = match buffer(inner, req).await {
         Ok(b) => b,
         Err(response) => return response,
@@ -463,14 +464,14 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
         return denied;
     }
     let app = inner.config.openai_app.clone();
-    if !inner.apps.load().contains_key(&app) {
+    let Some(network) = inner.apps.load().get(&app).map(|m| m.app.network.clone()) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the OpenAI API needs the built-in '{app}' app deployed (guest-components/openai; `wasmesh up` deploys it)"
             ),
         );
-    }
+    };
     let (parts, body) = match buffer(inner, req).await {
         Ok(b) => b,
         Err(response) => return response,
@@ -484,7 +485,6 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
     let head = head_of(&parts, Some(format!("/fn/{app}{path}")));
-    let network = inner.apps.load().get(&app).and_then(|m| m.app.network.clone());
     link::forward(inner, &app, network.as_deref(), Some(model), head, body).await
 }
 
