@@ -8,10 +8,14 @@
 //!   engine's own counters);
 //! * time to first token of a streamed request, alone on the engine.
 //!
-//! The issue also asks for llama.cpp's own `llama-server` as an anchor; its sources are
-//! not in the `llama-cpp-sys-2` crate this project builds llama.cpp from, and nothing
-//! outside the registries can be fetched here, so that comparison is absent (the JSON
-//! says so). Ends with one line of JSON holding the figures.
+//! * llama.cpp's own `llama-server`, built from the same llama.cpp revision by
+//!   `benches/build-llama-server.sh` and run with the same slots (16), context per
+//!   slot (4096), batch (512), threads and per-slot KV streams, serving the same
+//!   requests at each concurrency (greedy, prompt cache off): the anchor the
+//!   aggregate figures are compared with. When it is not built, the bench says so
+//!   and the JSON marks it absent.
+//!
+//! Ends with one line of JSON holding the figures.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -57,6 +61,10 @@ fn main() {
     let native_tok_s: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("native tok/s");
     println!("native llama.cpp, sequential:  {native_tok_s:8.1} tok/s");
 
+    // The anchor at each concurrency: llama-server, in its own process, measured
+    // before our engine loads (so the two never share the cores).
+    let server = llama_server(threads);
+
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let config = LlamaConfig {
         models: [("smollm2".to_string(), model_path())].into(),
@@ -74,6 +82,7 @@ fn main() {
 
     // Aggregate tokens/s at each concurrency (median of 3 rounds).
     let mut levels = serde_json::Map::new();
+    let mut ours = std::collections::BTreeMap::new();
     for &n in &LEVELS {
         let mut rates = Vec::new();
         for _ in 0..3 {
@@ -91,12 +100,31 @@ fn main() {
             rates.push(tokens as f64 / started.elapsed().as_secs_f64());
         }
         let rate = median(&mut rates);
+        let versus_server = match server.as_ref().ok().and_then(|s| s.get(&n)) {
+            Some(anchor) => format!(", {:.2}× llama-server {anchor:.1}", rate / anchor),
+            None => String::new(),
+        };
         println!(
-            "engine, {n:2} concurrent:        {rate:8.1} tok/s aggregate  ({:.2}× native sequential)",
+            "engine, {n:2} concurrent:        {rate:8.1} tok/s aggregate  ({:.2}× native sequential{versus_server})",
             rate / native_tok_s
         );
         levels.insert(n.to_string(), json!((rate * 10.0).round() / 10.0));
+        ours.insert(n, rate);
     }
+    let (server_levels, ratios, server_note) = match &server {
+        Ok(rates) => {
+            let levels: serde_json::Map<String, serde_json::Value> =
+                rates.iter().map(|(n, r)| (n.to_string(), json!((r * 10.0).round() / 10.0))).collect();
+            let ratios: serde_json::Map<String, serde_json::Value> = rates
+                .iter()
+                .map(|(n, r)| {
+                    (n.to_string(), json!((ours[n] / r * 1000.0).round() / 1000.0))
+                })
+                .collect();
+            (json!(levels), json!(ratios), "llama-server b11434 (same llama.cpp sources as the engine)".to_string())
+        }
+        Err(why) => (json!(null), json!(null), format!("absent: {why}")),
+    };
 
     // LoRA switch time: requests with two adapters interleaved on one warm base.
     let stats = runtime.block_on(engine.stats("smollm2")).expect("loaded");
@@ -153,12 +181,86 @@ fn main() {
             "native_sequential_tok_s": (native_tok_s * 10.0).round() / 10.0,
             "aggregate_tok_s": levels,
             "ratio_at_8_vs_native_sequential": (at8 / native_tok_s * 1000.0).round() / 1000.0,
-            "llama_server_anchor": "absent: llama-server's sources are not in llama-cpp-sys-2 and cannot be fetched here",
+            "llama_server_anchor": server_note,
+            "llama_server_tok_s": server_levels,
+            "ratio_vs_llama_server": ratios,
             "lora_switch_ms": (lora_switch_ms * 1000.0).round() / 1000.0,
             "lora_switches": switches,
             "ttft_ms": (ttft_ms * 100.0).round() / 100.0,
         })
     );
+}
+
+/// Where `benches/build-llama-server.sh` puts llama-server (or `$LLAMA_SERVER`).
+fn llama_server_path() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("LLAMA_SERVER") {
+        return p.into();
+    }
+    let cache = std::env::var_os("WASMESH_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmesh")
+    });
+    cache.join("tools/llama-server/bin/llama-server")
+}
+
+/// llama-server's aggregate tokens/s at each level (median of 3 rounds): the same
+/// requests as the engine gets, on the same slots, context, batch and threads.
+fn llama_server(threads: u32) -> Result<std::collections::BTreeMap<usize, f64>, String> {
+    let program = llama_server_path();
+    if !program.is_file() {
+        let why = format!("{} not found: run `bash benches/build-llama-server.sh`", program.display());
+        println!("llama-server anchor: {why}");
+        return Err(why);
+    }
+    let slots = LEVELS[LEVELS.len() - 1];
+    let addr = wasmesh_tests::free_addr();
+    let (ctx, threads_s, slots_s, port) =
+        ((4096 * slots).to_string(), threads.to_string(), slots.to_string(), addr.port().to_string());
+    let model = model_path();
+    let log = std::env::temp_dir().join(format!("wasmesh-bench-llama-server-{}.log", std::process::id()));
+    let mut server = wasmesh_tests::Process::spawn_program(
+        &program,
+        &[
+            "-m", model.to_str().expect("UTF-8 path"),
+            "-t", &threads_s, "-tb", &threads_s,
+            "-c", &ctx, "-np", &slots_s, "-b", "512", "-ub", "512",
+            // Per-slot KV streams, as the engine uses; no prompt cache between requests.
+            "--no-kv-unified", "--cache-ram", "0",
+            "--no-webui", "--host", "127.0.0.1", "--port", &port,
+        ],
+        &[],
+        addr,
+        log,
+    );
+    server.wait_ready(Duration::from_secs(120));
+    let mut out = std::collections::BTreeMap::new();
+    for &n in &LEVELS {
+        let mut rates = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let tokens: u64 = std::thread::scope(|scope| {
+                let runs: Vec<_> = (0..n)
+                    .map(|i| {
+                        scope.spawn(move || {
+                            let body = json!({
+                                "prompt": prompt(i), "n_predict": TOKENS, "temperature": 0.0,
+                                "cache_prompt": false,
+                            });
+                            let r = wasmesh_tests::post_json(addr, "/completion", &body);
+                            assert_eq!(r.status, 200, "llama-server: {}", r.text());
+                            r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
+                        })
+                    })
+                    .collect();
+                runs.into_iter().map(|r| r.join().expect("request thread")).sum()
+            });
+            rates.push(tokens as f64 / started.elapsed().as_secs_f64());
+        }
+        let rate = median(&mut rates);
+        println!("llama-server, {n:2} concurrent:  {rate:8.1} tok/s aggregate");
+        out.insert(n, rate);
+    }
+    drop(server);
+    Ok(out)
 }
 
 /// The anchor: the 16 requests of the top level, one after another, with a plain

@@ -42,9 +42,27 @@ models = ["smollm2"]
 source = "{embeddings}"
 models = ["smollm2"]
 
+[component.spin-llm]
+source = "{spin}"
+ai_models = ["smollm2", "smollm2:one"]
+[component.spin-llm.limits]
+max_request_bytes = 4096
+
+[component.spin-hurried]
+source = "{spin}"
+ai_models = ["smollm2"]
+[component.spin-hurried.limits]
+timeout_ms = 50
+
 [[route]]
 path = "/chat"
 component = "chat"
+[[route]]
+path = "/spin/..."
+component = "spin-llm"
+[[route]]
+path = "/spin-hurried/..."
+component = "spin-hurried"
 [[route]]
 path = "/hello"
 component = "hello"
@@ -67,6 +85,7 @@ component = "embeddings"
         bomb = c.join("memory_bomb.wasm").display(),
         unknown = c.join("unknown_model.wasm").display(),
         embeddings = c.join("embeddings.wasm").display(),
+        spin = c.join("spin_llm.wasm").display(),
     );
     let path = dir.join("wasmesh.toml");
     std::fs::write(&path, manifest).expect("write manifest");
@@ -375,5 +394,98 @@ fn embeddings_are_stable_and_related_texts_are_closer() {
     let again = post_json(host.addr, "/embeddings", &json!({"input": texts[0]}));
     assert_eq!(again.json()["data"][0]["embedding"], body["data"][0]["embedding"]);
     assert!(body["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert_serves_hello(&mut host);
+}
+
+#[test]
+fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
+    if !prerequisites() {
+        return;
+    }
+    let mut host = start_host("spin");
+    let addr = host.addr;
+    let prompt = "<|im_start|>user\nName three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n";
+
+    // The same prompt and parameters through Spin's `fermyon:spin/llm` (a WASIp3
+    // component built with spin-sdk 7) and through wasi:nn (the WASIp2 `chat`).
+    for (repeat_penalty, lora) in [(1.1, None), (1.0, None), (1.1, Some("one"))] {
+        let model = match lora {
+            Some(l) => format!("smollm2:{l}"),
+            None => "smollm2".to_string(),
+        };
+        let spin = post_json(
+            addr,
+            "/spin/infer",
+            &json!({"prompt": prompt, "model": model, "max_tokens": 40, "temperature": 0.0,
+                    "repeat_penalty": repeat_penalty, "repeat_penalty_last_n_token_count": 64}),
+        );
+        assert_eq!(spin.status, 200, "{}", spin.text());
+        let nn = post_json(
+            addr,
+            "/chat",
+            &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0.0, "lora": lora,
+                    "repeat_penalty": repeat_penalty, "repeat_last_n": 64}),
+        );
+        assert_eq!(nn.status, 200, "{}", nn.text());
+        let (spin, nn) = (spin.json(), nn.json());
+        let text = spin["text"].as_str().expect("text");
+        assert!(!text.trim().is_empty(), "empty generation");
+        assert_eq!(spin["text"], nn["text"], "repeat penalty {repeat_penalty}, model {model}");
+        assert_eq!(spin["usage"]["prompt_token_count"], nn["usage"]["input_tokens"]);
+        assert_eq!(spin["usage"]["generated_token_count"], nn["usage"]["output_tokens"]);
+    }
+
+    // No parameters: Spin's defaults (100 tokens at most, sampled).
+    let r = post_json(addr, "/spin/infer", &json!({"prompt": "Once upon a time"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let generated = r.json()["usage"]["generated_token_count"].as_u64().unwrap();
+    assert!((1..=100).contains(&generated), "{generated} tokens");
+
+    // A model outside `ai_models` is refused with the key to add, as Spin does.
+    let r = post_json(addr, "/spin/infer", &json!({"prompt": "hi", "model": "smollm2:two"}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("`ai_models`") && err.contains("[component.spin-llm]"), "{err}");
+    // Out-of-range parameters name Spin's field.
+    let r = post_json(addr, "/spin/infer", &json!({"prompt": "hi", "max_tokens": 0}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("max-tokens"), "{}", r.text());
+
+    // Embeddings: the same vectors as through wasi:nn, stable, related texts closer.
+    let texts =
+        ["The cat sat on the mat.", "A kitten was sitting on the rug.", "Quarterly revenue grew by eight percent."];
+    let r = post_json(addr, "/spin/embed", &json!({"input": texts}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json();
+    let vectors: Vec<Vec<f64>> = body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect();
+    assert_eq!(vectors.len(), 3);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]), "related texts are not closer");
+    assert!(body["usage"]["prompt_token_count"].as_u64().unwrap() > 0);
+    let nn = post_json(addr, "/embeddings", &json!({"input": texts[0]})).json();
+    assert_eq!(nn["data"][0]["embedding"], body["embeddings"][0], "Spin and wasi:nn embeddings differ");
+    let again = post_json(addr, "/spin/embed", &json!({"input": [texts[0]]})).json();
+    assert_eq!(again["embeddings"][0], body["embeddings"][0]);
+
+    // Bad input reaches the guest's own error handling; the host stays up.
+    let r = request(addr, "POST", "/spin/infer", &[], Some(Payload::Sized(b"{not json"))).expect("POST bad JSON");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = request(addr, "GET", "/spin/infer", &[], None).expect("GET");
+    assert_eq!(r.status, 405, "{}", r.text());
+
+    // The host's limits hold for WASIp3 components as for WASIp2 ones.
+    let big = vec![b' '; 10_000];
+    let r = request(addr, "POST", "/spin/infer", &[], Some(Payload::Chunked(&big))).expect("POST chunked");
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("max_request_bytes"), "{}", r.text());
+    let r = post_json(addr, "/spin-hurried/infer", &json!({"prompt": "Write a long story.", "max_tokens": 2000}));
+    assert_eq!(r.status, 504, "{}", r.text());
+    let err = r.json()["error"].as_str().unwrap().to_string();
+    assert!(err.contains("deadline of 50 ms") && err.contains("timeout_ms"), "{err}");
     assert_serves_hello(&mut host);
 }

@@ -3,7 +3,8 @@
 //! `POST` a JSON body:
 //!
 //! ```json
-//! {"prompt": "Hello", "max_tokens": 128, "temperature": 0.0, "model": "smollm2", "chat": false, "return_tokens": false}
+//! {"prompt": "Hello", "max_tokens": 128, "temperature": 0.0, "model": "smollm2", "chat": false, "return_tokens": false,
+//!  "repeat_penalty": 1.0, "repeat_last_n": 64}
 //! ```
 //!
 //! Only `prompt` is required. The answer is `200`
@@ -21,7 +22,7 @@ use wasmesh_guest_common::{
     EventStream, MAX_BODY_BYTES, error_json, generate, generate_stream, read_body, respond_json, respond_json_with,
 };
 
-const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events), \"lora\": string (an adapter granted as \"MODEL:NAME\"), \"lora_scale\": float (default 1.0)}";
+const USAGE_HINT: &str = "use POST with a JSON body {\"prompt\": string, \"max_tokens\": int (default 128), \"temperature\": float (default 0.0), \"model\": string (default \"smollm2\"), \"chat\": bool (default false), \"return_tokens\": bool (default false), \"stream\": bool (default false: true answers with server-sent events), \"lora\": string (an adapter granted as \"MODEL:NAME\"), \"lora_scale\": float (default 1.0), \"repeat_penalty\": float (default 1.0: off), \"repeat_last_n\": int (default 64)}";
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -44,6 +45,18 @@ struct ChatRequest {
     lora: Option<String>,
     #[serde(default = "default_lora_scale")]
     lora_scale: f32,
+    #[serde(default = "default_repeat_penalty")]
+    repeat_penalty: f32,
+    #[serde(default = "default_repeat_last_n")]
+    repeat_last_n: u32,
+}
+
+fn default_repeat_penalty() -> f32 {
+    1.0
+}
+
+fn default_repeat_last_n() -> u32 {
+    64
 }
 
 fn default_lora_scale() -> f32 {
@@ -90,6 +103,8 @@ impl Guest for Chat {
             "return-tokens": req.return_tokens,
             "lora": req.lora,
             "lora-scale": req.lora_scale,
+            "repeat-penalty": req.repeat_penalty,
+            "repeat-last-n": req.repeat_last_n,
         })
         .to_string();
         if req.stream {

@@ -95,8 +95,10 @@ pub struct GenerateParams {
     pub top_k: u32,
     /// Nucleus sampling (ignored when greedy).
     pub top_p: f32,
-    /// Repetition penalty over the last 64 tokens; 1.0 is off.
+    /// Repetition penalty; 1.0 is off.
     pub repeat_penalty: f32,
+    /// How many of the last tokens the repetition penalty looks at (default 64).
+    pub repeat_last_n: u32,
     /// Sampling seed.
     pub seed: u32,
     /// Stop when the text ends with any of these (not returned).
@@ -136,6 +138,7 @@ impl Default for GenerateParams {
             top_k: 40,
             top_p: 0.95,
             repeat_penalty: 1.0,
+            repeat_last_n: 64,
             seed: u32::MAX,
             stop: Vec::new(),
             chat: false,
@@ -175,6 +178,9 @@ impl GenerateParams {
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
             return bad(format!("repeat-penalty must be > 0, got {}", self.repeat_penalty));
+        }
+        if self.repeat_last_n > Self::MAX_PREDICT {
+            return bad(format!("repeat-last-n must be 0..={}, got {}", Self::MAX_PREDICT, self.repeat_last_n));
         }
         if !(self.lora_scale.is_finite() && (-8.0..=8.0).contains(&self.lora_scale)) {
             return bad(format!("lora-scale must be in [-8, 8], got {}", self.lora_scale));

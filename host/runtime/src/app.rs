@@ -1,5 +1,6 @@
 //! Loading an app: compile each component once, check it is a `wasi:http`
-//! component that imports only what this host links, and pre-instantiate it.
+//! component (WASIp2 or WASIp3) that imports only what this host links, and
+//! pre-instantiate it.
 
 use crate::server::HostState;
 use std::collections::BTreeMap;
@@ -7,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmesh_api::{AppManifest, ComponentLimits, ManifestError};
 use wasmtime::component::{Component, Linker};
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::handler::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 /// Why an app or one of its components was refused. Each message names the
 /// component and says what to change.
@@ -54,9 +56,9 @@ pub enum AppError {
         /// Wasmtime's message.
         message: String,
     },
-    /// It does not export `wasi:http/incoming-handler`.
+    /// It exports neither `wasi:http/incoming-handler` (WASIp2) nor `wasi:http/handler` (WASIp3).
     #[error(
-        "component '{component}' does not export wasi:http/incoming-handler (it exports: {}); target the wasi:http/proxy world, e.g. with the `wasi` crate's `wasi::http::proxy::export!`",
+        "component '{component}' exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3.0 (it exports: {}); target the wasi:http/proxy world, e.g. with the `wasi` crate's `wasi::http::proxy::export!`, or write it with spin-sdk's `#[http_service]`",
         if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
     )]
     WrongWorld {
@@ -67,7 +69,7 @@ pub enum AppError {
     },
     /// It imports something this host does not provide.
     #[error(
-        "component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world and wasi:nn (see wit/README.md)"
+        "component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world (WASIp2 and WASIp3), wasi:nn and fermyon:spin/llm (see wit/README.md)"
     )]
     UnsupportedImport {
         /// The component.
@@ -94,6 +96,8 @@ pub(crate) struct LoadedComponent {
     pub(crate) pre: ProxyPre<HostState>,
     pub(crate) limits: ComponentLimits,
     pub(crate) granted: Arc<[String]>,
+    /// Models granted to Spin's LLM interface (`ai_models`).
+    pub(crate) ai_granted: Arc<[String]>,
     pub(crate) env: Vec<(String, String)>,
 }
 
@@ -138,6 +142,7 @@ impl LoadedApp {
                     pre,
                     limits: spec.limits,
                     granted: spec.models.clone().into(),
+                    ai_granted: spec.ai_models.clone().into(),
                     env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 }),
             );
@@ -166,13 +171,19 @@ pub(crate) fn compile(
     let compiled = Component::new(engine, bytes)
         .map_err(|e| AppError::Compile { component: component.clone(), message: format!("{e:#}") })?;
     let exports: Vec<String> = compiled.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
-    if !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
+    let p3 = exports.iter().any(|e| e == "wasi:http/handler@0.3.0");
+    if !p3 && !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
         return Err(AppError::WrongWorld { component, exports });
     }
     let pre = linker
         .instantiate_pre(&compiled)
         .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
-    ProxyPre::new(pre).map_err(|e| AppError::UnsupportedImport { component, message: format!("{e:#}") })
+    let unsupported = |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
+    if p3 {
+        Ok(ProxyPre::P3(ServicePre::new(pre).map_err(unsupported)?))
+    } else {
+        Ok(ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(unsupported)?))
+    }
 }
 
 /// Checks components the way a host would load them, without serving them: the
@@ -185,12 +196,7 @@ pub struct ComponentValidator {
 impl ComponentValidator {
     /// An engine and linker configured like a host's (no instance pool).
     pub fn new() -> wasmtime::Result<Self> {
-        let mut config = wasmtime::Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.wasm_threads(false);
-        config.wasm_gc(false);
-        let engine = wasmtime::Engine::new(&config)?;
+        let engine = wasmtime::Engine::new(&crate::server::engine_config())?;
         let linker = crate::server::link(&engine)?;
         Ok(Self { engine, linker })
     }

@@ -25,6 +25,7 @@ mod app;
 mod limits;
 pub mod nn;
 mod server;
+pub mod spin;
 
 pub use app::{AppError, ComponentValidator, LoadedApp};
 pub use server::{Host, HostConfig, Mount};

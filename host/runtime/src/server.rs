@@ -4,6 +4,7 @@
 use crate::app::{AppError, LoadedApp, LoadedComponent};
 use crate::limits::Limiter;
 use crate::nn::{self, NnCtx, NnView, WasiNnView};
+use crate::spin::{self, LlmCtx, SpinLlmView};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
@@ -19,7 +20,9 @@ use wasmesh_engine::InferenceEngine;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// An error type for response bodies.
@@ -55,6 +58,7 @@ pub struct HostState {
     http: WasiHttpCtx,
     hooks: DenyOutbound,
     nn: NnCtx,
+    llm: LlmCtx,
     limiter: Limiter,
 }
 
@@ -73,6 +77,12 @@ impl WasiHttpView for HostState {
 impl WasiNnView for HostState {
     fn nn(&mut self) -> NnView<'_> {
         NnView { ctx: &mut self.nn, table: &mut self.table }
+    }
+}
+
+impl SpinLlmView for HostState {
+    fn llm(&mut self) -> &mut LlmCtx {
+        &mut self.llm
     }
 }
 
@@ -124,13 +134,32 @@ pub enum Mount {
 }
 
 /// The linker every component is checked and instantiated against: what the
-/// fabric provides (WASI, `wasi:http`, `wasi:nn` and its streaming extension).
+/// fabric provides (WASI and `wasi:http`, both 0.2 and 0.3, `wasi:nn` and its
+/// streaming extension, and Spin's `fermyon:spin/llm`).
 pub(crate) fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     nn::add_to_linker(&mut linker)?;
+    spin::add_to_linker(&mut linker)?;
     Ok(linker)
+}
+
+/// Engine settings every host and validator shares.
+pub(crate) fn engine_config() -> wasmtime::Config {
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true);
+    // WASIp3 components (`wasi:http/handler@0.3.0`, e.g. from spin-sdk 7) use the
+    // component model's async ABI.
+    wasm.wasm_component_model_async(true);
+    wasm.epoch_interruption(true);
+    // Proposals guests of the wasi:http world do not use: off, so no instance pays
+    // for their runtime state.
+    wasm.wasm_threads(false);
+    wasm.wasm_gc(false);
+    wasm
 }
 
 /// A worker node's runtime: see the crate docs.
@@ -155,20 +184,15 @@ impl Host {
     /// Creates the Wasmtime engine (pooling allocator, epoch interruption), links
     /// WASI, `wasi:http` and `wasi:nn`, and starts the epoch ticker thread.
     pub fn new(config: HostConfig, inference: Arc<dyn InferenceEngine>) -> wasmtime::Result<Arc<Self>> {
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true);
-        wasm.epoch_interruption(true);
-        // Proposals guests of the wasi:http world do not use: off, so no instance pays
-        // for their runtime state.
-        wasm.wasm_threads(false);
-        wasm.wasm_gc(false);
+        let mut wasm = engine_config();
         let mut pool = PoolingAllocationConfig::default();
         let n = config.max_instances;
         pool.total_component_instances(n)
             .total_core_instances(n * 4)
             .total_memories(n * 2)
             .total_tables(n * 4)
-            .total_stacks(n)
+            // A WASIp3 guest may need a second fiber while its task waits on the host.
+            .total_stacks(n * 2)
             .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
             // Reset the first pages of a freed slot with memset instead of returning
             // them to the kernel: the next instance skips the page faults.
@@ -455,6 +479,7 @@ impl Host {
             http: WasiHttpCtx::new(),
             hooks: DenyOutbound,
             nn: NnCtx::new(self.inference.clone(), component.name.clone(), component.granted.clone()),
+            llm: LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
             limiter: Limiter {
                 memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
                 memory_hit: false,
@@ -526,6 +551,12 @@ impl Host {
 
         let timeout = Duration::from_millis(limits.timeout_ms());
         let mut store = self.new_store(component, true);
+        let pre = match &component.pre {
+            ProxyPre::P2(pre) => pre.clone(),
+            ProxyPre::P3(pre) => {
+                return self.invoke_p3(component, pre.clone(), store, req, body_too_large).await;
+            }
+        };
 
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let prepared = (|| {
@@ -543,7 +574,6 @@ impl Host {
             }
         };
 
-        let pre = component.pre.clone();
         let task = tokio::spawn(async move {
             let mut instantiated = false;
             let result = tokio::time::timeout(timeout, async {
@@ -552,17 +582,7 @@ impl Host {
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             })
             .await;
-            let data = store.data();
-            Outcome {
-                timed_out: result.is_err() || data.limiter.deadline_hit,
-                memory_hit: data.limiter.memory_hit,
-                instantiated,
-                error: match result {
-                    Ok(Err(e)) => Some(format!("{e:?}")),
-                    _ => None,
-                },
-                usage: data.nn.usage,
-            }
+            Outcome::of(&store, result, instantiated)
         });
 
         match receiver.await {
@@ -590,36 +610,162 @@ impl Host {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
             ),
-            Err(_) => {
-                let outcome = match task.await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        return json_error(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            serde_json::json!({ "error": format!("component task failed: {e}") }),
+            Err(_) => failure_response(component, task.await, &body_too_large),
+        }
+    }
+
+    /// [`Self::invoke`] for a WASIp3 component (`wasi:http/handler@0.3.0`). The
+    /// guest's `handle` returns the response head while its body may still be
+    /// written, so the store's event loop runs until the body is sent or dropped,
+    /// within the same deadline.
+    async fn invoke_p3<B>(
+        self: &Arc<Self>,
+        component: &Arc<LoadedComponent>,
+        pre: ServicePre<HostState>,
+        mut store: Store<HostState>,
+        req: http::Request<B>,
+        body_too_large: Arc<AtomicBool>,
+    ) -> Response<HostBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let limits = component.limits;
+        let timeout = Duration::from_millis(limits.timeout_ms());
+        let req = with_absolute_uri(req);
+        let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(store.data_mut().http().hooks, req);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        // Dropped by the response body when it ends or the caller goes away; the
+        // event loop runs until then.
+        let (body_done, body_done_rx) = tokio::sync::oneshot::channel::<()>();
+        let failed = Arc::new(AtomicBool::new(false));
+        let task = {
+            let failed = failed.clone();
+            tokio::spawn(async move {
+                let mut instantiated = false;
+                let result = tokio::time::timeout(timeout, async {
+                    let service = pre.instantiate_async(&mut store).await?;
+                    instantiated = true;
+                    store
+                        .run_concurrent(async move |access| -> wasmtime::Result<()> {
+                            match service.handle(access, request).await? {
+                                Err(code) => {
+                                    let _ = sender.send(Err(code));
+                                    return Ok(());
+                                }
+                                Ok(response) => {
+                                    let response = access.with(|s| response.into_http(s, request_io))?;
+                                    let _ = sender.send(Ok(response));
+                                }
+                            }
+                            let _ = body_done_rx.await;
+                            Ok(())
+                        })
+                        .await?
+                })
+                .await;
+                if !matches!(result, Ok(Ok(()))) {
+                    // Before the store (and the body's channel) is dropped: the body
+                    // then ends with an error rather than looking complete.
+                    failed.store(true, Ordering::Release);
+                }
+                Outcome::of(&store, result, instantiated)
+            })
+        };
+
+        match receiver.await {
+            Ok(Ok(response)) => {
+                if body_too_large.load(Ordering::Acquire) {
+                    return too_large(component, 0, max_request_of(component));
+                }
+                let watch = component.clone();
+                tokio::spawn(async move {
+                    if let Ok(outcome) = task.await
+                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
+                    {
+                        tracing::warn!(
+                            component = %watch.name,
+                            "component failed after sending its response headers: {}",
+                            outcome.describe(&watch)
                         );
                     }
-                };
-                if body_too_large.load(Ordering::Acquire) {
-                    return too_large(component, 0, max_request);
-                }
-                let status = if outcome.timed_out {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else if !outcome.instantiated {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                };
-                let message = outcome.describe(component);
-                tracing::warn!(app = %component.app, component = %component.name, status = status.as_u16(), "{message}");
-                let mut body = serde_json::json!({ "error": message, "component": &*component.name });
-                if let Some(key) = outcome.limit_key() {
-                    body["limit"] = serde_json::json!(format!("[component.{}.limits] {key}", component.name));
-                }
-                json_error(status, body)
+                });
+                let (parts, body) = response.into_parts();
+                let body = FailAware { inner: body, failed, component: component.name.clone() };
+                let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
+                let body = WithGuard { inner: UnsyncBoxBody::new(body), _guard: body_done };
+                Response::from_parts(parts, UnsyncBoxBody::new(body))
+            }
+            Ok(Err(code)) => json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
+            ),
+            Err(_) => failure_response(component, task.await, &body_too_large),
+        }
+    }
+}
+
+fn max_request_of(component: &LoadedComponent) -> u64 {
+    component.limits.max_request_bytes()
+}
+
+/// The error answer for a request whose component sent no response head.
+fn failure_response(
+    component: &LoadedComponent,
+    outcome: Result<Outcome, tokio::task::JoinError>,
+    body_too_large: &AtomicBool,
+) -> Response<HostBody> {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": format!("component task failed: {e}") }),
+            );
+        }
+    };
+    if body_too_large.load(Ordering::Acquire) {
+        return too_large(component, 0, max_request_of(component));
+    }
+    let status = if outcome.timed_out {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if !outcome.instantiated {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let message = outcome.describe(component);
+    tracing::warn!(app = %component.app, component = %component.name, status = status.as_u16(), "{message}");
+    let mut body = serde_json::json!({ "error": message, "component": &*component.name });
+    if let Some(key) = outcome.limit_key() {
+        body["limit"] = serde_json::json!(format!("[component.{}.limits] {key}", component.name));
+    }
+    json_error(status, body)
+}
+
+/// The request with an absolute URI (`http://HOST/path`), so a WASIp3 guest sees
+/// the scheme and authority as a WASIp2 guest does (the `host` header itself is
+/// not passed to guests).
+fn with_absolute_uri<B>(mut req: http::Request<B>) -> http::Request<B> {
+    let authority = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    if let Some(authority) = authority {
+        let mut parts = req.uri().clone().into_parts();
+        if parts.scheme.is_none() {
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(authority);
+            if parts.path_and_query.is_none() {
+                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
             }
         }
     }
+    req
 }
 
 /// How a guest call ended, read from its store.
@@ -633,6 +779,29 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Reads the outcome of a call that ended with `result` (`Err` when it ran past
+    /// its deadline) from its store.
+    fn of<T>(
+        store: &Store<HostState>,
+        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        instantiated: bool,
+    ) -> Self {
+        let data = store.data();
+        Outcome {
+            timed_out: result.is_err() || data.limiter.deadline_hit,
+            memory_hit: data.limiter.memory_hit,
+            instantiated,
+            error: match result {
+                Ok(Err(e)) => Some(format!("{e:?}")),
+                _ => None,
+            },
+            usage: wasmesh_engine::Usage {
+                input_tokens: data.nn.usage.input_tokens + data.llm.usage.input_tokens,
+                output_tokens: data.nn.usage.output_tokens + data.llm.usage.output_tokens,
+            },
+        }
+    }
+
     fn describe(&self, c: &LoadedComponent) -> String {
         if self.timed_out {
             format!(
@@ -735,6 +904,47 @@ impl<G: Unpin> Body for WithGuard<G> {
     }
 }
 
+/// A WASIp3 guest's response body, which ends with an error instead of cleanly
+/// when the guest failed while writing it (a trap or its deadline).
+struct FailAware<B> {
+    inner: B,
+    failed: Arc<AtomicBool>,
+    component: Arc<str>,
+}
+
+impl<B> Body for FailAware<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) if this.failed.load(Ordering::Acquire) => Poll::Ready(Some(Err(format!(
+                "component '{}' failed while writing its response body",
+                this.component
+            )
+            .into()))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(format!("{e:?}").into()))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // Never claim the end early: the end is where a failure is reported.
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A response body that fails once the component writes more than its cap.
 struct Capped<B> {
     inner: B,
@@ -799,7 +1009,10 @@ impl Host {
             let started = Instant::now();
             let mut store = self.new_store(&component, false);
             let instantiating = Instant::now();
-            component.pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?;
+            match &component.pre {
+                ProxyPre::P2(pre) => drop(pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?),
+                ProxyPre::P3(pre) => drop(pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?),
+            }
             let done = Instant::now();
             times.push((done - instantiating, done - started));
             drop(store);

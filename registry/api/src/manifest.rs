@@ -11,6 +11,7 @@
 //! [component.chat]
 //! source = "chat.wasm"            # path relative to this file
 //! models = ["smollm2"]            # models this component may load through wasi:nn
+//! ai_models = ["smollm2"]         # ... and through Spin's LLM interface (spin-sdk's `llm`)
 //! [component.chat.limits]
 //! timeout_ms = 60000
 //!
@@ -83,6 +84,11 @@ pub struct ComponentSpec {
     /// Example: `models = ["smollm2"]`.
     #[serde(default)]
     pub models: Vec<String>,
+    /// Models this component may use through Spin's LLM interface
+    /// (`fermyon:spin/llm`, the `spin-sdk` crate's `llm` module), as in Spin's
+    /// `spin.toml`. Deny by default. Example: `ai_models = ["smollm2"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ai_models: Vec<String>,
     /// Resource limits; each one left out takes the host's default.
     #[serde(default)]
     pub limits: ComponentLimits,
@@ -212,10 +218,10 @@ impl AppManifest {
                     "component '{name}' has an empty `source`: set it to the path of its .wasm"
                 )));
             }
-            for model in &spec.models {
-                if model.trim().is_empty() {
+            for (key, models) in [("models", &spec.models), ("ai_models", &spec.ai_models)] {
+                if models.iter().any(|m| m.trim().is_empty()) {
                     return Err(ManifestError::Invalid(format!(
-                        "component '{name}' lists an empty model name in `models`"
+                        "component '{name}' lists an empty model name in `{key}`"
                     )));
                 }
             }

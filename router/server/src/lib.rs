@@ -427,8 +427,11 @@ fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelKey>, 
             serde_json::json!({ "error": format!("app '{app}' has no route for {path}"), "routes": routes }),
         ));
     };
-    let model =
-        manifest.component.get(&route.component).and_then(|c| c.models.first()).and_then(|m| ModelKey::parse(m).ok());
+    let model = manifest
+        .component
+        .get(&route.component)
+        .and_then(|c| c.models.first().or(c.ai_models.first()))
+        .and_then(|m| ModelKey::parse(m).ok());
     Ok((model, manifest.app.network.clone()))
 }
 
