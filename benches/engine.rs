@@ -61,9 +61,9 @@ fn main() {
     let native_tok_s: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("native tok/s");
     println!("native llama.cpp, sequential:  {native_tok_s:8.1} tok/s");
 
-    // The anchor at each concurrency: llama-server, in its own process, measured
-    // before our engine loads (so the two never share the cores).
-    let server = llama_server(threads);
+    // The anchor at each concurrency: llama-server, in its own process, idle while
+    // the engine runs and the other way round; rounds alternate between the two.
+    let server = LlamaServer::start(threads);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let config = LlamaConfig {
@@ -80,12 +80,19 @@ fn main() {
     let engine = Arc::new(LlamaEngine::new(config).expect("engine"));
     runtime.block_on(engine.preload("smollm2")).expect("load");
 
-    // Aggregate tokens/s at each concurrency (median of 3 rounds).
+    // Aggregate tokens/s at each concurrency (median of 3 rounds), each engine round
+    // right after a llama-server round on the same requests.
     let mut levels = serde_json::Map::new();
     let mut ours = std::collections::BTreeMap::new();
+    let mut anchor = std::collections::BTreeMap::new();
     for &n in &LEVELS {
         let mut rates = Vec::new();
+        let mut server_rates = Vec::new();
         for _ in 0..3 {
+            if let Ok(server) = &server {
+                server_rates.push(server.round(n));
+                settle();
+            }
             let started = Instant::now();
             let tokens: usize = runtime.block_on(async {
                 let runs = (0..n).map(|i| {
@@ -98,11 +105,16 @@ fn main() {
                 futures::future::join_all(runs).await.iter().map(|g| g.tokens.len()).sum()
             });
             rates.push(tokens as f64 / started.elapsed().as_secs_f64());
+            settle();
         }
         let rate = median(&mut rates);
-        let versus_server = match server.as_ref().ok().and_then(|s| s.get(&n)) {
-            Some(anchor) => format!(", {:.2}× llama-server {anchor:.1}", rate / anchor),
-            None => String::new(),
+        let versus_server = if server_rates.is_empty() {
+            String::new()
+        } else {
+            let server_rate = median(&mut server_rates);
+            anchor.insert(n, server_rate);
+            println!("llama-server, {n:2} concurrent:  {server_rate:8.1} tok/s aggregate");
+            format!(", {:.2}× llama-server", rate / server_rate)
         };
         println!(
             "engine, {n:2} concurrent:        {rate:8.1} tok/s aggregate  ({:.2}× native sequential{versus_server})",
@@ -111,7 +123,7 @@ fn main() {
         levels.insert(n.to_string(), json!((rate * 10.0).round() / 10.0));
         ours.insert(n, rate);
     }
-    let (server_levels, ratios, server_note) = match &server {
+    let (server_levels, ratios, server_note) = match server.map(|_| &anchor) {
         Ok(rates) => {
             let levels: serde_json::Map<String, serde_json::Value> =
                 rates.iter().map(|(n, r)| (n.to_string(), json!((r * 10.0).round() / 10.0))).collect();
@@ -202,65 +214,70 @@ fn llama_server_path() -> std::path::PathBuf {
     cache.join("tools/llama-server/bin/llama-server")
 }
 
-/// llama-server's aggregate tokens/s at each level (median of 3 rounds): the same
-/// requests as the engine gets, on the same slots, context, batch and threads.
-fn llama_server(threads: u32) -> Result<std::collections::BTreeMap<usize, f64>, String> {
-    let program = llama_server_path();
-    if !program.is_file() {
-        let why = format!("{} not found: run `bash benches/build-llama-server.sh`", program.display());
-        println!("llama-server anchor: {why}");
-        return Err(why);
-    }
-    let slots = LEVELS[LEVELS.len() - 1];
-    let addr = wasmesh_tests::free_addr();
-    let (ctx, threads_s, slots_s, port) =
-        ((4096 * slots).to_string(), threads.to_string(), slots.to_string(), addr.port().to_string());
-    let model = model_path();
-    let log = std::env::temp_dir().join(format!("wasmesh-bench-llama-server-{}.log", std::process::id()));
-    let mut server = wasmesh_tests::Process::spawn_program(
-        &program,
-        &[
-            "-m", model.to_str().expect("UTF-8 path"),
-            "-t", &threads_s, "-tb", &threads_s,
-            "-c", &ctx, "-np", &slots_s, "-b", "512", "-ub", "512",
-            // Per-slot KV streams, as the engine uses; no prompt cache between requests.
-            "--no-kv-unified", "--cache-ram", "0",
-            "--no-webui", "--host", "127.0.0.1", "--port", &port,
-        ],
-        &[],
-        addr,
-        log,
-    );
-    server.wait_ready(Duration::from_secs(120));
-    let mut out = std::collections::BTreeMap::new();
-    for &n in &LEVELS {
-        let mut rates = Vec::new();
-        for _ in 0..3 {
-            let started = Instant::now();
-            let tokens: u64 = std::thread::scope(|scope| {
-                let runs: Vec<_> = (0..n)
-                    .map(|i| {
-                        scope.spawn(move || {
-                            let body = json!({
-                                "prompt": prompt(i), "n_predict": TOKENS, "temperature": 0.0,
-                                "cache_prompt": false,
-                            });
-                            let r = wasmesh_tests::post_json(addr, "/completion", &body);
-                            assert_eq!(r.status, 200, "llama-server: {}", r.text());
-                            r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
-                        })
-                    })
-                    .collect();
-                runs.into_iter().map(|r| r.join().expect("request thread")).sum()
-            });
-            rates.push(tokens as f64 / started.elapsed().as_secs_f64());
+/// Lets OpenMP threads that spin after a decode go idle before the other side runs.
+fn settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+/// llama-server with the engine's slots (16), context per slot (4096), batch (512),
+/// threads and per-slot KV streams, prompt cache off.
+struct LlamaServer {
+    process: wasmesh_tests::Process,
+}
+
+impl LlamaServer {
+    fn start(threads: u32) -> Result<Self, String> {
+        let program = llama_server_path();
+        if !program.is_file() {
+            let why = format!("{} not found: run `bash benches/build-llama-server.sh`", program.display());
+            println!("llama-server anchor: {why}");
+            return Err(why);
         }
-        let rate = median(&mut rates);
-        println!("llama-server, {n:2} concurrent:  {rate:8.1} tok/s aggregate");
-        out.insert(n, rate);
+        let slots = LEVELS[LEVELS.len() - 1];
+        let addr = wasmesh_tests::free_addr();
+        let (ctx, threads_s, slots_s, port) =
+            ((4096 * slots).to_string(), threads.to_string(), slots.to_string(), addr.port().to_string());
+        let model = model_path();
+        let log = std::env::temp_dir().join(format!("wasmesh-bench-llama-server-{}.log", std::process::id()));
+        let mut process = wasmesh_tests::Process::spawn_program(
+            &program,
+            &[
+                "-m", model.to_str().expect("UTF-8 path"),
+                "-t", &threads_s, "-tb", &threads_s,
+                "-c", &ctx, "-np", &slots_s, "-b", "512", "-ub", "512",
+                // Per-slot KV streams, as the engine uses; no prompt cache between requests.
+                "--no-kv-unified", "--cache-ram", "0",
+                "--no-webui", "--host", "127.0.0.1", "--port", &port,
+            ],
+            &[],
+            addr,
+            log,
+        );
+        process.wait_ready(Duration::from_secs(120));
+        Ok(Self { process })
     }
-    drop(server);
-    Ok(out)
+
+    /// One round: `n` requests at once; aggregate generated tokens/s.
+    fn round(&self, n: usize) -> f64 {
+        let addr = self.process.addr;
+        let started = Instant::now();
+        let tokens: u64 = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..n)
+                .map(|i| {
+                    scope.spawn(move || {
+                        let body = json!({
+                            "prompt": prompt(i), "n_predict": TOKENS, "temperature": 0.0, "cache_prompt": false,
+                        });
+                        let r = wasmesh_tests::post_json(addr, "/completion", &body);
+                        assert_eq!(r.status, 200, "llama-server: {}", r.text());
+                        r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("request thread")).sum()
+        });
+        tokens as f64 / started.elapsed().as_secs_f64()
+    }
 }
 
 /// The anchor: the 16 requests of the top level, one after another, with a plain

@@ -948,3 +948,54 @@ fn keys_and_addresses_are_rate_limited_with_a_retry_after() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_weight_cache_evicts_the_least_recently_used_model_never_one_in_use() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("weight-cache");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "weight-cache") else { return };
+    let rt = runtime();
+    let deployer = registry.client(&registry.key(&[Scope::Deploy]));
+    // Three 1 MiB models (their tensors differ, so their hashes do).
+    let mut pushed = Vec::new();
+    for (i, name) in ["model-a", "model-b", "model-c"].into_iter().enumerate() {
+        let path = dir.join(format!("{name}.gguf"));
+        let tensor = format!("blk.{i}.ffn_up.weight");
+        wasmesh_gguf::fixture::write_gguf(
+            &path,
+            &[("general.architecture", wasmesh_gguf::Value::String("llama".into()))],
+            &[(tensor.as_str(), &[256, 1024], 0)],
+        )
+        .unwrap();
+        let info = rt.block_on(deployer.push_model(&path, name, &NoProgress)).unwrap();
+        pushed.push((info, std::fs::read(&path).unwrap()));
+    }
+    let size = pushed[0].0.size;
+    let provider = registry.client(&registry.key(&[Scope::Provider]));
+    // Room for two models, not three.
+    let cache = wasmesh_client::WeightCache::open(dir.join("cache"), size * 2 + size / 2).unwrap();
+    let fetch = |name: &str| rt.block_on(provider.fetch_model_cached(name, &cache, &NoProgress));
+
+    // A is in use (held for the whole test); B was fetched and let go.
+    let (a_path, _a_in_use) = fetch("model-a").unwrap();
+    let (b_path, b_lease) = fetch("model-b").unwrap();
+    drop(b_lease);
+    // Fetching C must evict B (the least recently used unused model), never A.
+    let (c_path, _c) = fetch("model-c").unwrap();
+    assert!(a_path.is_file(), "the model in use was evicted");
+    assert!(!b_path.exists(), "the unused model was kept past the bound");
+    for (path, (info, bytes)) in [(&a_path, &pushed[0]), (&c_path, &pushed[2])] {
+        assert!(std::fs::read(path).unwrap() == *bytes, "{} differs from what was pushed", info.name);
+        assert_eq!(cache.path_for(&info.blake3), *path);
+    }
+    assert!(cache.used().unwrap() <= cache.bound());
+
+    // With A and C in use, B no longer fits: a clear error, and nothing is deleted.
+    let err = fetch("model-b").unwrap_err();
+    assert!(err.to_string().contains("--cache-mb") && err.to_string().contains("in use"), "{err}");
+    assert!(a_path.is_file() && c_path.is_file());
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

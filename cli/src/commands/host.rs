@@ -21,9 +21,14 @@ pub struct HostArgs {
     /// A key with the `provider` scope (with --registry).
     #[arg(long, env = "WASMESH_KEY", value_name = "KEY", hide_env_values = true, requires = "registry")]
     pub key: Option<String>,
-    /// Data directory: node identity, certificate, component cache.
+    /// Data directory: node identity, certificate, weight cache (`models/`).
     #[arg(long, env = "WASMESH_HOST_DATA", value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// Disk space for model weights fetched from the fabric, in MiB: when a new model
+    /// needs room, the least recently used models this host does not serve are
+    /// deleted first.
+    #[arg(long, env = "WASMESH_CACHE_MB", default_value_t = 65_536, value_name = "MIB")]
+    pub cache_mb: u64,
     /// This node's label in `wasmesh nodes ls` (default: the hostname).
     #[arg(long)]
     pub name: Option<String>,
@@ -53,19 +58,23 @@ pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         home.join(".local/share/wasmesh/host")
     });
-    // `--model NAME` (no path) comes from the registry, verified piece by piece.
+    // `--model NAME` (no path) comes from the registry, verified piece by piece, into
+    // the weight cache; the models served stay leased (never evicted) while it runs.
+    let mut _leases = Vec::new();
     if let Some(registry) = &args.registry {
         let client = wasmesh_client::Client::new(registry, args.key.clone())?;
+        let cache = wasmesh_client::WeightCache::open(data.join("models"), args.cache_mb << 20)?;
         for model in args.engine.models.iter_mut() {
             if model.contains('=') {
                 continue;
             }
             let name = model.clone();
             tracing::info!(model = %name, "fetching from the registry");
-            let path = client
-                .fetch_model(&name, &data.join("models"), &LogProgress::new(&name))
+            let (path, lease) = client
+                .fetch_model_cached(&name, &cache, &LogProgress::new(&name))
                 .await
                 .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
+            _leases.push(lease);
             *model = format!("{name}={}", path.display());
         }
     }

@@ -5,8 +5,10 @@
 //! missing ones are sent, each retried on transient failures. Node requests are
 //! signed with the node's Ed25519 key ([`NodeIdentity`]).
 
+pub mod cache;
 mod identity;
 
+pub use cache::{CacheError, Lease, WeightCache};
 pub use identity::NodeIdentity;
 
 use bytes::Bytes;
@@ -58,6 +60,9 @@ pub enum ClientError {
     /// Something local is wrong (a manifest, a downloaded file that does not hash right).
     #[error("{0}")]
     Invalid(String),
+    /// The weight cache cannot take the file.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 impl ClientError {
@@ -72,7 +77,7 @@ impl ClientError {
             ClientError::Api { status: 400..=499, .. } => 5,
             ClientError::Api { .. } | ClientError::Unreachable { .. } => 6,
             ClientError::Invalid(_) => 5,
-            ClientError::Io { .. } => 1,
+            ClientError::Io { .. } | ClientError::Cache(_) => 1,
         }
     }
 
@@ -420,6 +425,28 @@ impl Client {
         let dest = dir.join(format!("{}.gguf", model.blake3));
         self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
         Ok(dest)
+    }
+
+    /// Fetches model `name` into `cache`, verified piece by piece, and leases it (it
+    /// is not evicted while the lease lives). A model already in the cache is only
+    /// re-verified; otherwise least recently used, unleased models are evicted to
+    /// make room first.
+    pub async fn fetch_model_cached(
+        &self,
+        name: &str,
+        cache: &WeightCache,
+        progress: &dyn Progress,
+    ) -> Result<(PathBuf, Lease)> {
+        let model: ModelInfo = self.get(&format!("/v1/models/{name}")).await?;
+        // Leased from the start, so the partial download is never evicted either.
+        let lease = cache.lease(&model.blake3);
+        let dest = cache.path_for(&model.blake3);
+        let cached = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() == model.size);
+        if !cached {
+            cache.make_room(&model.blake3, &format!("model '{name}'"), model.size)?;
+        }
+        self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
+        Ok((dest, lease))
     }
 
     /// Downloads artifact `hash` of `size` bytes to `dest`, checking each piece
