@@ -127,12 +127,8 @@ fn main() {
         Ok(rates) => {
             let levels: serde_json::Map<String, serde_json::Value> =
                 rates.iter().map(|(n, r)| (n.to_string(), json!((r * 10.0).round() / 10.0))).collect();
-            let ratios: serde_json::Map<String, serde_json::Value> = rates
-                .iter()
-                .map(|(n, r)| {
-                    (n.to_string(), json!((ours[n] / r * 1000.0).round() / 1000.0))
-                })
-                .collect();
+            let ratios: serde_json::Map<String, serde_json::Value> =
+                rates.iter().map(|(n, r)| (n.to_string(), json!((ours[n] / r * 1000.0).round() / 1000.0))).collect();
             (json!(levels), json!(ratios), "llama-server b11434 (same llama.cpp sources as the engine)".to_string())
         }
         Err(why) => (json!(null), json!(null), format!("absent: {why}")),
@@ -208,9 +204,9 @@ fn llama_server_path() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("LLAMA_SERVER") {
         return p.into();
     }
-    let cache = std::env::var_os("WASMESH_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmesh")
-    });
+    let cache = std::env::var_os("WASMESH_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmesh"));
     cache.join("tools/llama-server/bin/llama-server")
 }
 
@@ -242,12 +238,29 @@ impl LlamaServer {
         let mut process = wasmesh_tests::Process::spawn_program(
             &program,
             &[
-                "-m", model.to_str().expect("UTF-8 path"),
-                "-t", &threads_s, "-tb", &threads_s,
-                "-c", &ctx, "-np", &slots_s, "-b", "512", "-ub", "512",
+                "-m",
+                model.to_str().expect("UTF-8 path"),
+                "-t",
+                &threads_s,
+                "-tb",
+                &threads_s,
+                "-c",
+                &ctx,
+                "-np",
+                &slots_s,
+                "-b",
+                "512",
+                "-ub",
+                "512",
                 // Per-slot KV streams, as the engine uses; no prompt cache between requests.
-                "--no-kv-unified", "--cache-ram", "0",
-                "--no-webui", "--host", "127.0.0.1", "--port", &port,
+                "--no-kv-unified",
+                "--cache-ram",
+                "0",
+                "--no-webui",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
             ],
             &[],
             addr,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark set-up: everything deploy/setup.sh installs, plus wasmtime-cli of the
-# same version as the host's Wasmtime (for the `wasmtime serve` anchor), installed
-# under ~/.cache/wasmesh/tools. Idempotent.
+# same version as the host's Wasmtime (for the `wasmtime serve` anchor) and
+# llama.cpp's llama-server from the engine's llama.cpp sources (the anchor of
+# `cargo bench --bench engine`), installed under ~/.cache/wasmesh/tools. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
@@ -12,4 +13,6 @@ if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; 
   cargo install --locked --root "$tools" wasmtime-cli@"$WASMTIME_VERSION"
 fi
 "$tools/bin/wasmtime" --version
+cargo fetch --locked >/dev/null
+bash benches/build-llama-server.sh
 bash guest-components/build.sh

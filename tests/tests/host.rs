@@ -254,7 +254,11 @@ fn malformed_components_are_refused_at_load_with_a_clear_message() {
     let cases: [(&str, &[u8], &str); 3] = [
         ("text.wasm", b"this is not wasm", "is not a WebAssembly file"),
         ("core.wasm", b"\0asm\x01\0\0\0", "core WebAssembly module, not a component"),
-        ("empty.wasm", b"\0asm\x0d\0\x01\0", "exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3.0"),
+        (
+            "empty.wasm",
+            b"\0asm\x0d\0\x01\0",
+            "exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3.0",
+        ),
     ];
     for (file, bytes, expected) in cases {
         std::fs::write(dir.join(file), bytes).unwrap();

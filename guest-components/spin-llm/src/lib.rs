@@ -107,7 +107,9 @@ async fn handle(req: Request) -> impl IntoResponse {
         return match llm::generate_embeddings(EmbeddingModel::Other(&ask.model), &ask.input) {
             Ok(r) => (
                 StatusCode::OK,
-                Json(json!({ "embeddings": r.embeddings, "usage": { "prompt_token_count": r.usage.prompt_token_count } })),
+                Json(
+                    json!({ "embeddings": r.embeddings, "usage": { "prompt_token_count": r.usage.prompt_token_count } }),
+                ),
             ),
             Err(e) => llm_error(e),
         };

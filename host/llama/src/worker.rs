@@ -660,7 +660,13 @@ impl<'m> Scheduler<'m> {
 pub(crate) fn build_sampler(model: &LlamaModel, params: &GenerateParams) -> LlamaSampler {
     let mut chain = Vec::new();
     if params.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(model.n_vocab(), params.repeat_last_n as i32, params.repeat_penalty, 0.0, 0.0));
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            params.repeat_last_n as i32,
+            params.repeat_penalty,
+            0.0,
+            0.0,
+        ));
     }
     if params.is_greedy() {
         chain.push(LlamaSampler::greedy());

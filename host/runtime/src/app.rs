@@ -178,7 +178,8 @@ pub(crate) fn compile(
     let pre = linker
         .instantiate_pre(&compiled)
         .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
-    let unsupported = |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
+    let unsupported =
+        |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
     if p3 {
         Ok(ProxyPre::P3(ServicePre::new(pre).map_err(unsupported)?))
     } else {

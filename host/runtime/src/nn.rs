@@ -81,8 +81,7 @@ impl NnCtx {
     }
 
     fn record(&mut self, generation: &Generation) {
-        self.usage.input_tokens += generation.usage.input_tokens;
-        self.usage.output_tokens += generation.usage.output_tokens;
+        self.usage += generation.usage;
         tracing::debug!(
             component = %self.component,
             input_tokens = generation.usage.input_tokens,

@@ -603,7 +603,12 @@ impl Host {
                     }
                 });
                 let (parts, body) = response.into_parts();
-                let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
+                let body = Capped {
+                    inner: body,
+                    left: limits.max_response_bytes(),
+                    component: component.name.clone(),
+                    failed: None,
+                };
                 Response::from_parts(parts, UnsyncBoxBody::new(body))
             }
             Ok(Err(code)) => json_error(
@@ -691,8 +696,12 @@ impl Host {
                     }
                 });
                 let (parts, body) = response.into_parts();
-                let body = FailAware { inner: body, failed, component: component.name.clone() };
-                let body = Capped { inner: body, left: limits.max_response_bytes(), component: component.name.clone() };
+                let body = Capped {
+                    inner: body,
+                    left: limits.max_response_bytes(),
+                    component: component.name.clone(),
+                    failed: Some(failed),
+                };
                 let body = WithGuard { inner: UnsyncBoxBody::new(body), _guard: body_done };
                 Response::from_parts(parts, UnsyncBoxBody::new(body))
             }
@@ -795,9 +804,10 @@ impl Outcome {
                 Ok(Err(e)) => Some(format!("{e:?}")),
                 _ => None,
             },
-            usage: wasmesh_engine::Usage {
-                input_tokens: data.nn.usage.input_tokens + data.llm.usage.input_tokens,
-                output_tokens: data.nn.usage.output_tokens + data.llm.usage.output_tokens,
+            usage: {
+                let mut usage = data.nn.usage;
+                usage += data.llm.usage;
+                usage
             },
         }
     }
@@ -904,52 +914,14 @@ impl<G: Unpin> Body for WithGuard<G> {
     }
 }
 
-/// A WASIp3 guest's response body, which ends with an error instead of cleanly
-/// when the guest failed while writing it (a trap or its deadline).
-struct FailAware<B> {
-    inner: B,
-    failed: Arc<AtomicBool>,
-    component: Arc<str>,
-}
-
-impl<B> Body for FailAware<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Debug,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) if this.failed.load(Ordering::Acquire) => Poll::Ready(Some(Err(format!(
-                "component '{}' failed while writing its response body",
-                this.component
-            )
-            .into()))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(format!("{e:?}").into()))),
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        // Never claim the end early: the end is where a failure is reported.
-        false
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that fails once the component writes more than its cap.
+/// A response body that fails once the component writes more than its cap, or,
+/// given `failed`, that ends with an error instead of cleanly when the flag is set
+/// (a WASIp3 guest failed while writing it: a trap or its deadline).
 struct Capped<B> {
     inner: B,
     left: u64,
     component: Arc<str>,
+    failed: Option<Arc<AtomicBool>>,
 }
 
 impl<B> Body for Capped<B>
@@ -979,13 +951,17 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(format!("{e:?}").into()))),
+            Poll::Ready(None) if this.failed.as_ref().is_some_and(|f| f.load(Ordering::Acquire)) => Poll::Ready(Some(
+                Err(format!("component '{}' failed while writing its response body", this.component).into()),
+            )),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // With a failure flag, never claim the end early: the end is where a failure shows.
+        self.failed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -1010,9 +986,10 @@ impl Host {
             let mut store = self.new_store(&component, false);
             let instantiating = Instant::now();
             match &component.pre {
-                ProxyPre::P2(pre) => drop(pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?),
-                ProxyPre::P3(pre) => drop(pre.instantiate_async(&mut store).await.map_err(|e| format!("{e:#}"))?),
+                ProxyPre::P2(pre) => pre.instantiate_async(&mut store).await.map(|_| ()),
+                ProxyPre::P3(pre) => pre.instantiate_async(&mut store).await.map(|_| ()),
             }
+            .map_err(|e| format!("{e:#}"))?;
             let done = Instant::now();
             times.push((done - instantiating, done - started));
             drop(store);

@@ -145,8 +145,7 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             Ok(g) => g,
             Err(e) => return Ok(Err(engine_error(e))),
         };
-        self.usage.input_tokens += generation.usage.input_tokens;
-        self.usage.output_tokens += generation.usage.output_tokens;
+        self.usage += generation.usage;
         tracing::debug!(
             component = %self.component,
             input_tokens = generation.usage.input_tokens,

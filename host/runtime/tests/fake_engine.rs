@@ -118,7 +118,11 @@ async fn a_spin_sdk_component_reaches_the_engine_through_spin_llm_and_ai_models_
 
     let (ok, lost, nn_only) = tokio::task::spawn_blocking(move || {
         (
-            post_json(addr, "/spin/infer", &serde_json::json!({"prompt": "one two three", "model": "tiny", "max_tokens": 2})),
+            post_json(
+                addr,
+                "/spin/infer",
+                &serde_json::json!({"prompt": "one two three", "model": "tiny", "max_tokens": 2}),
+            ),
             post_json(addr, "/spin/infer", &serde_json::json!({"prompt": "hi", "model": "huge"})),
             post_json(addr, "/nn-only/infer", &serde_json::json!({"prompt": "hi", "model": "tiny"})),
         )
@@ -134,5 +138,9 @@ async fn a_spin_sdk_component_reaches_the_engine_through_spin_llm_and_ai_models_
     assert!(lost.text().contains("available: tiny"), "{}", lost.text());
     // `models` grants wasi:nn only; Spin's interface needs `ai_models`.
     assert_eq!(nn_only.status, 400, "{}", nn_only.text());
-    assert!(nn_only.text().contains("`ai_models`") && nn_only.text().contains("[component.nn-only]"), "{}", nn_only.text());
+    assert!(
+        nn_only.text().contains("`ai_models`") && nn_only.text().contains("[component.nn-only]"),
+        "{}",
+        nn_only.text()
+    );
 }
