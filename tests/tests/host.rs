@@ -20,6 +20,9 @@ source = "{chat}"
 models = ["smollm2", "smollm2:one"]
 [component.chat.limits]
 max_request_bytes = 4096
+# CI runs two tests' hosts at once on 2 cores, where llama.cpp's spinning threads slow
+# each other down many times over: room for that, never a timing assertion.
+timeout_ms = 300000
 
 [component.hello]
 source = "{hello}"
@@ -47,6 +50,7 @@ source = "{spin}"
 ai_models = ["smollm2", "smollm2:one"]
 [component.spin-llm.limits]
 max_request_bytes = 4096
+timeout_ms = 300000
 
 [component.spin-hurried]
 source = "{spin}"
@@ -412,7 +416,7 @@ fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
 
     // The same prompt and parameters through Spin's `fermyon:spin/llm` (a WASIp3
     // component built with spin-sdk 7) and through wasi:nn (the WASIp2 `chat`).
-    for (repeat_penalty, lora) in [(1.1, None), (1.0, None), (1.1, Some("one"))] {
+    for (repeat_penalty, lora) in [(1.1, None), (1.0, Some("one"))] {
         let model = match lora {
             Some(l) => format!("smollm2:{l}"),
             None => "smollm2".to_string(),
@@ -420,14 +424,14 @@ fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
         let spin = post_json(
             addr,
             "/spin/infer",
-            &json!({"prompt": prompt, "model": model, "max_tokens": 40, "temperature": 0.0,
+            &json!({"prompt": prompt, "model": model, "max_tokens": 24, "temperature": 0.0,
                     "repeat_penalty": repeat_penalty, "repeat_penalty_last_n_token_count": 64}),
         );
         assert_eq!(spin.status, 200, "{}", spin.text());
         let nn = post_json(
             addr,
             "/chat",
-            &json!({"prompt": prompt, "max_tokens": 40, "temperature": 0.0, "lora": lora,
+            &json!({"prompt": prompt, "max_tokens": 24, "temperature": 0.0, "lora": lora,
                     "repeat_penalty": repeat_penalty, "repeat_last_n": 64}),
         );
         assert_eq!(nn.status, 200, "{}", nn.text());
@@ -441,6 +445,7 @@ fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
 
     // No parameters: Spin's defaults (100 tokens at most, sampled).
     let r = post_json(addr, "/spin/infer", &json!({"prompt": "Once upon a time"}));
+    // (Spin's defaults generate up to 100 tokens: the one long request of this test.)
     assert_eq!(r.status, 200, "{}", r.text());
     let generated = r.json()["usage"]["generated_token_count"].as_u64().unwrap();
     assert!((1..=100).contains(&generated), "{generated} tokens");
