@@ -585,37 +585,9 @@ impl Host {
             Outcome::of(&store, result, instantiated)
         });
 
-        match receiver.await {
-            Ok(Ok(response)) => {
-                if body_too_large.load(Ordering::Acquire) {
-                    return too_large(component, 0, max_request);
-                }
-                let watch = component.clone();
-                tokio::spawn(async move {
-                    if let Ok(outcome) = task.await
-                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
-                    {
-                        tracing::warn!(
-                            component = %watch.name,
-                            "component failed after sending its response headers: {}",
-                            outcome.describe(&watch)
-                        );
-                    }
-                });
-                let (parts, body) = response.into_parts();
-                let body = Capped {
-                    inner: body,
-                    left: limits.max_response_bytes(),
-                    component: component.name.clone(),
-                    failed: None,
-                };
-                Response::from_parts(parts, UnsyncBoxBody::new(body))
-            }
-            Ok(Err(code)) => json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
-            ),
-            Err(_) => failure_response(component, task.await, &body_too_large),
+        match respond(component, receiver.await, task, &body_too_large, None).await {
+            Ok(response) => response.map(UnsyncBoxBody::new),
+            Err(error) => error,
         }
     }
 
@@ -678,39 +650,50 @@ impl Host {
             })
         };
 
-        match receiver.await {
-            Ok(Ok(response)) => {
-                if body_too_large.load(Ordering::Acquire) {
-                    return too_large(component, 0, max_request_of(component));
-                }
-                let watch = component.clone();
-                tokio::spawn(async move {
-                    if let Ok(outcome) = task.await
-                        && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
-                    {
-                        tracing::warn!(
-                            component = %watch.name,
-                            "component failed after sending its response headers: {}",
-                            outcome.describe(&watch)
-                        );
-                    }
-                });
-                let (parts, body) = response.into_parts();
-                let body = Capped {
-                    inner: body,
-                    left: limits.max_response_bytes(),
-                    component: component.name.clone(),
-                    failed: Some(failed),
-                };
-                let body = WithGuard { inner: UnsyncBoxBody::new(body), _guard: body_done };
-                Response::from_parts(parts, UnsyncBoxBody::new(body))
-            }
-            Ok(Err(code)) => json_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
-            ),
-            Err(_) => failure_response(component, task.await, &body_too_large),
+        match respond(component, receiver.await, task, &body_too_large, Some(failed)).await {
+            Ok(response) => response
+                .map(|body| UnsyncBoxBody::new(WithGuard { inner: UnsyncBoxBody::new(body), _guard: body_done })),
+            Err(error) => error,
         }
+    }
+}
+
+/// What a request gets once its component answered (or failed to): the response
+/// with its body capped at `max_response_bytes` (and, given `failed`, ending with an
+/// error if the guest fails mid-body), a watcher that logs a failure after the head
+/// was sent, or the error response.
+async fn respond<B, E: std::fmt::Debug>(
+    component: &Arc<LoadedComponent>,
+    received: Result<Result<http::Response<B>, E>, tokio::sync::oneshot::error::RecvError>,
+    task: tokio::task::JoinHandle<Outcome>,
+    body_too_large: &AtomicBool,
+    failed: Option<Arc<AtomicBool>>,
+) -> Result<Response<Capped<B>>, Response<HostBody>> {
+    match received {
+        Ok(Ok(response)) => {
+            if body_too_large.load(Ordering::Acquire) {
+                return Err(too_large(component, 0, max_request_of(component)));
+            }
+            let watch = component.clone();
+            tokio::spawn(async move {
+                if let Ok(outcome) = task.await
+                    && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
+                {
+                    tracing::warn!(
+                        component = %watch.name,
+                        "component failed after sending its response headers: {}",
+                        outcome.describe(&watch)
+                    );
+                }
+            });
+            let left = component.limits.max_response_bytes();
+            Ok(response.map(|inner| Capped { inner, left, component: component.name.clone(), failed }))
+        }
+        Ok(Err(code)) => Err(json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
+        )),
+        Err(_) => Err(failure_response(component, task.await, body_too_large)),
     }
 }
 
