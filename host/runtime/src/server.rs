@@ -672,7 +672,7 @@ async fn respond<B, E: std::fmt::Debug>(
     match received {
         Ok(Ok(response)) => {
             if body_too_large.load(Ordering::Acquire) {
-                return Err(too_large(component, 0, max_request_of(component)));
+                return Err(too_large(component, 0, component.limits.max_request_bytes()));
             }
             let watch = component.clone();
             tokio::spawn(async move {
@@ -697,10 +697,6 @@ async fn respond<B, E: std::fmt::Debug>(
     }
 }
 
-fn max_request_of(component: &LoadedComponent) -> u64 {
-    component.limits.max_request_bytes()
-}
-
 /// The error answer for a request whose component sent no response head.
 fn failure_response(
     component: &LoadedComponent,
@@ -717,7 +713,7 @@ fn failure_response(
         }
     };
     if body_too_large.load(Ordering::Acquire) {
-        return too_large(component, 0, max_request_of(component));
+        return too_large(component, 0, component.limits.max_request_bytes());
     }
     let status = if outcome.timed_out {
         StatusCode::GATEWAY_TIMEOUT
