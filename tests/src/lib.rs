@@ -46,8 +46,12 @@ pub fn components_dir() -> PathBuf {
     std::env::var_os("WASMESH_COMPONENTS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("components"))
 }
 
-/// The `wasmesh` binary next to this test executable (`target/<profile>/wasmesh`).
+/// The `wasmesh` binary: `$WASMESH_BIN`, or the one next to this test executable
+/// (`target/<profile>/wasmesh`).
 pub fn wasmesh_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WASMESH_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     profile_dir.join("wasmesh")
@@ -434,4 +438,270 @@ impl Postgres {
         }
         Ok(Self { _server: server, url: format!("postgres://postgres@127.0.0.1:{port}/postgres") })
     }
+}
+
+/// Under `CI` a missing prerequisite fails the test; locally it is skipped with a
+/// note. Returns false (skip).
+pub fn skip_or_fail(msg: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("skipping: {msg}");
+    false
+}
+
+/// The access key of [`S3Server`].
+pub const S3_KEY: &str = "wasmesh-test-access";
+/// The secret key of [`S3Server`].
+pub const S3_SECRET: &str = "wasmesh-test-secret-key";
+/// The bucket [`S3Server`] creates.
+pub const S3_BUCKET: &str = "artifacts";
+
+/// An s3s-fs server (an S3-compatible server that checks request signatures,
+/// installed by `deploy/setup.sh`) on a free port, storing under a scratch folder.
+pub struct S3Server {
+    process: Process,
+}
+
+impl S3Server {
+    /// Starts one under `dir/s3`; `None` (after [`skip_or_fail`]) when s3s-fs is missing.
+    pub fn start(dir: &Path) -> Option<Self> {
+        let bin = cache_dir().join("tools/bin/s3s-fs");
+        if !bin.is_file() {
+            skip_or_fail(&format!("{} is missing (run `bash deploy/setup.sh`)", bin.display()));
+            return None;
+        }
+        let root = dir.join("s3");
+        std::fs::create_dir_all(root.join(S3_BUCKET)).unwrap();
+        let addr = free_addr();
+        let port = addr.port().to_string();
+        let args = [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--access-key",
+            S3_KEY,
+            "--secret-key",
+            S3_SECRET,
+            root.to_str().unwrap(),
+        ];
+        let process = Process::spawn_program(&bin, &args, &[], addr, dir.join("s3.log"));
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "s3s-fs did not start:\n{}", process.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { process })
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.process.addr
+    }
+
+    /// The registry's `--store` URL for this server reached at `endpoint` (itself, or
+    /// a [`MeteredProxy`] in front of it).
+    pub fn store_url(endpoint: SocketAddr) -> String {
+        format!("s3://{S3_BUCKET}?endpoint=http://{endpoint}&region=us-east-1&allow_http=true")
+    }
+
+    /// The environment the registry needs to sign its requests.
+    pub fn credentials() -> [(&'static str, &'static str); 2] {
+        [("AWS_ACCESS_KEY_ID", S3_KEY), ("AWS_SECRET_ACCESS_KEY", S3_SECRET)]
+    }
+}
+
+/// A TCP proxy in front of a server (the object store) that counts the bytes the
+/// server sends (its egress) and can cap them to a rate shared by all connections,
+/// like an origin's uplink. Runs on its own threads until dropped.
+pub struct MeteredProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    egress: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MeteredProxy {
+    /// A proxy to `upstream`, its egress capped at `bytes_per_s` (`None`: uncapped).
+    pub fn start(upstream: SocketAddr, bytes_per_s: Option<u64>) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let egress = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        // A token bucket shared by every connection: (tokens, last refill).
+        let bucket = Arc::new(Mutex::new((0f64, Instant::now())));
+        let (egress2, stop2) = (egress.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => continue,
+                };
+                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let _ = client.set_nonblocking(false);
+                let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                let (egress, bucket, stop) = (egress2.clone(), bucket.clone(), stop2.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        let n = match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if let Some(rate) = bytes_per_s {
+                            take_tokens(&bucket, rate as f64, n as f64);
+                        }
+                        egress.fetch_add(n as u64, Ordering::Relaxed);
+                        if stop.load(Ordering::Relaxed) || c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self { addr, egress, stop }
+    }
+
+    /// Bytes the server has sent through the proxy so far.
+    pub fn egress(&self) -> u64 {
+        self.egress.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Starts counting from zero.
+    pub fn reset(&self) {
+        self.egress.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for MeteredProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Waits until `n` bytes may pass a bucket refilled at `rate` bytes/s (at most a
+/// tenth of a second's worth banked, so bursts stay short).
+fn take_tokens(bucket: &std::sync::Mutex<(f64, Instant)>, rate: f64, n: f64) {
+    loop {
+        let wait = {
+            let mut b = bucket.lock().expect("bucket lock");
+            let now = Instant::now();
+            b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * rate).min(rate / 10.0 + n);
+            b.1 = now;
+            if b.0 >= n {
+                b.0 -= n;
+                return;
+            }
+            (n - b.0) / rate
+        };
+        std::thread::sleep(Duration::from_secs_f64(wait.min(0.05)));
+    }
+}
+
+/// A registry storing in s3s-fs behind a metered proxy, with the test model pushed.
+pub struct WeightsFabric {
+    /// The registry.
+    pub registry: Process,
+    /// Its admin key.
+    pub admin: String,
+    /// A provider key for hosts.
+    pub provider: String,
+    /// The model as pushed.
+    pub model: wasmesh_api::wire::ModelInfo,
+    /// The proxy in front of the store: the origin's egress.
+    pub origin: MeteredProxy,
+    _s3: S3Server,
+    dir: PathBuf,
+}
+
+impl WeightsFabric {
+    /// Starts it under `dir`, the origin capped at `origin_bytes_per_s`; `None` when
+    /// s3s-fs is missing (after [`skip_or_fail`]).
+    pub fn start(dir: &Path, origin_bytes_per_s: Option<u64>) -> Option<Self> {
+        let s3 = S3Server::start(dir)?;
+        let origin = MeteredProxy::start(s3.addr(), origin_bytes_per_s);
+        let store = S3Server::store_url(origin.addr);
+        let addr = free_addr();
+        let args = registry_args(addr, dir, &["--store", &store]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut registry =
+            Process::spawn_program(&wasmesh_bin(), &args, &S3Server::credentials(), addr, dir.join("registry.log"));
+        registry.wait_ready(Duration::from_secs(60));
+        let admin = std::fs::read_to_string(dir.join("admin.key")).unwrap().trim().to_string();
+        let client = wasmesh_client::Client::new(&format!("http://{addr}"), Some(admin.clone())).unwrap();
+        let rt = runtime();
+        let deployer = rt.block_on(client.create_key("deploy", &[wasmesh_api::wire::Scope::Deploy])).unwrap().key;
+        let provider = rt.block_on(client.create_key("provider", &[wasmesh_api::wire::Scope::Provider])).unwrap().key;
+        let model = rt
+            .block_on(client.with_key(&deployer).push_model(&model_path(), "smollm2", &wasmesh_client::NoProgress))
+            .unwrap();
+        assert!(model.pieces.info_hash.is_some(), "the registry records the torrent's info hash");
+        assert_eq!(model.pieces.sha1.len(), model.pieces.hashes.len());
+        origin.reset();
+        Some(Self { registry, admin, provider, model, origin, _s3: s3, dir: dir.to_path_buf() })
+    }
+
+    /// The registry's URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.registry.addr)
+    }
+
+    /// A host fetching the model into its own data directory.
+    /// Starts `wasmesh host` NAME fetching the model, with `extra` arguments.
+    pub fn host(&self, name: &str, extra: &[&str]) -> Process {
+        let addr = free_addr();
+        let data = self.dir.join(name);
+        let url = self.url();
+        let mut args = vec![
+            "host",
+            "--registry",
+            &url,
+            "--key",
+            &self.provider,
+            "--name",
+            name,
+            "--model",
+            "smollm2",
+            "--p2p-listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ];
+        let (listen, data_s) = (addr.to_string(), data.display().to_string());
+        args.extend(["--listen", &listen, "--data", &data_s]);
+        args.extend(extra);
+        Process::spawn(&args, addr, self.dir.join(format!("{name}.log")))
+    }
+
+    /// Where host `name` keeps the verified model.
+    pub fn cached(&self, name: &str) -> PathBuf {
+        self.dir.join(name).join("models").join(format!("{}.gguf", self.model.blake3))
+    }
+
+    /// The registry's node list.
+    pub fn nodes(&self) -> serde_json::Value {
+        let client = wasmesh_client::Client::new(&self.url(), Some(self.admin.clone())).unwrap();
+        serde_json::to_value(runtime().block_on(client.nodes()).unwrap()).unwrap()
+    }
+}
+
+/// The blake3 of a file, hex.
+pub fn blake3_of(path: &Path) -> String {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(path).expect("open")).expect("read");
+    hasher.finalize().to_hex().to_string()
 }

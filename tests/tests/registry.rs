@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Heartbeat, Scope};
 use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
 use wasmesh_tests::{
-    Payload, Process, cache_dir, components_dir, free_addr, lora_path, model_path, prerequisites, request, runtime,
-    scratch, wait_for, wasmesh_bin,
+    Payload, Process, S3Server, components_dir, free_addr, lora_path, model_path, prerequisites, request, runtime,
+    scratch, skip_or_fail, wait_for, wasmesh_bin,
 };
 
 /// Where state lives.
@@ -24,64 +24,6 @@ enum Backend {
     Default,
     /// PostgreSQL (a fresh database) and s3s-fs.
     PostgresS3,
-}
-
-fn skip_or_fail(msg: &str) -> bool {
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}");
-    }
-    eprintln!("skipping: {msg}");
-    false
-}
-
-const S3_KEY: &str = "wasmesh-test-access";
-const S3_SECRET: &str = "wasmesh-test-secret-key";
-const BUCKET: &str = "artifacts";
-
-/// An s3s-fs server on a free port, storing under a scratch folder.
-struct S3Server {
-    process: Process,
-}
-
-impl S3Server {
-    fn start(dir: &Path) -> Option<Self> {
-        let bin = cache_dir().join("tools/bin/s3s-fs");
-        if !bin.is_file() {
-            skip_or_fail(&format!("{} is missing (run `bash deploy/setup.sh`)", bin.display()));
-            return None;
-        }
-        let root = dir.join("s3");
-        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let addr = free_addr();
-        let port = addr.port().to_string();
-        let process = Process::spawn_program(
-            &bin,
-            &[
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--access-key",
-                S3_KEY,
-                "--secret-key",
-                S3_SECRET,
-                root.to_str().unwrap(),
-            ],
-            &[],
-            addr,
-            dir.join("s3.log"),
-        );
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "s3s-fs did not start:\n{}", process.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(Self { process })
-    }
-
-    fn url(&self) -> String {
-        format!("s3://{BUCKET}?endpoint=http://{}&region=us-east-1&allow_http=true", self.process.addr)
-    }
 }
 
 /// A registry process and what it needs.
@@ -113,9 +55,8 @@ impl Registry {
             };
             eprintln!("PostgreSQL started by the harness: {}", db.url);
             let server = S3Server::start(dir)?;
-            args.extend(["--database".into(), db.url.clone(), "--store".into(), server.url()]);
-            envs.push(("AWS_ACCESS_KEY_ID".to_string(), S3_KEY.to_string()));
-            envs.push(("AWS_SECRET_ACCESS_KEY".to_string(), S3_SECRET.to_string()));
+            args.extend(["--database".into(), db.url.clone(), "--store".into(), S3Server::store_url(server.addr())]);
+            envs.extend(S3Server::credentials().map(|(k, v)| (k.to_string(), v.to_string())));
             pg = Some(db);
             s3 = Some(server);
         }

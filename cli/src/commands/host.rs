@@ -4,6 +4,7 @@ use super::EngineArgs;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use wasmesh_host::{Host, HostConfig};
 
 /// Arguments of `wasmesh host`.
@@ -29,6 +30,25 @@ pub struct HostArgs {
     /// deleted first.
     #[arg(long, env = "WASMESH_CACHE_MB", default_value_t = 65_536, value_name = "MIB")]
     pub cache_mb: u64,
+    /// Where BitTorrent listens for peers fetching weights this host holds (port 0:
+    /// any free port).
+    #[arg(long, env = "WASMESH_P2P_LISTEN", default_value = "0.0.0.0:0", value_name = "ADDR")]
+    pub p2p_listen: SocketAddr,
+    /// Fetch weights from the object store only (through the registry), without
+    /// peers, and seed nothing.
+    #[arg(long)]
+    pub no_p2p: bool,
+    /// Upload budget for seeding weights to other hosts, in KiB/s (0: unlimited;
+    /// at least 16).
+    #[arg(long, env = "WASMESH_SEED_KIB_S", default_value_t = 0, value_name = "KIB_S")]
+    pub seed_kib_s: u32,
+    /// A swarm slower than --p2p-min-kib-s for this many seconds counts as stalled:
+    /// the object store serves the rest.
+    #[arg(long, default_value_t = 15, value_name = "SECS")]
+    pub p2p_stall_secs: u64,
+    /// The rate below which a swarm counts as stalled, in KiB/s.
+    #[arg(long, default_value_t = 1024, value_name = "KIB_S")]
+    pub p2p_min_kib_s: u64,
     /// This node's label in `wasmesh nodes ls` (default: the hostname).
     #[arg(long)]
     pub name: Option<String>,
@@ -61,25 +81,60 @@ pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
     // `--model NAME` (no path) comes from the registry, verified piece by piece, into
     // the weight cache; the models served stay leased (never evicted) while it runs.
     let mut _leases = Vec::new();
+    let metrics = prometheus::Registry::new();
+    let mut _weights = None;
     if let Some(registry) = &args.registry {
         let client = wasmesh_client::Client::new(registry, args.key.clone())?;
         let cache = wasmesh_client::WeightCache::open(data.join("models"), args.cache_mb << 20)?;
-        for model in args.engine.models.iter_mut() {
-            if model.contains('=') {
-                continue;
+        let fetched: Vec<usize> =
+            (0..args.engine.models.len()).filter(|i| !args.engine.models[*i].contains('=')).collect();
+        if args.no_p2p {
+            for i in fetched {
+                let name = args.engine.models[i].clone();
+                tracing::info!(model = %name, "fetching weights from the object store (--no-p2p)");
+                let (path, lease) = client
+                    .fetch_model_cached(&name, &cache, &LogProgress::new(&name))
+                    .await
+                    .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
+                _leases.push(lease);
+                args.engine.models[i] = format!("{name}={}", path.display());
             }
-            let name = model.clone();
-            tracing::info!(model = %name, "fetching from the registry");
-            let (path, lease) = client
-                .fetch_model_cached(&name, &cache, &LogProgress::new(&name))
+        } else if !fetched.is_empty() {
+            // Fetching signs requests as this node: register it first.
+            let identity = Arc::new(
+                wasmesh_client::NodeIdentity::load_or_create(&data.join("node.key"))
+                    .with_context(|| format!("cannot load the node identity in {}", data.display()))?,
+            );
+            let name = args.name.clone().unwrap_or_else(wasmesh_agent::hostname);
+            wasmesh_agent::register(&client, &identity, &name, std::time::Duration::from_secs(60)).await?;
+            let config = wasmesh_weights::WeightsConfig {
+                listen: args.p2p_listen,
+                upload_bps: (args.seed_kib_s > 0).then(|| args.seed_kib_s.saturating_mul(1024)),
+                stall: wasmesh_weights::StallPolicy {
+                    min_rate: args.p2p_min_kib_s << 10,
+                    window: std::time::Duration::from_secs(args.p2p_stall_secs.max(1)),
+                },
+                ..Default::default()
+            };
+            let weight_metrics = wasmesh_weights::WeightMetrics::new(&metrics)?;
+            let weights = wasmesh_weights::Weights::start(client.clone(), identity, cache, config, weight_metrics)
                 .await
-                .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
-            _leases.push(lease);
-            *model = format!("{name}={}", path.display());
+                .context("cannot start fetching weights")?;
+            for i in fetched {
+                let name = args.engine.models[i].clone();
+                tracing::info!(model = %name, "fetching weights (peers first, the object store for the rest)");
+                let (path, lease, _) = weights
+                    .fetch_model(&name, Arc::new(LogProgress::new(&name)))
+                    .await
+                    .with_context(|| format!("cannot fetch model '{name}'"))?;
+                _leases.push(lease);
+                args.engine.models[i] = format!("{name}={}", path.display());
+            }
+            _weights = Some(weights);
         }
     }
     let engine = args.engine.build(Vec::new())?;
-    let host = Host::new(HostConfig { max_instances: args.max_instances, ..Default::default() }, engine)
+    let host = Host::new(HostConfig { max_instances: args.max_instances, metrics, ..Default::default() }, engine)
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .context("cannot create the Wasmtime engine")?;
     for app in &args.apps {

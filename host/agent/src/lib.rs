@@ -81,19 +81,7 @@ impl Agent {
                 .with_context(|| format!("cannot load the node identity in {}", config.data_dir.display()))?,
         );
         let client = Client::new(&config.registry, Some(config.key.clone()))?;
-        let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(200);
-        let cert = loop {
-            match client.register_node(&identity, &config.name).await {
-                Ok(cert) => break cert,
-                Err(e @ ClientError::Unreachable { .. }) if started.elapsed() < patience => {
-                    tracing::warn!("registration failed, retrying in {backoff:?}: {e}");
-                    tokio::time::sleep(jitter(backoff)).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-                Err(e) => return Err(e).context("cannot register this node with the registry"),
-            }
-        };
+        let cert = register(&client, &identity, &config.name, patience).await?;
         std::fs::write(config.data_dir.join("node.pem"), &cert.certificate_pem)?;
         std::fs::write(config.data_dir.join("ca.pem"), &cert.ca_pem)?;
         tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
@@ -125,6 +113,29 @@ impl Agent {
         tasks.push(tokio::spawn(async move { sync.run(revision).await }));
         tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure)));
         Ok(Self { node_id, tasks })
+    }
+}
+
+/// Registers `identity` as node `name`, retrying while the registry is unreachable
+/// (up to `patience`); a refused key fails at once.
+pub async fn register(
+    client: &Client,
+    identity: &NodeIdentity,
+    name: &str,
+    patience: Duration,
+) -> anyhow::Result<wasmesh_api::wire::NodeCertificate> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match client.register_node(identity, name).await {
+            Ok(cert) => return Ok(cert),
+            Err(e @ ClientError::Unreachable { .. }) if started.elapsed() < patience => {
+                tracing::warn!("registration failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e).context("cannot register this node with the registry"),
+        }
     }
 }
 

@@ -43,11 +43,19 @@ pub struct HostConfig {
     /// Largest linear memory any component may be granted, in bytes (each pooled
     /// slot reserves this much address space). Default 4 GiB.
     pub max_memory_bytes: u64,
+    /// Metrics served at `GET /metrics` (other parts of the node, such as its
+    /// weights fetcher, register theirs here).
+    pub metrics: prometheus::Registry,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { max_instances: 256, epoch_tick: Duration::from_millis(10), max_memory_bytes: 4 << 30 }
+        Self {
+            max_instances: 256,
+            epoch_tick: Duration::from_millis(10),
+            max_memory_bytes: 4 << 30,
+            metrics: prometheus::Registry::new(),
+        }
     }
 }
 
@@ -172,6 +180,7 @@ pub struct Host {
     in_flight: std::sync::atomic::AtomicU32,
     served: std::sync::atomic::AtomicU64,
     stop_ticker: Arc<AtomicBool>,
+    metrics: prometheus::Registry,
 }
 
 impl Drop for Host {
@@ -233,6 +242,7 @@ impl Host {
             in_flight: Default::default(),
             served: Default::default(),
             stop_ticker,
+            metrics: config.metrics,
         }))
     }
 
@@ -430,6 +440,9 @@ impl Host {
         if path == "/health" {
             return self.health();
         }
+        if path == "/metrics" {
+            return self.metrics();
+        }
         let Some((component, inner)) = self.lookup(&path) else {
             let routes: Vec<String> = self.routes().into_iter().map(|(_, p, _)| p).collect();
             return json_error(
@@ -499,6 +512,17 @@ impl Host {
             Ok(UpdateDeadline::Yield(1))
         });
         store
+    }
+
+    fn metrics(&self) -> Response<HostBody> {
+        let mut text = String::new();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.metrics.gather(), &mut text) {
+            return json_error(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": e.to_string() }));
+        }
+        Response::builder()
+            .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+            .body(Full::new(Bytes::from(text)).map_err(|never| match never {}).boxed_unsync())
+            .expect("static response parts")
     }
 
     fn health(&self) -> Response<HostBody> {

@@ -174,6 +174,13 @@ pub struct PieceManifest {
     pub piece_length: u64,
     /// blake3 of each piece, in order.
     pub hashes: Vec<String>,
+    /// SHA-1 of each piece (BitTorrent's piece hashes), in order; empty for files
+    /// pushed before the registry recorded torrents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sha1: Vec<String>,
+    /// The torrent's info hash (see [`crate::torrent`]), when `sha1` is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info_hash: Option<String>,
 }
 
 /// Piece length for a file of `size` bytes: about 1,000 to 4,000 pieces, between
@@ -495,6 +502,59 @@ pub struct NodeInfo {
     /// The last heartbeat.
     #[serde(default)]
     pub heartbeat: Option<Heartbeat>,
+    /// Times peers reported it for serving pieces that failed verification; a
+    /// reported node is no longer given to anyone as a peer.
+    #[serde(default)]
+    pub peer_reports: u64,
+}
+
+/// `POST /v1/nodes/{id}/swarm` (signed by the node): a node joins the swarm of a
+/// model or LoRA file, to fetch it or to seed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmJoin {
+    /// The file's blake3.
+    pub blob: String,
+    /// Whether the node is fetching (and wants pieces to take from the origin).
+    pub fetching: bool,
+}
+
+/// The registry's answer to [`SwarmJoin`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwarmGrant {
+    /// The private tracker's announce URL for this node (it holds a token: never log it).
+    pub announce: String,
+    /// Pieces this node should take from the object store (the origin): the registry
+    /// hands each fetching node a different share, so the origin serves each piece
+    /// about once and the nodes trade the rest. Empty: peers hold every piece (or
+    /// every piece is already someone's share); take them from peers.
+    pub origin_pieces: Vec<u32>,
+    /// Peers that announced the whole file (seeders) in their last announce.
+    pub seeders: u32,
+    /// Peers fetching it now.
+    pub leechers: u32,
+}
+
+/// `POST /v1/nodes/{id}/reports` (signed by the node): a peer served pieces that
+/// failed verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerReport {
+    /// The file's blake3.
+    pub blob: String,
+    /// The peer's address as the reporting node saw it.
+    pub peer: String,
+    /// What happened.
+    pub reason: String,
+}
+
+/// The registry's answer to [`PeerReport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportOutcome {
+    /// The node that address belongs to, when the tracker knows it.
+    pub node_id: Option<String>,
+    /// Reports against that node so far.
+    pub reports: u64,
 }
 
 /// A node's id: `n` followed by the first 20 bytes of the blake3 of its Ed25519

@@ -1,7 +1,9 @@
 //! A host's disk cache of model weights, bounded by a provider-set size.
 //!
 //! Weights live in one folder as `{blake3}.gguf` (content-addressed, so a file's name
-//! says what it must hash to) with `{blake3}.partial` beside them while they download.
+//! says what it must hash to); while they download they are `{blake3}.partial` beside
+//! them, or `partial/{blake3}.gguf` (the name BitTorrent fetches use, since a
+//! torrent's file name is part of what its info hash covers).
 //! When a new model needs room, the least recently used files go first; a model
 //! that is in use (the engine serves it, or it is being fetched) holds a [`Lease`]
 //! and is never evicted. Recency is the file's modification time, refreshed on
@@ -57,6 +59,8 @@ pub struct CachedFile {
     pub in_use: bool,
     /// When it was last used.
     pub last_used: SystemTime,
+    /// Where it is.
+    pub path: PathBuf,
 }
 
 /// See the module docs.
@@ -125,6 +129,11 @@ impl WeightCache {
         self.inner.dir.join(format!("{hash}.gguf"))
     }
 
+    /// Where a BitTorrent fetch of `hash` writes until the whole file verifies.
+    pub fn partial_path(&self, hash: &str) -> PathBuf {
+        self.inner.dir.join("partial").join(format!("{hash}.gguf"))
+    }
+
     /// Marks `hash` in use (never evicted while the lease lives) and most recently used.
     pub fn lease(&self, hash: &str) -> Lease {
         *self.inner.leases.lock().expect("lease table").entry(hash.to_string()).or_default() += 1;
@@ -134,7 +143,7 @@ impl WeightCache {
 
     /// Marks `hash` most recently used.
     pub fn touch(&self, hash: &str) {
-        for path in [self.path_for(hash), self.inner.dir.join(format!("{hash}.partial"))] {
+        for path in [self.path_for(hash), self.inner.dir.join(format!("{hash}.partial")), self.partial_path(hash)] {
             if let Ok(file) = std::fs::File::options().write(true).open(&path) {
                 let _ = file.set_modified(SystemTime::now());
             }
@@ -146,23 +155,34 @@ impl WeightCache {
         let dir = &self.inner.dir;
         let leases = self.inner.leases.lock().expect("lease table").clone();
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            let (hash, complete) = match (name.strip_suffix(".gguf"), name.strip_suffix(".partial")) {
-                (Some(h), _) => (h, true),
-                (_, Some(h)) => (h, false),
-                _ => continue,
+        for (folder, partial) in [(dir.to_path_buf(), false), (dir.join("partial"), true)] {
+            let entries = match std::fs::read_dir(&folder) {
+                Ok(entries) => entries,
+                Err(e) if partial && e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(CacheError::Io { path: folder, source: e }),
             };
-            let meta = entry.metadata().map_err(io(&entry.path()))?;
-            files.push(CachedFile {
-                hash: hash.to_string(),
-                size: meta.len(),
-                complete,
-                in_use: leases.contains_key(hash),
-                last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            });
+            for entry in entries {
+                let entry = entry.map_err(io(&folder))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let (hash, complete) = match (name.strip_suffix(".gguf"), name.strip_suffix(".partial")) {
+                    (Some(h), _) => (h, !partial),
+                    (_, Some(h)) => (h, false),
+                    _ => continue,
+                };
+                let meta = entry.metadata().map_err(io(&entry.path()))?;
+                if !meta.is_file() {
+                    continue;
+                }
+                files.push(CachedFile {
+                    hash: hash.to_string(),
+                    size: meta.len(),
+                    complete,
+                    in_use: leases.contains_key(hash),
+                    last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    path: entry.path(),
+                });
+            }
         }
         files.sort_by_key(|f| f.last_used);
         Ok(files)
@@ -199,11 +219,7 @@ impl WeightCache {
             if used + needed.max(own) <= bound {
                 break;
             }
-            let path = if file.complete {
-                self.path_for(&file.hash)
-            } else {
-                self.inner.dir.join(format!("{}.partial", file.hash))
-            };
+            let path = file.path.clone();
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -22,7 +22,7 @@ use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{
     AppSummary, AppVersion, ArtifactKind, BlobInfo, CreateKey, CreatedKey, Deploy, Deployments, ErrorBody, Heartbeat,
     KeyInfo, LoraInfo, ModelInfo, NodeCertificate, NodeInfo, PushLora, PushModel, RegisterNode, Rollback, Scope,
-    StartUpload, UploadSession, node_auth,
+    StartUpload, SwarmGrant, UploadSession, node_auth,
 };
 
 /// What went wrong talking to the registry.
@@ -417,6 +417,11 @@ impl Client {
         tokio::fs::rename(&tmp, dest).await.map_err(|e| ClientError::io(dest, e))
     }
 
+    /// Model `name` as the registry records it.
+    pub async fn model(&self, name: &str) -> Result<ModelInfo> {
+        self.get(&format!("/v1/models/{name}")).await
+    }
+
     /// Fetches model `name` from the registry into `dir` (as `BLAKE3.gguf`),
     /// verified piece by piece; returns its path. A file already there and whole is
     /// used as is; an interrupted download resumes after its last verified piece.
@@ -584,8 +589,76 @@ impl Client {
 
     /// Sends a heartbeat, signed by the node.
     pub async fn heartbeat(&self, identity: &NodeIdentity, beat: &Heartbeat) -> Result<()> {
-        let path = format!("/v1/nodes/{}/heartbeat", identity.node_id());
-        let body = serde_json::to_vec(beat).expect("heartbeats serialize");
+        self.signed_post(identity, "heartbeat", beat).await.map(drop)
+    }
+
+    /// Joins the swarm of blob `blob` (a model or LoRA): the tracker URL (it holds a
+    /// token: never log it) and, when `fetching`, this node's share of the origin.
+    pub async fn join_swarm(&self, identity: &NodeIdentity, blob: &str, fetching: bool) -> Result<SwarmGrant> {
+        let join = wasmesh_api::wire::SwarmJoin { blob: blob.to_string(), fetching };
+        let mut grant: SwarmGrant = self.signed_post(identity, "swarm", &join).await?.json().await.map_err(|e| {
+            ClientError::Invalid(format!("the registry answered with unexpected JSON: {}", error_chain(&e)))
+        })?;
+        grant.announce = self.url(&grant.announce);
+        Ok(grant)
+    }
+
+    /// Reports a peer that served pieces of `blob` that failed verification.
+    pub async fn report_peer(
+        &self,
+        identity: &NodeIdentity,
+        blob: &str,
+        peer: std::net::SocketAddr,
+        reason: &str,
+    ) -> Result<wasmesh_api::wire::ReportOutcome> {
+        let report = wasmesh_api::wire::PeerReport {
+            blob: blob.to_string(),
+            peer: peer.to_string(),
+            reason: reason.to_string(),
+        };
+        self.signed_post(identity, "reports", &report).await?.json().await.map_err(|e| {
+            ClientError::Invalid(format!("the registry answered with unexpected JSON: {}", error_chain(&e)))
+        })
+    }
+
+    /// Bytes `start..end` of artifact `hash`, from the registry's object store.
+    pub async fn blob_range(&self, hash: &str, start: u64, end: u64) -> Result<Bytes> {
+        let response = self
+            .send(
+                self.request(reqwest::Method::GET, &format!("/v1/blobs/{hash}"))
+                    .header(reqwest::header::RANGE, format!("bytes={start}-{}", end - 1))
+                    .timeout(Duration::from_secs(600)),
+            )
+            .await?;
+        if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
+            return Err(ClientError::Invalid(format!(
+                "the registry answered a ranged read of {hash} with {}, not 206",
+                response.status()
+            )));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: self.base.clone(), message: error_chain(&e) })?;
+        if bytes.len() as u64 != end - start {
+            return Err(ClientError::Invalid(format!(
+                "a ranged read of {hash} gave {} bytes, not {}",
+                bytes.len(),
+                end - start
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// POSTs `body` as JSON to `/v1/nodes/{id}/{what}`, signed by the node.
+    async fn signed_post<B: serde::Serialize>(
+        &self,
+        identity: &NodeIdentity,
+        what: &str,
+        body: &B,
+    ) -> Result<reqwest::Response> {
+        let path = format!("/v1/nodes/{}/{what}", identity.node_id());
+        let body = serde_json::to_vec(body).expect("node requests serialize");
         let timestamp = now_ms();
         let signature = identity.sign_hex(&wasmesh_api::wire::request_message("POST", &path, timestamp, &body));
         self.send(
@@ -597,7 +670,6 @@ impl Client {
                 .body(body),
         )
         .await
-        .map(drop)
     }
 }
 

@@ -48,6 +48,9 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/nodes", get(nodes_list))
         .route("/v1/nodes/register", post(node_register))
         .route("/v1/nodes/{id}/heartbeat", post(node_heartbeat))
+        .route("/v1/nodes/{id}/swarm", post(node_swarm))
+        .route("/v1/nodes/{id}/reports", post(node_report))
+        .route("/v1/tracker/{node}/{token}/announce", get(tracker_announce))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(4 << 20))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -355,35 +358,30 @@ async fn forget_upload(state: &State, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Downloads an artifact; `Range: bytes=N-` resumes from byte N (206).
+/// Downloads an artifact; `Range: bytes=A-` or `bytes=A-B` answers that part (206).
 async fn blob_get(S(state): St, caller: Caller, Path(hash): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
     caller.require_any(&[Scope::Provider, Scope::Deploy])?;
     let Some(blob) = catalog::blob(&state.db, &hash).await? else {
         return Err(ApiError::not_found(format!("no artifact {hash}")));
     };
-    let start = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
-        Some(range) => {
-            let start = range
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse::<u64>().ok())
-                .filter(|n| *n < blob.size);
-            match start {
-                Some(n) => Some(n),
-                None => {
-                    return Ok((
-                        StatusCode::RANGE_NOT_SATISFIABLE,
-                        [(header::CONTENT_RANGE, format!("bytes */{}", blob.size))],
-                        "only `Range: bytes=N-` with N below the size is supported",
-                    )
-                        .into_response());
-                }
+        Some(range) => match parse_range(range, blob.size) {
+            Some(r) => Some(r),
+            None => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{}", blob.size))],
+                    "only `Range: bytes=A-` or `bytes=A-B` (one range, within the size) is supported",
+                )
+                    .into_response());
             }
-        }
+        },
     };
-    let (status, stream, length) = match start {
-        Some(n) => (StatusCode::PARTIAL_CONTENT, state.artifacts.stream_from(&hash, n).await?, blob.size - n),
+    let (status, stream, length) = match range {
+        Some((start, end)) => {
+            (StatusCode::PARTIAL_CONTENT, state.artifacts.stream_range(&hash, start, Some(end)).await?, end - start)
+        }
         None => (StatusCode::OK, state.artifacts.stream(&hash).await?, blob.size),
     };
     let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
@@ -397,12 +395,23 @@ async fn blob_get(S(state): St, caller: Caller, Path(hash): Path<String>, header
         body,
     )
         .into_response();
-    if let Some(n) = start
-        && let Ok(v) = format!("bytes {n}-{}/{}", blob.size - 1, blob.size).parse()
+    if let Some((start, end)) = range
+        && let Ok(v) = format!("bytes {start}-{}/{}", end - 1, blob.size).parse()
     {
         response.headers_mut().insert(header::CONTENT_RANGE, v);
     }
     Ok(response)
+}
+
+/// `bytes=A-` or `bytes=A-B` (inclusive B, clamped to the size) as `start..end`.
+fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
+    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let end = match end {
+        "" => size,
+        end => end.parse::<u64>().ok()?.checked_add(1)?.min(size),
+    };
+    (start < end).then_some((start, end))
 }
 
 // ---- apps ---------------------------------------------------------------------
@@ -654,6 +663,98 @@ async fn node_heartbeat(
         .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid heartbeat JSON: {e}")))?;
     nodes::heartbeat(&state.db, &id, &beat).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A node's signed JSON body, checked against its registered key.
+async fn signed_body<T: serde::de::DeserializeOwned>(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    what: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<T> {
+    caller.require(Scope::Provider)?;
+    nodes::verify_request(&state.db, id, headers, "POST", &format!("/v1/nodes/{id}/{what}"), body).await?;
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid {what} JSON: {e}")))
+}
+
+/// A node joins the swarm of a model or LoRA file: its tracker URL and, when it is
+/// fetching, its share of the origin.
+async fn node_swarm(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let join: wire::SwarmJoin = signed_body(&state, &caller, &id, "swarm", &headers, &body).await?;
+    let blob = catalog::blob(&state.db, &join.blob)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no artifact {}", join.blob)))?;
+    let pieces = blob.pieces.ok_or_else(|| {
+        ApiError::bad_request("invalid_request", format!("{} is a component, not weights: it has no swarm", join.blob))
+    })?;
+    let Some(info_hash) = pieces.info_hash.clone() else {
+        return Err(ApiError::conflict(format!(
+            "{} was pushed before the registry recorded torrents: push it again to let hosts fetch it from peers",
+            join.blob
+        )));
+    };
+    Ok(axum::Json(state.swarms.join(&id, &join, &info_hash, pieces.hashes.len())).into_response())
+}
+
+/// A node reports a peer whose pieces failed verification.
+async fn node_report(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let report: wire::PeerReport = signed_body(&state, &caller, &id, "reports", &headers, &body).await?;
+    Ok(axum::Json(crate::swarm::report(&state.db, &state.swarms, &id, &report).await?).into_response())
+}
+
+/// The private tracker (BitTorrent HTTP announce; the token in the path stands for
+/// the API key a BitTorrent client cannot send). Answers are bencoded, failures too.
+async fn tracker_announce(
+    S(state): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((node, token)): Path<(String, String)>,
+    uri: axum::http::Uri,
+) -> Response {
+    let bencoded =
+        |status: StatusCode, body: Vec<u8>| (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response();
+    if token != state.swarms.token(&node) {
+        return bencoded(
+            StatusCode::FORBIDDEN,
+            crate::swarm::announce_failure("unknown tracker token: join the swarm through the registry API"),
+        );
+    }
+    let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
+        Ok(a) => a,
+        Err(e) => return bencoded(StatusCode::BAD_REQUEST, crate::swarm::announce_failure(&e)),
+    };
+    let known = catalog::has_info_hash(&state.db, &announce.info_hash).await;
+    let excluded = crate::swarm::excluded_for(&state.db, &node).await;
+    let (Ok(known), Ok(excluded)) = (known, excluded) else {
+        return bencoded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::swarm::announce_failure("the registry's database is unavailable"),
+        );
+    };
+    if !known {
+        return bencoded(
+            StatusCode::NOT_FOUND,
+            crate::swarm::announce_failure("this tracker only serves files pushed to its registry"),
+        );
+    }
+    let addr = SocketAddr::new(peer.ip(), announce.port);
+    let (peers, complete, incomplete) =
+        state.swarms.announce(&node, &announce.info_hash, addr, announce.left, announce.stopped, &excluded);
+    bencoded(StatusCode::OK, crate::swarm::announce_response(&peers, complete, incomplete))
 }
 
 async fn nodes_list(S(state): St, caller: Caller) -> ApiResult<Response> {

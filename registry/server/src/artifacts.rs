@@ -139,14 +139,19 @@ impl Artifacts {
         Ok(self.store.get(&Self::object(hash)).await?.into_stream())
     }
 
-    /// The blob from byte `offset` to its end, as a stream (resumed downloads).
-    pub async fn stream_from(
+    /// Bytes `start..end` of the blob (`end`: its end), as a stream: resumed downloads
+    /// and the pieces a fetching host takes from the origin.
+    pub async fn stream_range(
         &self,
         hash: &str,
-        offset: u64,
+        start: u64,
+        end: Option<u64>,
     ) -> object_store::Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>> {
-        let options =
-            object_store::GetOptions { range: Some(object_store::GetRange::Offset(offset)), ..Default::default() };
+        let range = match end {
+            Some(end) => object_store::GetRange::Bounded(start..end),
+            None => object_store::GetRange::Offset(start),
+        };
+        let options = object_store::GetOptions { range: Some(range), ..Default::default() };
         Ok(self.store.get_opts(&Self::object(hash), options).await?.into_stream())
     }
 
@@ -245,7 +250,7 @@ impl Artifacts {
             }
             writer.finish().await.map_err(store_err)?;
         }
-        let pieces = gguf.as_ref().map(|_| hashing.pieces());
+        let pieces = gguf.as_ref().map(|_| hashing.pieces(hash, size));
         Ok(Assembled { pieces, gguf })
     }
 }
@@ -268,6 +273,7 @@ struct Hashing {
     in_piece: u64,
     total: u64,
     hashes: Vec<String>,
+    sha1: wasmesh_api::torrent::Sha1Pieces,
 }
 
 impl Hashing {
@@ -279,12 +285,14 @@ impl Hashing {
             in_piece: 0,
             total: 0,
             hashes: Vec::new(),
+            sha1: wasmesh_api::torrent::Sha1Pieces::new(piece_length),
         }
     }
 
     fn update(&mut self, mut bytes: &[u8]) {
         self.total += bytes.len() as u64;
         self.whole.update(bytes);
+        self.sha1.update(bytes);
         while !bytes.is_empty() {
             let take = bytes.len().min((self.piece_length - self.in_piece) as usize);
             self.piece.update(&bytes[..take]);
@@ -306,11 +314,22 @@ impl Hashing {
         Ok(())
     }
 
-    fn pieces(mut self) -> PieceManifest {
+    /// The manifest of file `blake3` (`size` bytes): blake3 and SHA-1 per piece, and
+    /// the info hash of the torrent they make.
+    fn pieces(mut self, blake3: &str, size: u64) -> PieceManifest {
         if self.in_piece > 0 {
             self.hashes.push(self.piece.finalize().to_hex().to_string());
         }
-        PieceManifest { piece_length: self.piece_length, hashes: self.hashes }
+        let mut manifest = PieceManifest {
+            piece_length: self.piece_length,
+            hashes: self.hashes,
+            sha1: self.sha1.finish(),
+            info_hash: None,
+        };
+        let info =
+            wasmesh_api::torrent::info_dict(blake3, size, &manifest).expect("a manifest hashed here fits its size");
+        manifest.info_hash = Some(wasmesh_api::torrent::info_hash(&info));
+        manifest
     }
 }
 

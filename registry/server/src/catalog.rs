@@ -58,10 +58,11 @@ pub async fn insert_blob(
     pieces: Option<&PieceManifest>,
     gguf: Option<&GgufSummary>,
 ) -> ApiResult<()> {
+    let info_hash = pieces.and_then(|p| p.info_hash.clone());
     let pieces = pieces.map(|p| serde_json::to_string(p).expect("pieces serialize"));
     let gguf = gguf.map(|g| serde_json::to_string(g).expect("gguf summary serializes"));
     sqlx::query(
-        "INSERT INTO blobs (hash, size, kind, pieces, gguf, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (hash) DO NOTHING",
+        "INSERT INTO blobs (hash, size, kind, pieces, gguf, created_at, info_hash) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING",
     )
     .bind(hash)
     .bind(size as i64)
@@ -69,9 +70,17 @@ pub async fn insert_blob(
     .bind(pieces)
     .bind(gguf)
     .bind(now_ms())
+    .bind(info_hash)
     .execute(&db.pool)
     .await?;
     Ok(())
+}
+
+/// Whether a blob with torrent info hash `info_hash` (hex) is stored.
+pub async fn has_info_hash(db: &Db, info_hash: &str) -> ApiResult<bool> {
+    let row: Option<(String,)> =
+        sqlx::query_as("SELECT hash FROM blobs WHERE info_hash = $1").bind(info_hash).fetch_optional(&db.pool).await?;
+    Ok(row.is_some())
 }
 
 /// Whether the component blob `hash` passed validation before.

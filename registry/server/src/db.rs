@@ -109,6 +109,21 @@ ALTER TABLE nodes ADD COLUMN role TEXT NOT NULL DEFAULT 'host';
 ALTER TABLE keys ADD COLUMN network TEXT;
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE blobs ADD COLUMN info_hash TEXT;
+CREATE INDEX blobs_info_hash ON blobs (info_hash);
+CREATE TABLE peer_reports (
+    subject TEXT NOT NULL,
+    reporter TEXT NOT NULL,
+    blob TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX peer_reports_subject ON peer_reports (subject);
+"#,
+    ),
 ];
 
 /// Which database a URL names.

@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod db;
 pub mod error;
 pub mod nodes;
+pub mod swarm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -136,6 +137,8 @@ pub struct State {
     pub completing: tokio::sync::Mutex<()>,
     /// Woken on every deploy and rollback (long polls).
     pub changed: tokio::sync::Notify,
+    /// Swarms of weights: tracker, origin shares.
+    pub swarms: swarm::Swarms,
     /// Metrics.
     pub metrics: Metrics,
     /// The configuration.
@@ -168,11 +171,12 @@ impl Registry {
                 db,
                 artifacts,
                 auth,
-                ca,
                 validator,
                 validate_slots: tokio::sync::Semaphore::new(1),
                 completing: tokio::sync::Mutex::new(()),
                 changed: tokio::sync::Notify::new(),
+                swarms: swarm::Swarms::new(ca.derive_secret("wasmesh 2026 tracker tokens")),
+                ca,
                 metrics,
                 config,
             }),

@@ -45,6 +45,12 @@ impl Ca {
         Self::load(db).await?.ok_or_else(|| anyhow::anyhow!("the CA vanished after it was written"))
     }
 
+    /// A secret for `context`, derived from the CA key: every replica of the
+    /// registry derives the same one, and it never leaves the registry.
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.key.serialize_der())
+    }
+
     async fn load(db: &Db) -> anyhow::Result<Option<Self>> {
         let row: Option<(String,)> =
             sqlx::query_as("SELECT value FROM meta WHERE name = 'ca'").fetch_optional(&db.pool).await?;
@@ -235,6 +241,7 @@ pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> 
     .fetch_all(&db.pool)
     .await?;
     let now = now_ms();
+    let reports = crate::swarm::report_counts(db).await?;
     Ok(rows
         .into_iter()
         .map(|(node_id, name, registered, last_seen, heartbeat, role)| {
@@ -246,13 +253,14 @@ pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> 
                 (_, false) => NodeStatus::Offline,
             };
             NodeInfo {
-                node_id,
                 name,
                 status,
                 role: if role == "router" { NodeRole::Router } else { NodeRole::Host },
                 registered_at_ms: registered as u64,
                 last_seen_ms: last_seen as u64,
+                peer_reports: reports.get(&node_id).copied().unwrap_or(0),
                 heartbeat,
+                node_id,
             }
         })
         .collect())

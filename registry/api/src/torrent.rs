@@ -1,0 +1,194 @@
+//! BitTorrent metainfo for model and LoRA files, built from the registry's piece
+//! manifest: the registry records it at push, and a host rebuilds the very same bytes
+//! from the manifest it trusts (so no `.torrent` file ever travels on its own).
+//!
+//! The info dictionary is a single file named `BLAKE3.gguf` with the manifest's piece
+//! length and SHA-1 piece hashes, marked private (no DHT, no peer exchange: peers come
+//! only from the registry). Keys are written in bencode's sorted order.
+
+use crate::wire::PieceManifest;
+use sha1::{Digest, Sha1};
+
+/// The file name inside the torrent (and in a host's weight cache).
+pub fn file_name(blake3: &str) -> String {
+    format!("{blake3}.gguf")
+}
+
+/// The bencoded info dictionary of file `blake3` (`size` bytes).
+///
+/// Fails when the manifest has no SHA-1 hashes (pushed before torrents were recorded)
+/// or they do not fit the size.
+pub fn info_dict(blake3: &str, size: u64, pieces: &PieceManifest) -> Result<Vec<u8>, String> {
+    if pieces.piece_length == 0 || pieces.sha1.len() as u64 != size.div_ceil(pieces.piece_length) {
+        return Err(format!(
+            "the piece manifest of {blake3} has {} SHA-1 hashes for {size} bytes in pieces of {}; push the file again to record them",
+            pieces.sha1.len(),
+            pieces.piece_length
+        ));
+    }
+    let mut concatenated = Vec::with_capacity(pieces.sha1.len() * 20);
+    for (i, hex) in pieces.sha1.iter().enumerate() {
+        let digest =
+            decode_hex(hex).filter(|d| d.len() == 20).ok_or_else(|| format!("SHA-1 hash {i} is not 40 hex digits"))?;
+        concatenated.extend_from_slice(&digest);
+    }
+    let mut out = Vec::new();
+    out.push(b'd');
+    bytes(&mut out, b"length");
+    int(&mut out, size);
+    bytes(&mut out, b"name");
+    bytes(&mut out, file_name(blake3).as_bytes());
+    bytes(&mut out, b"piece length");
+    int(&mut out, pieces.piece_length);
+    bytes(&mut out, b"pieces");
+    bytes(&mut out, &concatenated);
+    bytes(&mut out, b"private");
+    int(&mut out, 1);
+    out.push(b'e');
+    Ok(out)
+}
+
+/// The info hash (SHA-1 of the info dictionary), as 40 hex digits.
+pub fn info_hash(info: &[u8]) -> String {
+    hex(&Sha1::digest(info))
+}
+
+/// A whole `.torrent` file around `info`, announcing to `announce` when given.
+pub fn metainfo(info: &[u8], announce: Option<&str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(info.len() + 128);
+    out.push(b'd');
+    if let Some(url) = announce {
+        bytes(&mut out, b"announce");
+        bytes(&mut out, url.as_bytes());
+    }
+    bytes(&mut out, b"info");
+    out.extend_from_slice(info);
+    out.push(b'e');
+    out
+}
+
+/// SHA-1 of each `piece_length` piece of a byte stream, fed in order.
+#[derive(Debug, Clone)]
+pub struct Sha1Pieces {
+    piece_length: u64,
+    in_piece: u64,
+    current: Sha1,
+    hashes: Vec<String>,
+}
+
+impl Sha1Pieces {
+    /// Starts with pieces of `piece_length` bytes.
+    pub fn new(piece_length: u64) -> Self {
+        Self { piece_length, in_piece: 0, current: Sha1::new(), hashes: Vec::new() }
+    }
+
+    /// Feeds the next bytes.
+    pub fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let take = data.len().min((self.piece_length - self.in_piece) as usize);
+            self.current.update(&data[..take]);
+            self.in_piece += take as u64;
+            data = &data[take..];
+            if self.in_piece == self.piece_length {
+                let done = std::mem::replace(&mut self.current, Sha1::new());
+                self.hashes.push(hex(&done.finalize()));
+                self.in_piece = 0;
+            }
+        }
+    }
+
+    /// The hashes, the last (short) piece included.
+    pub fn finish(mut self) -> Vec<String> {
+        if self.in_piece > 0 {
+            self.hashes.push(hex(&self.current.finalize()));
+        }
+        self.hashes
+    }
+}
+
+/// SHA-1 of one piece, as 40 hex digits.
+pub fn sha1_hex(data: &[u8]) -> String {
+    hex(&Sha1::digest(data))
+}
+
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(b.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(b);
+}
+
+fn int(out: &mut Vec<u8>, n: u64) {
+    out.push(b'i');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes from hex digits.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(data: &[u8], piece_length: u64) -> PieceManifest {
+        let mut sha = Sha1Pieces::new(piece_length);
+        sha.update(data);
+        PieceManifest {
+            piece_length,
+            hashes: data.chunks(piece_length as usize).map(|c| blake3::hash(c).to_hex().to_string()).collect(),
+            sha1: sha.finish(),
+            info_hash: None,
+        }
+    }
+
+    #[test]
+    fn pieces_are_hashed_across_updates_and_the_short_tail_counts() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let mut split = Sha1Pieces::new(4096);
+        split.update(&data[..1000]);
+        split.update(&data[1000..5000]);
+        split.update(&data[5000..]);
+        let hashes = split.finish();
+        assert_eq!(hashes.len(), 3);
+        assert_eq!(hashes[0], sha1_hex(&data[..4096]));
+        assert_eq!(hashes[2], sha1_hex(&data[8192..]));
+        // An exact multiple of the piece length has no empty extra piece.
+        let mut exact = Sha1Pieces::new(4096);
+        exact.update(&data[..8192]);
+        assert_eq!(exact.finish().len(), 2);
+    }
+
+    #[test]
+    fn the_info_dict_is_sorted_bencode_and_its_hash_is_stable() {
+        let data = vec![1u8; 5000];
+        let m = manifest(&data, 4096);
+        let info = info_dict("ab", 5000, &m).unwrap();
+        let expected_prefix = b"d6:lengthi5000e4:name7:ab.gguf12:piece lengthi4096e6:pieces40:";
+        assert_eq!(&info[..expected_prefix.len()], expected_prefix);
+        assert!(info.ends_with(b"7:privatei1ee"));
+        assert_eq!(info_hash(&info), info_hash(&info_dict("ab", 5000, &m).unwrap()));
+        assert_ne!(info_hash(&info), info_hash(&info_dict("ac", 5000, &m).unwrap()));
+        let file = metainfo(&info, Some("http://t/announce"));
+        assert!(file.starts_with(b"d8:announce17:http://t/announce4:infod6:length"));
+    }
+
+    #[test]
+    fn a_manifest_without_sha1_hashes_is_refused_with_what_to_do() {
+        let mut m = manifest(&[0u8; 100], 64);
+        m.sha1.clear();
+        let err = info_dict("ab", 100, &m).unwrap_err();
+        assert!(err.contains("push the file again"), "{err}");
+        assert!(decode_hex("zz").is_none() && decode_hex("abc").is_none());
+        assert_eq!(decode_hex("00ff").unwrap(), vec![0, 255]);
+    }
+}
