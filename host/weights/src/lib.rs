@@ -26,13 +26,13 @@ pub use source::{Filled, PeerSource, StallPolicy, StoreSource, WeightSource};
 
 use librqbit::limits::LimitsConfig;
 use librqbit::{AddTorrent, AddTorrentOptions, ListenerMode, ListenerOptions, Session, SessionOptions};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmesh_api::wire::{ModelState, PieceManifest};
+use wasmesh_api::wire::PieceManifest;
 use wasmesh_client::{Client, ClientError, Lease, NodeIdentity, Progress, WeightCache};
 
 /// Why a fetch failed.
@@ -164,7 +164,7 @@ pub struct FetchReport {
     pub origin_fallback: u64,
 }
 
-/// A host's weights: fetcher, seeder, per-model states. See the crate docs.
+/// A host's weights: fetcher and seeder. See the crate docs.
 pub struct Weights {
     client: Client,
     identity: Arc<NodeIdentity>,
@@ -173,7 +173,6 @@ pub struct Weights {
     store: StoreSource,
     peers: PeerSource,
     metrics: WeightMetrics,
-    states: Mutex<BTreeMap<String, ModelState>>,
     /// Leases of the files seeded (kept while seeding).
     seeding: Mutex<Vec<(String, Lease)>>,
 }
@@ -227,7 +226,6 @@ impl Weights {
             cache,
             session,
             metrics,
-            states: Mutex::new(BTreeMap::new()),
             seeding: Mutex::new(Vec::new()),
         }))
     }
@@ -235,12 +233,6 @@ impl Weights {
     /// Where peers reach this host.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.session.listen_addr()
-    }
-
-    /// Each model's state, by name: fetching or on disk (the engine knows which
-    /// are loaded).
-    pub fn states(&self) -> BTreeMap<String, ModelState> {
-        self.states.lock().expect("states lock").clone()
     }
 
     /// Fetches model `name` into the cache (see the crate docs) and seeds it; returns
@@ -251,15 +243,19 @@ impl Weights {
         progress: Arc<dyn Progress>,
     ) -> Result<(PathBuf, Lease, FetchReport), FetchError> {
         let model = self.client.model(name).await?;
-        self.states.lock().expect("states lock").insert(name.to_string(), ModelState::Fetching);
-        let result = self.fetch_blob(name, &model.blake3, model.size, &model.pieces, progress).await;
+        let result = if model.pieces.info_hash.is_none() {
+            // Pushed before the registry recorded torrents: no swarm, the store alone.
+            tracing::warn!(model = %name, "stored before the registry recorded torrents: fetching from the object store alone");
+            self.client
+                .fetch_model_cached(name, &self.cache, progress.as_ref())
+                .await
+                .map(|(path, lease)| (path, lease, FetchReport { origin_fallback: model.size, ..Default::default() }))
+                .map_err(FetchError::from)
+        } else {
+            self.fetch_blob(name, &model.blake3, model.size, &model.pieces, progress).await
+        };
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.metrics.fetches.with_label_values(&[name, outcome]).inc();
-        let mut states = self.states.lock().expect("states lock");
-        match &result {
-            Ok(_) => states.insert(name.to_string(), ModelState::OnDisk),
-            Err(_) => states.remove(name),
-        };
         result
     }
 

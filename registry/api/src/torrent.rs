@@ -21,7 +21,7 @@ pub fn file_name(blake3: &str) -> String {
 pub fn info_dict(blake3: &str, size: u64, pieces: &PieceManifest) -> Result<Vec<u8>, String> {
     if pieces.piece_length == 0 || pieces.sha1.len() as u64 != size.div_ceil(pieces.piece_length) {
         return Err(format!(
-            "the piece manifest of {blake3} has {} SHA-1 hashes for {size} bytes in pieces of {}; push the file again to record them",
+            "the piece manifest of {blake3} has {} SHA-1 hashes for {size} bytes in pieces of {}: it was stored before the registry recorded torrents, so it has no swarm",
             pieces.sha1.len(),
             pieces.piece_length
         ));
@@ -187,7 +187,7 @@ mod tests {
         let mut m = manifest(&[0u8; 100], 64);
         m.sha1.clear();
         let err = info_dict("ab", 100, &m).unwrap_err();
-        assert!(err.contains("push the file again"), "{err}");
+        assert!(err.contains("no swarm"), "{err}");
         assert!(decode_hex("zz").is_none() && decode_hex("abc").is_none());
         assert_eq!(decode_hex("00ff").unwrap(), vec![0, 255]);
     }

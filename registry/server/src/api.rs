@@ -698,7 +698,7 @@ async fn node_swarm(
     })?;
     let Some(info_hash) = pieces.info_hash.clone() else {
         return Err(ApiError::conflict(format!(
-            "{} was pushed before the registry recorded torrents: push it again to let hosts fetch it from peers",
+            "{} was stored before the registry recorded torrents: it has no swarm, hosts fetch it from the object store alone",
             join.blob
         )));
     };
