@@ -15,7 +15,8 @@
 //!   aggregate figures are compared with. When it is not built, the bench says so
 //!   and the JSON marks it absent.
 //!
-//! Ends with one line of JSON holding the figures.
+//! Ends with one line of JSON holding the figures. `WASMESH_BENCH_LEVELS=1,8` runs
+//! some levels only, `WASMESH_BENCH_ROUNDS=9` more rounds per level.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -33,6 +34,20 @@ fn threads() -> u32 {
         .ok()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1))
+}
+
+/// Rounds per level (median taken): `WASMESH_BENCH_ROUNDS`, default 3.
+fn rounds() -> usize {
+    std::env::var("WASMESH_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3).max(1)
+}
+
+/// Concurrency levels measured: `WASMESH_BENCH_LEVELS` (e.g. `8` or `1,8`), default all.
+fn chosen_levels() -> Vec<usize> {
+    std::env::var("WASMESH_BENCH_LEVELS")
+        .ok()
+        .map(|l| l.split(',').filter_map(|n| n.trim().parse().ok()).filter(|n| LEVELS.contains(n)).collect())
+        .filter(|l: &Vec<usize>| !l.is_empty())
+        .unwrap_or_else(|| LEVELS.to_vec())
 }
 
 fn prompt(i: usize) -> String {
@@ -80,15 +95,22 @@ fn main() {
     let engine = Arc::new(LlamaEngine::new(config).expect("engine"));
     runtime.block_on(engine.preload("smollm2")).expect("load");
 
-    // Aggregate tokens/s at each concurrency (median of 3 rounds), each engine round
+    // Aggregate tokens/s at each concurrency (median of `rounds()`, default 3), each engine round
     // right after a llama-server round on the same requests.
+    let stats = runtime.block_on(engine.stats("smollm2")).expect("loaded");
+    let counters = || {
+        use std::sync::atomic::Ordering::Relaxed;
+        (stats.steps.load(Relaxed), stats.batched_tokens.load(Relaxed))
+    };
     let mut levels = serde_json::Map::new();
     let mut ours = std::collections::BTreeMap::new();
     let mut anchor = std::collections::BTreeMap::new();
-    for &n in &LEVELS {
+    let rounds = rounds();
+    for n in chosen_levels() {
         let mut rates = Vec::new();
         let mut server_rates = Vec::new();
-        for _ in 0..3 {
+        let (steps0, tokens0) = counters();
+        for _ in 0..rounds {
             if let Ok(server) = &server {
                 server_rates.push(server.round(n));
                 settle();
@@ -107,6 +129,7 @@ fn main() {
             rates.push(tokens as f64 / started.elapsed().as_secs_f64());
             settle();
         }
+        let (steps1, tokens1) = counters();
         let rate = median(&mut rates);
         let versus_server = if server_rates.is_empty() {
             String::new()
@@ -119,6 +142,11 @@ fn main() {
         println!(
             "engine, {n:2} concurrent:        {rate:8.1} tok/s aggregate  ({:.2}× native sequential{versus_server})",
             rate / native_tok_s
+        );
+        println!(
+            "  engine decode steps per round: {:.0}, tokens per step: {:.1}",
+            (steps1 - steps0) as f64 / rounds as f64,
+            (tokens1 - tokens0) as f64 / (steps1 - steps0).max(1) as f64
         );
         levels.insert(n.to_string(), json!((rate * 10.0).round() / 10.0));
         ours.insert(n, rate);
@@ -135,7 +163,6 @@ fn main() {
     };
 
     // LoRA switch time: requests with two adapters interleaved on one warm base.
-    let stats = runtime.block_on(engine.stats("smollm2")).expect("loaded");
     let (switches0, ns0) = (
         stats.lora_switches.load(std::sync::atomic::Ordering::Relaxed),
         stats.lora_switch_ns.load(std::sync::atomic::Ordering::Relaxed),

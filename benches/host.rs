@@ -9,6 +9,9 @@
 //! * the engine's fixed cost per inference (all but prompt processing and decoding).
 //!
 //! Ends with one line of JSON holding the figures.
+//!
+//! `cargo bench --bench host -- --instantiate-only` measures instantiation alone
+//! (no model is loaded; a few seconds), for work on the host's per-request cost.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -63,6 +66,9 @@ fn main() {
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if std::env::args().any(|a| a == "--instantiate-only") {
+        return instantiate_only(&runtime, &model, &components);
+    }
     let slots =
         std::env::var("WASMESH_BENCH_SLOTS").ok().and_then(|s| s.parse().ok()).unwrap_or(LlamaConfig::default().slots);
     let config = LlamaConfig {
@@ -137,15 +143,7 @@ fn main() {
     println!("fixed cost / inference: {fixed_cost_ms:.3} ms (median of 20; target <= 1 ms)");
 
     // 4. Instantiation of `hello`.
-    let times = runtime.block_on(host.measure_instantiation("/hello", 20_000)).expect("instantiate");
-    let (mut inst, mut with_store): (Vec<Duration>, Vec<Duration>) = times.into_iter().unzip();
-    let p50 = percentile(&mut inst, 50.0).as_secs_f64() * 1e6;
-    let p99 = percentile(&mut inst, 99.0).as_secs_f64() * 1e6;
-    let store_p50 = percentile(&mut with_store, 50.0).as_secs_f64() * 1e6;
-    println!(
-        "instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)"
-    );
-    println!("  with the store (WASI, wasi:http, wasi:nn state, limits): p50 {store_p50:.1} us");
+    let (p50, p99, store_p50) = instantiation(&runtime, &host);
 
     // 5. hello under load: our host, then `wasmtime serve`.
     let hello_rps = wrk_rps(&format!("http://{addr}/hello"), 16, 5).expect("wrk against the host");
@@ -177,6 +175,39 @@ fn main() {
             "hello_vs_wasmtime_serve": hello_vs_wasmtime_serve.map(|v| round(v, 3)),
             "fixed_cost_ms": round(fixed_cost_ms, 3),
             "threads": threads,
+        })
+    );
+}
+
+/// Instantiation of `hello`, 20 000 times: p50, p99, and p50 with the store's creation.
+fn instantiation(runtime: &tokio::runtime::Runtime, host: &Host) -> (f64, f64, f64) {
+    let times = runtime.block_on(host.measure_instantiation("/hello", 20_000)).expect("instantiate");
+    let (mut inst, mut with_store): (Vec<Duration>, Vec<Duration>) = times.into_iter().unzip();
+    let p50 = percentile(&mut inst, 50.0).as_secs_f64() * 1e6;
+    let p99 = percentile(&mut inst, 99.0).as_secs_f64() * 1e6;
+    let store_p50 = percentile(&mut with_store, 50.0).as_secs_f64() * 1e6;
+    println!(
+        "instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)"
+    );
+    println!("  with the store (WASI, wasi:http, wasi:nn state, limits): p50 {store_p50:.1} us");
+    (p50, p99, store_p50)
+}
+
+/// `--instantiate-only`: the demo app on a host whose model is never loaded.
+fn instantiate_only(runtime: &tokio::runtime::Runtime, model: &std::path::Path, components: &std::path::Path) {
+    let config = LlamaConfig { models: [("smollm2".to_string(), model.to_path_buf())].into(), ..Default::default() };
+    let engine: Arc<dyn InferenceEngine> = Arc::new(LlamaEngine::new(config).expect("engine"));
+    let host = Host::new(HostConfig::default(), engine).expect("host");
+    let manifest = wasmesh_api::AppManifest::parse(include_str!("../examples/demo/wasmesh.toml")).unwrap();
+    runtime.block_on(host.load_app(manifest, components)).expect("load demo app");
+    let (p50, p99, store_p50) = instantiation(runtime, &host);
+    println!(
+        "{}",
+        json!({
+            "bench": "host-instantiate",
+            "instantiate_p50_us": round(p50, 2),
+            "instantiate_p99_us": round(p99, 2),
+            "store_and_instantiate_p50_us": round(store_p50, 2),
         })
     );
 }

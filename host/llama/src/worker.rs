@@ -209,6 +209,9 @@ struct Active {
     pos: usize,
     n_predict: usize,
     sampler: LlamaSampler,
+    /// Plain greedy decoding: the token is the first largest logit, read in place
+    /// (no candidate array of the whole vocabulary per token, as the sampler builds).
+    greedy: bool,
     tokens: Vec<i32>,
     text: Vec<u8>,
     started: Instant,
@@ -373,6 +376,7 @@ impl<'m> Scheduler<'m> {
                 prefilled: 0,
                 pending: None,
                 n_predict,
+                greedy: job.request.params.is_greedy() && job.request.params.repeat_penalty == 1.0,
                 sampler,
                 tokens: Vec::with_capacity(n_predict),
                 text: Vec::new(),
@@ -533,7 +537,11 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             let Some(at) = a.logits_at else { continue };
-            let token = a.sampler.sample(ctx, at); // samples and accepts
+            let token = if a.greedy {
+                first_max(ctx.get_logits_ith(at))
+            } else {
+                a.sampler.sample(ctx, at) // samples and accepts
+            };
             let t = Instant::now();
             if vocab.is_eog(token) {
                 a.fixed += t.elapsed();
@@ -679,6 +687,17 @@ pub(crate) fn build_sampler(model: &LlamaModel, params: &GenerateParams) -> Llam
     if chain.len() == 1 { chain.pop().expect("one sampler") } else { LlamaSampler::chain_simple(chain) }
 }
 
+/// The token of the first largest logit: what llama.cpp's greedy sampler picks.
+fn first_max(logits: &[f32]) -> LlamaToken {
+    let mut best = 0;
+    for (i, &logit) in logits.iter().enumerate().skip(1) {
+        if logit > logits[best] {
+            best = i;
+        }
+    }
+    LlamaToken::new(best as i32)
+}
+
 /// Where a stop string begins in `text`, searching only where text added since
 /// `new_from` could complete one.
 fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
@@ -705,6 +724,14 @@ mod tests {
         assert_eq!(held_back(b"hello</", &stops), 2);
         assert_eq!(held_back(b"hello</s", &stops), 3);
         assert_eq!(held_back(b"<", &[]), 0);
+    }
+
+    #[test]
+    fn greedy_picks_the_first_largest_logit_as_llama_cpp_does() {
+        use super::first_max;
+        assert_eq!(first_max(&[0.5, 2.0, 1.0, 2.0]).0, 1);
+        assert_eq!(first_max(&[3.0, 2.0]).0, 0);
+        assert_eq!(first_max(&[-1.0]).0, 0);
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! component (WASIp2 or WASIp3) that imports only what this host links, and
 //! pre-instantiate it.
 
+use crate::engines::{Abi, Engines};
 use crate::server::HostState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmesh_api::{AppManifest, ComponentLimits, ManifestError};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Component;
 use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
 
@@ -94,6 +95,8 @@ pub(crate) struct LoadedComponent {
     pub(crate) app: Arc<str>,
     pub(crate) name: Arc<str>,
     pub(crate) pre: ProxyPre<HostState>,
+    /// The engine it was compiled for (its stores are made on it).
+    pub(crate) engine: wasmtime::Engine,
     pub(crate) limits: ComponentLimits,
     pub(crate) granted: Arc<[String]>,
     /// Models granted to Spin's LLM interface (`ai_models`).
@@ -111,12 +114,7 @@ pub struct LoadedApp {
 impl LoadedApp {
     /// Compiles and checks every component of `manifest`; `base` is the folder
     /// component paths are relative to. Compilation runs on blocking threads.
-    pub(crate) async fn load(
-        manifest: AppManifest,
-        base: &Path,
-        engine: &wasmtime::Engine,
-        linker: &Linker<HostState>,
-    ) -> Result<Self, AppError> {
+    pub(crate) async fn load(manifest: AppManifest, base: &Path, engines: &Arc<Engines>) -> Result<Self, AppError> {
         let app: Arc<str> = manifest.app.name.as_str().into();
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.component {
@@ -126,11 +124,10 @@ impl LoadedApp {
                 path: path.clone(),
                 source,
             })?;
-            let pre = {
-                let engine = engine.clone();
-                let linker = linker.clone();
+            let (pre, engine) = {
+                let engines = engines.clone();
                 let name = name.clone();
-                tokio::task::spawn_blocking(move || compile(&engine, &linker, &name, &path, &bytes))
+                tokio::task::spawn_blocking(move || compile(&engines, &name, &path, &bytes))
                     .await
                     .expect("compile task panicked")?
             };
@@ -140,6 +137,7 @@ impl LoadedApp {
                     app: app.clone(),
                     name: name.as_str().into(),
                     pre,
+                    engine,
                     limits: spec.limits,
                     granted: spec.models.clone().into(),
                     ai_granted: spec.ai_models.clone().into(),
@@ -151,14 +149,14 @@ impl LoadedApp {
     }
 }
 
-/// Checks the bytes, compiles, and pre-instantiates one component.
+/// Checks the bytes, compiles, and pre-instantiates one component on the engine
+/// of its ABI (see [`Engines`]).
 pub(crate) fn compile(
-    engine: &wasmtime::Engine,
-    linker: &Linker<HostState>,
+    engines: &Engines,
     name: &str,
     path: &Path,
     bytes: &[u8],
-) -> Result<ProxyPre<HostState>, AppError> {
+) -> Result<(ProxyPre<HostState>, wasmtime::Engine), AppError> {
     let component = name.to_string();
     // The preamble is "\0asm", a 2-byte version, then a 2-byte layer: 0 for core
     // modules, 1 for components.
@@ -168,44 +166,63 @@ pub(crate) fn compile(
     if bytes[6..8] == [0, 0] {
         return Err(AppError::CoreModule { component, path: path.to_owned() });
     }
-    let compiled = Component::new(engine, bytes)
-        .map_err(|e| AppError::Compile { component: component.clone(), message: format!("{e:#}") })?;
-    let exports: Vec<String> = compiled.component_type().exports(engine).map(|(name, _)| name.to_string()).collect();
-    let p3 = exports.iter().any(|e| e == "wasi:http/handler@0.3.0");
+    let compile_error =
+        |e: wasmtime::Error| AppError::Compile { component: component.clone(), message: format!("{e:#}") };
+    let exports_of = |compiled: &Component, engine: &wasmtime::Engine| -> Vec<String> {
+        compiled.component_type().exports(engine).map(|(name, _)| name.to_string()).collect()
+    };
+    let is_p3 = |exports: &[String]| exports.iter().any(|e| e == "wasi:http/handler@0.3.0");
+    // WASIp2 first. A component that fails there (it uses the async ABI) or that
+    // exports the WASIp3 handler goes to the WASIp3 engine, whose errors are then
+    // the ones to report: it accepts everything the first one does.
+    let p2 = engines.get(Abi::P2).map_err(compile_error)?;
+    let on_p2 = Component::new(&p2.engine, bytes).ok().map(|compiled| {
+        let exports = exports_of(&compiled, &p2.engine);
+        (compiled, exports)
+    });
+    let (compiled, runtime, exports) = match on_p2 {
+        Some((compiled, exports)) if !is_p3(&exports) => (compiled, p2, exports),
+        _ => {
+            let p3 = engines.get(Abi::P3).map_err(compile_error)?;
+            let compiled = Component::new(&p3.engine, bytes).map_err(compile_error)?;
+            let exports = exports_of(&compiled, &p3.engine);
+            (compiled, p3, exports)
+        }
+    };
+    let p3 = is_p3(&exports);
     if !p3 && !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
         return Err(AppError::WrongWorld { component, exports });
     }
-    let pre = linker
+    let pre = runtime
+        .linker
         .instantiate_pre(&compiled)
         .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
     let unsupported =
         |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
-    if p3 {
-        Ok(ProxyPre::P3(ServicePre::new(pre).map_err(unsupported)?))
+    let pre = if p3 {
+        ProxyPre::P3(ServicePre::new(pre).map_err(unsupported)?)
     } else {
-        Ok(ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(unsupported)?))
-    }
+        ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(unsupported)?)
+    };
+    Ok((pre, runtime.engine.clone()))
 }
 
 /// Checks components the way a host would load them, without serving them: the
 /// registry runs it on every upload it is asked to deploy.
 pub struct ComponentValidator {
-    engine: wasmtime::Engine,
-    linker: Linker<HostState>,
+    engines: Engines,
 }
 
 impl ComponentValidator {
     /// An engine and linker configured like a host's (no instance pool).
     pub fn new() -> wasmtime::Result<Self> {
-        let engine = wasmtime::Engine::new(&crate::server::engine_config())?;
-        let linker = crate::server::link(&engine)?;
-        Ok(Self { engine, linker })
+        Ok(Self { engines: Engines::new(None)? })
     }
 
     /// Checks that `bytes` is a component exporting `wasi:http/incoming-handler`
     /// and importing only what hosts provide. CPU-heavy (it compiles): call it
     /// from a blocking thread.
     pub fn validate(&self, component: &str, bytes: &[u8]) -> Result<(), AppError> {
-        compile(&self.engine, &self.linker, component, Path::new("the uploaded file"), bytes).map(drop)
+        compile(&self.engines, component, Path::new("the uploaded file"), bytes).map(drop)
     }
 }

@@ -1,7 +1,8 @@
 //! The wasmesh worker runtime.
 //!
-//! A [`Host`] owns one Wasmtime engine (pooling allocator, epoch interruption with
-//! a single ticker thread) and serves the routes of one or more apps over HTTP.
+//! A [`Host`] owns its Wasmtime engines (one for WASIp2 components, one for WASIp3
+//! ones, each with a pooling allocator; epoch interruption with a single ticker
+//! thread) and serves the routes of one or more apps over HTTP.
 //! Each request gets a fresh instance from the component's pre-instantiated
 //! template ([`wasmtime_wasi_http::p2::bindings::ProxyPre`]), with the component's
 //! deadline, memory cap and body caps; `wasi:nn` reaches the node's
@@ -22,6 +23,7 @@
 //! which manifest key sets it; the host keeps serving.
 
 mod app;
+mod engines;
 mod limits;
 pub mod nn;
 mod server;

@@ -2,9 +2,10 @@
 //! instances with their limits.
 
 use crate::app::{AppError, LoadedApp, LoadedComponent};
+use crate::engines::Engines;
 use crate::limits::Limiter;
-use crate::nn::{self, NnCtx, NnView, WasiNnView};
-use crate::spin::{self, LlmCtx, SpinLlmView};
+use crate::nn::{NnCtx, NnView, WasiNnView};
+use crate::spin::{LlmCtx, SpinLlmView};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
@@ -17,8 +18,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use wasmesh_api::AppManifest;
 use wasmesh_engine::InferenceEngine;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Engine, PoolingAllocationConfig, Store, UpdateDeadline};
+use wasmtime::component::ResourceTable;
+use wasmtime::{PoolingAllocationConfig, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -141,39 +142,9 @@ pub enum Mount {
     Scoped,
 }
 
-/// The linker every component is checked and instantiated against: what the
-/// fabric provides (WASI and `wasi:http`, both 0.2 and 0.3, `wasi:nn` and its
-/// streaming extension, and Spin's `fermyon:spin/llm`).
-pub(crate) fn link(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-    wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-    nn::add_to_linker(&mut linker)?;
-    spin::add_to_linker(&mut linker)?;
-    Ok(linker)
-}
-
-/// Engine settings every host and validator shares.
-pub(crate) fn engine_config() -> wasmtime::Config {
-    let mut wasm = wasmtime::Config::new();
-    wasm.wasm_component_model(true);
-    // WASIp3 components (`wasi:http/handler@0.3.0`, e.g. from spin-sdk 7) use the
-    // component model's async ABI.
-    wasm.wasm_component_model_async(true);
-    wasm.epoch_interruption(true);
-    // Proposals guests of the wasi:http world do not use: off, so no instance pays
-    // for their runtime state.
-    wasm.wasm_threads(false);
-    wasm.wasm_gc(false);
-    wasm
-}
-
 /// A worker node's runtime: see the crate docs.
 pub struct Host {
-    engine: Engine,
-    linker: Linker<HostState>,
+    engines: Arc<Engines>,
     inference: Arc<dyn InferenceEngine>,
     routes: RwLock<Arc<Vec<RouteEntry>>>,
     ready: AtomicBool,
@@ -190,10 +161,10 @@ impl Drop for Host {
 }
 
 impl Host {
-    /// Creates the Wasmtime engine (pooling allocator, epoch interruption), links
-    /// WASI, `wasi:http` and `wasi:nn`, and starts the epoch ticker thread.
+    /// Creates the Wasmtime engines (pooling allocator, epoch interruption; see
+    /// [`Engines`]), links WASI, `wasi:http` and `wasi:nn`, and starts the epoch
+    /// ticker thread.
     pub fn new(config: HostConfig, inference: Arc<dyn InferenceEngine>) -> wasmtime::Result<Arc<Self>> {
-        let mut wasm = engine_config();
         let mut pool = PoolingAllocationConfig::default();
         let n = config.max_instances;
         pool.total_component_instances(n)
@@ -213,14 +184,11 @@ impl Host {
             // Return freed slots' memory to the kernel in batches, not one madvise
             // per instance.
             .decommit_batch_size(16);
-        wasm.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm)?;
-
-        let linker = link(&engine)?;
+        let engines = Arc::new(Engines::new(Some(pool))?);
 
         let stop_ticker = Arc::new(AtomicBool::new(false));
         {
-            let engine = engine.clone();
+            let engines = engines.clone();
             let stop = stop_ticker.clone();
             let tick = config.epoch_tick;
             std::thread::Builder::new()
@@ -228,14 +196,13 @@ impl Host {
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
-                        engine.increment_epoch();
+                        engines.increment_epoch();
                     }
                 })
                 .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
         }
         Ok(Arc::new(Self {
-            engine,
-            linker,
+            engines,
             inference,
             routes: RwLock::new(Arc::new(Vec::new())),
             ready: AtomicBool::new(false),
@@ -295,7 +262,7 @@ impl Host {
         mount: Mount,
         version: u64,
     ) -> Result<(), AppError> {
-        let app = LoadedApp::load(manifest, base, &self.engine, &self.linker).await?;
+        let app = LoadedApp::load(manifest, base, &self.engines).await?;
         for (name, spec) in &app.manifest.component {
             for model in &spec.models {
                 if !self.inference.has_model(model) {
@@ -500,7 +467,7 @@ impl Host {
                 deadline_hit: false,
             },
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&component.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {

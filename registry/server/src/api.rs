@@ -656,11 +656,7 @@ async fn node_heartbeat(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    caller.require(Scope::Provider)?;
-    let path = format!("/v1/nodes/{id}/heartbeat");
-    nodes::verify_request(&state.db, &id, &headers, "POST", &path, &body).await?;
-    let beat: Heartbeat = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid heartbeat JSON: {e}")))?;
+    let beat: Heartbeat = signed_body(&state, &caller, &id, "heartbeat", &headers, &body).await?;
     nodes::heartbeat(&state.db, &id, &beat).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
