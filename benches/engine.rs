@@ -100,16 +100,19 @@ fn main() {
     let stats = runtime.block_on(engine.stats("smollm2")).expect("loaded");
     let counters = || {
         use std::sync::atomic::Ordering::Relaxed;
-        (stats.steps.load(Relaxed), stats.batched_tokens.load(Relaxed))
+        (stats.steps.load(Relaxed), stats.batched_tokens.load(Relaxed), stats.compactions.load(Relaxed))
     };
     let mut levels = serde_json::Map::new();
     let mut ours = std::collections::BTreeMap::new();
     let mut anchor = std::collections::BTreeMap::new();
+    // Each engine round over the llama-server round just before it: drift between
+    // rounds cancels in these, so their spread shows the run's noise.
+    let mut paired = serde_json::Map::new();
     let rounds = rounds();
     for n in chosen_levels() {
         let mut rates = Vec::new();
         let mut server_rates = Vec::new();
-        let (steps0, tokens0) = counters();
+        let (steps0, tokens0, moves0) = counters();
         for _ in 0..rounds {
             if let Ok(server) = &server {
                 server_rates.push(server.round(n));
@@ -129,7 +132,8 @@ fn main() {
             rates.push(tokens as f64 / started.elapsed().as_secs_f64());
             settle();
         }
-        let (steps1, tokens1) = counters();
+        let mut pairs: Vec<f64> = rates.iter().zip(&server_rates).map(|(ours, server)| ours / server).collect();
+        let (steps1, tokens1, moves1) = counters();
         let rate = median(&mut rates);
         let versus_server = if server_rates.is_empty() {
             String::new()
@@ -137,16 +141,24 @@ fn main() {
             let server_rate = median(&mut server_rates);
             anchor.insert(n, server_rate);
             println!("llama-server, {n:2} concurrent:  {server_rate:8.1} tok/s aggregate");
-            format!(", {:.2}× llama-server", rate / server_rate)
+            let spread = format!(
+                "paired rounds {:.2}–{:.2}, median {:.2}",
+                pairs.iter().copied().fold(f64::INFINITY, f64::min),
+                pairs.iter().copied().fold(0.0, f64::max),
+                median(&mut pairs)
+            );
+            paired.insert(n.to_string(), json!((median(&mut pairs) * 1000.0).round() / 1000.0));
+            format!(", {:.2}× llama-server; {spread}", rate / server_rate)
         };
         println!(
             "engine, {n:2} concurrent:        {rate:8.1} tok/s aggregate  ({:.2}× native sequential{versus_server})",
             rate / native_tok_s
         );
         println!(
-            "  engine decode steps per round: {:.0}, tokens per step: {:.1}",
+            "  engine decode steps per round: {:.0}, tokens per step: {:.1}, slot compactions per round: {:.1}",
             (steps1 - steps0) as f64 / rounds as f64,
-            (tokens1 - tokens0) as f64 / (steps1 - steps0).max(1) as f64
+            (tokens1 - tokens0) as f64 / (steps1 - steps0).max(1) as f64,
+            (moves1 - moves0) as f64 / rounds as f64
         );
         levels.insert(n.to_string(), json!((rate * 10.0).round() / 10.0));
         ours.insert(n, rate);
@@ -219,6 +231,7 @@ fn main() {
             "llama_server_anchor": server_note,
             "llama_server_tok_s": server_levels,
             "ratio_vs_llama_server": ratios,
+            "paired_ratio_median_vs_llama_server": paired,
             "lora_switch_ms": (lora_switch_ms * 1000.0).round() / 1000.0,
             "lora_switches": switches,
             "ttft_ms": (ttft_ms * 100.0).round() / 100.0,

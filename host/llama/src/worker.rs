@@ -304,6 +304,8 @@ pub struct WorkerStats {
     pub lora_switches: AtomicU64,
     /// Nanoseconds spent changing adapters.
     pub lora_switch_ns: AtomicU64,
+    /// Sequences moved down into a freed slot (see `Scheduler::compact`).
+    pub compactions: AtomicU64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -340,6 +342,9 @@ impl<'m> Scheduler<'m> {
                 }
             }
             self.admit(ctx, &mut waiting);
+            if waiting.is_empty() {
+                self.compact(ctx);
+            }
             if self.slots.iter().any(Option::is_some) {
                 self.step(ctx);
             }
@@ -386,6 +391,31 @@ impl<'m> Scheduler<'m> {
                 lora,
                 prompt,
             });
+        }
+    }
+
+    /// Keeps the busy slots' sequence ids consecutive: with a KV stream per slot,
+    /// llama.cpp splits a step into one ubatch per run of consecutive ids, and each
+    /// ubatch is a whole pass over the weights, so a request that ends early would
+    /// cost the rest of its neighbours an extra pass on every step. The highest busy
+    /// sequence moves into the lowest free slot instead (its KV stream is copied
+    /// whole; cells keep their places, so its tokens do not change). Only sequences
+    /// with several tokens left move, as the copy costs about one step's extra pass.
+    fn compact(&mut self, ctx: &mut LlamaContext<'_>) {
+        const MIN_TOKENS_LEFT: usize = 4;
+        loop {
+            let Some(hole) = self.slots.iter().position(Option::is_none) else { return };
+            let Some(last) = self.slots.iter().rposition(Option::is_some) else { return };
+            let worth_it = self.slots[last].as_ref().is_some_and(|a| a.n_predict - a.tokens.len() >= MIN_TOKENS_LEFT);
+            if last < hole || !worth_it {
+                return;
+            }
+            if ctx.copy_kv_cache_seq(last as i32, hole as i32, None, None).is_err() {
+                return;
+            }
+            let _ = ctx.kv_cache_seq_rm(last as i32, None, None);
+            self.slots.swap(hole, last);
+            self.stats.compactions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
