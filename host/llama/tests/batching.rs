@@ -1,5 +1,6 @@
 //! The llama.cpp engine with the real SmolLM2: continuous batching gives each
-//! request exactly what it gets alone, and a dropped request frees its slot.
+//! request exactly what it gets alone (also after a sequence moved into a freed slot),
+//! and a dropped request frees its slot.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -44,6 +45,38 @@ async fn concurrent_requests_get_exactly_what_they_get_alone() {
     let generated: usize = together.iter().map(Vec::len).sum();
     assert!(steps < generated as u64, "{steps} steps for {generated} generated tokens: not batched");
     assert!(tokens / steps > 1, "mean batch {} tokens", tokens / steps);
+}
+
+/// A request that ends early leaves a free slot below busy ones; the highest busy
+/// sequence moves down into it (its KV stream copied) and still gets exactly its
+/// solo tokens, as do the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_ends_early_makes_room_and_the_moved_one_keeps_its_tokens() {
+    let Some(engine) = engine(4) else { return };
+    let (short, long) = (PROMPTS[0], &PROMPTS[1..4]);
+    let mut alone = Vec::new();
+    for p in long {
+        alone.push(engine.generate(request(p, 24)).await.expect("alone").tokens);
+    }
+    let stats = engine.stats("smollm2").await.expect("loaded");
+    let moves_before = stats.compactions.load(Ordering::Relaxed);
+    // The short request takes slot 0 before the others arrive (they join within a
+    // step of it), so its end frees the lowest slot while three longer ones still
+    // run above it.
+    let first = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.generate(request(short, 6)).await.expect("short").tokens })
+    };
+    while stats.active.load(Ordering::Relaxed) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let together = futures_join(engine.clone(), long, 24).await;
+    assert!(first.await.expect("task").len() <= 6);
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "request {} ({:?}) differs after the slots were compacted", i + 1, long[i]);
+    }
+    let moves = stats.compactions.load(Ordering::Relaxed) - moves_before;
+    assert!(moves >= 1, "no sequence moved into the freed slot");
 }
 
 async fn futures_join(engine: Arc<LlamaEngine>, prompts: &[&str], n: u32) -> Vec<Vec<i32>> {
