@@ -3,7 +3,8 @@
 //! * generation tokens/s, native llama.cpp (a fresh context, a plain greedy loop)
 //!   versus the `chat` component over HTTP through the host, same prompt, same
 //!   token count, both timed end to end (prompt + generation);
-//! * instantiation p50/p99 of `hello` with the pooling allocator and `InstancePre`;
+//! * instantiation p50/p99 of `hello` with the pooling allocator and `InstancePre`
+//!   (median of 5 rounds of 20 000), and of `chat` beside it for comparison;
 //! * `hello` requests/s under `wrk` through the host, versus the same component
 //!   under `wasmtime serve` (wasmtime-cli of the same version, `benches/setup.sh`);
 //! * the engine's fixed cost per inference (all but prompt processing and decoding).
@@ -142,8 +143,8 @@ fn main() {
     let fixed_cost_ms = median(&mut fixed);
     println!("fixed cost / inference: {fixed_cost_ms:.3} ms (median of 20; target <= 1 ms)");
 
-    // 4. Instantiation of `hello`.
-    let (p50, p99, store_p50) = instantiation(&runtime, &host);
+    // 4. Instantiation of `hello` (and of `chat`, for comparison).
+    let i = instantiation(&runtime, &host);
 
     // 5. hello under load: our host, then `wasmtime serve`.
     let hello_rps = wrk_rps(&format!("http://{addr}/hello"), 16, 5).expect("wrk against the host");
@@ -167,9 +168,11 @@ fn main() {
             "engine_tok_s": round(engine_tok_s, 1),
             "wasm_tok_s": round(wasm_tok_s, 1),
             "ratio": round(ratio, 3),
-            "instantiate_p50_us": round(p50, 2),
-            "instantiate_p99_us": round(p99, 2),
-            "store_and_instantiate_p50_us": round(store_p50, 2),
+            "instantiate_p50_us": round(i.hello_p50, 2),
+            "instantiate_p50_us_range": [round(i.hello_p50_range.0, 2), round(i.hello_p50_range.1, 2)],
+            "instantiate_p99_us": round(i.hello_p99, 2),
+            "store_and_instantiate_p50_us": round(i.hello_store_p50, 2),
+            "instantiate_chat_p50_us": round(i.chat_p50, 2),
             "hello_rps": round(hello_rps, 0),
             "wasmtime_serve_rps": wasmtime_rps.map(|v| round(v, 0)),
             "hello_vs_wasmtime_serve": hello_vs_wasmtime_serve.map(|v| round(v, 3)),
@@ -179,18 +182,53 @@ fn main() {
     );
 }
 
-/// Instantiation of `hello`, 20 000 times: p50, p99, and p50 with the store's creation.
-fn instantiation(runtime: &tokio::runtime::Runtime, host: &Host) -> (f64, f64, f64) {
-    let times = runtime.block_on(host.measure_instantiation("/hello", 20_000)).expect("instantiate");
-    let (mut inst, mut with_store): (Vec<Duration>, Vec<Duration>) = times.into_iter().unzip();
-    let p50 = percentile(&mut inst, 50.0).as_secs_f64() * 1e6;
-    let p99 = percentile(&mut inst, 99.0).as_secs_f64() * 1e6;
-    let store_p50 = percentile(&mut with_store, 50.0).as_secs_f64() * 1e6;
+/// Instantiation figures: medians over rounds of 20 000 instantiations each.
+struct Instantiation {
+    /// `hello` (no_std: only the `wasi:http` and `wasi:io` imports it calls).
+    hello_p50: f64,
+    hello_p99: f64,
+    /// The per-round p50s of `hello`, lowest and highest.
+    hello_p50_range: (f64, f64),
+    /// `hello` with its store's creation (WASI, `wasi:http`, `wasi:nn` state, limits).
+    hello_store_p50: f64,
+    /// `chat`, a typical component (Rust std, serde, `wasi:nn`).
+    chat_p50: f64,
+}
+
+const INSTANTIATE_ROUNDS: usize = 5;
+const INSTANTIATE_RUNS: usize = 20_000;
+
+/// Rounds of 20 000 instantiations of `hello` then `chat`, alternating, so that
+/// drift in the machine's speed hits both; each figure is the median over rounds.
+fn instantiation(runtime: &tokio::runtime::Runtime, host: &Host) -> Instantiation {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (mut p50s, mut p99s, mut store_p50s, mut chat_p50s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..INSTANTIATE_ROUNDS {
+        let times =
+            runtime.block_on(host.measure_instantiation("/hello", INSTANTIATE_RUNS)).expect("instantiate hello");
+        let (mut inst, mut with_store): (Vec<Duration>, Vec<Duration>) = times.into_iter().unzip();
+        p50s.push(us(percentile(&mut inst, 50.0)));
+        p99s.push(us(percentile(&mut inst, 99.0)));
+        store_p50s.push(us(percentile(&mut with_store, 50.0)));
+        let times = runtime.block_on(host.measure_instantiation("/chat", INSTANTIATE_RUNS)).expect("instantiate chat");
+        let mut inst: Vec<Duration> = times.into_iter().map(|(inst, _)| inst).collect();
+        chat_p50s.push(us(percentile(&mut inst, 50.0)));
+    }
+    let range = (p50s.iter().copied().fold(f64::INFINITY, f64::min), p50s.iter().copied().fold(0.0, f64::max));
+    let figures = Instantiation {
+        hello_p50: median(&mut p50s),
+        hello_p99: median(&mut p99s),
+        hello_p50_range: range,
+        hello_store_p50: median(&mut store_p50s),
+        chat_p50: median(&mut chat_p50s),
+    };
     println!(
-        "instantiate hello:  p50 {p50:.1} us  p99 {p99:.1} us (pooling + InstancePre, 20000 runs; target p50 <= 5 us)"
+        "instantiate hello:  p50 {:.2} us (rounds {:.2}-{:.2})  p99 {:.1} us (pooling + InstancePre; median of {INSTANTIATE_ROUNDS} rounds of {INSTANTIATE_RUNS}; target p50 <= 5 us)",
+        figures.hello_p50, range.0, range.1, figures.hello_p99
     );
-    println!("  with the store (WASI, wasi:http, wasi:nn state, limits): p50 {store_p50:.1} us");
-    (p50, p99, store_p50)
+    println!("  with the store (WASI, wasi:http, wasi:nn state, limits): p50 {:.2} us", figures.hello_store_p50);
+    println!("instantiate chat:   p50 {:.2} us (Rust std, serde, wasi:nn: a typical component)", figures.chat_p50);
+    figures
 }
 
 /// `--instantiate-only`: the demo app on a host whose model is never loaded.
@@ -200,14 +238,16 @@ fn instantiate_only(runtime: &tokio::runtime::Runtime, model: &std::path::Path, 
     let host = Host::new(HostConfig::default(), engine).expect("host");
     let manifest = wasmesh_api::AppManifest::parse(include_str!("../examples/demo/wasmesh.toml")).unwrap();
     runtime.block_on(host.load_app(manifest, components)).expect("load demo app");
-    let (p50, p99, store_p50) = instantiation(runtime, &host);
+    let i = instantiation(runtime, &host);
     println!(
         "{}",
         json!({
             "bench": "host-instantiate",
-            "instantiate_p50_us": round(p50, 2),
-            "instantiate_p99_us": round(p99, 2),
-            "store_and_instantiate_p50_us": round(store_p50, 2),
+            "instantiate_p50_us": round(i.hello_p50, 2),
+            "instantiate_p50_us_range": [round(i.hello_p50_range.0, 2), round(i.hello_p50_range.1, 2)],
+            "instantiate_p99_us": round(i.hello_p99, 2),
+            "store_and_instantiate_p50_us": round(i.hello_store_p50, 2),
+            "instantiate_chat_p50_us": round(i.chat_p50, 2),
         })
     );
 }

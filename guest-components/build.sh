@@ -15,6 +15,8 @@ export CARGO_TARGET_DIR="${WASMESH_GUEST_TARGET_DIR:-$HOME/.cache/wasmesh/guest-
 components=(chat hello loop_forever memory_bomb unknown_model embeddings unknown_import openai spin_llm)
 
 cargo build --locked --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace >&2
+# `hello` (no_std) is a workspace of its own, so no other crate's std features reach it.
+cargo build --locked --release --target wasm32-wasip2 --manifest-path "$here/hello/Cargo.toml" >&2
 
 mkdir -p "$out_dir"
 for name in "${components[@]}"; do
