@@ -156,6 +156,7 @@ fn run_worker(
         }
     };
     let template = model.chat_template(None).ok();
+    let min_move = min_tokens_to_move(u64::from(n_ctx) * kv_bytes_per_cell(&model), model.size());
     tracing::info!(
         model = %name,
         path = %path.display(),
@@ -164,6 +165,7 @@ fn run_worker(
         kv_tokens,
         slots,
         threads,
+        compaction_min_tokens_left = min_move,
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
@@ -175,6 +177,7 @@ fn run_worker(
         template: template.as_ref(),
         n_batch: config.n_batch as usize,
         n_ctx: n_ctx as usize,
+        min_tokens_to_move: min_move,
         slots: (0..slots as i32).map(|_| None).collect(),
         batch: LlamaBatch::new(config.n_batch as usize, 1),
         threads,
@@ -270,6 +273,8 @@ struct Scheduler<'m> {
     template: Option<&'m LlamaChatTemplate>,
     n_batch: usize,
     n_ctx: usize,
+    /// Tokens a sequence must have left for [`Scheduler::compact`] to move it.
+    min_tokens_to_move: usize,
     slots: Vec<Option<Active>>,
     batch: LlamaBatch<'static>,
     threads: i32,
@@ -280,6 +285,26 @@ struct Scheduler<'m> {
     applied: LoraKey,
     /// The group the last step ran, for round-robin between groups.
     last_group: Option<LoraKey>,
+}
+
+/// Bytes one KV cell takes across all layers: keys and values of the KV heads, f16
+/// (llama.cpp's default cache type, which the engine keeps).
+fn kv_bytes_per_cell(model: &LlamaModel) -> u64 {
+    let (layers, embd) = (u64::from(model.n_layer()), model.n_embd().max(0) as u64);
+    let (heads, kv_heads) = (u64::from(model.n_head().max(1)), u64::from(model.n_head_kv()));
+    layers * 2 * (embd * kv_heads / heads) * 2
+}
+
+/// How many tokens a sequence must have left before compaction moves it: moving
+/// copies its whole KV stream (`stream_bytes`) and saves about one pass over the
+/// weights (`model_bytes`) on each step it has left. Both are memory-bound, so the
+/// move pays once the passes saved outweigh the copy several times over: 4 tokens
+/// where the stream is no larger than the weights (SmolLM2 at 4096 cells: 94 MB
+/// against 97 MB), proportionally more for long contexts.
+fn min_tokens_to_move(stream_bytes: u64, model_bytes: u64) -> usize {
+    const MIN: u64 = 4;
+    let scaled = (MIN * stream_bytes).div_ceil(model_bytes.max(1));
+    usize::try_from(scaled.max(MIN)).unwrap_or(usize::MAX)
 }
 
 /// Which adapter (index, scale bits) a sequence runs with; `None` is the base model.
@@ -400,13 +425,13 @@ impl<'m> Scheduler<'m> {
     /// cost the rest of its neighbours an extra pass on every step. The highest busy
     /// sequence moves into the lowest free slot instead (its KV stream is copied
     /// whole; cells keep their places, so its tokens do not change). Only sequences
-    /// with several tokens left move, as the copy costs about one step's extra pass.
+    /// with at least `min_tokens_to_move` tokens left move (see [`min_tokens_to_move`]).
     fn compact(&mut self, ctx: &mut LlamaContext<'_>) {
-        const MIN_TOKENS_LEFT: usize = 4;
         loop {
             let Some(hole) = self.slots.iter().position(Option::is_none) else { return };
             let Some(last) = self.slots.iter().rposition(Option::is_some) else { return };
-            let worth_it = self.slots[last].as_ref().is_some_and(|a| a.n_predict - a.tokens.len() >= MIN_TOKENS_LEFT);
+            let worth_it =
+                self.slots[last].as_ref().is_some_and(|a| a.n_predict - a.tokens.len() >= self.min_tokens_to_move);
             if last < hole || !worth_it {
                 return;
             }
@@ -754,6 +779,19 @@ mod tests {
         assert_eq!(held_back(b"hello</", &stops), 2);
         assert_eq!(held_back(b"hello</s", &stops), 3);
         assert_eq!(held_back(b"<", &[]), 0);
+    }
+
+    #[test]
+    fn compaction_waits_for_more_tokens_left_when_the_kv_stream_outweighs_the_model() {
+        use super::min_tokens_to_move;
+        const MB: u64 = 1 << 20;
+        // SmolLM2 Q4_1 at 4096 cells per slot: a 90 MiB stream, 92 MiB of weights.
+        assert_eq!(min_tokens_to_move(90 * MB, 92 * MB), 4);
+        // Much less KV than weights (a big model with grouped-query attention).
+        assert_eq!(min_tokens_to_move(1024 * MB, 4700 * MB), 4);
+        // The same small model at 32 768 cells per slot: eight times the stream.
+        assert_eq!(min_tokens_to_move(720 * MB, 92 * MB), 32);
+        assert_eq!(min_tokens_to_move(10 * MB, 0), 40 * MB as usize, "no weights: never worth a copy in practice");
     }
 
     #[test]

@@ -180,25 +180,35 @@ pub(crate) fn compile(
         let exports = exports_of(&compiled, &p2.engine);
         (compiled, exports)
     });
-    let (compiled, runtime, exports) = match on_p2 {
-        Some((compiled, exports)) if !is_p3(&exports) => (compiled, p2, exports),
-        _ => {
-            let p3 = engines.get(Abi::P3).map_err(compile_error)?;
-            let compiled = Component::new(&p3.engine, bytes).map_err(compile_error)?;
-            let exports = exports_of(&compiled, &p3.engine);
-            (compiled, p3, exports)
-        }
+    let on_p3 = || -> Result<_, AppError> {
+        let p3 = engines.get(Abi::P3).map_err(compile_error)?;
+        let compiled = Component::new(&p3.engine, bytes).map_err(compile_error)?;
+        let exports = exports_of(&compiled, &p3.engine);
+        Ok((compiled, p3, exports))
+    };
+    let ((compiled, runtime, exports), abi) = match on_p2 {
+        Some((compiled, exports)) if !is_p3(&exports) => ((compiled, p2, exports), Abi::P2),
+        _ => (on_p3()?, Abi::P3),
     };
     let p3 = is_p3(&exports);
     if !p3 && !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
         return Err(AppError::WrongWorld { component, exports });
     }
-    let pre = runtime
-        .linker
-        .instantiate_pre(&compiled)
-        .map_err(|e| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") })?;
     let unsupported =
         |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
+    let (pre, runtime) = match runtime.linker.instantiate_pre(&compiled) {
+        Ok(pre) => (pre, runtime),
+        // Only the WASIp3 linker has WASIp3 interfaces: a WASIp2 handler that imports
+        // some runs there. If it fails there too, the WASIp2 error is the one to show.
+        Err(e) if abi == Abi::P2 => {
+            let (compiled, p3_runtime, _) = on_p3()?;
+            match p3_runtime.linker.instantiate_pre(&compiled) {
+                Ok(pre) => (pre, p3_runtime),
+                Err(_) => return Err(unsupported(e)),
+            }
+        }
+        Err(e) => return Err(unsupported(e)),
+    };
     let pre = if p3 {
         ProxyPre::P3(ServicePre::new(pre).map_err(unsupported)?)
     } else {

@@ -8,7 +8,8 @@
 //! `hello` instantiation as measured by `cargo bench --bench host --
 //! --instantiate-only`; WASIp2 guests never use it, so they do not pay for it. The
 //! WASIp3 engine, with its own instance pool, is made when the first such
-//! component loads.
+//! component loads. A WASIp2 handler that imports WASIp3 interfaces runs there too,
+//! since only that engine's linker has them.
 
 use crate::nn;
 use crate::server::HostState;

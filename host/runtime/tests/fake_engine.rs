@@ -144,3 +144,34 @@ async fn a_spin_sdk_component_reaches_the_engine_through_spin_llm_and_ai_models_
         nn_only.text()
     );
 }
+
+/// A WASIp2 handler (`wasi:http/incoming-handler@0.2`) that also imports a WASIp3
+/// interface: only the WASIp3 engine's linker has those, so it must load there. With
+/// an import no linker has, the error names it.
+#[test]
+fn a_wasip2_handler_that_imports_wasip3_interfaces_loads_and_unknown_imports_are_named() {
+    let component = |clock_import: &str| {
+        wat::parse_str(format!(
+            r#"(component
+                (import "{clock_import}" (instance (export "now" (func (result u64)))))
+                (import "wasi:http/types@0.2.12" (instance $types
+                    (export "incoming-request" (type (sub resource)))
+                    (export "response-outparam" (type (sub resource)))))
+                (alias export $types "incoming-request" (type $request))
+                (alias export $types "response-outparam" (type $out))
+                (core module $m (func (export "handle") (param i32 i32)))
+                (core instance $i (instantiate $m))
+                (func $handle (param "request" (own $request)) (param "response-out" (own $out))
+                    (canon lift (core func $i "handle")))
+                (instance $handler (export "handle" (func $handle)))
+                (export "wasi:http/incoming-handler@0.2.12" (instance $handler)))"#
+        ))
+        .expect("valid component text")
+    };
+    let validator = wasmesh_host::ComponentValidator::new().unwrap();
+    validator
+        .validate("mixed", &component("wasi:clocks/monotonic-clock@0.3.0"))
+        .expect("a WASIp2 handler importing wasi:clocks@0.3.0 loads");
+    let err = validator.validate("odd", &component("acme:clocks/monotonic-clock@9.0.0")).unwrap_err().to_string();
+    assert!(err.contains("acme:clocks/monotonic-clock@9.0.0"), "{err}");
+}

@@ -7,6 +7,7 @@
 
 pub mod limit;
 pub mod manifest;
+pub mod pieces;
 pub mod torrent;
 pub mod wire;
 

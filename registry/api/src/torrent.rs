@@ -67,44 +67,7 @@ pub fn metainfo(info: &[u8], announce: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// SHA-1 of each `piece_length` piece of a byte stream, fed in order.
-#[derive(Debug, Clone)]
-pub struct Sha1Pieces {
-    piece_length: u64,
-    in_piece: u64,
-    current: Sha1,
-    hashes: Vec<String>,
-}
-
-impl Sha1Pieces {
-    /// Starts with pieces of `piece_length` bytes.
-    pub fn new(piece_length: u64) -> Self {
-        Self { piece_length, in_piece: 0, current: Sha1::new(), hashes: Vec::new() }
-    }
-
-    /// Feeds the next bytes.
-    pub fn update(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let take = data.len().min((self.piece_length - self.in_piece) as usize);
-            self.current.update(&data[..take]);
-            self.in_piece += take as u64;
-            data = &data[take..];
-            if self.in_piece == self.piece_length {
-                let done = std::mem::replace(&mut self.current, Sha1::new());
-                self.hashes.push(hex(&done.finalize()));
-                self.in_piece = 0;
-            }
-        }
-    }
-
-    /// The hashes, the last (short) piece included.
-    pub fn finish(mut self) -> Vec<String> {
-        if self.in_piece > 0 {
-            self.hashes.push(hex(&self.current.finalize()));
-        }
-        self.hashes
-    }
-}
+pub use crate::pieces::Sha1Pieces;
 
 /// SHA-1 of one piece, as 40 hex digits.
 pub fn sha1_hex(data: &[u8]) -> String {
@@ -149,23 +112,6 @@ mod tests {
             sha1: sha.finish(),
             info_hash: None,
         }
-    }
-
-    #[test]
-    fn pieces_are_hashed_across_updates_and_the_short_tail_counts() {
-        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-        let mut split = Sha1Pieces::new(4096);
-        split.update(&data[..1000]);
-        split.update(&data[1000..5000]);
-        split.update(&data[5000..]);
-        let hashes = split.finish();
-        assert_eq!(hashes.len(), 3);
-        assert_eq!(hashes[0], sha1_hex(&data[..4096]));
-        assert_eq!(hashes[2], sha1_hex(&data[8192..]));
-        // An exact multiple of the piece length has no empty extra piece.
-        let mut exact = Sha1Pieces::new(4096);
-        exact.update(&data[..8192]);
-        assert_eq!(exact.finish().len(), 2);
     }
 
     #[test]

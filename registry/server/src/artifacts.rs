@@ -18,6 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use wasmesh_api::pieces::{Blake3Pieces, Sha1Pieces};
 use wasmesh_api::wire::{ArtifactKind, ModelFacts, PieceManifest, piece_length_for};
 use wasmesh_gguf::TensorInfo;
 
@@ -265,45 +266,31 @@ async fn hash_off_thread(bytes: Vec<u8>, mut hashing: Hashing) -> Result<(Vec<u8
     .map_err(|e| AssembleError::Io(e.to_string()))
 }
 
-/// Whole-file and per-piece blake3, fed in order.
+/// Whole-file blake3 and per-piece blake3 and SHA-1, fed in order.
 struct Hashing {
     whole: blake3::Hasher,
-    piece: blake3::Hasher,
     piece_length: u64,
-    in_piece: u64,
     total: u64,
-    hashes: Vec<String>,
-    sha1: wasmesh_api::torrent::Sha1Pieces,
+    blake3: Blake3Pieces,
+    sha1: Sha1Pieces,
 }
 
 impl Hashing {
     fn new(piece_length: u64) -> Self {
         Self {
             whole: blake3::Hasher::new(),
-            piece: blake3::Hasher::new(),
             piece_length,
-            in_piece: 0,
             total: 0,
-            hashes: Vec::new(),
-            sha1: wasmesh_api::torrent::Sha1Pieces::new(piece_length),
+            blake3: Blake3Pieces::new(piece_length),
+            sha1: Sha1Pieces::new(piece_length),
         }
     }
 
-    fn update(&mut self, mut bytes: &[u8]) {
+    fn update(&mut self, bytes: &[u8]) {
         self.total += bytes.len() as u64;
         self.whole.update(bytes);
+        self.blake3.update(bytes);
         self.sha1.update(bytes);
-        while !bytes.is_empty() {
-            let take = bytes.len().min((self.piece_length - self.in_piece) as usize);
-            self.piece.update(&bytes[..take]);
-            self.in_piece += take as u64;
-            bytes = &bytes[take..];
-            if self.in_piece == self.piece_length {
-                self.hashes.push(self.piece.finalize().to_hex().to_string());
-                self.piece = blake3::Hasher::new();
-                self.in_piece = 0;
-            }
-        }
     }
 
     fn check(&self, expected: &str, size: u64) -> Result<(), AssembleError> {
@@ -316,13 +303,10 @@ impl Hashing {
 
     /// The manifest of file `blake3` (`size` bytes): blake3 and SHA-1 per piece, and
     /// the info hash of the torrent they make.
-    fn pieces(mut self, blake3: &str, size: u64) -> PieceManifest {
-        if self.in_piece > 0 {
-            self.hashes.push(self.piece.finalize().to_hex().to_string());
-        }
+    fn pieces(self, blake3: &str, size: u64) -> PieceManifest {
         let mut manifest = PieceManifest {
             piece_length: self.piece_length,
-            hashes: self.hashes,
+            hashes: self.blake3.finish(),
             sha1: self.sha1.finish(),
             info_hash: None,
         };
