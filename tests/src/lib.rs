@@ -109,9 +109,21 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
     }
 }
 
-/// A free port on 127.0.0.1.
+/// A free port on 127.0.0.1, never one this process was given before.
+///
+/// The port is free when picked but nothing holds it until the process it is for
+/// binds it, and the kernel may hand the same port to the next `bind(:0)` in that
+/// window: a test that picks a registry's address and then starts PostgreSQL on
+/// another picked port once got the same one for both.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// A `wasmesh` process, killed on drop. Its stderr is kept for failure messages.
