@@ -21,7 +21,7 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmesh_benches::median;
+use wasmesh_benches::{median, min_max};
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, LoraSpec, native::NativeModel};
 use wasmesh_tests::{CONCURRENT_PROMPTS, lora_path, model_path};
@@ -141,12 +141,8 @@ fn main() {
             let server_rate = median(&mut server_rates);
             anchor.insert(n, server_rate);
             println!("llama-server, {n:2} concurrent:  {server_rate:8.1} tok/s aggregate");
-            let spread = format!(
-                "paired rounds {:.2}–{:.2}, median {:.2}",
-                pairs.iter().copied().fold(f64::INFINITY, f64::min),
-                pairs.iter().copied().fold(0.0, f64::max),
-                median(&mut pairs)
-            );
+            let (low, high) = min_max(&pairs);
+            let spread = format!("paired rounds {low:.2}–{high:.2}, median {:.2}", median(&mut pairs));
             paired.insert(n.to_string(), json!((median(&mut pairs) * 1000.0).round() / 1000.0));
             format!(", {:.2}× llama-server; {spread}", rate / server_rate)
         };

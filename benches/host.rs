@@ -17,7 +17,7 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmesh_benches::{median, percentile, wrk_rps};
+use wasmesh_benches::{median, min_max, percentile, wrk_rps};
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, native::NativeModel};
 use wasmesh_host::{Host, HostConfig};
@@ -160,26 +160,23 @@ fn main() {
         }
     };
 
-    println!(
-        "{}",
-        json!({
-            "bench": "host",
-            "native_tok_s": round(native_tok_s, 1),
-            "engine_tok_s": round(engine_tok_s, 1),
-            "wasm_tok_s": round(wasm_tok_s, 1),
-            "ratio": round(ratio, 3),
-            "instantiate_p50_us": round(i.hello_p50, 2),
-            "instantiate_p50_us_range": [round(i.hello_p50_range.0, 2), round(i.hello_p50_range.1, 2)],
-            "instantiate_p99_us": round(i.hello_p99, 2),
-            "store_and_instantiate_p50_us": round(i.hello_store_p50, 2),
-            "instantiate_chat_p50_us": round(i.chat_p50, 2),
-            "hello_rps": round(hello_rps, 0),
-            "wasmtime_serve_rps": wasmtime_rps.map(|v| round(v, 0)),
-            "hello_vs_wasmtime_serve": hello_vs_wasmtime_serve.map(|v| round(v, 3)),
-            "fixed_cost_ms": round(fixed_cost_ms, 3),
-            "threads": threads,
-        })
+    let mut figures = i.json();
+    figures.extend(
+        [
+            ("bench", json!("host")),
+            ("native_tok_s", json!(round(native_tok_s, 1))),
+            ("engine_tok_s", json!(round(engine_tok_s, 1))),
+            ("wasm_tok_s", json!(round(wasm_tok_s, 1))),
+            ("ratio", json!(round(ratio, 3))),
+            ("hello_rps", json!(round(hello_rps, 0))),
+            ("wasmtime_serve_rps", json!(wasmtime_rps.map(|v| round(v, 0)))),
+            ("hello_vs_wasmtime_serve", json!(hello_vs_wasmtime_serve.map(|v| round(v, 3)))),
+            ("fixed_cost_ms", json!(round(fixed_cost_ms, 3))),
+            ("threads", json!(threads)),
+        ]
+        .map(|(key, value)| (key.to_string(), value)),
     );
+    println!("{}", serde_json::Value::Object(figures));
 }
 
 /// Instantiation figures: medians over rounds of 20 000 instantiations each.
@@ -193,6 +190,22 @@ struct Instantiation {
     hello_store_p50: f64,
     /// `chat`, a typical component (Rust std, serde, `wasi:nn`).
     chat_p50: f64,
+}
+
+impl Instantiation {
+    /// The figures as they appear in the bench's JSON line.
+    fn json(&self) -> serde_json::Map<String, serde_json::Value> {
+        [
+            ("instantiate_p50_us", json!(round(self.hello_p50, 2))),
+            ("instantiate_p50_us_range", json!([round(self.hello_p50_range.0, 2), round(self.hello_p50_range.1, 2)])),
+            ("instantiate_p99_us", json!(round(self.hello_p99, 2))),
+            ("store_and_instantiate_p50_us", json!(round(self.hello_store_p50, 2))),
+            ("instantiate_chat_p50_us", json!(round(self.chat_p50, 2))),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value))
+        .collect()
+    }
 }
 
 const INSTANTIATE_ROUNDS: usize = 5;
@@ -214,7 +227,7 @@ fn instantiation(runtime: &tokio::runtime::Runtime, host: &Host) -> Instantiatio
         let mut inst: Vec<Duration> = times.into_iter().map(|(inst, _)| inst).collect();
         chat_p50s.push(us(percentile(&mut inst, 50.0)));
     }
-    let range = (p50s.iter().copied().fold(f64::INFINITY, f64::min), p50s.iter().copied().fold(0.0, f64::max));
+    let range = min_max(&p50s);
     let figures = Instantiation {
         hello_p50: median(&mut p50s),
         hello_p99: median(&mut p99s),
@@ -239,17 +252,9 @@ fn instantiate_only(runtime: &tokio::runtime::Runtime, model: &std::path::Path, 
     let manifest = wasmesh_api::AppManifest::parse(include_str!("../examples/demo/wasmesh.toml")).unwrap();
     runtime.block_on(host.load_app(manifest, components)).expect("load demo app");
     let i = instantiation(runtime, &host);
-    println!(
-        "{}",
-        json!({
-            "bench": "host-instantiate",
-            "instantiate_p50_us": round(i.hello_p50, 2),
-            "instantiate_p50_us_range": [round(i.hello_p50_range.0, 2), round(i.hello_p50_range.1, 2)],
-            "instantiate_p99_us": round(i.hello_p99, 2),
-            "store_and_instantiate_p50_us": round(i.hello_store_p50, 2),
-            "instantiate_chat_p50_us": round(i.chat_p50, 2),
-        })
-    );
+    let mut figures = i.json();
+    figures.insert("bench".into(), json!("host-instantiate"));
+    println!("{}", serde_json::Value::Object(figures));
 }
 
 /// The native anchor: one plain greedy run after a warm-up; prints its tokens/s over

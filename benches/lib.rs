@@ -12,6 +12,11 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.min(samples.len() - 1)]
 }
 
+/// Lowest and highest of `values` (infinity and 0 when empty).
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    (values.iter().copied().fold(f64::INFINITY, f64::min), values.iter().copied().fold(0.0, f64::max))
+}
+
 /// Median of `values`.
 pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
