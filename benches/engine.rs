@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmesh_benches::{median, min_max};
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
-use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, LoraSpec, native::NativeModel};
+use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec, native::NativeModel};
 use wasmesh_tests::{CONCURRENT_PROMPTS, lora_path, model_path};
 
 const TOKENS: u32 = 64;

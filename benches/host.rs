@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmesh_benches::{median, min_max, percentile, wrk_rps};
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
-use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, native::NativeModel};
-use wasmesh_host::{Host, HostConfig};
+use wasmesh_llama::{LlamaConfig, LlamaEngine, native::NativeModel};
+use wasmesh_runtime::{Host, HostConfig};
 use wasmesh_tests::{components_dir, model_path, post_json};
 
 const PROMPT: &str =

@@ -1,6 +1,6 @@
 //! `cargo bench --bench routing`: the routing policy and the router, in one run.
 //!
-//! 1. The fabric simulator (`wasmesh_routing::sim`): our policy and three naive ones
+//! 1. The fabric simulator (`wasmesh_sim`): our policy and three naive ones
 //!    (random, round-robin, least-loaded) replay one workload (10,000 nodes, 1,000
 //!    models, Zipf popularity, churn); warm-hit rate and max/mean load for each, and
 //!    our routing decision's p50/p99 at 10,000 nodes.
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, ResourceShare, Scope};
 use wasmesh_benches::wrk_stats;
-use wasmesh_routing::sim::{SimConfig, run};
+use wasmesh_sim::{SimConfig, run};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -87,7 +87,7 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         }
 
         let engine = Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new()));
-        let host = wasmesh_host::Host::new(wasmesh_host::HostConfig::default(), engine).map_err(|e| e.to_string())?;
+        let host = wasmesh_runtime::Host::new(wasmesh_runtime::HostConfig::default(), engine).map_err(|e| e.to_string())?;
         let agent = wasmesh_agent::Agent::start(
             host.clone(),
             wasmesh_agent::AgentConfig {
@@ -213,7 +213,7 @@ fn simulate() -> serde_json::Value {
     );
     println!();
     print!("{}", report.table());
-    if let Some(ours) = report.policy(wasmesh_routing::sim::Policy::Ours) {
+    if let Some(ours) = report.policy(wasmesh_sim::Policy::Ours) {
         println!(
             "targets: warm hits >= 99.9% ({}), max/mean <= 1.25 ({}), decision p99 <= 20 us ({})",
             if ours.warm_hit_rate() >= 0.999 { "met" } else { "MISSED" },

@@ -13,7 +13,24 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 bash deploy/setup.sh
 bash guest-components/build.sh "$WASMESH_COMPONENTS"
 
-# One build of everything the tests need (the e2e tests run the `wasmesh` binary).
+# The house rules the compiler does not check: forbidden arrows between crates, rooms of
+# one concern, one parser per text (ARCHITECTURE.md). Seconds, no compile.
+bash deploy/check-house.sh
+
+# One build of everything, with one feature set: `cargo test --no-run` also builds the
+# `wasmesh` binary the end-to-end tests run (the CLI has integration tests of its own),
+# and no dev-dependency turns on a feature the binary lacks, so neither this nor a later
+# `cargo build -p wasmesh` (deploy/demo.sh) rebuilds dependencies with other features.
+# WASMESH_CARGO_TIMINGS=1 writes cargo's build-time report under $CARGO_TARGET_DIR/cargo-timings.
+cargo test --locked --workspace --no-run ${WASMESH_CARGO_TIMINGS:+--timings}
+
+# Builds that must not rot: the CLI without llama.cpp (only the `wasmesh` crate itself is
+# rebuilt: its dependencies resolve to the same features), and clippy with warnings as
+# errors (it type-checks every crate and dependency once more, without code generation).
+cargo build --locked -p wasmesh --no-default-features
+# Puts the full binary (with llama.cpp, already built above: nothing recompiles) back at
+# target/debug/wasmesh for the end-to-end tests.
 cargo build --locked -p wasmesh
-cargo test --locked --workspace --no-run
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
 cargo test --locked --workspace -- --test-threads "${WASMESH_TEST_THREADS:-2}"

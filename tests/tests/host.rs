@@ -161,7 +161,7 @@ fn chat_through_the_component_equals_native_llama_cpp_token_for_token() {
     assert!(!text.trim().is_empty(), "empty generation");
     assert_eq!(body["usage"]["output_tokens"].as_u64().unwrap() as usize, served.len());
 
-    let native = wasmesh_engine_llama::native::NativeModel::load(&model_path(), 0).expect("load model natively");
+    let native = wasmesh_llama::native::NativeModel::load(&model_path(), 0).expect("load model natively");
     let reference = native.greedy(prompt, 40, 4096, THREADS.parse().unwrap()).expect("native generation");
     let reference_tokens: Vec<i64> = reference.tokens.iter().map(|&t| t as i64).collect();
     assert_eq!(served, reference_tokens, "tokens differ from native llama.cpp");

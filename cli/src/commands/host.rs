@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wasmesh_host::{Host, HostConfig};
+use wasmesh_runtime::{Host, HostConfig};
 
 /// Arguments of `wasmesh host`.
 #[derive(clap::Args, Debug)]

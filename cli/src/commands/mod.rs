@@ -105,12 +105,9 @@ fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Re
         let Some((base, path)) = rest.split_once(':') else {
             bail!("--lora takes NAME=MODEL:PATH.gguf, got '{l}' (no MODEL: before the path)");
         };
-        loras.insert(
-            name.to_string(),
-            wasmesh_engine_llama::LoraSpec { base: base.to_string(), path: PathBuf::from(path) },
-        );
+        loras.insert(name.to_string(), wasmesh_llama::LoraSpec { base: base.to_string(), path: PathBuf::from(path) });
     }
-    let config = wasmesh_engine_llama::LlamaConfig {
+    let config = wasmesh_llama::LlamaConfig {
         models: models.into_iter().collect(),
         loras,
         slots: args.slots,
@@ -120,12 +117,12 @@ fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Re
         n_ctx: args.ctx_size,
         ..Default::default()
     };
-    let engine = wasmesh_engine_llama::LlamaEngine::new(config).context("cannot start the llama.cpp engine")?;
+    let engine = wasmesh_llama::LlamaEngine::new(config).context("cannot start the llama.cpp engine")?;
     Ok(Arc::new(engine))
 }
 
 #[cfg(not(feature = "llama"))]
-fn build_engine(_args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
+fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Result<Arc<dyn InferenceEngine>> {
     if !models.is_empty() || !args.loras.is_empty() {
         bail!("support for llama.cpp was disabled at compile time: rebuild with `--features llama`");
     }

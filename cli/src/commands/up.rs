@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{ArtifactKind, Scope};
-use wasmesh_host::{Host, HostConfig};
+use wasmesh_runtime::{Host, HostConfig};
 
 /// The demo app's manifest, built into the binary.
 const DEMO_MANIFEST: &str = include_str!("../../../examples/demo/wasmesh.toml");

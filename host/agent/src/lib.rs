@@ -13,17 +13,20 @@
 //!   running finish on the version they started on. A version that fails to load
 //!   leaves the previous one serving.
 
+mod error;
+mod snapshot;
 mod tunnel;
 
-use anyhow::Context;
+pub use error::AgentError;
+use snapshot::HostSnapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmesh_api::wire::{Deployments, ResourceShare};
 use wasmesh_api::AppManifest;
-use wasmesh_api::wire::{CachedModel, Deployments, Heartbeat, ModelState, ResourceShare};
 use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
-use wasmesh_host::{Host, Mount};
+use wasmesh_runtime::{Host, Mount};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -75,15 +78,19 @@ impl Agent {
     /// Registers the node, applies the current deployments once, then starts the
     /// heartbeat and deployment loops. Retries while the registry is unreachable
     /// (up to `patience`); a refused key fails at once.
-    pub async fn start(host: Arc<Host>, config: AgentConfig, patience: Duration) -> anyhow::Result<Self> {
+    pub async fn start(host: Arc<Host>, config: AgentConfig, patience: Duration) -> Result<Self, AgentError> {
         let identity = Arc::new(
             NodeIdentity::load_or_create(&config.data_dir.join("node.key"))
-                .with_context(|| format!("cannot load the node identity in {}", config.data_dir.display()))?,
+                .map_err(|source| AgentError::Identity { dir: config.data_dir.clone(), source })?,
         );
         let client = Client::new(&config.registry, Some(config.key.clone()))?;
         let cert = register(&client, &identity, &config.name, patience).await?;
-        std::fs::write(config.data_dir.join("node.pem"), &cert.certificate_pem)?;
-        std::fs::write(config.data_dir.join("ca.pem"), &cert.ca_pem)?;
+        let save = |file: &str, text: &str| {
+            std::fs::write(config.data_dir.join(file), text)
+                .map_err(|source| AgentError::SaveCertificate { dir: config.data_dir.clone(), source })
+        };
+        save("node.pem", &cert.certificate_pem)?;
+        save("ca.pem", &cert.ca_pem)?;
         tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
         let under_pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -92,8 +99,7 @@ impl Agent {
             let endpoint = wasmesh_tunnel::host_endpoint(&tls)?;
             let source = tunnel::ReportSource {
                 host: host.clone(),
-                max_concurrency: config.share.max_concurrency,
-                model_memory_bytes: config.share.model_memory_bytes,
+                share: config.share.clone(),
                 under_pressure: under_pressure.clone(),
             };
             for router in &config.routers {
@@ -123,7 +129,7 @@ pub async fn register(
     identity: &NodeIdentity,
     name: &str,
     patience: Duration,
-) -> anyhow::Result<wasmesh_api::wire::NodeCertificate> {
+) -> Result<wasmesh_api::wire::NodeCertificate, AgentError> {
     let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -134,7 +140,7 @@ pub async fn register(
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            Err(e) => return Err(e).context("cannot register this node with the registry"),
+            Err(e) => return Err(AgentError::Register(e)),
         }
     }
 }
@@ -143,24 +149,6 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
-}
-
-/// The models and adapters of `engine`, loaded or on disk.
-pub(crate) fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
-    let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
-    let mut models: Vec<CachedModel> = engine
-        .models()
-        .into_iter()
-        .map(|name| CachedModel {
-            state: if loaded.contains(&name) { ModelState::Loaded } else { ModelState::OnDisk },
-            name,
-        })
-        .collect();
-    models.extend(engine.adapters().into_iter().map(|name| {
-        let base = name.split(':').next().unwrap_or_default();
-        CachedModel { state: if loaded.contains(base) { ModelState::Loaded } else { ModelState::OnDisk }, name }
-    }));
-    models
 }
 
 async fn heartbeat_loop(
@@ -186,17 +174,11 @@ async fn heartbeat_loop(
             );
         }
         under_pressure_flag.store(sample.under_pressure, std::sync::atomic::Ordering::Relaxed);
-        let models = model_states(host.inference().as_ref());
-        let beat = Heartbeat {
-            hardware: hardware.clone(),
-            share: config.share.clone(),
-            models,
-            in_flight: host.in_flight(),
-            ready: host.is_ready() && !sample.under_pressure,
-            pressure: sample,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            deployments_revision: 0,
-        };
+        let beat = HostSnapshot::read(&host, sample.under_pressure).heartbeat(
+            hardware.clone(),
+            config.share.clone(),
+            sample,
+        );
         match client.heartbeat(&identity, &beat).await {
             Ok(()) if failing => {
                 failing = false;
@@ -269,12 +251,12 @@ impl Sync {
         ok
     }
 
-    async fn load(&self, app: &wasmesh_api::wire::AppVersion) -> anyhow::Result<()> {
+    async fn load(&self, app: &wasmesh_api::wire::AppVersion) -> Result<(), AgentError> {
         let mut manifest = AppManifest::parse(&app.manifest)?;
         let mut files = BTreeMap::new();
         for (component, hash) in &app.components {
             if !wasmesh_api::wire::is_blake3_hex(hash) {
-                anyhow::bail!("component '{component}' has a malformed hash");
+                return Err(AgentError::BadVersion(format!("component '{component}' has a malformed hash")));
             }
             let file = format!("{hash}.wasm");
             let path = self.components.join(&file);
@@ -284,8 +266,10 @@ impl Sync {
             files.insert(component.clone(), file);
         }
         for (name, spec) in manifest.component.iter_mut() {
-            spec.source =
-                files.get(name).with_context(|| format!("component '{name}' has no artifact in this version"))?.into();
+            spec.source = files
+                .get(name)
+                .ok_or_else(|| AgentError::BadVersion(format!("component '{name}' has no artifact in this version")))?
+                .into();
         }
         self.host.load_app_version(manifest, &self.components, Mount::Scoped, app.version).await?;
         Ok(())

@@ -2,37 +2,29 @@
 //! behind NAT needs no open port), keep the connection up (reconnecting with
 //! backoff and jitter), report state, and serve the requests routers forward.
 
-use crate::{jitter, model_states};
+use crate::jitter;
+use crate::snapshot::HostSnapshot;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmesh_host::Host;
-use wasmesh_tunnel::{Frame, HostReport, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json};
+use wasmesh_api::wire::ResourceShare;
+use wasmesh_runtime::Host;
+use wasmesh_tunnel::{Frame, HostReport, Open, ResponseHead, read_frame, read_json, write_frame, write_json};
 
 /// What the reports need besides the host.
 #[derive(Clone)]
 pub(crate) struct ReportSource {
     pub(crate) host: Arc<Host>,
-    pub(crate) max_concurrency: u32,
-    pub(crate) model_memory_bytes: u64,
+    /// What the provider lends: concurrency and model memory.
+    pub(crate) share: ResourceShare,
     pub(crate) under_pressure: Arc<AtomicBool>,
 }
 
 impl ReportSource {
     fn report(&self) -> HostReport {
-        let engine = self.host.inference();
-        HostReport {
-            ready: self.host.is_ready() && !self.under_pressure.load(Ordering::Relaxed),
-            in_flight: self.host.in_flight(),
-            max_concurrency: self.max_concurrency,
-            free_model_memory_bytes: self.model_memory_bytes.saturating_sub(engine.memory_used()),
-            models: model_states(engine.as_ref()),
-            apps: self.host.apps(),
-            served: self.host.served(),
-            cold_loads: 0,
-        }
+        HostSnapshot::read(&self.host, self.under_pressure.load(Ordering::Relaxed)).report(&self.share)
     }
 }
 
@@ -90,27 +82,26 @@ async fn report(connection: quinn::Connection, source: ReportSource) {
 
 /// Serves one forwarded request.
 async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let head: RequestHead = match read_json(&mut recv).await {
-        Ok(h) => h,
+    let head = match read_json(&mut recv).await {
+        Ok(Open::Request(head)) => head,
+        Ok(Open::Preload { model }) => {
+            let engine = host.inference().clone();
+            tokio::spawn(async move {
+                tracing::info!(%model, "pre-loading at a router's request");
+                if let Err(e) = engine.preload(model.model()).await {
+                    tracing::warn!(%model, "pre-load failed: {e}");
+                }
+            });
+            let _ = write_json(&mut send, &ResponseHead { status: 202, headers: Vec::new() }).await;
+            let _ = write_frame(&mut send, &Frame::End).await;
+            let _ = send.finish();
+            return;
+        }
         Err(e) => {
             tracing::debug!("bad request stream from a router: {e}");
             return;
         }
     };
-    if let Some(query) = head.uri.strip_prefix("/__wasmesh/preload?model=") {
-        let model = query.split(':').next().unwrap_or(query).to_string();
-        let engine = host.inference().clone();
-        tokio::spawn(async move {
-            tracing::info!(%model, "pre-loading at a router's request");
-            if let Err(e) = engine.preload(&model).await {
-                tracing::warn!(%model, "pre-load failed: {e}");
-            }
-        });
-        let _ = write_json(&mut send, &ResponseHead { status: 202, headers: Vec::new() }).await;
-        let _ = write_frame(&mut send, &Frame::End).await;
-        let _ = send.finish();
-        return;
-    }
     // The request body streams in as frames arrive.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper_frame::Frame, std::io::Error>>(8);
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! The seam between the wasmesh host and whatever runs models.
 //!
 //! The host links `wasi:nn` to an [`InferenceEngine`]; the binary chooses the
-//! implementation (llama.cpp in `wasmesh-engine-llama`, or [`fake::FakeEngine`] in
+//! implementation (llama.cpp in `wasmesh-llama`, or [`fake::FakeEngine`] in
 //! tests of the host's own logic). The types here are what a guest's options JSON
 //! ([`GenerateParams`]) and the engine's answer ([`Generation`]) look like.
 //!
@@ -276,7 +276,7 @@ pub enum EngineError {
     Load {
         /// The model.
         name: String,
-        /// Why.
+        /// What llama.cpp (or the file) reported.
         reason: String,
     },
     /// The request itself is bad (options, prompt too long, ...).

@@ -17,7 +17,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
-//! use wasmesh_engine_llama::{LlamaConfig, LlamaEngine};
+//! use wasmesh_llama::{LlamaConfig, LlamaEngine};
 //! let mut config = LlamaConfig::default();
 //! config.models.insert("smollm2".into(), "SmolLM2-135M-Instruct.Q4_1.gguf".into());
 //! let engine = LlamaEngine::new(config)?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
-use wasmesh_engine_llama::{LlamaConfig, LlamaEngine};
+use wasmesh_llama::{LlamaConfig, LlamaEngine};
 
 fn engine(slots: u32) -> Option<Arc<LlamaEngine>> {
     let model = wasmesh_tests::model_path();

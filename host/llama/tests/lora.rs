@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
-use wasmesh_engine_llama::{LlamaConfig, LlamaEngine, LoraSpec};
+use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec};
 
 fn engine() -> Option<Arc<LlamaEngine>> {
     let model = wasmesh_tests::model_path();

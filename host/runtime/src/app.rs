@@ -1,13 +1,15 @@
 //! Loading an app: compile each component once, check it is a `wasi:http`
-//! component (WASIp2 or WASIp3) that imports only what this host links, and
+//! component (WASIp2 or WASIp3) that imports only what this host links (the world
+//! crate's checks, then every import's type against the linker), and
 //! pre-instantiate it.
 
 use crate::engines::{Abi, Engines};
-use crate::server::HostState;
+use crate::state::HostState;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmesh_api::{AppManifest, ComponentLimits, ManifestError};
+use wasmesh_world::{ComponentError, check_preamble, exports_of};
 use wasmtime::component::Component;
 use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p3::bindings::ServicePre;
@@ -23,61 +25,16 @@ pub enum AppError {
     /// A component file could not be read.
     #[error("component '{component}': cannot read {}: {source}", path.display())]
     Read {
-        /// The component.
+        /// The component's name in its manifest.
         component: String,
         /// Its file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not WebAssembly.
-    #[error("component '{component}': {} is not a WebAssembly file (it does not start with \\0asm)", path.display())]
-    NotWasm {
-        /// The component.
-        component: String,
-        /// Its file.
-        path: PathBuf,
-    },
-    /// The file is a core module, not a component.
-    #[error(
-        "component '{component}': {} is a core WebAssembly module, not a component; build it for the `wasm32-wasip2` target (or wrap it with `wasm-tools component new`)",
-        path.display()
-    )]
-    CoreModule {
-        /// The component.
-        component: String,
-        /// Its file.
-        path: PathBuf,
-    },
-    /// Wasmtime could not compile it.
-    #[error("component '{component}': failed to compile: {message}")]
-    Compile {
-        /// The component.
-        component: String,
-        /// Wasmtime's message.
-        message: String,
-    },
-    /// It exports neither `wasi:http/incoming-handler` (WASIp2) nor `wasi:http/handler` (WASIp3).
-    #[error(
-        "component '{component}' exports neither wasi:http/incoming-handler@0.2 nor wasi:http/handler@0.3.0 (it exports: {}); target the wasi:http/proxy world, e.g. with the `wasi` crate's `wasi::http::proxy::export!`, or write it with spin-sdk's `#[http_service]`",
-        if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
-    )]
-    WrongWorld {
-        /// The component.
-        component: String,
-        /// What it does export.
-        exports: Vec<String>,
-    },
-    /// It imports something this host does not provide.
-    #[error(
-        "component '{component}' cannot be linked: {message}. wasmesh hosts provide the wasi:http/proxy world (WASIp2 and WASIp3), wasi:nn and fermyon:spin/llm (see wit/README.md)"
-    )]
-    UnsupportedImport {
-        /// The component.
-        component: String,
-        /// Wasmtime's message, which names the import.
-        message: String,
-    },
+    /// A component is not one hosts can serve (see [`ComponentError`]).
+    #[error(transparent)]
+    Component(#[from] ComponentError),
     /// Two apps claim one route.
     #[error("route '{path}' of app '{app}' is already served by app '{other}'")]
     RouteConflict {
@@ -158,20 +115,9 @@ pub(crate) fn compile(
     bytes: &[u8],
 ) -> Result<(ProxyPre<HostState>, wasmtime::Engine), AppError> {
     let component = name.to_string();
-    // The preamble is "\0asm", a 2-byte version, then a 2-byte layer: 0 for core
-    // modules, 1 for components.
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(AppError::NotWasm { component, path: path.to_owned() });
-    }
-    if bytes[6..8] == [0, 0] {
-        return Err(AppError::CoreModule { component, path: path.to_owned() });
-    }
+    check_preamble(name, path, bytes)?;
     let compile_error =
-        |e: wasmtime::Error| AppError::Compile { component: component.clone(), message: format!("{e:#}") };
-    let exports_of = |compiled: &Component, engine: &wasmtime::Engine| -> Vec<String> {
-        compiled.component_type().exports(engine).map(|(name, _)| name.to_string()).collect()
-    };
-    let is_p3 = |exports: &[String]| exports.iter().any(|e| e == "wasi:http/handler@0.3.0");
+        |e: wasmtime::Error| ComponentError::Compile { component: component.clone(), message: format!("{e:#}") };
     // WASIp2 first. A component that fails there (it uses the async ABI) or that
     // exports the WASIp3 handler goes to the WASIp3 engine, whose errors are then
     // the ones to report: it accepts everything the first one does.
@@ -180,22 +126,23 @@ pub(crate) fn compile(
         let exports = exports_of(&compiled, &p2.engine);
         (compiled, exports)
     });
-    let on_p3 = || -> Result<_, AppError> {
+    let on_p3 = || -> Result<_, ComponentError> {
         let p3 = engines.get(Abi::P3).map_err(compile_error)?;
         let compiled = Component::new(&p3.engine, bytes).map_err(compile_error)?;
         let exports = exports_of(&compiled, &p3.engine);
         Ok((compiled, p3, exports))
     };
     let ((compiled, runtime, exports), abi) = match on_p2 {
-        Some((compiled, exports)) if !is_p3(&exports) => ((compiled, p2, exports), Abi::P2),
+        Some((compiled, exports)) if !exports.is_p3() => ((compiled, p2, exports), Abi::P2),
         _ => (on_p3()?, Abi::P3),
     };
-    let p3 = is_p3(&exports);
-    if !p3 && !exports.iter().any(|e| e.starts_with("wasi:http/incoming-handler@0.2")) {
-        return Err(AppError::WrongWorld { component, exports });
+    let p3 = exports.is_p3();
+    if !exports.is_handler() {
+        return Err(ComponentError::WrongWorld { component, exports: exports.names }.into());
     }
-    let unsupported =
-        |e: wasmtime::Error| AppError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") };
+    let unsupported = |e: wasmtime::Error| -> AppError {
+        ComponentError::UnsupportedImport { component: component.clone(), message: format!("{e:#}") }.into()
+    };
     let (pre, runtime) = match runtime.linker.instantiate_pre(&compiled) {
         Ok(pre) => (pre, runtime),
         // Only the WASIp3 linker has WASIp3 interfaces: a WASIp2 handler that imports
@@ -215,24 +162,4 @@ pub(crate) fn compile(
         ProxyPre::P2(wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(unsupported)?)
     };
     Ok((pre, runtime.engine.clone()))
-}
-
-/// Checks components the way a host would load them, without serving them: the
-/// registry runs it on every upload it is asked to deploy.
-pub struct ComponentValidator {
-    engines: Engines,
-}
-
-impl ComponentValidator {
-    /// An engine and linker configured like a host's (no instance pool).
-    pub fn new() -> wasmtime::Result<Self> {
-        Ok(Self { engines: Engines::new(None)? })
-    }
-
-    /// Checks that `bytes` is a component exporting `wasi:http/incoming-handler`
-    /// and importing only what hosts provide. CPU-heavy (it compiles): call it
-    /// from a blocking thread.
-    pub fn validate(&self, component: &str, bytes: &[u8]) -> Result<(), AppError> {
-        compile(&self.engines, component, Path::new("the uploaded file"), bytes).map(drop)
-    }
 }

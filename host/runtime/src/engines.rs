@@ -11,21 +11,13 @@
 //! component loads. A WASIp2 handler that imports WASIp3 interfaces runs there too,
 //! since only that engine's linker has them.
 
-use crate::nn;
-use crate::server::HostState;
-use crate::spin;
+use crate::state::HostState;
 use std::sync::OnceLock;
+pub(crate) use wasmesh_world::Abi;
+use wasmesh_world::engine_config;
+use wasmesh_world::link::link;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, PoolingAllocationConfig};
-
-/// Which `wasi:http` ABI an engine serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Abi {
-    /// `wasi:http@0.2`: synchronous component model ABI.
-    P2,
-    /// `wasi:http@0.3.0`: the component model's async ABI.
-    P3,
-}
 
 /// One engine and the linker its components are checked and instantiated against.
 pub(crate) struct Runtime {
@@ -82,33 +74,29 @@ impl Engines {
     }
 }
 
-/// What the fabric provides to components, for `abi`: WASI and `wasi:http` 0.2
-/// (and 0.3 for WASIp3 components), `wasi:nn` with its streaming extension, and
-/// Spin's `fermyon:spin/llm`.
-fn link(engine: &Engine, abi: Abi) -> wasmtime::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    if abi == Abi::P3 {
-        wasmtime_wasi::p3::add_to_linker(&mut linker)?;
-        wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-    }
-    nn::add_to_linker(&mut linker)?;
-    spin::add_to_linker(&mut linker)?;
-    Ok(linker)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Engine settings every host and validator shares.
-fn engine_config(abi: Abi) -> wasmtime::Config {
-    let mut wasm = wasmtime::Config::new();
-    wasm.wasm_component_model(true);
-    let p3 = abi == Abi::P3;
-    wasm.concurrency_support(p3);
-    wasm.wasm_component_model_async(p3);
-    wasm.epoch_interruption(true);
-    // Proposals guests of the wasi:http world do not use: off, so no instance pays
-    // for their runtime state.
-    wasm.wasm_threads(false);
-    wasm.wasm_gc(false);
-    wasm
+    /// Every interface the world crate lists (and so the registry accepts) links on a
+    /// host: a component importing it by name instantiates against the WASIp3 engine's
+    /// linker, which has all of them. A name no host links fails.
+    #[test]
+    fn every_interface_the_world_lists_links_on_a_host() {
+        let engines = Engines::new(None).unwrap();
+        let p3 = engines.get(Abi::P3).unwrap();
+        let links = |name: &str| {
+            let component = wasmtime::component::Component::new(
+                &p3.engine,
+                wat::parse_str(format!(r#"(component (import "{name}" (instance)))"#)).unwrap(),
+            )
+            .unwrap();
+            p3.linker.instantiate_pre(&component).is_ok()
+        };
+        for name in wasmesh_world::interfaces::ALL.iter().flat_map(|group| group.iter()) {
+            assert!(links(name), "{name} is listed in wasmesh_world::interfaces but no host links it");
+        }
+        assert!(!links("acme:clocks/monotonic-clock@9.0.0"));
+        assert!(!wasmesh_world::interfaces::is_provided("acme:clocks/monotonic-clock@9.0.0"));
+    }
 }

@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! # async fn demo(engine: std::sync::Arc<dyn wasmesh_engine::InferenceEngine>) -> wasmtime::Result<()> {
-//! use wasmesh_host::{Host, HostConfig};
+//! use wasmesh_runtime::{Host, HostConfig};
 //! let host = Host::new(HostConfig::default(), engine)?;
 //! host.load_app_file(std::path::Path::new("wasmesh.toml")).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
@@ -23,11 +23,20 @@
 //! which manifest key sets it; the host keeps serving.
 
 mod app;
+mod body;
 mod engines;
+mod failure;
+mod host;
+mod invoke;
 mod limits;
-pub mod nn;
-mod server;
-pub mod spin;
+mod routes;
+mod serve;
+mod state;
 
-pub use app::{AppError, ComponentValidator, LoadedApp};
-pub use server::{Host, HostConfig, Mount};
+pub use app::{AppError, LoadedApp};
+pub use host::{Host, HostConfig};
+pub use routes::Mount;
+/// The deploy-time check, as the registry runs it (from the world crate).
+pub use wasmesh_world::ComponentValidator;
+/// The guest interfaces this host links (from the world crate).
+pub use wasmesh_world::{nn, spin};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use wasmesh_engine::fake::FakeEngine;
-use wasmesh_host::{Host, HostConfig};
+use wasmesh_runtime::{Host, HostConfig};
 use wasmesh_tests::{components_dir, post_json};
 
 const MANIFEST: &str = r#"
@@ -107,7 +107,7 @@ async fn a_spin_sdk_component_reaches_the_engine_through_spin_llm_and_ai_models_
     }
     // The registry's validator accepts a WASIp3 component as a host would.
     let bytes = std::fs::read(components_dir().join("spin_llm.wasm")).unwrap();
-    wasmesh_host::ComponentValidator::new().unwrap().validate("spin", &bytes).expect("spin-sdk component is valid");
+    wasmesh_runtime::ComponentValidator::new().unwrap().validate("spin", &bytes).expect("spin-sdk component is valid");
 
     let host = Host::new(HostConfig::default(), Arc::new(FakeEngine::new(["tiny"]))).expect("host");
     host.load_app(wasmesh_api::AppManifest::parse(SPIN_MANIFEST).unwrap(), &components_dir()).await.expect("load app");
@@ -168,7 +168,7 @@ fn a_wasip2_handler_that_imports_wasip3_interfaces_loads_and_unknown_imports_are
         ))
         .expect("valid component text")
     };
-    let validator = wasmesh_host::ComponentValidator::new().unwrap();
+    let validator = wasmesh_runtime::ComponentValidator::new().unwrap();
     validator
         .validate("mixed", &component("wasi:clocks/monotonic-clock@0.3.0"))
         .expect("a WASIp2 handler importing wasi:clocks@0.3.0 loads");

@@ -209,7 +209,7 @@ pub enum GgufError {
     Open {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error.
         source: io::Error,
     },
     /// Reading failed for another reason than the end of the input.
@@ -217,7 +217,7 @@ pub enum GgufError {
     Io {
         /// Where in the file.
         offset: u64,
-        /// Why.
+        /// The read error (a truncated file ends here).
         source: io::Error,
     },
     /// The input is empty.

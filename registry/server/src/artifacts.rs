@@ -11,6 +11,8 @@
 //! writes the object. A blob in the store is therefore always complete and
 //! verified.
 
+use crate::error::{ApiError, ApiResult};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -19,7 +21,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wasmesh_api::pieces::{Blake3Pieces, Sha1Pieces};
-use wasmesh_api::wire::{ArtifactKind, ModelFacts, PieceManifest, piece_length_for};
+use wasmesh_api::wire::{self, ArtifactKind, ModelFacts, PieceManifest, StartUpload, UploadSession, piece_length_for};
 use wasmesh_gguf::TensorInfo;
 
 /// Bytes per upload part (the last is shorter).
@@ -56,9 +58,9 @@ pub enum AssembleError {
         "the uploaded bytes hash to {actual}, not the announced {expected}: the file changed or a part was corrupted in transit; start the upload again"
     )]
     HashMismatch {
-        /// Announced.
+        /// The blake3 the upload was started with.
         expected: String,
-        /// Received.
+        /// The blake3 of the bytes that arrived.
         actual: String,
     },
     /// A model or LoRA that is not GGUF.
@@ -67,6 +69,50 @@ pub enum AssembleError {
     /// Storage failed.
     #[error("{0}")]
     Io(String),
+}
+
+/// Whether an upload may start: its blake3 is well-formed and its size within this
+/// registry's limits (`max_artifact_bytes` for any artifact, `max_component_bytes`
+/// for a component).
+pub fn check_upload(req: &StartUpload, max_artifact_bytes: u64, max_component_bytes: u64) -> ApiResult<()> {
+    if !wire::is_blake3_hex(&req.blake3) {
+        return Err(ApiError::bad_request("invalid_request", "blake3 must be 64 lowercase hex digits"));
+    }
+    let max = max_artifact_bytes;
+    if req.size > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("{} bytes is over this registry's artifact limit of {max} bytes (--max-artifact-bytes)", req.size),
+        ));
+    }
+    if req.kind == ArtifactKind::Component && req.size > max_component_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("a component of {} bytes is over the limit of {} bytes", req.size, max_component_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `len` bytes may be part `part` of `session` (a file of `size` bytes):
+/// the part is in range, and every part but the last is exactly `part_size` long.
+pub fn check_part(session: &UploadSession, size: u64, part: u64, len: usize) -> ApiResult<()> {
+    if part >= session.parts {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("part {part} is out of range: this upload has parts 0 to {}", session.parts - 1),
+        ));
+    }
+    let expected = if part + 1 == session.parts { size - part * session.part_size } else { session.part_size };
+    if len as u64 != expected {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("part {part} must be {expected} bytes, got {len}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The store of artifacts.
@@ -130,6 +176,22 @@ impl Artifacts {
     /// A byte range of a blob.
     pub async fn get_range(&self, hash: &str, range: std::ops::Range<u64>) -> object_store::Result<Bytes> {
         self.store.get_range(&Self::object(hash), range).await
+    }
+
+    /// The GGUF header of the stored blob `hash` (`size` bytes), read from its start
+    /// in growing windows (4 MiB, then four times more while the header does not
+    /// fit, up to 256 MiB): a LoRA adapter carries no vocabulary, so its header is
+    /// small.
+    pub async fn gguf_header(&self, hash: &str, size: u64) -> ApiResult<wasmesh_gguf::Header> {
+        let mut window = 4u64 << 20;
+        loop {
+            let bytes = self.get_range(hash, 0..window.min(size)).await?;
+            match wasmesh_gguf::read_header(&bytes[..]) {
+                Ok(h) => return Ok(h),
+                Err(_) if window < size && window < (256 << 20) => window *= 4,
+                Err(e) => return Err(ApiError::bad_request("not_gguf", format!("not a GGUF file: {e}"))),
+            }
+        }
     }
 
     /// The blob as a stream (downloads).

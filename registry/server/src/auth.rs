@@ -13,6 +13,7 @@ use crate::error::{ApiError, ApiResult};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use wasmesh_api::ApiKey;
 use wasmesh_api::limit::RateLimiter;
 use wasmesh_api::wire::{CreatedKey, KeyInfo, Scope};
 
@@ -49,6 +50,33 @@ impl Caller {
             return Ok(());
         }
         self.require(scopes[0])
+    }
+
+    /// Passes when the key may deploy app `app` of private network `network`: a key
+    /// of that network, or an admin key; otherwise a 403 that says how to get one.
+    pub fn require_network(&self, app: &str, network: &str) -> ApiResult<()> {
+        if self.scopes.contains(&Scope::Admin) || self.network.as_deref() == Some(network) {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(
+            "wrong_network",
+            format!(
+                "app '{app}' runs in private network '{network}'; deploy it with a key of that network (`wasmesh keys create --scope deploy --network {network}`)"
+            ),
+        ))
+    }
+
+    /// Whether the key may see and continue an upload started by key `owner`: an
+    /// upload belongs to the key that started it (and to admins).
+    pub fn owns_upload(&self, owner: &str) -> bool {
+        owner == self.key_id || self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether the key sees apps of every network: admin and deploy keys do; a
+    /// provider's nodes see only the apps of their own network (public nodes, the
+    /// public apps), so private code never reaches another network's machines.
+    pub fn sees_all_networks(&self) -> bool {
+        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&Scope::Deploy)
     }
 }
 
@@ -96,13 +124,6 @@ pub struct Auth {
     pub failed: prometheus::IntCounter,
 }
 
-/// The parts of a key.
-fn split_key(key: &str) -> Option<(&str, &str)> {
-    let rest = key.strip_prefix("wsk_")?;
-    let (id, secret) = rest.split_once('_')?;
-    (id.len() == 12 && !secret.is_empty()).then_some((id, secret))
-}
-
 fn hash_secret(secret: &str) -> blake3::Hash {
     blake3::hash(secret.as_bytes())
 }
@@ -136,10 +157,14 @@ impl Auth {
             ));
         };
         let key = header.strip_prefix("Bearer ").unwrap_or(header).trim();
-        let Some((id, secret)) = split_key(key) else {
-            self.failed.inc();
-            return Err(ApiError::unauthorized("malformed API key: keys look like wsk_<12 hex>_<secret>"));
+        let key = match ApiKey::parse(key) {
+            Ok(key) => key,
+            Err(malformed) => {
+                self.failed.inc();
+                return Err(ApiError::unauthorized(malformed.to_string()));
+            }
         };
+        let (id, secret) = (key.id(), key.secret());
         let attempt = format!("{id}@{source}");
         if let Some(wait) = self.locked(&attempt) {
             return Err(ApiError::too_many(
@@ -232,7 +257,7 @@ pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&
     .execute(&db.pool)
     .await?;
     Ok(CreatedKey {
-        key: format!("wsk_{id}_{secret}"),
+        key: ApiKey::from_parts(&id, &secret).expect("a made key is well formed").expose().to_string(),
         info: KeyInfo {
             id,
             name: name.to_string(),
@@ -283,14 +308,6 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_split_into_id_and_secret() {
-        assert_eq!(split_key("wsk_0123456789ab_secret"), Some(("0123456789ab", "secret")));
-        assert_eq!(split_key("wsk_short_secret"), None);
-        assert_eq!(split_key("0123456789ab_secret"), None);
-        assert_eq!(split_key("wsk_0123456789ab_"), None);
-    }
 
     #[test]
     fn admin_passes_every_scope_check_and_others_name_the_missing_scope() {

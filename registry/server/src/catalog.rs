@@ -1,14 +1,17 @@
-//! Apps and their versions, models and LoRAs: the rows behind them.
+//! Apps and their versions, models and LoRAs: the rows behind them, and the rules
+//! on what may be deployed or registered as a model or LoRA.
 
 use crate::artifacts::GgufSummary;
+use crate::auth::Caller;
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
+use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{AppSummary, AppVersion, ArtifactKind, Deployments, LoraInfo, ModelInfo, PieceManifest};
 
 /// A blob's row.
 pub struct BlobRow {
-    /// Size.
+    /// Its length in bytes.
     pub size: u64,
     /// What it was uploaded as.
     pub kind: ArtifactKind,
@@ -47,6 +50,13 @@ pub async fn blob(db: &Db, hash: &str) -> ApiResult<Option<BlobRow>> {
         pieces: pieces.and_then(|p| serde_json::from_str(&p).ok()),
         gguf: gguf.and_then(|g| serde_json::from_str(&g).ok()),
     }))
+}
+
+/// The blob `hash` that a push names: a 400 when no such file was uploaded.
+pub async fn uploaded_blob(db: &Db, hash: &str) -> ApiResult<BlobRow> {
+    blob(db, hash)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("missing_artifact", format!("no artifact {hash}; upload the file first")))
 }
 
 /// Records a verified blob (after it is in the store).
@@ -99,6 +109,83 @@ pub async fn mark_validated(db: &Db, hash: &str) -> ApiResult<()> {
         .bind(now_ms())
         .execute(&db.pool)
         .await?;
+    Ok(())
+}
+
+/// What a deploy of `app` must satisfy before its components are looked at: the
+/// manifest is for `app`, and every component it defines has an uploaded blob in
+/// `components` (component name to blake3).
+pub fn check_deploy(app: &str, manifest: &AppManifest, components: &BTreeMap<String, String>) -> ApiResult<()> {
+    if manifest.app.name != app {
+        return Err(ApiError::bad_request(
+            "invalid_manifest",
+            format!("the manifest is for app '{}', not '{app}'", manifest.app.name),
+        ));
+    }
+    for component in manifest.component.keys() {
+        if !components.contains_key(component) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("component '{component}' of the manifest has no uploaded blob in `components`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A deploy's `components` may name only components its manifest defines.
+pub fn check_defined(manifest: &AppManifest, component: &str) -> ApiResult<()> {
+    if !manifest.component.contains_key(component) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("`components` names '{component}', which the manifest does not define"),
+        ));
+    }
+    Ok(())
+}
+
+/// The blob `hash` deployed as `component` (`blob`: its row, if stored) must be
+/// stored, and uploaded as a component.
+pub fn check_component_blob(component: &str, hash: &str, blob: Option<&BlobRow>) -> ApiResult<()> {
+    match blob {
+        None => Err(ApiError::bad_request(
+            "missing_artifact",
+            format!("component '{component}': no artifact {hash}; upload it first (`wasmesh deploy` does)"),
+        )),
+        Some(b) if b.kind != ArtifactKind::Component => Err(ApiError::bad_request(
+            "invalid_component",
+            format!("component '{component}': artifact {hash} was uploaded as a {:?}, not a component", b.kind),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// A blob registered as a model must have been uploaded as one (so its GGUF header
+/// was read), and must not be a LoRA adapter.
+pub fn check_model_blob(blob: &BlobRow) -> ApiResult<()> {
+    let Some(gguf) = &blob.gguf else {
+        return Err(ApiError::bad_request(
+            "not_gguf",
+            "that artifact was not uploaded as a model; upload it with kind \"model\"",
+        ));
+    };
+    if gguf.adapter {
+        return Err(ApiError::bad_request(
+            "not_a_model",
+            "that file is a LoRA adapter, not a model; push it with `wasmesh loras push FILE --base MODEL`",
+        ));
+    }
+    Ok(())
+}
+
+/// A blob registered as a LoRA adapter must have been uploaded as one (a GGUF file).
+pub fn check_lora_blob(blob: &BlobRow) -> ApiResult<()> {
+    if blob.gguf.is_none() {
+        return Err(ApiError::bad_request(
+            "not_gguf",
+            "that artifact was not uploaded as a LoRA; upload it with kind \"lora\"",
+        ));
+    }
     Ok(())
 }
 
@@ -247,6 +334,18 @@ pub async fn revision(db: &Db) -> ApiResult<u64> {
     let (value,): (String,) =
         sqlx::query_as("SELECT value FROM meta WHERE name = 'deployments_revision'").fetch_one(&db.pool).await?;
     Ok(value.parse().unwrap_or(0))
+}
+
+/// Keeps the apps of `deployments` that `caller` may see: a provider's nodes see
+/// only the apps of their own network (public nodes, the public apps), so private
+/// code never reaches another network's machines; admin and deploy keys see all.
+pub fn retain_visible(deployments: &mut Deployments, caller: &Caller) {
+    if !caller.sees_all_networks() {
+        deployments.apps.retain(|v| {
+            let network = AppManifest::parse(&v.manifest).ok().and_then(|m| m.app.network);
+            network == caller.network
+        });
+    }
 }
 
 /// The current version of every app.

@@ -130,7 +130,7 @@ pub struct State {
     /// The node CA.
     pub ca: nodes::Ca,
     /// Checks components at deploy.
-    pub validator: Arc<wasmesh_host::ComponentValidator>,
+    pub validator: Arc<wasmesh_world::ComponentValidator>,
     /// Validations at once (each compiles a component).
     pub validate_slots: tokio::sync::Semaphore,
     /// One upload completes at a time (each hashes the whole file).
@@ -139,7 +139,7 @@ pub struct State {
     pub changed: tokio::sync::Notify,
     /// Swarms of weights: tracker, origin shares.
     pub swarms: swarm::Swarms,
-    /// Metrics.
+    /// The Prometheus metrics `GET /metrics` serves.
     pub metrics: Metrics,
     /// The configuration.
     pub config: RegistryConfig,
@@ -162,7 +162,7 @@ impl Registry {
         let metrics = Metrics::new()?;
         let auth = auth::Auth::new(config.limits.clone(), metrics.auth_failures.clone());
         let validator = Arc::new(
-            wasmesh_host::ComponentValidator::new()
+            wasmesh_world::ComponentValidator::new()
                 .map_err(|e| anyhow::anyhow!("cannot create the validator: {e:#}"))?,
         );
         tracing::info!(database = %db::redact(&url), store = %artifacts.describe, "registry opened");

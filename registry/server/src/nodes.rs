@@ -12,7 +12,9 @@ use crate::error::{ApiError, ApiResult};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use std::time::Duration;
-use wasmesh_api::wire::{self, Heartbeat, NodeCertificate, NodeInfo, NodeRole, NodeStatus, RegisterNode, node_auth};
+use wasmesh_api::wire::{
+    self, Heartbeat, NodeCertificate, NodeInfo, NodeRole, NodeStatus, RegisterNode, Scope, node_auth,
+};
 
 /// The registry's certificate authority.
 pub struct Ca {
@@ -139,8 +141,17 @@ fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
     Ok(())
 }
 
+/// The scope a key needs to register a node of `role`: `provider` for a host (the
+/// key's owner provides machines), `admin` for a router.
+pub fn register_scope(role: NodeRole) -> Scope {
+    match role {
+        NodeRole::Host => Scope::Provider,
+        NodeRole::Router => Scope::Admin,
+    }
+}
+
 /// Registers (or re-registers) a node; returns its certificate. The caller checked
-/// the key's scope for `req.role`.
+/// the key's scope for `req.role` ([`register_scope`]).
 pub async fn register(
     db: &Db,
     ca: &Ca,

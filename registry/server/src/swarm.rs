@@ -15,6 +15,7 @@
 //! * **Reports.** A node reports a peer whose pieces failed verification; the peer is
 //!   no longer given to that node, and to nobody once two nodes reported it.
 
+use crate::catalog::BlobRow;
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use std::collections::{HashMap, HashSet};
@@ -140,6 +141,21 @@ impl Swarms {
         let swarms = self.inner.lock().expect("swarm lock");
         swarms.values().flat_map(|s| s.peers.iter()).find(|(_, p)| p.addr == addr).map(|(id, _)| id.clone())
     }
+}
+
+/// The swarm of the stored blob `hash`: its torrent's info hash and its number of
+/// pieces. Only weights (models, LoRAs) have one, and only those stored since the
+/// registry records torrents; hosts fetch the others from the object store alone.
+pub fn swarm_of(hash: &str, blob: &BlobRow) -> ApiResult<(String, usize)> {
+    let pieces = blob.pieces.as_ref().ok_or_else(|| {
+        ApiError::bad_request("invalid_request", format!("{hash} is a component, not weights: it has no swarm"))
+    })?;
+    let Some(info_hash) = pieces.info_hash.clone() else {
+        return Err(ApiError::conflict(format!(
+            "{hash} was stored before the registry recorded torrents: it has no swarm, hosts fetch it from the object store alone"
+        )));
+    };
+    Ok((info_hash, pieces.hashes.len()))
 }
 
 /// Nodes that `reporter` should not be given as peers: those it reported, and those

@@ -64,11 +64,13 @@ impl BuildHasher for StableState {
     }
 }
 
-/// A small deterministic PRNG (xorshift64*, seeded through splitmix64) for the simulator and
-/// tests, so runs replay exactly.
+/// A small deterministic PRNG (xorshift64*, seeded through splitmix64) for the tests, so runs
+/// replay exactly. (The simulator, in `wasmesh-sim`, has its own copy.)
+#[cfg(test)]
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);
 
+#[cfg(test)]
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
         Self(mix64(seed ^ 0x6a09_e667_f3bc_c909) | 1)
@@ -91,10 +93,5 @@ impl Rng {
     /// Uniform in `[0, 1)`.
     pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub(crate) fn range_u32(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + self.below((hi - lo) as usize + 1) as u32
     }
 }

@@ -5,8 +5,8 @@
 //! ([`Snapshot::route`]). The policy does no I/O and never blocks; the router rebuilds the
 //! snapshot from heartbeats (every second or so) and swaps it in atomically (`ArcSwap`), keeps
 //! the per-node in-flight counts current ([`Snapshot::begin`], [`Snapshot::end`]), and tries
-//! the candidates in order. [`sim`] replays a synthetic fabric to measure the policy against
-//! naive ones.
+//! the candidates in order. The fabric simulator that measures the policy against naive ones
+//! lives in its own crate, `wasmesh-sim`.
 //!
 //! # The order
 //!
@@ -64,7 +64,7 @@
 
 //! # LoRA adapters
 //!
-//! A key is `MODEL` or `MODEL:ADAPTER` ([`ModelKey`]), as heartbeats name them. An adapter is
+//! A key is `MODEL` or `MODEL:ADAPTER` ([`ModelRef`]), as heartbeats name them. An adapter is
 //! warm on a node only when the node reports both the adapter and its base in RAM; an adapter
 //! reported in RAM over a base that is not is counted as on disk. An adapter request's memory
 //! ([`Request::model_bytes`]) is the base's plus the adapter's.
@@ -80,9 +80,9 @@
 //! # Example
 //!
 //! ```
-//! use wasmesh_routing::{ModelKey, NodeState, PolicyConfig, Request, Snapshot, Tier, Warmth};
+//! use wasmesh_policy::{ModelRef, NodeState, PolicyConfig, Request, Snapshot, Tier, Warmth};
 //! const GIB: u64 = 1 << 30;
-//! let llama = ModelKey::new("llama-3-8b")?;
+//! let llama = ModelRef::new("llama-3-8b")?;
 //! let table = vec![
 //!     NodeState::new("a", 8, 0).with_model(llama.clone(), Warmth::Ram),
 //!     NodeState::new("b", 8, 16 * GIB).with_model(llama.clone(), Warmth::Disk),
@@ -101,15 +101,15 @@
 
 mod config;
 mod hash;
-mod key;
 mod node;
-pub mod sim;
 mod snapshot;
+mod warmth;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{ConfigError, MAX_CANDIDATES, MAX_PROBES, PolicyConfig};
-pub use key::{KeyError, MAX_KEY_LEN, ModelKey, Warmth};
 pub use node::{NodeIndex, NodeState};
 pub use snapshot::{BuildError, Candidate, Decision, Request, Snapshot, Tier};
+pub use warmth::Warmth;
+pub use wasmesh_api::{MAX_MODEL_REF_LEN, ModelRef, ModelRefError};

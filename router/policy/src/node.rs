@@ -2,20 +2,21 @@
 
 use std::fmt;
 
-use crate::key::{ModelKey, Warmth};
+use crate::warmth::Warmth;
+use wasmesh_api::ModelRef;
 
 /// One node of the table a [`Snapshot`](crate::Snapshot) is built from: the state its heartbeat
 /// reported, plus the router's own in-flight count.
 ///
 /// ```
-/// use wasmesh_routing::{ModelKey, NodeState, Warmth};
+/// use wasmesh_policy::{ModelRef, NodeState, Warmth};
 /// const GIB: u64 = 1 << 30;
 /// let node = NodeState::new("node-a", 16, 4 * GIB)
 ///     .with_network("acme")
 ///     .with_memory_idle(8 * GIB)
-///     .with_model(ModelKey::new("llama-3-8b")?, Warmth::Ram);
+///     .with_model(ModelRef::new("llama-3-8b")?, Warmth::Ram);
 /// assert_eq!(node.models.len(), 1);
-/// # Ok::<(), wasmesh_routing::KeyError>(())
+/// # Ok::<(), wasmesh_policy::ModelRefError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,7 +41,7 @@ pub struct NodeState {
     /// not asked to load it (it would have to refuse, or wait for its requests to finish).
     pub memory_idle: u64,
     /// The models and adapters it holds, and where. A key listed twice counts as its warmest.
-    pub models: Vec<(ModelKey, Warmth)>,
+    pub models: Vec<(ModelRef, Warmth)>,
 }
 
 impl NodeState {
@@ -90,7 +91,7 @@ impl NodeState {
     }
 
     /// Adds a model (or adapter) it holds.
-    pub fn with_model(mut self, key: ModelKey, warmth: Warmth) -> Self {
+    pub fn with_model(mut self, key: ModelRef, warmth: Warmth) -> Self {
         self.models.push((key, warmth));
         self
     }

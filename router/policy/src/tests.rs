@@ -1,12 +1,12 @@
 //! The policy's rules, one test each (named after the rule).
 
 use crate::hash::Rng;
-use crate::{BuildError, Decision, ModelKey, NodeIndex, NodeState, PolicyConfig, Request, Snapshot, Tier, Warmth};
+use crate::{BuildError, Decision, ModelRef, NodeIndex, NodeState, PolicyConfig, Request, Snapshot, Tier, Warmth};
 
 const GIB: u64 = 1 << 30;
 
-fn key(s: &str) -> ModelKey {
-    ModelKey::parse(s).expect("valid key")
+fn key(s: &str) -> ModelRef {
+    ModelRef::parse(s).expect("valid key")
 }
 
 fn node(id: &str) -> NodeState {
@@ -266,7 +266,7 @@ fn preload_hints_spread_over_as_many_nodes_as_loads_may_start() {
 }
 
 /// Places requests (never completing them) and checks the heaviest node against the mean.
-fn place_and_measure(snap: &Snapshot, requests: impl Iterator<Item = Option<ModelKey>>, c: f64) -> f64 {
+fn place_and_measure(snap: &Snapshot, requests: impl Iterator<Item = Option<ModelRef>>, c: f64) -> f64 {
     let mut placed = 0u64;
     for (k, model) in requests.enumerate() {
         let req = match &model {
@@ -292,7 +292,7 @@ fn place_and_measure(snap: &Snapshot, requests: impl Iterator<Item = Option<Mode
 fn bounded_load_keeps_max_over_mean_at_most_c() {
     // 200 nodes of 16 or 32 slots, 60 Zipf-popular models each warm on a few nodes.
     let mut rng = Rng::new(7);
-    let models: Vec<ModelKey> = (0..60).map(|i| key(&format!("m{i}"))).collect();
+    let models: Vec<ModelRef> = (0..60).map(|i| key(&format!("m{i}"))).collect();
     let table: Vec<NodeState> = (0..200)
         .map(|i| {
             let mut n = NodeState::new(format!("n{i}"), if i % 2 == 0 { 16 } else { 32 }, 64 * GIB);
@@ -329,7 +329,7 @@ fn bounded_load_keeps_max_over_mean_at_most_c() {
 #[test]
 fn consistent_hashing_moves_only_the_keys_of_a_node_that_leaves() {
     let table: Vec<NodeState> = (0..100).map(|i| NodeState::new(format!("n{i}"), 8, 64 * GIB)).collect();
-    let models: Vec<ModelKey> = (0..2000).map(|i| key(&format!("model-{i}"))).collect();
+    let models: Vec<ModelRef> = (0..2000).map(|i| key(&format!("model-{i}"))).collect();
     let first = |snap: &Snapshot| -> Vec<String> {
         models
             .iter()

@@ -3,7 +3,7 @@
 //! Callers speak HTTP to any router (`/fn/{app}/{path}`); hosts keep a QUIC
 //! connection to every router (they dial, so NAT is no obstacle). For each
 //! request the router looks up which model the app's component uses, asks the
-//! routing policy ([`wasmesh_routing`], a pure function of the node table) for
+//! routing policy ([`wasmesh_policy`], a pure function of the node table) for
 //! candidates (warm in RAM first, bounded load per model), and forwards the
 //! request over the first candidate's connection as a QUIC stream. A node that
 //! fails before the first response byte is retried on the next candidate, unseen
@@ -15,6 +15,8 @@
 //! whenever it changes (at most every 100 ms) and swapped atomically.
 
 mod link;
+mod route_error;
+mod metrics;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -27,10 +29,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{NodeRole, Scope};
+use wasmesh_api::{ApiKey, AppManifest, AppPath};
 use wasmesh_client::{Client, ClientError, NodeIdentity};
-use wasmesh_routing::{ModelKey, PolicyConfig, Snapshot};
+use wasmesh_policy::{ModelRef, PolicyConfig, Snapshot};
 
 /// A response body: bytes, or an error that aborts the response.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -63,7 +65,10 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// Defaults.
+    /// A router of `registry`, signing in with `key` (an admin key), keeping its
+    /// certificate in `data_dir` and listening for hosts on `quic_listen`; every other
+    /// setting at its default (16 MiB bodies, 300 s to the first byte, 1000 requests/s
+    /// per caller key, callers need an `invoke` key).
     pub fn new(registry: String, key: String, data_dir: PathBuf, quic_listen: SocketAddr) -> Self {
         Self {
             registry,
@@ -78,57 +83,6 @@ impl RouterConfig {
             openai_app: "openai".into(),
             per_key_rps: 1000.0,
         }
-    }
-}
-
-struct Metrics {
-    registry: prometheus::Registry,
-    requests: prometheus::IntCounterVec,
-    latency: prometheus::Histogram,
-    retries: prometheus::IntCounter,
-    routed: prometheus::IntCounterVec,
-    preloads: prometheus::IntCounter,
-    node_in_flight: prometheus::IntGaugeVec,
-    nodes: prometheus::IntGauge,
-}
-
-impl Metrics {
-    fn new() -> anyhow::Result<Self> {
-        let registry = prometheus::Registry::new();
-        let requests = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("wasmesh_router_requests_total", "Requests by outcome (status class)"),
-            &["status"],
-        )?;
-        let latency = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new("wasmesh_router_request_seconds", "Time to the response head")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]),
-        )?;
-        let retries = prometheus::IntCounter::new(
-            "wasmesh_router_retries_total",
-            "Requests moved to the next candidate after a node failed before its first byte",
-        )?;
-        let routed = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "wasmesh_router_routed_total",
-                "Requests by how warm their node was (warm: model in RAM; else a cold load)",
-            ),
-            &["tier"],
-        )?;
-        let preloads =
-            prometheus::IntCounter::new("wasmesh_router_preloads_total", "Pre-load hints sent to cold nodes")?;
-        let node_in_flight = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new("wasmesh_router_node_in_flight", "Requests in flight per node (as last reported)"),
-            &["node"],
-        )?;
-        let nodes = prometheus::IntGauge::new("wasmesh_router_nodes", "Hosts connected")?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        registry.register(Box::new(retries.clone()))?;
-        registry.register(Box::new(routed.clone()))?;
-        registry.register(Box::new(preloads.clone()))?;
-        registry.register(Box::new(node_in_flight.clone()))?;
-        registry.register(Box::new(nodes.clone()))?;
-        Ok(Self { registry, requests, latency, retries, routed, preloads, node_in_flight, nodes })
     }
 }
 
@@ -149,15 +103,26 @@ struct Inner {
     /// or a node cut off from the control plane): never routed to, even if their
     /// certificate still opens a link.
     cut_off: ArcSwap<std::collections::HashSet<String>>,
-    callers: std::sync::Mutex<HashMap<String, (Instant, Verdict)>>,
+    /// Callers' keys as the registry judged them: kept 30 s when valid, 5 s when
+    /// refused (so a new or revoked key takes effect soon), at most 10,000.
+    callers: moka::sync::Cache<String, Verdict>,
     limiter: wasmesh_api::limit::RateLimiter,
     unknown_keys: wasmesh_api::limit::RateLimiter,
     client: Client,
-    metrics: Metrics,
+    metrics: metrics::Metrics,
 }
 
 /// What the registry said of a caller's key: its scopes, or the refusal.
 type Verdict = Result<Vec<Scope>, (StatusCode, String)>;
+
+/// How long the router trusts the registry's verdict on a key.
+struct VerdictExpiry;
+
+impl moka::Expiry<String, Verdict> for VerdictExpiry {
+    fn expire_after_create(&self, _key: &String, verdict: &Verdict, _created_at: Instant) -> Option<Duration> {
+        Some(if verdict.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) })
+    }
+}
 
 /// A running router.
 pub struct Router {
@@ -195,11 +160,11 @@ impl Router {
             apps: ArcSwap::from_pointee(HashMap::new()),
             model_sizes: ArcSwap::from_pointee(HashMap::new()),
             cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
-            callers: std::sync::Mutex::new(HashMap::new()),
+            callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(VerdictExpiry).build(),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
             unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
             client,
-            metrics: Metrics::new()?,
+            metrics: metrics::Metrics::new()?,
             config,
         });
         let mut tasks = vec![
@@ -278,11 +243,11 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
     let path = req.uri().path().to_string();
     let response = match path.as_str() {
         "/health" => health(inner),
-        "/metrics" => metrics(inner),
+        "/metrics" => metrics::respond(inner),
         "/v1/models" => models(inner, req, source).await,
         "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" => openai(inner, path.clone(), req, source).await,
-        _ => match path.strip_prefix("/fn/") {
-            Some(rest) => function(inner, rest.to_string(), req, source).await,
+        _ => match AppPath::parse(&path) {
+            Some(scoped) => function(inner, scoped, req, source).await,
             None => error(
                 StatusCode::NOT_FOUND,
                 format!("no route for {path}: functions are under /fn/APP/..., the OpenAI API under /v1/..."),
@@ -319,19 +284,6 @@ fn health(inner: &Inner) -> Response<Body> {
     )
 }
 
-fn metrics(inner: &Inner) -> Response<Body> {
-    inner.metrics.nodes.set(inner.links.len() as i64);
-    for (node, report) in inner.links.reports() {
-        inner.metrics.node_in_flight.with_label_values(&[&node]).set(i64::from(report.in_flight));
-    }
-    let mut out = Vec::new();
-    let _ = prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &inner.metrics.registry.gather(), &mut out);
-    Response::builder()
-        .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .body(full(out))
-        .expect("valid response")
-}
-
 /// Checks the caller's key (cached for 30 s; failures for 5 s).
 async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpAddr) -> Result<(), Response<Body>> {
     if !inner.config.require_key {
@@ -349,21 +301,13 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
         ));
     };
     // A malformed key never reaches the registry.
-    let well_formed = key
-        .strip_prefix("wsk_")
-        .and_then(|rest| rest.split_once('_'))
-        .is_some_and(|(id, secret)| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty());
-    if !well_formed {
-        return Err(error(StatusCode::UNAUTHORIZED, "malformed API key: keys look like wsk_<12 hex>_<secret>"));
-    }
-    let cached = inner.callers.lock().expect("callers lock").get(&key).cloned();
-    let verdict = match cached {
-        Some((at, verdict))
-            if at.elapsed() < if verdict.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) } =>
-        {
-            verdict
-        }
-        _ => {
+    let key = match ApiKey::parse(&key) {
+        Ok(key) => key,
+        Err(malformed) => return Err(error(StatusCode::UNAUTHORIZED, malformed.to_string())),
+    };
+    let verdict = match inner.callers.get(key.expose()) {
+        Some(verdict) => verdict,
+        None => {
             // Unknown keys cost the registry a call: each source address gets few.
             if let Err(wait) = inner.unknown_keys.take(&source.to_string()) {
                 return Err(error(
@@ -371,7 +315,7 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
                     format!("too many new keys from {source}; retry in {wait} s"),
                 ));
             }
-            let verdict = match inner.client.with_key(&key).whoami().await {
+            let verdict = match inner.client.with_key(key.expose()).whoami().await {
                 Ok(me) => Ok(me.scopes),
                 Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
                 // Not cached: a rate limit is about now, not about the key.
@@ -382,20 +326,15 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
                     return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the API key: {e}")));
                 }
             };
-            let mut callers = inner.callers.lock().expect("callers lock");
-            if callers.len() > 10_000 {
-                // Drop what has expired (or, failing that, the failures), never the lot.
-                callers.retain(|_, (at, v)| v.is_ok() && at.elapsed() < Duration::from_secs(30));
-            }
-            callers.insert(key.clone(), (Instant::now(), verdict.clone()));
+            inner.callers.insert(key.expose().to_string(), verdict.clone());
             verdict
         }
     };
     match verdict {
         Ok(scopes) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => {
-            // Keys read wsk_ID_SECRET: limit by the public id.
-            let id = key.split('_').nth(1).unwrap_or("?").to_string();
-            inner.limiter.take(&id).map_err(|wait| {
+            // Limit by the key's public id.
+            let id = key.id();
+            inner.limiter.take(id).map_err(|wait| {
                 let mut response =
                     error(StatusCode::TOO_MANY_REQUESTS, format!("key {id} is over its rate limit; retry in {wait} s"));
                 if let Ok(v) = wait.to_string().parse() {
@@ -415,7 +354,7 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
 /// The model the component behind `path` of `app` uses (its first grant), and the
 /// app's private network.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, built once per refused request")]
-fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelKey>, Option<String>), Response<Body>> {
+fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelRef>, Option<String>), Response<Body>> {
     let apps = inner.apps.load();
     let Some(manifest) = apps.get(app) else {
         return Err(error(StatusCode::NOT_FOUND, format!("no app named '{app}' is deployed")));
@@ -431,24 +370,21 @@ fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelKey>, 
         .component
         .get(&route.component)
         .and_then(|c| c.models.first().or(c.ai_models.first()))
-        .and_then(|m| ModelKey::parse(m).ok());
+        .and_then(|m| ModelRef::parse(m).ok());
     Ok((model, manifest.app.network.clone()))
 }
 
 async fn function(
     inner: &Arc<Inner>,
-    rest: String,
+    scoped: AppPath<'_>,
     req: Request<Incoming>,
     source: std::net::IpAddr,
 ) -> Response<Body> {
     if let Err(denied) = authorize(inner, &req, source).await {
         return denied;
     }
-    let (app, inner_path) = match rest.find('/') {
-        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
-        None => (rest.clone(), "/".to_string()),
-    };
-    let (model, network) = match model_for(inner, &app, &inner_path) {
+    let app = scoped.app();
+    let (model, network) = match model_for(inner, app, scoped.rest()) {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -457,7 +393,7 @@ async fn function(
         Err(response) => return response,
     };
     let head = head_of(&parts, None);
-    link::forward(inner, &app, network.as_deref(), model, head, body).await
+    link::forward(inner, app, network.as_deref(), model, head, body).await
 }
 
 /// The OpenAI-compatible API: served by the built-in `openai` app's component on
@@ -480,14 +416,14 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
         Err(response) => return response,
     };
     let model = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => match v.get("model").and_then(|m| m.as_str()).map(ModelKey::parse) {
+        Ok(v) => match v.get("model").and_then(|m| m.as_str()).map(ModelRef::parse) {
             Some(Ok(key)) => key,
             Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("invalid `model`: {e}")),
             None => return error(StatusCode::BAD_REQUEST, "`model` is required (GET /v1/models lists them)"),
         },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
-    let head = head_of(&parts, Some(format!("/fn/{app}{path}")));
+    let head = head_of(&parts, Some(AppPath::uri(&app, &path)));
     link::forward(inner, &app, network.as_deref(), Some(model), head, body).await
 }
 

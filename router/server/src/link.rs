@@ -1,6 +1,7 @@
 //! The router's side of the hosts' QUIC connections: who is connected, what they
 //! report, and forwarding requests to them with failover.
 
+use crate::route_error::{Kind, RouteError};
 use crate::{Body, Inner, Routed, error};
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -10,8 +11,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmesh_api::wire::ModelState;
-use wasmesh_routing::{ModelKey, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
-use wasmesh_tunnel::{Frame, HostReport, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json};
+use wasmesh_policy::{ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
+use wasmesh_tunnel::{
+    Frame, HostReport, Open, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json,
+};
 
 struct Link {
     connection: quinn::Connection,
@@ -128,7 +131,7 @@ pub(crate) fn rebuild(inner: &Inner) {
             node = node.with_network(network.clone());
         }
         for m in &r.models {
-            if let Ok(key) = ModelKey::parse(&m.name) {
+            if let Ok(key) = ModelRef::parse(&m.name) {
                 node = node.with_model(key, warmth(m.state));
             }
         }
@@ -175,25 +178,22 @@ fn hash(s: &str) -> u64 {
 enum Attempt {
     /// The node answered: its head, and the stream its body follows on.
     Answered(ResponseHead, quinn::RecvStream),
-    /// The node failed before answering (link lost, stream refused): try the next.
-    Failed(String),
-    /// The node took too long to answer. Not retried: it may still be working on it,
-    /// and running the request twice is worse than a clear 504.
-    TimedOut(String),
+    /// The node failed; [`RouteError::retry`] says whether the next may be tried.
+    Failed(RouteError),
 }
 
-/// Sends `head` and `body` to one node while waiting for its answer (a host may
+/// Sends `open` and `body` to one node while waiting for its answer (a host may
 /// answer before it has read the whole body, e.g. a 413).
-async fn try_node(connection: &quinn::Connection, head: &RequestHead, body: &Bytes, first_byte: Duration) -> Attempt {
+async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, first_byte: Duration) -> Attempt {
     let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), connection.open_bi()).await {
         Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => return Attempt::Failed(e.to_string()),
-        Err(_) => return Attempt::Failed("opening a stream timed out".into()),
+        Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
+        Err(_) => return Attempt::Failed(RouteError::upstream(Kind::Connect, "opening a stream timed out")),
     };
-    let (head, body) = (head.clone(), body.clone());
+    let (open, body) = (open.clone(), body.clone());
     let writer = tokio::spawn(async move {
         let write = async {
-            write_json(&mut send, &head).await?;
+            write_json(&mut send, &open).await?;
             for chunk in body.chunks(1 << 20) {
                 write_frame(&mut send, &Frame::Data(Bytes::copy_from_slice(chunk))).await?;
             }
@@ -209,24 +209,20 @@ async fn try_node(connection: &quinn::Connection, head: &RequestHead, body: &Byt
         Ok(Ok(response)) => Attempt::Answered(response, recv),
         Ok(Err(e)) => {
             writer.abort();
-            Attempt::Failed(e.to_string())
+            Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e.to_string()))
         }
         Err(_) => {
             writer.abort();
-            Attempt::TimedOut(format!("no response within {first_byte:?}"))
+            Attempt::Failed(RouteError::upstream(Kind::FirstByteTimeout, format!("no response within {first_byte:?}")))
         }
     }
 }
 
 /// Asks a cold node to load `model` ahead of demand (fire and forget).
-fn preload(connection: quinn::Connection, model: &ModelKey) {
-    let head = RequestHead {
-        method: "POST".into(),
-        uri: format!("/__wasmesh/preload?model={}", model.as_str()),
-        headers: Vec::new(),
-    };
+fn preload(connection: quinn::Connection, model: &ModelRef) {
+    let open = Open::Preload { model: model.clone() };
     tokio::spawn(async move {
-        let _ = try_node(&connection, &head, &Bytes::new(), Duration::from_secs(5)).await;
+        let _ = try_node(&connection, &open, &Bytes::new(), Duration::from_secs(5)).await;
     });
 }
 
@@ -235,7 +231,7 @@ pub(crate) async fn forward(
     inner: &Arc<Inner>,
     app: &str,
     network: Option<&str>,
-    model: Option<ModelKey>,
+    model: Option<ModelRef>,
     head: RequestHead,
     body: Bytes,
 ) -> Response<Body> {
@@ -251,8 +247,8 @@ pub(crate) async fn forward(
     }
     let decision = routed.snapshot.route(&request);
     if decision.is_empty() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        let e = RouteError::internal(
+            Kind::NoCandidate,
             format!(
                 "no host can serve app '{app}'{}{} now: {} hosts connected, none ready with room for it",
                 model.as_ref().map(|m| format!(" (model {})", m.as_str())).unwrap_or_default(),
@@ -260,6 +256,8 @@ pub(crate) async fn forward(
                 routed.links.len()
             ),
         );
+        inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+        return error(e.status(), e.message);
     }
     if let (Some(node), Some(m)) = (decision.preload(), &model) {
         inner.metrics.preloads.inc();
@@ -270,13 +268,14 @@ pub(crate) async fn forward(
         );
         preload(routed.links[node.get()].clone(), m);
     }
+    let open = Open::Request(head);
     let mut failures = Vec::new();
     for candidate in decision.candidates() {
         let node = candidate.node;
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
         routed.snapshot.begin(node);
         let guard = InFlight { routed: routed.clone(), node };
-        match try_node(&routed.links[node.get()], &head, &body, inner.config.first_byte_timeout).await {
+        match try_node(&routed.links[node.get()], &open, &body, inner.config.first_byte_timeout).await {
             Attempt::Answered(response, recv) => {
                 let tier = tier_name(candidate.tier);
                 inner.metrics.routed.with_label_values(&[tier]).inc();
@@ -292,19 +291,27 @@ pub(crate) async fn forward(
                 );
                 return respond(response, recv, guard);
             }
-            Attempt::Failed(e) => {
+            Attempt::Failed(e) if e.retry => {
                 drop(guard);
                 inner.metrics.retries.inc();
-                tracing::warn!(%app, node = %node_id, "node failed before answering, trying the next: {e}");
+                inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+                tracing::warn!(%app, node = %node_id, kind = ?e.kind, "node failed before answering, trying the next: {e}");
                 failures.push(format!("{node_id}: {e}"));
             }
-            Attempt::TimedOut(e) => {
-                tracing::warn!(%app, node = %node_id, "node did not answer in time: {e}");
-                return error(StatusCode::GATEWAY_TIMEOUT, format!("host {node_id} did not answer in time: {e}"));
+            Attempt::Failed(e) => {
+                inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+                tracing::warn!(%app, node = %node_id, kind = ?e.kind, "node failed, not retried: {e}");
+                let message = match e.kind {
+                    Kind::FirstByteTimeout => format!("host {node_id} did not answer in time: {e}"),
+                    _ => format!("host {node_id} failed: {e}"),
+                };
+                return error(e.status(), message);
             }
         }
     }
-    error(StatusCode::BAD_GATEWAY, format!("every candidate host failed: {}", failures.join("; ")))
+    let e = RouteError::internal(Kind::AllFailed, format!("every candidate host failed: {}", failures.join("; ")));
+    inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+    error(e.status(), e.message)
 }
 
 /// The caller's response: the host's head, then its body frames as they arrive.

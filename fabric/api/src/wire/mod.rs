@@ -1,0 +1,30 @@
+//! The registry's wire types: what the CLI, the hosts and the registry send each
+//! other as JSON. Field names are `snake_case`; times are Unix milliseconds;
+//! hashes are lowercase hex blake3.
+//!
+//! The types live in files by resource and are all re-exported here, so each is
+//! named `wire::X`.
+
+mod apps;
+mod artifacts;
+mod error;
+mod heartbeat;
+mod hex;
+mod keys;
+mod models;
+mod nodes;
+mod signing;
+mod swarm;
+
+pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
+pub use artifacts::{ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, piece_length_for};
+pub use error::ErrorBody;
+pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
+pub use hex::{from_hex, is_blake3_hex, to_hex};
+pub use keys::{CreateKey, CreatedKey, KeyInfo, Scope, WhoAmI};
+pub use models::{LoraInfo, ModelFacts, ModelInfo, PushLora, PushModel};
+pub use nodes::{
+    NodeCertificate, NodeInfo, NodeRole, NodeStatus, RegisterNode, network_name, node_id_for, registration_message,
+};
+pub use signing::{node_auth, request_message};
+pub use swarm::{PeerReport, ReportOutcome, SwarmGrant, SwarmJoin};

@@ -1,0 +1,78 @@
+//! One reading of a host's state. The router's `HostReport` (every second, over QUIC)
+//! and the registry's `Heartbeat` (every 10 s) are both built from it, so they cannot
+//! disagree about what a node holds or whether it is ready.
+
+use std::collections::{BTreeMap, BTreeSet};
+use wasmesh_api::ModelRef;
+use wasmesh_api::wire::{CachedModel, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
+use wasmesh_runtime::Host;
+use wasmesh_tunnel::HostReport;
+
+/// A host's state at one moment.
+pub(crate) struct HostSnapshot {
+    /// Serving, and not under memory pressure.
+    pub(crate) ready: bool,
+    pub(crate) in_flight: u32,
+    /// Bytes of model memory the engine holds.
+    pub(crate) memory_used: u64,
+    pub(crate) models: Vec<CachedModel>,
+    pub(crate) apps: BTreeMap<String, u64>,
+    pub(crate) served: u64,
+}
+
+impl HostSnapshot {
+    /// Reads `host`; `under_pressure` is the memory-pressure monitor's last verdict.
+    pub(crate) fn read(host: &Host, under_pressure: bool) -> Self {
+        let engine = host.inference();
+        Self {
+            ready: host.is_ready() && !under_pressure,
+            in_flight: host.in_flight(),
+            memory_used: engine.memory_used(),
+            models: model_states(engine.as_ref()),
+            apps: host.apps(),
+            served: host.served(),
+        }
+    }
+
+    /// What routers route by, for a node lending `share`.
+    pub(crate) fn report(self, share: &ResourceShare) -> HostReport {
+        HostReport {
+            ready: self.ready,
+            in_flight: self.in_flight,
+            max_concurrency: share.max_concurrency,
+            free_model_memory_bytes: share.model_memory_bytes.saturating_sub(self.memory_used),
+            models: self.models,
+            apps: self.apps,
+            served: self.served,
+            cold_loads: 0,
+        }
+    }
+
+    /// What the registry keeps, with the machine's `hardware` and `pressure`.
+    pub(crate) fn heartbeat(self, hardware: Hardware, share: ResourceShare, pressure: MemoryPressure) -> Heartbeat {
+        Heartbeat {
+            hardware,
+            share,
+            models: self.models,
+            in_flight: self.in_flight,
+            ready: self.ready,
+            pressure,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            deployments_revision: 0,
+        }
+    }
+}
+
+/// The models and adapters of `engine`, loaded or on disk. An adapter counts as loaded
+/// while its base model is.
+fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
+    let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
+    let state = |loaded: bool| if loaded { ModelState::Loaded } else { ModelState::OnDisk };
+    let mut models: Vec<CachedModel> =
+        engine.models().into_iter().map(|name| CachedModel { state: state(loaded.contains(&name)), name }).collect();
+    models.extend(engine.adapters().into_iter().map(|name| {
+        let base_loaded = ModelRef::parse(&name).is_ok_and(|r| loaded.contains(r.model()));
+        CachedModel { state: state(base_loaded), name }
+    }));
+    models
+}

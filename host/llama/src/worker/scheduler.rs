@@ -1,0 +1,199 @@
+//! The scheduler's state and its loop: taking jobs from the queue, admitting
+//! waiting requests into free slots (rendering and tokenizing their prompts), and
+//! driving compaction and decode steps.
+
+use super::Job;
+use super::lora::LoraKey;
+use super::sampling::build_sampler;
+use super::slot::Active;
+use super::stats::WorkerStats;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Instant;
+use tokio::sync::oneshot;
+use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, Generation};
+
+/// A generation waiting for a slot.
+struct Waiting {
+    request: GenerateRequest,
+    reply: oneshot::Sender<Result<Generation, EngineError>>,
+}
+
+/// Continuous batching over one context: requests join the running batch when a
+/// slot and KV room are free, each decode step carries one token for every
+/// generating sequence plus as much pending prompt as fits, and finished or
+/// cancelled requests leave at once.
+pub(crate) struct Scheduler<'m> {
+    pub(crate) model: &'m LlamaModel,
+    pub(crate) template: Option<&'m LlamaChatTemplate>,
+    pub(crate) n_batch: usize,
+    pub(crate) n_ctx: usize,
+    /// Tokens a sequence must have left for [`Scheduler::compact`] to move it.
+    pub(crate) min_tokens_to_move: usize,
+    pub(crate) slots: Vec<Option<Active>>,
+    pub(crate) batch: LlamaBatch<'static>,
+    pub(crate) threads: i32,
+    pub(crate) stats: Arc<WorkerStats>,
+    /// This model's LoRA adapters, by name.
+    pub(crate) adapters: Vec<(String, LlamaLoraAdapter)>,
+    /// The adapter set on the context now.
+    pub(crate) applied: LoraKey,
+    /// The group the last step ran, for round-robin between groups.
+    pub(crate) last_group: Option<LoraKey>,
+}
+
+impl<'m> Scheduler<'m> {
+    pub(crate) fn run(&mut self, ctx: &mut LlamaContext<'_>, queue: &mpsc::Receiver<Job>) {
+        let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
+        let mut embed_ctx: Option<LlamaContext<'m>> = None;
+        loop {
+            let mut take = |job: Job, waiting: &mut std::collections::VecDeque<Waiting>| match job {
+                Job::Generate { request, reply } => waiting.push_back(Waiting { request, reply }),
+                Job::Embed { input, reply } => {
+                    if !reply.is_closed() {
+                        let _ = reply.send(self.embed(&mut embed_ctx, &input));
+                    }
+                }
+            };
+            // Take new jobs: block only when there is nothing else to do.
+            let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty();
+            if idle {
+                match queue.recv() {
+                    Ok(job) => take(job, &mut waiting),
+                    Err(_) => return,
+                }
+            }
+            loop {
+                match queue.try_recv() {
+                    Ok(job) => take(job, &mut waiting),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        if self.slots.iter().all(Option::is_none) && waiting.is_empty() {
+                            return;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.admit(ctx, &mut waiting);
+            if waiting.is_empty() {
+                self.compact(ctx);
+            }
+            if self.slots.iter().any(Option::is_some) {
+                self.step(ctx);
+            }
+        }
+    }
+
+    /// Moves waiting jobs into free slots, in arrival order.
+    fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Waiting>) {
+        while let Some(free) = self.slots.iter().position(Option::is_none) {
+            let Some(job) = waiting.front() else { return };
+            if job.reply.is_closed() {
+                waiting.pop_front();
+                continue;
+            }
+            let t = Instant::now();
+            let prepared = self.prepare(&job.request);
+            let (prompt, n_predict, sampler, lora) = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    let job = waiting.pop_front().expect("front exists");
+                    let _ = job.reply.send(Err(e));
+                    continue;
+                }
+            };
+            let job = waiting.pop_front().expect("front exists");
+            let _ = ctx.kv_cache_seq_rm(free as i32, None, None);
+            self.stats.active.fetch_add(1, Ordering::Relaxed);
+            self.slots[free] = Some(Active {
+                reply: job.reply,
+                stop: job.request.params.stop.clone(),
+                stream: job.request.stream,
+                emitted: 0,
+                pos: 0,
+                prefilled: 0,
+                pending: None,
+                n_predict,
+                greedy: job.request.params.is_greedy() && job.request.params.repeat_penalty == 1.0,
+                sampler,
+                tokens: Vec::with_capacity(n_predict),
+                text: Vec::new(),
+                started: t,
+                fixed: t.elapsed(),
+                logits_at: None,
+                lora,
+                prompt,
+            });
+        }
+    }
+
+    /// Renders, tokenizes and checks one request; builds its sampler.
+    fn prepare(
+        &self,
+        request: &GenerateRequest,
+    ) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
+        let params = &request.params;
+        let lora = match &params.lora {
+            None => None,
+            Some(_) if params.lora_scale == 0.0 => None,
+            Some(name) => {
+                let Some(index) = self.adapters.iter().position(|(n, _)| n == name) else {
+                    let available: Vec<&str> = self.adapters.iter().map(|(n, _)| n.as_str()).collect();
+                    return Err(EngineError::InvalidRequest(format!(
+                        "LoRA adapter '{name}' is not loaded for model '{}' (available: {})",
+                        request.model,
+                        if available.is_empty() { "none".to_string() } else { available.join(", ") }
+                    )));
+                };
+                Some((index, params.lora_scale.to_bits()))
+            }
+        };
+        let prompt = self.render_prompt(&request.prompt, params)?;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        if tokens.len() >= self.n_ctx {
+            return Err(EngineError::InvalidRequest(format!(
+                "the prompt is {} tokens; this node's context holds {}. Shorten the prompt",
+                tokens.len(),
+                self.n_ctx
+            )));
+        }
+        let n_predict = (params.n_predict as usize).min(self.n_ctx - tokens.len());
+        Ok((tokens, n_predict, build_sampler(self.model, params), lora))
+    }
+
+    fn render_prompt(&self, prompt: &str, params: &GenerateParams) -> Result<String, EngineError> {
+        if !params.chat && params.messages.is_empty() {
+            return Ok(prompt.to_string());
+        }
+        let template = self.template.ok_or_else(|| {
+            EngineError::InvalidRequest(
+                "this model has no chat template in its GGUF; send a raw prompt with \"chat\": false".into(),
+            )
+        })?;
+        let messages = if params.messages.is_empty() {
+            vec![
+                LlamaChatMessage::new("user".into(), prompt.into())
+                    .map_err(|e| EngineError::InvalidRequest(format!("prompt: {e}")))?,
+            ]
+        } else {
+            params
+                .messages
+                .iter()
+                .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| EngineError::InvalidRequest(format!("messages: {e}")))?
+        };
+        self.model
+            .apply_chat_template(template, &messages, true)
+            .map_err(|e| EngineError::Internal(format!("chat template: {e}")))
+    }
+}

@@ -1,0 +1,25 @@
+//! The live counters a model's worker keeps, readable through
+//! [`LlamaEngine::stats`](crate::LlamaEngine::stats).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+/// Live counters of one model's worker.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Requests in a slot now.
+    pub active: AtomicUsize,
+    /// Requests answered.
+    pub completed: AtomicU64,
+    /// Requests dropped by their caller while running (their slot was freed).
+    pub cancelled: AtomicU64,
+    /// Decode steps run.
+    pub steps: AtomicU64,
+    /// Tokens decoded over all steps (prompt and generated); `/ steps` is the mean batch.
+    pub batched_tokens: AtomicU64,
+    /// Times the context's LoRA adapter changed between steps.
+    pub lora_switches: AtomicU64,
+    /// Nanoseconds spent changing adapters.
+    pub lora_switch_ns: AtomicU64,
+    /// Sequences moved down into a freed slot (see `Scheduler::compact`).
+    pub compactions: AtomicU64,
+}

@@ -1,0 +1,138 @@
+//! The HTTP side of the host: the [`Host`] itself, with its host-wide settings
+//! ([`HostConfig`]), its Wasmtime engines (instance pool, epoch ticker) and the
+//! counters a node reports. Its other parts live in their own modules: the route
+//! table in `routes`, serving in `serve`, calling components in `invoke`.
+
+use crate::engines::Engines;
+use crate::routes::RouteEntry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use wasmesh_engine::InferenceEngine;
+use wasmtime::PoolingAllocationConfig;
+
+/// Host-wide settings. Per-component limits come from each app's manifest.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// Instances that may exist at once (the pooling allocator's size). A request
+    /// beyond it gets 503. Default 256.
+    pub max_instances: u32,
+    /// How often the epoch ticker advances; deadlines are checked at this
+    /// granularity and long-running guests yield to other tasks this often.
+    /// Default 10 ms.
+    pub epoch_tick: Duration,
+    /// Largest linear memory any component may be granted, in bytes (each pooled
+    /// slot reserves this much address space). Default 4 GiB.
+    pub max_memory_bytes: u64,
+    /// Metrics served at `GET /metrics` (other parts of the node, such as its
+    /// weights fetcher, register theirs here).
+    pub metrics: prometheus::Registry,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 256,
+            epoch_tick: Duration::from_millis(10),
+            max_memory_bytes: 4 << 30,
+            metrics: prometheus::Registry::new(),
+        }
+    }
+}
+
+/// A worker node's runtime: see the crate docs.
+pub struct Host {
+    pub(crate) engines: Arc<Engines>,
+    pub(crate) inference: Arc<dyn InferenceEngine>,
+    pub(crate) routes: RwLock<Arc<Vec<RouteEntry>>>,
+    pub(crate) ready: AtomicBool,
+    pub(crate) in_flight: std::sync::atomic::AtomicU32,
+    pub(crate) served: std::sync::atomic::AtomicU64,
+    stop_ticker: Arc<AtomicBool>,
+    pub(crate) metrics: prometheus::Registry,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Host {
+    /// Creates the Wasmtime engines (pooling allocator, epoch interruption; see
+    /// [`Engines`]), links WASI, `wasi:http` and `wasi:nn`, and starts the epoch
+    /// ticker thread.
+    pub fn new(config: HostConfig, inference: Arc<dyn InferenceEngine>) -> wasmtime::Result<Arc<Self>> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n * 4)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            // A WASIp3 guest may need a second fiber while its task waits on the host.
+            .total_stacks(n * 2)
+            .max_memory_size(usize::try_from(config.max_memory_bytes).unwrap_or(usize::MAX))
+            // Reset the first pages of a freed slot with memset instead of returning
+            // them to the kernel: the next instance skips the page faults.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16)
+            // Where the kernel has PAGEMAP_SCAN (6.7+), reset only the pages an
+            // instance touched, without madvise.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            // Return freed slots' memory to the kernel in batches, not one madvise
+            // per instance.
+            .decommit_batch_size(16);
+        let engines = Arc::new(Engines::new(Some(pool))?);
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engines = engines.clone();
+            let stop = stop_ticker.clone();
+            let tick = config.epoch_tick;
+            std::thread::Builder::new()
+                .name("wasmesh-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engines.increment_epoch();
+                    }
+                })
+                .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
+        }
+        Ok(Arc::new(Self {
+            engines,
+            inference,
+            routes: RwLock::new(Arc::new(Vec::new())),
+            ready: AtomicBool::new(false),
+            in_flight: Default::default(),
+            served: Default::default(),
+            stop_ticker,
+            metrics: config.metrics,
+        }))
+    }
+
+    /// The inference engine components reach through `wasi:nn`.
+    pub fn inference(&self) -> &Arc<dyn InferenceEngine> {
+        &self.inference
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests served since start.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Whether the host is marked ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the host ready (`GET /health` answers 200 from then on).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}

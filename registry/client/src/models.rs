@@ -1,0 +1,70 @@
+//! Models and LoRA adapters: pushing and listing them, and fetching a model into a
+//! folder or the weight cache.
+
+use crate::Client;
+use crate::cache::{Lease, WeightCache};
+use crate::error::Result;
+use crate::progress::Progress;
+use std::path::{Path, PathBuf};
+use wasmesh_api::wire::{ArtifactKind, LoraInfo, ModelInfo, PushLora, PushModel};
+
+impl Client {
+    /// Uploads and registers a GGUF model.
+    pub async fn push_model(&self, path: &Path, name: &str, progress: &dyn Progress) -> Result<ModelInfo> {
+        let blob = self.upload_file(path, ArtifactKind::Model, progress).await?;
+        self.post("/v1/models", &PushModel { name: name.into(), blake3: blob.blake3 }).await
+    }
+
+    /// Every model.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>> {
+        self.get("/v1/models").await
+    }
+
+    /// Uploads and registers a LoRA adapter for `base`.
+    pub async fn push_lora(&self, path: &Path, name: &str, base: &str, progress: &dyn Progress) -> Result<LoraInfo> {
+        let blob = self.upload_file(path, ArtifactKind::Lora, progress).await?;
+        self.post("/v1/loras", &PushLora { name: name.into(), base: base.into(), blake3: blob.blake3 }).await
+    }
+
+    /// Every LoRA adapter.
+    pub async fn loras(&self) -> Result<Vec<LoraInfo>> {
+        self.get("/v1/loras").await
+    }
+
+    /// Model `name` as the registry records it.
+    pub async fn model(&self, name: &str) -> Result<ModelInfo> {
+        self.get(&format!("/v1/models/{name}")).await
+    }
+
+    /// Fetches model `name` from the registry into `dir` (as `BLAKE3.gguf`),
+    /// verified piece by piece; returns its path. A file already there and whole is
+    /// used as is; an interrupted download resumes after its last verified piece.
+    pub async fn fetch_model(&self, name: &str, dir: &Path, progress: &dyn Progress) -> Result<PathBuf> {
+        let model: ModelInfo = self.get(&format!("/v1/models/{name}")).await?;
+        let dest = dir.join(format!("{}.gguf", model.blake3));
+        self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
+        Ok(dest)
+    }
+
+    /// Fetches model `name` into `cache`, verified piece by piece, and leases it (it
+    /// is not evicted while the lease lives). A model already in the cache is only
+    /// re-verified; otherwise least recently used, unleased models are evicted to
+    /// make room first.
+    pub async fn fetch_model_cached(
+        &self,
+        name: &str,
+        cache: &WeightCache,
+        progress: &dyn Progress,
+    ) -> Result<(PathBuf, Lease)> {
+        let model: ModelInfo = self.get(&format!("/v1/models/{name}")).await?;
+        // Leased from the start, so the partial download is never evicted either.
+        let lease = cache.lease(&model.blake3);
+        let dest = cache.path_for(&model.blake3);
+        let cached = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() == model.size);
+        if !cached {
+            cache.make_room(&model.blake3, &format!("model '{name}'"), model.size)?;
+        }
+        self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
+        Ok((dest, lease))
+    }
+}

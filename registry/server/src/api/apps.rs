@@ -1,0 +1,123 @@
+//! Apps: listing them and their versions, deploying a version (its components
+//! checked and validated), rolling back, and the deployments nodes long-poll.
+
+use super::St;
+use crate::State;
+use crate::auth::Caller;
+use crate::catalog;
+use crate::error::{ApiError, ApiResult, Json};
+use axum::extract::{Path, Query, State as S};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::time::{Duration, Instant};
+use wasmesh_api::AppManifest;
+use wasmesh_api::wire::{Deploy, Rollback, Scope};
+
+pub(super) async fn apps_list(S(state): St, caller: Caller) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
+    Ok(axum::Json(catalog::apps(&state.db).await?).into_response())
+}
+
+pub(super) async fn app_get(S(state): St, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
+    let app = catalog::app_summary(&state.db, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no app named '{name}'; `wasmesh apps ls` lists them")))?;
+    Ok(axum::Json(app).into_response())
+}
+
+pub(super) async fn app_versions(S(state): St, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
+    let versions = catalog::versions(&state.db, &name).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("no app named '{name}'; `wasmesh apps ls` lists them")));
+    }
+    Ok(axum::Json(versions).into_response())
+}
+
+pub(super) async fn deploy(
+    S(state): St,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<Deploy>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Deploy)?;
+    let manifest =
+        AppManifest::parse(&req.manifest).map_err(|e| ApiError::bad_request("invalid_manifest", e.to_string()))?;
+    if let Some(network) = &manifest.app.network {
+        caller.require_network(&name, network)?;
+    }
+    catalog::check_deploy(&name, &manifest, &req.components)?;
+    for (component, hash) in &req.components {
+        catalog::check_defined(&manifest, component)?;
+        let blob = catalog::blob(&state.db, hash).await?;
+        catalog::check_component_blob(component, hash, blob.as_ref())?;
+        validate_component(&state, component, hash).await?;
+    }
+    let version = catalog::create_version(&state.db, &name, &req.manifest, &req.components, &caller.key_id).await?;
+    state.metrics.deploys.inc();
+    state.changed.notify_waiters();
+    tracing::info!(app = %name, version = version.version, by = %caller.key_id, "deployed");
+    Ok((StatusCode::CREATED, axum::Json(version)).into_response())
+}
+
+/// Validates the component blob `hash` (`component` of its app) unless it passed
+/// before: each blob is compiled once, one validation at a time.
+async fn validate_component(state: &State, component: &str, hash: &str) -> ApiResult<()> {
+    if !catalog::is_validated(&state.db, hash).await? {
+        let bytes = state.artifacts.get(hash).await?;
+        let validator = state.validator.clone();
+        let name = component.to_string();
+        let _slot = state.validate_slots.acquire().await.map_err(|e| ApiError::internal("validator closed", e))?;
+        tokio::task::spawn_blocking(move || validator.validate(&name, &bytes))
+            .await
+            .map_err(|e| ApiError::internal("validation task failed", e))?
+            .map_err(|e| ApiError::bad_request("invalid_component", e.to_string()))?;
+        catalog::mark_validated(&state.db, hash).await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn rollback(
+    S(state): St,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<Rollback>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Deploy)?;
+    let app = catalog::rollback(&state.db, &name, req.version).await?;
+    state.changed.notify_waiters();
+    tracing::info!(app = %name, version = req.version, by = %caller.key_id, "rolled back");
+    Ok(axum::Json(app).into_response())
+}
+
+/// `GET /v1/deployments` parameters.
+#[derive(serde::Deserialize)]
+pub(super) struct DeploymentsQuery {
+    since: Option<u64>,
+    wait_s: Option<u64>,
+}
+
+pub(super) async fn deployments(
+    S(state): St,
+    caller: Caller,
+    Query(q): Query<DeploymentsQuery>,
+) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Provider, Scope::Deploy])?;
+    // Long poll: with `since`, answer when the revision moves past it (or after
+    // `wait_s`, at most 60 s). Deploys through this process wake waiters at
+    // once; a tick catches those through another replica.
+    if let Some(since) = q.since {
+        let deadline = Instant::now() + Duration::from_secs(q.wait_s.unwrap_or(0).min(60));
+        loop {
+            let notified = state.changed.notified();
+            if catalog::revision(&state.db).await? != since || Instant::now() >= deadline {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+    let mut deployments = catalog::deployments(&state.db).await?;
+    catalog::retain_visible(&mut deployments, &caller);
+    Ok(axum::Json(deployments).into_response())
+}

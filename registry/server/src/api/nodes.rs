@@ -1,0 +1,121 @@
+//! Nodes: registration, signed heartbeats, joining the swarm of a weights file and
+//! reporting bad peers, the private BitTorrent tracker, and the node list.
+
+use super::St;
+use crate::State;
+use crate::auth::Caller;
+use crate::catalog;
+use crate::error::{ApiError, ApiResult, Json};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State as S};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use wasmesh_api::wire::{self, Heartbeat, RegisterNode, Scope};
+
+pub(super) async fn node_register(S(state): St, caller: Caller, Json(req): Json<RegisterNode>) -> ApiResult<Response> {
+    caller.require(crate::nodes::register_scope(req.role))?;
+    let cert = crate::nodes::register(&state.db, &state.ca, &caller.key_id, caller.network.as_deref(), &req).await?;
+    Ok(axum::Json(cert).into_response())
+}
+
+pub(super) async fn node_heartbeat(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let beat: Heartbeat = signed_body(&state, &caller, &id, "heartbeat", &headers, &body).await?;
+    crate::nodes::heartbeat(&state.db, &id, &beat).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A node's signed JSON body, checked against its registered key.
+async fn signed_body<T: serde::de::DeserializeOwned>(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    what: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<T> {
+    caller.require(Scope::Provider)?;
+    crate::nodes::verify_request(&state.db, id, headers, "POST", &format!("/v1/nodes/{id}/{what}"), body).await?;
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid {what} JSON: {e}")))
+}
+
+/// A node joins the swarm of a model or LoRA file: its tracker URL and, when it is
+/// fetching, its share of the origin.
+pub(super) async fn node_swarm(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let join: wire::SwarmJoin = signed_body(&state, &caller, &id, "swarm", &headers, &body).await?;
+    let blob = catalog::blob(&state.db, &join.blob)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no artifact {}", join.blob)))?;
+    let (info_hash, pieces) = crate::swarm::swarm_of(&join.blob, &blob)?;
+    Ok(axum::Json(state.swarms.join(&id, &join, &info_hash, pieces)).into_response())
+}
+
+/// A node reports a peer whose pieces failed verification.
+pub(super) async fn node_report(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let report: wire::PeerReport = signed_body(&state, &caller, &id, "reports", &headers, &body).await?;
+    Ok(axum::Json(crate::swarm::report(&state.db, &state.swarms, &id, &report).await?).into_response())
+}
+
+/// The private tracker (BitTorrent HTTP announce; the token in the path stands for
+/// the API key a BitTorrent client cannot send). Answers are bencoded, failures too.
+pub(super) async fn tracker_announce(
+    S(state): St,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((node, token)): Path<(String, String)>,
+    uri: axum::http::Uri,
+) -> Response {
+    let bencoded =
+        |status: StatusCode, body: Vec<u8>| (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response();
+    if token != state.swarms.token(&node) {
+        return bencoded(
+            StatusCode::FORBIDDEN,
+            crate::swarm::announce_failure("unknown tracker token: join the swarm through the registry API"),
+        );
+    }
+    let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
+        Ok(a) => a,
+        Err(e) => return bencoded(StatusCode::BAD_REQUEST, crate::swarm::announce_failure(&e)),
+    };
+    let known = catalog::has_info_hash(&state.db, &announce.info_hash).await;
+    let excluded = crate::swarm::excluded_for(&state.db, &node).await;
+    let (Ok(known), Ok(excluded)) = (known, excluded) else {
+        return bencoded(
+            StatusCode::SERVICE_UNAVAILABLE,
+            crate::swarm::announce_failure("the registry's database is unavailable"),
+        );
+    };
+    if !known {
+        return bencoded(
+            StatusCode::NOT_FOUND,
+            crate::swarm::announce_failure("this tracker only serves files pushed to its registry"),
+        );
+    }
+    let addr = SocketAddr::new(peer.ip(), announce.port);
+    let (peers, complete, incomplete) =
+        state.swarms.announce(&node, &announce.info_hash, addr, announce.left, announce.stopped, &excluded);
+    bencoded(StatusCode::OK, crate::swarm::announce_response(&peers, complete, incomplete))
+}
+
+pub(super) async fn nodes_list(S(state): St, caller: Caller) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Provider, Scope::Deploy])?;
+    Ok(axum::Json(crate::nodes::list(&state.db, state.config.offline_after).await?).into_response())
+}

@@ -1,0 +1,121 @@
+//! Running things: `wasmesh` (or any) processes killed on drop, free loopback
+//! ports, polling until a condition holds, and a Tokio runtime for async calls.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fixtures::wasmesh_bin;
+use crate::http::request;
+
+/// A single-threaded Tokio runtime for a test's async client calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime")
+}
+
+/// Polls `check` every 100 ms until it holds, or panics after `timeout` naming `what`.
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A free port on 127.0.0.1, never one this process was given before.
+///
+/// The port is free when picked but nothing holds it until the process it is for
+/// binds it, and the kernel may hand the same port to the next `bind(:0)` in that
+/// window: a test that picks a registry's address and then starts PostgreSQL on
+/// another picked port once got the same one for both.
+pub fn free_addr() -> SocketAddr {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let addr = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+        if GIVEN.lock().unwrap_or_else(|p| p.into_inner()).insert(addr.port()) {
+            return addr;
+        }
+    }
+}
+
+/// A `wasmesh` process, killed on drop. Its stderr is kept for failure messages.
+pub struct Process {
+    child: Child,
+    log: PathBuf,
+    /// The HTTP address it serves.
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    /// Runs `wasmesh ARGS` and returns at once.
+    pub fn spawn(args: &[&str], addr: SocketAddr, log: PathBuf) -> Self {
+        Self::spawn_program(&wasmesh_bin(), args, &[], addr, log)
+    }
+
+    /// Runs `program ARGS` with extra environment variables and returns at once.
+    pub fn spawn_program(program: &Path, args: &[&str], envs: &[(&str, &str)], addr: SocketAddr, log: PathBuf) -> Self {
+        let file = std::fs::File::options().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .env("RUST_LOG", "info,llama_cpp_2=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Self { child, log, addr }
+    }
+
+    /// Runs a prepared command (its stderr goes to `log`) and returns at once.
+    pub fn from_command(mut command: Command, addr: SocketAddr, log: PathBuf) -> Self {
+        let file = std::fs::File::options().create(true).append(true).open(&log).expect("log file");
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", command.get_program()));
+        Self { child, log, addr }
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `GET /health` answers 200, or panics with the process's log.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wasmesh exited ({status}) before it was ready:\n{}", self.log());
+            }
+            if let Ok(r) = request(self.addr, "GET", "/health", &[], None)
+                && r.status == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("wasmesh not ready after {timeout:?}:\n{}", self.log());
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,35 @@
+//! Starting a `wasmesh registry` of the test's own.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::process::{Process, free_addr};
+
+/// The arguments of `wasmesh registry` listening on `addr` with its state in
+/// `dir/registry` and its first admin key written to `dir/admin.key`, plus `extra`.
+pub fn registry_args(addr: SocketAddr, dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "registry".into(),
+        "--listen".into(),
+        addr.to_string(),
+        "--data".into(),
+        dir.join("registry").display().to_string(),
+        "--admin-key-file".into(),
+        dir.join("admin.key").display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts `wasmesh registry` (see [`registry_args`]), waits until it answers, and
+/// returns it with its admin key.
+pub fn start_registry(dir: &Path, extra: &[&str]) -> (Process, String) {
+    let addr = free_addr();
+    let args = registry_args(addr, dir, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut registry = Process::spawn(&args, addr, dir.join("registry.log"));
+    registry.wait_ready(Duration::from_secs(60));
+    let admin = std::fs::read_to_string(dir.join("admin.key")).expect("the registry wrote its admin key");
+    (registry, admin.trim().to_string())
+}
