@@ -43,6 +43,7 @@ pub const WASI_P2: &[&str] = &[
 /// WASI 0.3 and `wasi:http` 0.3, linked for WASIp3 components (and WASIp2 handlers
 /// that import some of them).
 pub const WASI_P3: &[&str] = &[
+    "wasi:cli/types@0.3.0",
     "wasi:cli/exit@0.3.0",
     "wasi:cli/environment@0.3.0",
     "wasi:cli/stdin@0.3.0",
