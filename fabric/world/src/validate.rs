@@ -120,12 +120,12 @@ impl ComponentValidator {
         Ok(Self { p2: Engine::new(&engine_config(Abi::P2))?, p3: OnceLock::new() })
     }
 
-    fn p3(&self) -> Result<&Engine, ComponentError> {
+    /// The WASIp3 engine, made when the first component needs it.
+    fn p3(&self) -> wasmtime::Result<&Engine> {
         if let Some(engine) = self.p3.get() {
             return Ok(engine);
         }
-        let engine = Engine::new(&engine_config(Abi::P3))
-            .map_err(|e| ComponentError::Compile { component: String::new(), message: format!("{e:#}") })?;
+        let engine = Engine::new(&engine_config(Abi::P3))?;
         Ok(self.p3.get_or_init(|| engine))
     }
 
@@ -148,7 +148,7 @@ impl ComponentValidator {
         let (compiled, engine, exports) = match on_p2 {
             Some((compiled, exports)) if !exports.is_p3() => (compiled, &self.p2, exports),
             _ => {
-                let engine = self.p3()?;
+                let engine = self.p3().map_err(compile_error)?;
                 let compiled = Component::new(engine, bytes).map_err(compile_error)?;
                 let exports = exports_of(&compiled, engine);
                 (compiled, engine, exports)
@@ -171,5 +171,52 @@ impl ComponentValidator {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WASIp2 handler importing `clock` (an instance with one function).
+    fn handler(clock: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(component
+                (import "{clock}" (instance (export "now" (func (result u64)))))
+                (import "wasi:http/types@0.2.3" (instance $types
+                    (export "incoming-request" (type (sub resource)))
+                    (export "response-outparam" (type (sub resource)))))
+                (alias export $types "incoming-request" (type $request))
+                (alias export $types "response-outparam" (type $out))
+                (core module $m (func (export "handle") (param i32 i32)))
+                (core instance $i (instantiate $m))
+                (func $handle (param "request" (own $request)) (param "response-out" (own $out))
+                    (canon lift (core func $i "handle")))
+                (instance $handler (export "handle" (func $handle)))
+                (export "wasi:http/incoming-handler@0.2.3" (instance $handler)))"#
+        ))
+        .expect("valid component text")
+    }
+
+    #[test]
+    fn a_handler_importing_what_hosts_provide_passes_and_anything_else_is_named() {
+        let validator = ComponentValidator::new().unwrap();
+        validator.validate("web", &handler("wasi:clocks/monotonic-clock@0.2.0")).expect("a plain WASIp2 handler");
+        let err = validator.validate("web", &handler("acme:clocks/now@1.0.0")).unwrap_err();
+        assert!(matches!(err, ComponentError::UnsupportedImport { .. }), "{err}");
+        assert!(err.to_string().contains("`acme:clocks/now@1.0.0`"), "{err}");
+    }
+
+    #[test]
+    fn non_components_and_non_handlers_are_refused_with_what_to_do() {
+        let validator = ComponentValidator::new().unwrap();
+        let err = validator.validate("web", b"hello, not wasm").unwrap_err();
+        assert!(matches!(err, ComponentError::NotWasm { .. }), "{err}");
+        let err = validator.validate("web", b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(err.to_string().contains("wasm32-wasip2"), "{err}");
+        let empty = wat::parse_str("(component)").unwrap();
+        let err = validator.validate("web", &empty).unwrap_err();
+        assert!(matches!(err, ComponentError::WrongWorld { .. }), "{err}");
+        assert!(err.to_string().contains("component 'web'"), "{err}");
     }
 }

@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmesh_api::wire::{Deployments, ResourceShare};
 use wasmesh_api::AppManifest;
+use wasmesh_api::wire::{Deployments, ResourceShare};
 use wasmesh_client::{Client, ClientError, NoProgress, NodeIdentity};
 use wasmesh_runtime::{Host, Mount};
 
@@ -174,11 +174,8 @@ async fn heartbeat_loop(
             );
         }
         under_pressure_flag.store(sample.under_pressure, std::sync::atomic::Ordering::Relaxed);
-        let beat = HostSnapshot::read(&host, sample.under_pressure).heartbeat(
-            hardware.clone(),
-            config.share.clone(),
-            sample,
-        );
+        let beat =
+            HostSnapshot::read(&host, sample.under_pressure).heartbeat(hardware.clone(), config.share.clone(), sample);
         match client.heartbeat(&identity, &beat).await {
             Ok(()) if failing => {
                 failing = false;

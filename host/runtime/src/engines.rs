@@ -153,8 +153,9 @@ mod tests {
         let mut probed = 0;
         for name in wasmesh_world::interfaces::ALL.iter().flat_map(|group| group.iter()) {
             if let Some((kind, item)) = probe(name) {
-                defined(name, kind, item)
-                    .unwrap_or_else(|e| panic!("{name} is listed in wasmesh_world::interfaces but no host links it: {e}"));
+                defined(name, kind, item).unwrap_or_else(|e| {
+                    panic!("{name} is listed in wasmesh_world::interfaces but no host links it: {e}")
+                });
                 probed += 1;
             }
         }

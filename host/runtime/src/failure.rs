@@ -4,7 +4,7 @@
 
 use crate::app::LoadedComponent;
 use crate::body::HostBody;
-use crate::invoke::Outcome;
+use crate::outcome::Outcome;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -42,10 +42,6 @@ pub(crate) fn failure_response(
         body["limit"] = serde_json::json!(format!("[component.{}.limits] {key}", component.name));
     }
     json_error(status, body)
-}
-
-pub(crate) fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
 }
 
 pub(crate) fn too_large(c: &LoadedComponent, len: u64, max: u64) -> Response<HostBody> {

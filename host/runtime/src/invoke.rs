@@ -4,8 +4,12 @@
 
 use crate::app::LoadedComponent;
 use crate::body::{BoxError, Capped, HostBody, WithGuard};
-use crate::failure::{failure_response, first_line, json_error, too_large};
+use crate::failure::{failure_response, json_error, too_large};
 use crate::host::Host;
+use crate::limits::Limiter;
+use crate::nn::NnCtx;
+use crate::outcome::Outcome;
+use crate::spin::LlmCtx;
 use crate::state::HostState;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -14,7 +18,8 @@ use hyper::body::Body;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::Store;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::handler::ProxyPre;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -231,77 +236,40 @@ fn with_absolute_uri<B>(mut req: http::Request<B>) -> http::Request<B> {
     req
 }
 
-/// How a guest call ended, read from its store.
-pub(crate) struct Outcome {
-    pub(crate) timed_out: bool,
-    pub(crate) memory_hit: bool,
-    pub(crate) instantiated: bool,
-    pub(crate) error: Option<String>,
-    #[allow(dead_code, reason = "reported once billing lands")]
-    usage: wasmesh_engine::Usage,
-}
-
-impl Outcome {
-    /// Reads the outcome of a call that ended with `result` (`Err` when it ran past
-    /// its deadline) from its store.
-    pub(crate) fn of<T>(
-        store: &Store<HostState>,
-        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-        instantiated: bool,
-    ) -> Self {
-        let data = store.data();
-        Outcome {
-            timed_out: result.is_err() || data.limiter.deadline_hit,
-            memory_hit: data.limiter.memory_hit,
-            instantiated,
-            error: match result {
-                Ok(Err(e)) => Some(format!("{e:?}")),
-                _ => None,
+impl Host {
+    /// A store for one request to `component`: its WASI context, `wasi:nn` grants,
+    /// memory cap and deadline (checked at every epoch tick, where a long-running
+    /// guest also yields so it cannot hold a runtime thread).
+    pub(crate) fn new_store(&self, component: &LoadedComponent, stderr: bool) -> Store<HostState> {
+        let limits = component.limits;
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&component.env);
+        if stderr {
+            wasi.inherit_stderr();
+        }
+        let state = HostState::new(
+            wasi.build(),
+            NnCtx::new(self.inference.clone(), component.name.clone(), component.granted.clone()),
+            LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
+            Limiter {
+                memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
+                memory_hit: false,
+                deadline: Instant::now() + Duration::from_millis(limits.timeout_ms()),
+                deadline_hit: false,
             },
-            usage: {
-                let mut usage = data.nn.usage;
-                usage += data.llm.usage;
-                usage
-            },
-        }
-    }
-
-    pub(crate) fn describe(&self, c: &LoadedComponent) -> String {
-        if self.timed_out {
-            format!(
-                "component '{}' was stopped at its deadline of {} ms; raise limits.timeout_ms in [component.{}.limits] if it needs longer",
-                c.name,
-                c.limits.timeout_ms(),
-                c.name
-            )
-        } else if self.memory_hit {
-            format!(
-                "component '{}' was stopped at its memory limit of {} MiB; raise limits.memory_mb in [component.{}.limits] if it needs more",
-                c.name,
-                c.limits.memory_bytes() >> 20,
-                c.name
-            )
-        } else if !self.instantiated {
-            format!(
-                "the host could not instantiate component '{}' (at capacity?): {}",
-                c.name,
-                self.error.as_deref().unwrap_or("unknown error")
-            )
-        } else if let Some(e) = &self.error {
-            format!("component '{}' trapped: {}", c.name, first_line(e))
-        } else {
-            format!("component '{}' returned without sending a response", c.name)
-        }
-    }
-
-    pub(crate) fn limit_key(&self) -> Option<&'static str> {
-        if self.timed_out {
-            Some("timeout_ms")
-        } else if self.memory_hit {
-            Some("memory_mb")
-        } else {
-            None
-        }
+        );
+        let mut store = Store::new(&component.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let limiter = &mut ctx.data_mut().limiter;
+            if Instant::now() >= limiter.deadline {
+                limiter.deadline_hit = true;
+                return Err(wasmtime::format_err!("deadline exceeded"));
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
     }
 }
 

@@ -29,6 +29,7 @@ mod failure;
 mod host;
 mod invoke;
 mod limits;
+mod outcome;
 mod routes;
 mod serve;
 mod state;

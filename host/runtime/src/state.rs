@@ -1,16 +1,12 @@
 //! The data of each per-request store ([`HostState`]): its WASI, `wasi:http`,
-//! `wasi:nn` and Spin LLM contexts and its limiter; how the host builds a store
-//! for one request (memory cap, deadline); and the hooks that deny guests
-//! outgoing HTTP.
+//! `wasi:nn` and Spin LLM contexts and its limiter, built from plain values
+//! ([`HostState::new`]); and the hooks that deny guests outgoing HTTP. The store
+//! around it is made in `invoke`.
 
-use crate::app::LoadedComponent;
-use crate::host::Host;
 use crate::limits::Limiter;
 use crate::nn::{NnCtx, NnView, WasiNnView};
 use crate::spin::{LlmCtx, SpinLlmView};
-use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
@@ -23,6 +19,14 @@ pub struct HostState {
     pub(crate) nn: NnCtx,
     pub(crate) llm: LlmCtx,
     pub(crate) limiter: Limiter,
+}
+
+impl HostState {
+    /// The state of one request's store: `wasi` built from the component's env,
+    /// `nn` and `llm` holding its grants, `limiter` its memory cap and deadline.
+    pub(crate) fn new(wasi: WasiCtx, nn: NnCtx, llm: LlmCtx, limiter: Limiter) -> Self {
+        Self { table: ResourceTable::new(), wasi, http: WasiHttpCtx::new(), hooks: DenyOutbound, nn, llm, limiter }
+    }
 }
 
 impl WasiView for HostState {
@@ -71,45 +75,5 @@ impl wasmtime_wasi_http::WasiHttpHooks for DenyOutbound {
             > + Send,
     > {
         Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
-    }
-}
-
-impl Host {
-    /// A store for one request to `component`: its WASI context, `wasi:nn` grants,
-    /// memory cap and deadline (checked at every epoch tick, where a long-running
-    /// guest also yields so it cannot hold a runtime thread).
-    pub(crate) fn new_store(&self, component: &LoadedComponent, stderr: bool) -> Store<HostState> {
-        let limits = component.limits;
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&component.env);
-        if stderr {
-            wasi.inherit_stderr();
-        }
-        let state = HostState {
-            table: ResourceTable::new(),
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            hooks: DenyOutbound,
-            nn: NnCtx::new(self.inference.clone(), component.name.clone(), component.granted.clone()),
-            llm: LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
-            limiter: Limiter {
-                memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
-                memory_hit: false,
-                deadline: Instant::now() + Duration::from_millis(limits.timeout_ms()),
-                deadline_hit: false,
-            },
-        };
-        let mut store = Store::new(&component.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let limiter = &mut ctx.data_mut().limiter;
-            if Instant::now() >= limiter.deadline {
-                limiter.deadline_hit = true;
-                return Err(wasmtime::format_err!("deadline exceeded"));
-            }
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store
     }
 }

@@ -1,5 +1,6 @@
 //! Small, stable hashing: every router must place a model at the same ring point, so no
-//! per-process random seeds (`RandomState`) here.
+//! per-process random seeds (`RandomState`) here. [`combine`] and the deterministic
+//! [`Rng`] are public for the simulator (`wasmesh-sim`), whose runs replay from a seed.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -26,7 +27,7 @@ pub(crate) fn hash_str(s: &str) -> u64 {
 
 /// Two values into one hash (a ring point from a node id and a replica number, a probe start
 /// from a request key and a model).
-pub(crate) const fn combine(a: u64, b: u64) -> u64 {
+pub const fn combine(a: u64, b: u64) -> u64 {
     mix64(a ^ b.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17))
 }
 
@@ -64,19 +65,19 @@ impl BuildHasher for StableState {
     }
 }
 
-/// A small deterministic PRNG (xorshift64*, seeded through splitmix64) for the tests, so runs
-/// replay exactly. (The simulator, in `wasmesh-sim`, has its own copy.)
-#[cfg(test)]
+/// A small deterministic PRNG (xorshift64*, seeded through splitmix64), so the tests' and
+/// the simulator's runs replay exactly. Not for anything that must be unpredictable.
 #[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
-#[cfg(test)]
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator whose sequence depends only on `seed`.
+    pub fn new(seed: u64) -> Self {
         Self(mix64(seed ^ 0x6a09_e667_f3bc_c909) | 1)
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -86,12 +87,17 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         reduce(self.next_u64(), n)
     }
 
     /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f64 {
+    pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range_u32(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + self.below((hi - lo) as usize + 1) as u32
     }
 }

@@ -100,7 +100,7 @@
 //! ```
 
 mod config;
-mod hash;
+pub mod hash;
 mod node;
 mod snapshot;
 mod warmth;

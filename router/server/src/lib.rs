@@ -15,8 +15,8 @@
 //! whenever it changes (at most every 100 ms) and swapped atomically.
 
 mod link;
-mod route_error;
 mod metrics;
+mod route_error;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;

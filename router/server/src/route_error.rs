@@ -94,6 +94,9 @@ mod tests {
         assert!(!timeout.retry);
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
         let none = RouteError::internal(Kind::NoCandidate, "no host");
-        assert_eq!((none.retry, none.status(), none.origin_label()), (false, StatusCode::SERVICE_UNAVAILABLE, "internal"));
+        assert_eq!(
+            (none.retry, none.status(), none.origin_label()),
+            (false, StatusCode::SERVICE_UNAVAILABLE, "internal")
+        );
     }
 }

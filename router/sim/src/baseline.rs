@@ -2,7 +2,7 @@
 //! round-robin, and least-loaded (over a [`MinTree`]).
 
 use crate::fabric::Fabric;
-use crate::rng::Rng;
+use wasmesh_policy::hash::Rng;
 
 /// A routing policy the simulator compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

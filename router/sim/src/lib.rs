@@ -90,7 +90,6 @@ mod config;
 mod fabric;
 mod replay;
 mod report;
-mod rng;
 mod workload;
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use crate::baseline::{Baselines, MinTree, Policy};
 use crate::config::SimConfig;
 use crate::fabric::{Fabric, Landed};
 use crate::report::{Latency, PolicyReport, SimReport};
-use crate::rng::Rng;
 use crate::workload::{World, arrivals};
+use wasmesh_policy::hash::Rng;
 
 const BASELINE_SALT: u64 = 0x6261_7365_6c69_6e65;
 

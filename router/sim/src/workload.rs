@@ -5,7 +5,7 @@
 use wasmesh_policy::ModelRef;
 
 use crate::config::SimConfig;
-use crate::rng::{Rng, combine};
+use wasmesh_policy::hash::{Rng, combine};
 
 const GIB: u64 = 1 << 30;
 const ARRIVAL_SALT: u64 = 0x6172_7269_7661_6c73;

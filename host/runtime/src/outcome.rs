@@ -1,0 +1,85 @@
+//! How a guest call ended ([`Outcome`]), read from its store: deadline, memory cap,
+//! trap, and the words that describe it to the caller and the log.
+
+use crate::app::LoadedComponent;
+use crate::state::HostState;
+use wasmtime::Store;
+
+/// How a guest call ended, read from its store.
+pub(crate) struct Outcome {
+    pub(crate) timed_out: bool,
+    pub(crate) memory_hit: bool,
+    pub(crate) instantiated: bool,
+    pub(crate) error: Option<String>,
+    #[allow(dead_code, reason = "reported once billing lands")]
+    usage: wasmesh_engine::Usage,
+}
+
+impl Outcome {
+    /// Reads the outcome of a call that ended with `result` (`Err` when it ran past
+    /// its deadline) from its store.
+    pub(crate) fn of<T>(
+        store: &Store<HostState>,
+        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        instantiated: bool,
+    ) -> Self {
+        let data = store.data();
+        Outcome {
+            timed_out: result.is_err() || data.limiter.deadline_hit,
+            memory_hit: data.limiter.memory_hit,
+            instantiated,
+            error: match result {
+                Ok(Err(e)) => Some(format!("{e:?}")),
+                _ => None,
+            },
+            usage: {
+                let mut usage = data.nn.usage;
+                usage += data.llm.usage;
+                usage
+            },
+        }
+    }
+
+    pub(crate) fn describe(&self, c: &LoadedComponent) -> String {
+        if self.timed_out {
+            format!(
+                "component '{}' was stopped at its deadline of {} ms; raise limits.timeout_ms in [component.{}.limits] if it needs longer",
+                c.name,
+                c.limits.timeout_ms(),
+                c.name
+            )
+        } else if self.memory_hit {
+            format!(
+                "component '{}' was stopped at its memory limit of {} MiB; raise limits.memory_mb in [component.{}.limits] if it needs more",
+                c.name,
+                c.limits.memory_bytes() >> 20,
+                c.name
+            )
+        } else if !self.instantiated {
+            format!(
+                "the host could not instantiate component '{}' (at capacity?): {}",
+                c.name,
+                self.error.as_deref().unwrap_or("unknown error")
+            )
+        } else if let Some(e) = &self.error {
+            format!("component '{}' trapped: {}", c.name, first_line(e))
+        } else {
+            format!("component '{}' returned without sending a response", c.name)
+        }
+    }
+
+    pub(crate) fn limit_key(&self) -> Option<&'static str> {
+        if self.timed_out {
+            Some("timeout_ms")
+        } else if self.memory_hit {
+            Some("memory_mb")
+        } else {
+            None
+        }
+    }
+}
+
+/// The first line of an error's text (Wasmtime's traps carry a backtrace after it).
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
