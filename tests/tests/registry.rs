@@ -916,8 +916,8 @@ fn the_weight_cache_evicts_the_least_recently_used_model_never_one_in_use() {
     let size = pushed[0].0.size;
     let provider = registry.client(&registry.key(&[Scope::Provider]));
     // Room for two models, not three.
-    let cache = wasmesh_client::WeightCache::open(dir.join("cache"), size * 2 + size / 2).unwrap();
-    let fetch = |name: &str| rt.block_on(provider.fetch_model_cached(name, &cache, &NoProgress));
+    let cache = wasmesh_weights::WeightCache::open(dir.join("cache"), size * 2 + size / 2).unwrap();
+    let fetch = |name: &str| rt.block_on(wasmesh_weights::fetch_model_cached(&provider, name, &cache, &NoProgress));
 
     // A is in use (held for the whole test); B was fetched and let go.
     let (a_path, _a_in_use) = fetch("model-a").unwrap();

@@ -85,17 +85,17 @@ pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
     let mut _weights = None;
     if let Some(registry) = &args.registry {
         let client = wasmesh_client::Client::new(registry, args.key.clone())?;
-        let cache = wasmesh_client::WeightCache::open(data.join("models"), args.cache_mb << 20)?;
+        let cache = wasmesh_weights::WeightCache::open(data.join("models"), args.cache_mb << 20)?;
         let fetched: Vec<usize> =
             (0..args.engine.models.len()).filter(|i| !args.engine.models[*i].contains('=')).collect();
         if args.no_p2p {
             for i in fetched {
                 let name = args.engine.models[i].clone();
                 tracing::info!(model = %name, "fetching weights from the object store (--no-p2p)");
-                let (path, lease) = client
-                    .fetch_model_cached(&name, &cache, &LogProgress::new(&name))
-                    .await
-                    .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
+                let (path, lease) =
+                    wasmesh_weights::fetch_model_cached(&client, &name, &cache, &LogProgress::new(&name))
+                        .await
+                        .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
                 _leases.push(lease);
                 args.engine.models[i] = format!("{name}={}", path.display());
             }

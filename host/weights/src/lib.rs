@@ -33,7 +33,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::PieceManifest;
-use wasmesh_client::{Client, ClientError, Lease, NodeIdentity, Progress, WeightCache};
+pub mod cache;
+
+pub use cache::{CacheError, Lease, WeightCache};
+use wasmesh_client::{Client, ClientError, NodeIdentity, Progress};
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +47,7 @@ pub enum FetchError {
     Registry(#[from] ClientError),
     /// The cache could not make room.
     #[error(transparent)]
-    Cache(#[from] wasmesh_client::CacheError),
+    Cache(#[from] CacheError),
     /// Bytes failed verification.
     #[error("{0}")]
     Corrupt(String),
@@ -246,11 +249,9 @@ impl Weights {
         let result = if model.pieces.info_hash.is_none() {
             // Pushed before the registry recorded torrents: no swarm, the store alone.
             tracing::warn!(model = %name, "stored before the registry recorded torrents: fetching from the object store alone");
-            self.client
-                .fetch_model_cached(name, &self.cache, progress.as_ref())
+            fetch_model_cached(&self.client, name, &self.cache, progress.as_ref())
                 .await
                 .map(|(path, lease)| (path, lease, FetchReport { origin_fallback: model.size, ..Default::default() }))
-                .map_err(FetchError::from)
         } else {
             self.fetch_blob(name, &model.blake3, model.size, &model.pieces, progress).await
         };
@@ -525,6 +526,29 @@ impl tracing::field::Visit for Fields {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.record_debug(field, &value);
     }
+}
+
+/// Fetches model `name` from the object store alone (through the registry) into
+/// `cache`, verified piece by piece, and leases it (it is not evicted while the lease
+/// lives). A model already in the cache is only re-verified; otherwise least recently
+/// used, unleased models are evicted to make room first. `wasmesh host --no-p2p` and
+/// models stored before torrents were recorded come this way.
+pub async fn fetch_model_cached(
+    client: &Client,
+    name: &str,
+    cache: &WeightCache,
+    progress: &dyn Progress,
+) -> Result<(PathBuf, Lease), FetchError> {
+    let model = client.model(name).await?;
+    // Leased from the start, so the partial download is never evicted either.
+    let lease = cache.lease(&model.blake3);
+    let dest = cache.path_for(&model.blake3);
+    let cached = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() == model.size);
+    if !cached {
+        cache.make_room(&model.blake3, &format!("model '{name}'"), model.size)?;
+    }
+    client.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
+    Ok((dest, lease))
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Errors talking to the registry: [`ClientError`], with the exit code the CLI
 //! ends with, and the crate's [`Result`].
 
-use crate::cache::CacheError;
 use std::path::{Path, PathBuf};
 
 /// What went wrong talking to the registry.
@@ -39,9 +38,6 @@ pub enum ClientError {
     /// Something local is wrong (a manifest, a downloaded file that does not hash right).
     #[error("{0}")]
     Invalid(String),
-    /// The weight cache cannot take the file.
-    #[error(transparent)]
-    Cache(#[from] CacheError),
 }
 
 impl ClientError {
@@ -56,7 +52,7 @@ impl ClientError {
             ClientError::Api { status: 400..=499, .. } => 5,
             ClientError::Api { .. } | ClientError::Unreachable { .. } => 6,
             ClientError::Invalid(_) => 5,
-            ClientError::Io { .. } | ClientError::Cache(_) => 1,
+            ClientError::Io { .. } => 1,
         }
     }
 

@@ -5,7 +5,6 @@
 //! missing ones are sent, each retried on transient failures. Node requests are
 //! signed with the node's Ed25519 key ([`NodeIdentity`]).
 
-pub mod cache;
 mod identity;
 
 mod apps;
@@ -18,7 +17,6 @@ mod nodes;
 mod progress;
 mod uploads;
 
-pub use cache::{CacheError, Lease, WeightCache};
 pub use client::Client;
 pub use error::{ClientError, Result};
 pub use identity::NodeIdentity;

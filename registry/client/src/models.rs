@@ -1,8 +1,7 @@
 //! Models and LoRA adapters: pushing and listing them, and fetching a model into a
-//! folder or the weight cache.
+//! folder (a host's weight cache is `wasmesh-weights`').
 
 use crate::Client;
-use crate::cache::{Lease, WeightCache};
 use crate::error::Result;
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
@@ -44,27 +43,5 @@ impl Client {
         let dest = dir.join(format!("{}.gguf", model.blake3));
         self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
         Ok(dest)
-    }
-
-    /// Fetches model `name` into `cache`, verified piece by piece, and leases it (it
-    /// is not evicted while the lease lives). A model already in the cache is only
-    /// re-verified; otherwise least recently used, unleased models are evicted to
-    /// make room first.
-    pub async fn fetch_model_cached(
-        &self,
-        name: &str,
-        cache: &WeightCache,
-        progress: &dyn Progress,
-    ) -> Result<(PathBuf, Lease)> {
-        let model: ModelInfo = self.get(&format!("/v1/models/{name}")).await?;
-        // Leased from the start, so the partial download is never evicted either.
-        let lease = cache.lease(&model.blake3);
-        let dest = cache.path_for(&model.blake3);
-        let cached = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() == model.size);
-        if !cached {
-            cache.make_room(&model.blake3, &format!("model '{name}'"), model.size)?;
-        }
-        self.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
-        Ok((dest, lease))
     }
 }
