@@ -80,58 +80,34 @@ pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
     });
     // `--model NAME` (no path) comes from the registry, verified piece by piece, into
     // the weight cache; the models served stay leased (never evicted) while it runs.
-    let mut _leases = Vec::new();
     let metrics = prometheus::Registry::new();
-    let mut _weights = None;
+    let mut _fetched = None;
     if let Some(registry) = &args.registry {
-        let client = wasmesh_client::Client::new(registry, args.key.clone())?;
-        let cache = wasmesh_weights::WeightCache::open(data.join("models"), args.cache_mb << 20)?;
-        let fetched: Vec<usize> =
-            (0..args.engine.models.len()).filter(|i| !args.engine.models[*i].contains('=')).collect();
-        if args.no_p2p {
-            for i in fetched {
-                let name = args.engine.models[i].clone();
-                tracing::info!(model = %name, "fetching weights from the object store (--no-p2p)");
-                let (path, lease) =
-                    wasmesh_weights::fetch_model_cached(&client, &name, &cache, &LogProgress::new(&name))
-                        .await
-                        .with_context(|| format!("cannot fetch model '{name}' from the registry"))?;
-                _leases.push(lease);
-                args.engine.models[i] = format!("{name}={}", path.display());
+        let names: Vec<String> = args.engine.models.iter().filter(|m| !m.contains('=')).cloned().collect();
+        let config = wasmesh_agent::FetchConfig {
+            registry: registry.clone(),
+            key: args.key.clone().context("--registry needs --key (a key with the provider scope)")?,
+            data_dir: data.clone(),
+            name: args.name.clone().unwrap_or_else(wasmesh_agent::hostname),
+            cache_bytes: args.cache_mb << 20,
+            no_p2p: args.no_p2p,
+            p2p_listen: args.p2p_listen,
+            upload_bps: (args.seed_kib_s > 0).then(|| args.seed_kib_s.saturating_mul(1024)),
+            stall: wasmesh_weights::StallPolicy {
+                min_rate: args.p2p_min_kib_s << 10,
+                window: std::time::Duration::from_secs(args.p2p_stall_secs.max(1)),
+            },
+        };
+        let fetched = wasmesh_agent::fetch_models(&config, &names, &metrics, |name| {
+            Arc::new(LogProgress::new(name)) as Arc<dyn wasmesh_client::Progress>
+        })
+        .await?;
+        for (name, path) in &fetched.files {
+            for model in args.engine.models.iter_mut().filter(|m| *m == name) {
+                *model = format!("{name}={}", path.display());
             }
-        } else if !fetched.is_empty() {
-            // Fetching signs requests as this node: register it first.
-            let identity = Arc::new(
-                wasmesh_client::NodeIdentity::load_or_create(&data.join("node.key"))
-                    .with_context(|| format!("cannot load the node identity in {}", data.display()))?,
-            );
-            let name = args.name.clone().unwrap_or_else(wasmesh_agent::hostname);
-            wasmesh_agent::register(&client, &identity, &name, std::time::Duration::from_secs(60)).await?;
-            let config = wasmesh_weights::WeightsConfig {
-                listen: args.p2p_listen,
-                upload_bps: (args.seed_kib_s > 0).then(|| args.seed_kib_s.saturating_mul(1024)),
-                stall: wasmesh_weights::StallPolicy {
-                    min_rate: args.p2p_min_kib_s << 10,
-                    window: std::time::Duration::from_secs(args.p2p_stall_secs.max(1)),
-                },
-                ..Default::default()
-            };
-            let weight_metrics = wasmesh_weights::WeightMetrics::new(&metrics)?;
-            let weights = wasmesh_weights::Weights::start(client.clone(), identity, cache, config, weight_metrics)
-                .await
-                .context("cannot start fetching weights")?;
-            for i in fetched {
-                let name = args.engine.models[i].clone();
-                tracing::info!(model = %name, "fetching weights (peers first, the object store for the rest)");
-                let (path, lease, _) = weights
-                    .fetch_model(&name, Arc::new(LogProgress::new(&name)))
-                    .await
-                    .with_context(|| format!("cannot fetch model '{name}'"))?;
-                _leases.push(lease);
-                args.engine.models[i] = format!("{name}={}", path.display());
-            }
-            _weights = Some(weights);
         }
+        _fetched = Some(fetched);
     }
     let engine = args.engine.build(Vec::new())?;
     let host = Host::new(HostConfig { max_instances: args.max_instances, metrics, ..Default::default() }, engine)

@@ -32,6 +32,23 @@ pub enum AgentError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The weight cache could not be opened (its folder cannot be created).
+    #[error(transparent)]
+    Cache(#[from] wasmesh_weights::CacheError),
+    /// The BitTorrent session for weights could not start.
+    #[error("cannot start fetching weights: {0}")]
+    Weights(#[source] wasmesh_weights::FetchError),
+    /// A model could not be fetched.
+    #[error("cannot fetch model '{model}': {source}")]
+    Fetch {
+        /// The model's name in the registry.
+        model: String,
+        /// What failed: the registry, the cache, a piece that does not verify.
+        source: wasmesh_weights::FetchError,
+    },
+    /// The node's metrics could not be registered (a name registered twice).
+    #[error("cannot register the weights metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The QUIC endpoint to dial routers could not be made.
     #[error("cannot set up the link to routers: {0}")]
     Tunnel(#[from] wasmesh_tunnel::TunnelError),

@@ -14,10 +14,12 @@
 //!   leaves the previous one serving.
 
 mod error;
+mod models;
 mod snapshot;
 mod tunnel;
 
 pub use error::AgentError;
+pub use models::{FetchConfig, FetchedModels, fetch_models};
 use snapshot::HostSnapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
