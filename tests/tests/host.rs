@@ -492,7 +492,10 @@ fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
     let r = request(addr, "POST", "/spin/infer", &[], Some(Payload::Chunked(&big))).expect("POST chunked");
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(r.text().contains("max_request_bytes"), "{}", r.text());
-    let r = post_json(addr, "/spin-hurried/infer", &json!({"prompt": "Write a long story.", "max_tokens": 2000}));
+    // Spin's defaults sample (temperature 0.8, a random seed): a prompt that ends mid-sentence,
+    // so the model is never done at its first tokens, well inside the 50 ms deadline.
+    let prompt = "Once upon a time, in a kingdom far beyond the mountains, there lived a";
+    let r = post_json(addr, "/spin-hurried/infer", &json!({"prompt": prompt, "max_tokens": 2000}));
     assert_eq!(r.status, 504, "{}", r.text());
     let err = r.json()["error"].as_str().unwrap().to_string();
     assert!(err.contains("deadline of 50 ms") && err.contains("timeout_ms"), "{err}");
