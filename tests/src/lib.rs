@@ -15,6 +15,7 @@ mod s3;
 mod weights;
 
 pub use fixtures::{
+    second_model_path,
     CONCURRENT_PROMPTS, cache_dir, components_dir, lora_path, model_path, prerequisites, scratch, skip_or_fail,
     wasmesh_bin,
 };

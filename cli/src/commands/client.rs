@@ -261,6 +261,25 @@ pub enum ModelsCommand {
     },
     /// List models.
     Ls(Connection),
+    /// Keep a model warm on N nodes: routers place it and restore the count when a warm
+    /// node leaves; hosts never evict it while pinned.
+    #[command(after_help = "Example:\n  wasmesh models pin smollm2 --min-warm 2")]
+    Pin {
+        /// The model.
+        name: String,
+        /// Nodes that must keep it warm.
+        #[arg(long, default_value_t = 1)]
+        min_warm: u32,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Stop keeping a model warm (it is evicted like any other when memory is needed).
+    Unpin {
+        /// The model.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// Runs `wasmesh models ...`.
@@ -289,18 +308,37 @@ pub async fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&models);
             }
-            println!("{:<24} {:<10} {:<8} {:>10} {:>10}  BLAKE3", "MODEL", "ARCH", "QUANT", "PARAMS", "SIZE");
+            println!("{:<24} {:<10} {:<8} {:>10} {:>10} {:>6}  BLAKE3", "MODEL", "ARCH", "QUANT", "PARAMS", "SIZE", "PINNED");
             for m in models {
                 println!(
-                    "{:<24} {:<10} {:<8} {:>9.0}M {:>10}  {}",
+                    "{:<24} {:<10} {:<8} {:>9.0}M {:>10} {:>6}  {}",
                     m.name,
                     m.facts.architecture,
                     m.facts.quantization,
                     m.facts.parameters as f64 / 1e6,
                     size(m.size),
+                    if m.min_warm > 0 { m.min_warm.to_string() } else { "-".to_string() },
                     &m.blake3[..16]
                 );
             }
+        }
+        ModelsCommand::Pin { name, min_warm, conn } => {
+            let model = conn.client()?.pin_model(&name, min_warm).await?;
+            if conn.json {
+                return print_json(&model);
+            }
+            if min_warm == 0 {
+                println!("model {name}: unpinned");
+            } else {
+                println!("model {name}: pinned warm on {min_warm} node(s); `wasmesh nodes ls` shows where");
+            }
+        }
+        ModelsCommand::Unpin { name, conn } => {
+            let model = conn.client()?.pin_model(&name, 0).await?;
+            if conn.json {
+                return print_json(&model);
+            }
+            println!("model {name}: unpinned");
         }
     }
     Ok(())

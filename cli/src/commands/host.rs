@@ -5,7 +5,7 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wasmesh_runtime::{Host, HostConfig};
+use wasmesh_runtime::HostConfig;
 
 /// Arguments of `wasmesh host`.
 #[derive(clap::Args, Debug)]
@@ -65,6 +65,10 @@ pub struct HostArgs {
     /// Instances that may run at once.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
+    /// How long a request waits for a model or adapter this host must fetch first (with
+    /// --registry); past it the caller gets 503 with Retry-After while the fetch goes on.
+    #[arg(long, env = "WASMESH_FETCH_WAIT_SECS", default_value_t = 120, value_name = "SECS")]
+    pub fetch_wait_secs: u64,
     /// Load every granted model before reporting ready.
     #[arg(long)]
     pub preload: bool,
@@ -72,68 +76,35 @@ pub struct HostArgs {
     pub engine: EngineArgs,
 }
 
-/// Runs `wasmesh host`.
-pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
+/// Runs `wasmesh host`: maps the flags onto [`wasmesh_agent::NodeConfig`].
+pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     let data = args.data.clone().unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
         home.join(".local/share/wasmesh/host")
     });
-    // `--model NAME` (no path) comes from the registry, verified piece by piece, into
-    // the weight cache; the models served stay leased (never evicted) while it runs.
-    let metrics = prometheus::Registry::new();
-    let mut _fetched = None;
-    if let Some(registry) = &args.registry {
-        let names: Vec<String> = args.engine.models.iter().filter(|m| !m.contains('=')).cloned().collect();
-        let config = wasmesh_agent::FetchConfig {
-            registry: registry.clone(),
-            key: args.key.clone().context("--registry needs --key (a key with the provider scope)")?,
-            data_dir: data.clone(),
-            name: args.name.clone().unwrap_or_else(wasmesh_agent::hostname),
-            cache_bytes: args.cache_mb << 20,
-            no_p2p: args.no_p2p,
-            p2p_listen: args.p2p_listen,
-            upload_bps: (args.seed_kib_s > 0).then(|| args.seed_kib_s.saturating_mul(1024)),
-            stall: wasmesh_weights::StallPolicy {
-                min_rate: args.p2p_min_kib_s << 10,
-                window: std::time::Duration::from_secs(args.p2p_stall_secs.max(1)),
-            },
-        };
-        let fetched = wasmesh_agent::fetch_models(&config, &names, &metrics, |name| {
-            Arc::new(LogProgress::new(name)) as Arc<dyn wasmesh_client::Progress>
-        })
-        .await?;
-        for (name, path) in &fetched.files {
-            for model in args.engine.models.iter_mut().filter(|m| *m == name) {
-                *model = format!("{name}={}", path.display());
-            }
-        }
-        _fetched = Some(fetched);
-    }
-    let engine = args.engine.build(Vec::new())?;
-    let host = Host::new(HostConfig { max_instances: args.max_instances, metrics, ..Default::default() }, engine)
-        .map_err(|e| anyhow::anyhow!("{e:#}"))
-        .context("cannot create the Wasmtime engine")?;
-    for app in &args.apps {
-        host.load_app_file(app).await.with_context(|| format!("cannot load app {}", app.display()))?;
-    }
-    if args.preload {
-        for model in host.inference().models() {
-            host.inference().preload(&model).await.with_context(|| format!("cannot load model '{model}'"))?;
-        }
-    }
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
-        format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)
-    })?;
-    let addr = listener.local_addr()?;
-    let _agent = match &args.registry {
+    let name = args.name.clone().unwrap_or_else(wasmesh_agent::hostname);
+    let fabric = match &args.registry {
         Some(registry) => {
             let key = args.key.clone().context("--registry needs --key (a key with the provider scope)")?;
-            let data = data.clone();
-            let config = wasmesh_agent::AgentConfig {
+            let fetch = wasmesh_agent::FetchConfig {
+                registry: registry.clone(),
+                key: key.clone(),
+                data_dir: data.clone(),
+                name: name.clone(),
+                cache_bytes: args.cache_mb << 20,
+                no_p2p: args.no_p2p,
+                p2p_listen: args.p2p_listen,
+                upload_bps: (args.seed_kib_s > 0).then(|| args.seed_kib_s.saturating_mul(1024)),
+                stall: wasmesh_weights::StallPolicy {
+                    min_rate: args.p2p_min_kib_s << 10,
+                    window: std::time::Duration::from_secs(args.p2p_stall_secs.max(1)),
+                },
+            };
+            let agent = wasmesh_agent::AgentConfig {
                 registry: registry.clone(),
                 key,
-                data_dir: data,
-                name: args.name.clone().unwrap_or_else(wasmesh_agent::hostname),
+                data_dir: data.clone(),
+                name,
                 heartbeat_interval: std::time::Duration::from_secs(args.heartbeat_secs.max(1)),
                 share: wasmesh_api::wire::ResourceShare {
                     model_memory_bytes: args.engine.model_memory_mb << 20,
@@ -142,16 +113,45 @@ pub async fn run(mut args: HostArgs) -> anyhow::Result<()> {
                 pressure: Default::default(),
                 routers: args.routers.clone(),
             };
-            Some(wasmesh_agent::Agent::start(host.clone(), config, std::time::Duration::from_secs(60)).await?)
+            Some((fetch, agent))
         }
         None => None,
     };
-    host.set_ready(true);
-    tracing::info!(%addr, engine = %host.inference().summary(), "host ready");
-    for (app, path, component) in host.routes() {
-        println!("  http://{addr}{path}  ({app}/{component})");
+    // `--model NAME` (no path) comes from the registry before the host is ready; the
+    // models served stay leased (never evicted) while it runs.
+    let models: Vec<String> = if fabric.is_some() {
+        args.engine.models.iter().filter(|m| !m.contains('=')).cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let config = wasmesh_agent::NodeConfig {
+        fabric,
+        models,
+        fetch_wait: std::time::Duration::from_secs(args.fetch_wait_secs.max(1)),
+        host: HostConfig { max_instances: args.max_instances, ..Default::default() },
+        apps: args.apps.clone(),
+        preload: args.preload,
+        listen: args.listen,
+    };
+    let engine_args = &args.engine;
+    let node = wasmesh_agent::Node::start(
+        config,
+        |fetched| {
+            let mut engine_args = engine_args.clone();
+            for (name, path) in &fetched {
+                for model in engine_args.models.iter_mut().filter(|m| *m == name) {
+                    *model = format!("{name}={}", path.display());
+                }
+            }
+            engine_args.build(Vec::new()).map_err(|e| format!("{e:#}"))
+        },
+        |name| Arc::new(LogProgress::new(name)) as Arc<dyn wasmesh_client::Progress>,
+    )
+    .await?;
+    for (app, path, component) in node.host.routes() {
+        println!("  http://{}{path}  ({app}/{component})", node.addr);
     }
-    host.serve_with_shutdown(listener, super::shutdown_signal()).await?;
+    node.serve(super::shutdown_signal()).await?;
     Ok(())
 }
 

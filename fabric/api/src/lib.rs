@@ -19,5 +19,9 @@ pub mod wire;
 
 pub use api_key::{ApiKey, ApiKeyError};
 pub use app_path::AppPath;
+
+/// The header a host sets on its 404 for a path it has no route for: no component
+/// ran, so a router may try another host (the app's deploy has not reached this one).
+pub const NO_ROUTE_HEADER: &str = "x-wasmesh-no-route";
 pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route, check_name};
 pub use model_ref::{MAX_MODEL_REF_LEN, ModelRef, ModelRefError};

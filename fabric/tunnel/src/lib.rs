@@ -175,6 +175,9 @@ pub enum Open {
     Preload {
         /// The model to load.
         model: ModelRef,
+        /// Keep it warm too: never evicted while the registry pins it.
+        #[serde(default)]
+        pin: bool,
     },
 }
 
@@ -209,14 +212,17 @@ pub struct HostReport {
     pub max_concurrency: u32,
     /// Model memory not used by loaded models.
     pub free_model_memory_bytes: u64,
+    /// Model memory held by loaded models no request is using (and not pinned): what
+    /// evicting idle models frees at once.
+    #[serde(default)]
+    pub idle_model_memory_bytes: u64,
     /// Models and adapters in its caches.
     pub models: Vec<CachedModel>,
     /// Apps it serves, with versions.
     pub apps: BTreeMap<String, u64>,
     /// Requests served since start (the tests' view of where requests landed).
     pub served: u64,
-    /// Cold model loads since start. Always 0 until hosts load models on demand
-    /// (the serverless placement work); kept so reports keep their shape.
+    /// Cold model loads since start (not counted yet: always 0).
     pub cold_loads: u64,
 }
 
@@ -317,8 +323,9 @@ mod tests {
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
         assert_eq!(read_frame(&mut input).await.unwrap(), None);
         let mut buf = Vec::new();
-        write_json(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap() }).await.unwrap();
-        let Open::Preload { model } = read_json(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
+        write_json(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap(), pin: true }).await.unwrap();
+        let Open::Preload { model, pin } = read_json(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
+        assert!(pin);
         assert_eq!((model.model(), model.adapter()), ("smollm2", Some("sql")));
         let huge = [DATA, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(read_frame(&mut &huge[..]).await, Err(TunnelError::Protocol(_))));

@@ -237,6 +237,8 @@ impl NnView<'_> {
         let code = match &error {
             EngineError::ModelNotFound { .. } => ErrorCode::NotFound,
             EngineError::InvalidRequest(_) => ErrorCode::InvalidArgument,
+            // Not yet: the model is still being fetched or loaded, or memory is busy.
+            EngineError::Unavailable(_) => ErrorCode::Timeout,
             _ => ErrorCode::RuntimeError,
         };
         self.fail(code, error.to_string())

@@ -127,7 +127,9 @@ mod nn_support {
 
     /// Answers with `status` and `value` as `application/json`.
     pub fn respond_json(out: ResponseOutparam, status: u16, value: &serde_json::Value) {
-        respond_json_with(out, status, &[], value);
+        // A 503 is "not yet" (a model still being fetched or loaded): say when to retry.
+        let retry: &[(&str, &str)] = if status == 503 { &[("retry-after", "2")] } else { &[] };
+        respond_json_with(out, status, retry, value);
     }
 
     /// Like [`respond_json`], with extra headers.
@@ -187,12 +189,14 @@ mod nn_support {
         }
 
         /// The HTTP status that answers this error: not-found → 404, security → 403,
-        /// invalid-argument → 400, anything else → 500.
+        /// invalid-argument → 400, timeout → 503 (the host is still fetching or loading
+        /// the model: retry), anything else → 500.
         pub fn http_status(&self) -> u16 {
             match self.code {
                 ErrorCode::NotFound => 404,
                 ErrorCode::Security => 403,
                 ErrorCode::InvalidArgument => 400,
+                ErrorCode::Timeout => 503,
                 _ => 500,
             }
         }

@@ -61,4 +61,23 @@ pub enum AgentError {
     /// The host refused the version (a component that does not compile or link).
     #[error(transparent)]
     Load(#[from] wasmesh_runtime::AppError),
+    /// The inference engine (or the Wasmtime engine) could not be built.
+    #[error("{0}")]
+    Engine(String),
+    /// A local app manifest (`--app`) could not be loaded.
+    #[error("cannot load app {}: {reason}", path.display())]
+    App {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {addr}: {source}; is another process using it? pick another with --listen")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }

@@ -15,11 +15,15 @@
 
 mod error;
 mod models;
+mod node;
+mod ondemand;
 mod snapshot;
 mod tunnel;
 
 pub use error::AgentError;
-pub use models::{FetchConfig, FetchedModels, fetch_models};
+pub use models::{FetchConfig, FetchedModels, Fetcher, fetch_models};
+pub use node::{Node, NodeConfig};
+pub use ondemand::OnDemand;
 use snapshot::HostSnapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -119,6 +123,7 @@ impl Agent {
         };
         let node_id = identity.node_id().to_string();
         tasks.push(tokio::spawn(async move { sync.run(revision).await }));
+        tasks.push(tokio::spawn(follow_unpins(host.clone(), client.clone())));
         tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure)));
         Ok(Self { node_id, tasks })
     }
@@ -151,6 +156,26 @@ pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
     d + d.mul_f64(f64::from(nanos % 1000) / 4000.0)
+}
+
+/// Every 5 s, unpins the models this host pinned (at a router's request) that the
+/// registry no longer pins; they are then evicted like any other when memory is needed.
+async fn follow_unpins(host: Arc<Host>, client: Client) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let engine = host.inference();
+        let pinned: Vec<String> = engine.catalog().into_iter().filter(|e| e.pinned).map(|e| e.name).collect();
+        if pinned.is_empty() {
+            continue;
+        }
+        let Ok(models) = client.models().await else { continue };
+        for name in pinned {
+            if models.iter().any(|m| m.name == name && m.min_warm == 0) {
+                tracing::info!(model = %name, "unpinned: the registry no longer pins it");
+                engine.set_pinned(&name, false);
+            }
+        }
+    }
 }
 
 async fn heartbeat_loop(

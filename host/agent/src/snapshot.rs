@@ -2,10 +2,10 @@
 //! and the registry's `Heartbeat` (every 10 s) are both built from it, so they cannot
 //! disagree about what a node holds or whether it is ready.
 
-use std::collections::{BTreeMap, BTreeSet};
-use wasmesh_api::ModelRef;
+use std::collections::BTreeMap;
 use wasmesh_api::wire::{CachedModel, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
 use wasmesh_runtime::Host;
+use wasmesh_engine::Residency;
 use wasmesh_tunnel::HostReport;
 
 /// A host's state at one moment.
@@ -15,6 +15,8 @@ pub(crate) struct HostSnapshot {
     pub(crate) in_flight: u32,
     /// Bytes of model memory the engine holds.
     pub(crate) memory_used: u64,
+    /// Of those, bytes held by idle, unpinned models.
+    pub(crate) memory_idle: u64,
     pub(crate) models: Vec<CachedModel>,
     pub(crate) apps: BTreeMap<String, u64>,
     pub(crate) served: u64,
@@ -28,6 +30,7 @@ impl HostSnapshot {
             ready: host.is_ready() && !under_pressure,
             in_flight: host.in_flight(),
             memory_used: engine.memory_used(),
+            memory_idle: engine.memory_idle(),
             models: model_states(engine.as_ref()),
             apps: host.apps(),
             served: host.served(),
@@ -41,6 +44,7 @@ impl HostSnapshot {
             in_flight: self.in_flight,
             max_concurrency: share.max_concurrency,
             free_model_memory_bytes: share.model_memory_bytes.saturating_sub(self.memory_used),
+            idle_model_memory_bytes: self.memory_idle,
             models: self.models,
             apps: self.apps,
             served: self.served,
@@ -63,16 +67,19 @@ impl HostSnapshot {
     }
 }
 
-/// The models and adapters of `engine`, loaded or on disk. An adapter counts as loaded
-/// while its base model is.
+/// The models and adapters of `engine`, and where each stands.
 fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
-    let loaded: BTreeSet<String> = engine.loaded_models().into_iter().collect();
-    let state = |loaded: bool| if loaded { ModelState::Loaded } else { ModelState::OnDisk };
-    let mut models: Vec<CachedModel> =
-        engine.models().into_iter().map(|name| CachedModel { state: state(loaded.contains(&name)), name }).collect();
-    models.extend(engine.adapters().into_iter().map(|name| {
-        let base_loaded = ModelRef::parse(&name).is_ok_and(|r| loaded.contains(r.model()));
-        CachedModel { state: state(base_loaded), name }
-    }));
-    models
+    engine
+        .catalog()
+        .into_iter()
+        .map(|entry| {
+            let (state, fetched) = match entry.residency {
+                Residency::Warm => (ModelState::Loaded, None),
+                Residency::Loading => (ModelState::Loading, None),
+                Residency::OnDisk => (ModelState::OnDisk, None),
+                Residency::Fetching { done, total } => (ModelState::Fetching, Some((done, total))),
+            };
+            CachedModel { name: entry.name, state, fetched, pinned: entry.pinned }
+        })
+        .collect()
 }

@@ -84,10 +84,13 @@ async fn report(connection: quinn::Connection, source: ReportSource) {
 async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let head = match read_json(&mut recv).await {
         Ok(Open::Request(head)) => head,
-        Ok(Open::Preload { model }) => {
+        Ok(Open::Preload { model, pin }) => {
             let engine = host.inference().clone();
             tokio::spawn(async move {
-                tracing::info!(%model, "pre-loading at a router's request");
+                tracing::info!(%model, pin, "pre-loading at a router's request");
+                if pin {
+                    engine.set_pinned(model.model(), true);
+                }
                 if let Err(e) = engine.preload(model.model()).await {
                     tracing::warn!(%model, "pre-load failed: {e}");
                 }

@@ -52,8 +52,80 @@ pub trait InferenceEngine: Send + Sync + 'static {
     /// Loads `model` ahead of demand (a no-op when it is already loaded).
     fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
+    /// Adds model `name`, whose GGUF is `path`, to what the engine can serve, while it
+    /// runs. It loads on first use. Adding a name again with the same file is a no-op.
+    fn add_model(&self, name: &str, path: std::path::PathBuf) -> Result<(), EngineError> {
+        let _ = path;
+        Err(EngineError::Unavailable(format!("this engine serves a fixed set of models; cannot add '{name}'")))
+    }
+
+    /// Adds LoRA adapter `name` of model `base`, whose GGUF is `path`. It attaches to a
+    /// warm base on first use, without reloading the base.
+    fn add_adapter(&self, base: &str, name: &str, path: std::path::PathBuf) -> Result<(), EngineError> {
+        let _ = path;
+        Err(EngineError::Unavailable(format!(
+            "this engine serves a fixed set of adapters; cannot add '{name}' of '{base}'"
+        )))
+    }
+
+    /// Pins `model` (never evicted from memory while pinned) or unpins it.
+    fn set_pinned(&self, model: &str, pinned: bool) {
+        let _ = (model, pinned);
+    }
+
+    /// Every model and adapter (`MODEL:ADAPTER`) the engine knows, and where each stands.
+    fn catalog(&self) -> Vec<CatalogEntry> {
+        let loaded: std::collections::BTreeSet<String> = self.loaded_models().into_iter().collect();
+        let residency = |warm: bool| if warm { Residency::Warm } else { Residency::OnDisk };
+        let mut out: Vec<CatalogEntry> = self
+            .models()
+            .into_iter()
+            .map(|name| CatalogEntry { residency: residency(loaded.contains(&name)), name, pinned: false })
+            .collect();
+        out.extend(self.adapters().into_iter().map(|name| {
+            let base_warm = name.split_once(':').is_some_and(|(base, _)| loaded.contains(base));
+            CatalogEntry { residency: residency(base_warm), name, pinned: false }
+        }));
+        out
+    }
+
+    /// Bytes of model memory held by loaded models that no request is using and that
+    /// are not pinned: what evicting idle models would free at once.
+    fn memory_idle(&self) -> u64 {
+        0
+    }
+
     /// One line describing the engine, for logs and `/health`.
     fn summary(&self) -> String;
+}
+
+/// Where a model or adapter stands in an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Residency {
+    /// In memory (an adapter: attached to its warm base): requests run at once.
+    Warm,
+    /// Being loaded (an adapter: its base is).
+    Loading,
+    /// On local disk only: a load away.
+    OnDisk,
+    /// Being fetched to the node (`done` of `total` bytes); a load follows.
+    Fetching {
+        /// Bytes fetched so far.
+        done: u64,
+        /// Bytes in all (0 until known).
+        total: u64,
+    },
+}
+
+/// One model, or one adapter named `MODEL:ADAPTER`, in an engine's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    /// The model's name, or `MODEL:ADAPTER`.
+    pub name: String,
+    /// Where it stands.
+    pub residency: Residency,
+    /// Whether it is pinned in memory.
+    pub pinned: bool,
 }
 
 /// Where a streaming generation sends its text, piece by piece: whole UTF-8

@@ -1,8 +1,12 @@
 //! llama.cpp behind wasmesh's [`InferenceEngine`] trait.
 //!
-//! * **One load per model per node.** Loaded models live in a moka cache weighted by
-//!   their size in bytes, under a memory budget; concurrent first requests for one
-//!   model share one load.
+//! * **A catalog that grows while it runs.** Models and adapters are added by name
+//!   and file ([`InferenceEngine::add_model`], [`InferenceEngine::add_adapter`]).
+//!   Loaded models share a memory budget; concurrent first requests for one model
+//!   share one load; a load that needs room evicts the least recently used models
+//!   that no request is using and nobody pinned, and waits (bounded) when the rest
+//!   are busy. Adapters attach to a warm base on first use without reloading it, up
+//!   to [`LlamaConfig::max_adapters`] per model (least recently used idle one freed).
 //! * **No context per request.** Each loaded model has a worker thread that owns the
 //!   model and one llama.cpp context, created once (creating a context costs about
 //!   33 ms on SmolLM2-135M, more than 60 generated tokens).
@@ -29,16 +33,18 @@
 //! ```
 
 mod backend;
+mod catalog;
+mod ffi;
 pub mod native;
 mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wasmesh_engine::{BoxFuture, EngineError, GenerateRequest, Generation, InferenceEngine};
+use catalog::{Catalog, InUse, MIB};
+use wasmesh_engine::{BoxFuture, CatalogEntry, EngineError, GenerateRequest, Generation, InferenceEngine};
 
 pub use backend::{gpu_offload_supported, init_backend};
-use worker::ModelWorker;
 pub use worker::WorkerStats;
 
 /// A LoRA adapter GGUF for one of the engine's models.
@@ -55,9 +61,15 @@ pub struct LoraSpec {
 pub struct LlamaConfig {
     /// Model name → GGUF file.
     pub models: BTreeMap<String, PathBuf>,
-    /// Adapter name → adapter. Loaded with their base model, kept in RAM with it,
+    /// Adapter name → adapter. Attached to their warm base model on first use,
     /// applied per request (`"lora": NAME` in the options) without reloading it.
     pub loras: BTreeMap<String, LoraSpec>,
+    /// Adapters kept attached to one loaded model at once; past it the least recently
+    /// used idle one is freed. Default 8.
+    pub max_adapters: u32,
+    /// How long a load waits for memory that running requests hold (the least recently
+    /// used idle models are evicted at once; busy ones are waited for). Default 30 s.
+    pub memory_wait: std::time::Duration,
     /// RAM (or VRAM) the engine may fill with loaded models, in bytes. Default 4 GiB.
     /// A model larger than the whole budget is refused with a message saying so.
     pub memory_budget_bytes: u64,
@@ -83,6 +95,8 @@ impl Default for LlamaConfig {
         Self {
             models: BTreeMap::new(),
             loras: BTreeMap::new(),
+            max_adapters: 8,
+            memory_wait: std::time::Duration::from_secs(30),
             memory_budget_bytes: 4 << 30,
             n_gpu_layers: None,
             threads: None,
@@ -108,53 +122,25 @@ impl LlamaConfig {
 /// The llama.cpp engine. Cheap to share (`Arc` it); see the crate docs.
 pub struct LlamaEngine {
     config: Arc<LlamaConfig>,
-    /// Loaded models by name, weighted in MiB (moka weights are `u32`).
-    loaded: moka::future::Cache<String, Arc<ModelWorker>>,
+    catalog: Catalog,
 }
 
-const MIB: u64 = 1 << 20;
-
 impl LlamaEngine {
-    /// Creates the engine. Models load on first use (or [`InferenceEngine::preload`]).
+    /// Creates the engine with the models and adapters of `config`; more can be added
+    /// while it runs ([`InferenceEngine::add_model`]). Models load on first use (or
+    /// [`InferenceEngine::preload`]), adapters attach on first use.
     ///
-    /// Fails when a model file is missing, so a typo is caught at start-up.
+    /// Fails when a configured file is missing, so a typo is caught at start-up.
     pub fn new(config: LlamaConfig) -> Result<Self, EngineError> {
         init_backend()?;
+        let catalog = Catalog::new();
         for (name, path) in &config.models {
-            if !path.is_file() {
-                return Err(EngineError::Load {
-                    name: name.clone(),
-                    reason: format!(
-                        "file {} not found; run `bash deploy/setup.sh` for the test model, or fix the path",
-                        path.display()
-                    ),
-                });
-            }
+            catalog.add_model(name, path.clone())?;
         }
         for (name, lora) in &config.loras {
-            if !config.models.contains_key(&lora.base) {
-                return Err(EngineError::Load {
-                    name: name.clone(),
-                    reason: format!("LoRA '{name}' names base model '{}', which is not configured", lora.base),
-                });
-            }
-            if !lora.path.is_file() {
-                return Err(EngineError::Load {
-                    name: name.clone(),
-                    reason: format!("LoRA file {} not found", lora.path.display()),
-                });
-            }
+            catalog.add_adapter(&lora.base, name, lora.path.clone())?;
         }
-        let loaded = moka::future::Cache::builder()
-            .max_capacity((config.memory_budget_bytes / MIB).max(1))
-            .weigher(|_name: &String, worker: &Arc<ModelWorker>| {
-                u32::try_from(worker.bytes.div_ceil(MIB)).unwrap_or(u32::MAX)
-            })
-            .eviction_listener(|name, _worker, cause| {
-                tracing::info!(model = %name, ?cause, "model unloaded from the RAM cache");
-            })
-            .build();
-        Ok(Self { config: Arc::new(config), loaded })
+        Ok(Self { config: Arc::new(config), catalog })
     }
 
     /// The engine's settings.
@@ -164,57 +150,60 @@ impl LlamaEngine {
 
     /// Live counters of a loaded model's worker (`None` when it is not loaded).
     pub async fn stats(&self, model: &str) -> Option<Arc<WorkerStats>> {
-        self.loaded.get(model).await.map(|w| w.stats.clone())
+        self.catalog.warm(model).map(|w| w.stats.clone())
     }
 
-    async fn worker(&self, name: &str) -> Result<Arc<ModelWorker>, EngineError> {
-        let Some(path) = self.config.models.get(name).cloned() else {
-            return Err(EngineError::ModelNotFound { name: name.to_string(), available: self.models() });
-        };
-        let config = self.config.clone();
-        let model = name.to_string();
-        self.loaded
-            .try_get_with(name.to_string(), async move {
-                let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if size > config.memory_budget_bytes {
-                    return Err(EngineError::Load {
-                        name: model,
-                        reason: format!(
-                            "it needs {} MiB but the model memory budget is {} MiB; raise --model-memory-mb",
-                            size / MIB,
-                            config.memory_budget_bytes / MIB
-                        ),
-                    });
-                }
-                ModelWorker::spawn(model, path, &config).await.map(Arc::new)
-            })
-            .await
-            .map_err(|e: Arc<EngineError>| (*e).clone())
+    async fn worker(&self, name: &str) -> Result<InUse, EngineError> {
+        self.catalog.acquire(name, &self.config, self.config.memory_wait).await
     }
 }
 
 impl InferenceEngine for LlamaEngine {
     fn models(&self) -> Vec<String> {
-        self.config.models.keys().cloned().collect()
+        self.catalog.models()
     }
 
     fn loaded_models(&self) -> Vec<String> {
-        self.loaded.iter().map(|(name, _)| (*name).clone()).collect()
+        self.catalog.loaded()
     }
 
     fn memory_used(&self) -> u64 {
-        self.loaded.weighted_size() * MIB
+        self.catalog.memory_used()
+    }
+
+    fn memory_idle(&self) -> u64 {
+        self.catalog.memory_idle()
     }
 
     fn adapters(&self) -> Vec<String> {
-        self.config.loras.iter().map(|(name, lora)| format!("{}:{name}", lora.base)).collect()
+        self.catalog.adapters()
+    }
+
+    fn add_model(&self, name: &str, path: PathBuf) -> Result<(), EngineError> {
+        self.catalog.add_model(name, path)
+    }
+
+    fn add_adapter(&self, base: &str, name: &str, path: PathBuf) -> Result<(), EngineError> {
+        self.catalog.add_adapter(base, name, path)
+    }
+
+    fn set_pinned(&self, model: &str, pinned: bool) {
+        self.catalog.set_pinned(model, pinned);
+    }
+
+    fn catalog(&self) -> Vec<CatalogEntry> {
+        self.catalog.entries()
     }
 
     fn generate(&self, request: GenerateRequest) -> BoxFuture<'_, Result<Generation, EngineError>> {
         Box::pin(async move {
             request.params.validate()?;
-            let worker = self.worker(&request.model).await?;
-            worker.generate(request).await
+            let lora = match &request.params.lora {
+                Some(name) if request.params.lora_scale != 0.0 => Some(self.catalog.adapter_file(&request.model, name)?),
+                _ => None,
+            };
+            let held = self.worker(&request.model).await?;
+            held.worker.generate(request, lora).await
         })
     }
 
@@ -224,8 +213,8 @@ impl InferenceEngine for LlamaEngine {
         input: &'a str,
     ) -> BoxFuture<'a, Result<wasmesh_engine::Embedding, EngineError>> {
         Box::pin(async move {
-            let worker = self.worker(model).await?;
-            worker.embed(input.to_string()).await
+            let held = self.worker(model).await?;
+            held.worker.embed(input.to_string()).await
         })
     }
 
@@ -236,7 +225,7 @@ impl InferenceEngine for LlamaEngine {
     fn summary(&self) -> String {
         format!(
             "llama.cpp ({} models, {} threads, {} GPU layers, budget {} MiB)",
-            self.config.models.len(),
+            self.catalog.models().len(),
             self.config.threads(),
             if self.config.n_gpu_layers() == u32::MAX {
                 "all".to_string()

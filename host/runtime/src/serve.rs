@@ -71,10 +71,14 @@ impl Host {
         }
         let Some((component, inner)) = self.lookup(&path) else {
             let routes: Vec<String> = self.routes().into_iter().map(|(_, p, _)| p).collect();
-            return json_error(
+            let mut response = json_error(
                 StatusCode::NOT_FOUND,
                 serde_json::json!({ "error": format!("no route for {path}"), "routes": routes }),
             );
+            // Tells a router that no component ran, so another host may serve it (a
+            // deploy can reach this host after the router saw it elsewhere).
+            response.headers_mut().insert(wasmesh_api::NO_ROUTE_HEADER, http::HeaderValue::from_static("1"));
+            return response;
         };
         let mut req = req;
         if let Some(inner) = inner {
@@ -120,6 +124,8 @@ impl Host {
             "engine": self.inference.summary(),
             "models": self.inference.models(),
             "loaded": self.inference.loaded_models(),
+            // Models and adapters (`MODEL:ADAPTER`) a request runs on at once.
+            "warm": self.inference.catalog().into_iter().filter(|e| e.residency == wasmesh_engine::Residency::Warm).map(|e| e.name).collect::<Vec<_>>(),
             "served": self.served(),
             "in_flight": self.in_flight(),
             "routes": self.routes().into_iter().map(|(app, path, component)| serde_json::json!({"app": app, "path": path, "component": component})).collect::<Vec<_>>(),

@@ -21,6 +21,7 @@
 //! ([`bad_piece_layer`] picks them out of librqbit's events).
 
 mod source;
+mod store;
 
 pub use source::{Filled, PeerSource, StallPolicy, StoreSource, WeightSource};
 
@@ -36,6 +37,7 @@ use wasmesh_api::wire::PieceManifest;
 pub mod cache;
 
 pub use cache::{CacheError, Lease, WeightCache};
+pub use store::{fetch_lora_cached, fetch_model_cached, lora_info};
 use wasmesh_client::{Client, ClientError, NodeIdentity, Progress};
 
 /// Why a fetch failed.
@@ -258,6 +260,23 @@ impl Weights {
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         self.metrics.fetches.with_label_values(&[name, outcome]).inc();
         result
+    }
+
+    /// Fetches LoRA adapter `name` (peers first, the object store for the rest, as a
+    /// model) into the cache and seeds it; returns its record, path and lease.
+    pub async fn fetch_lora(
+        &self,
+        name: &str,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(wasmesh_api::wire::LoraInfo, PathBuf, Lease), FetchError> {
+        let lora = lora_info(&self.client, name).await?;
+        if lora.pieces.info_hash.is_some() {
+            match self.fetch_blob(name, &lora.blake3, lora.size, &lora.pieces, progress.clone()).await {
+                Ok((path, lease, _)) => return Ok((lora, path, lease)),
+                Err(e) => tracing::warn!(lora = %name, "fetching the adapter from peers failed, the object store serves it: {e}"),
+            }
+        }
+        fetch_lora_cached(&self.client, name, &self.cache, progress.as_ref()).await
     }
 
     async fn fetch_blob(
@@ -526,29 +545,6 @@ impl tracing::field::Visit for Fields {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         self.record_debug(field, &value);
     }
-}
-
-/// Fetches model `name` from the object store alone (through the registry) into
-/// `cache`, verified piece by piece, and leases it (it is not evicted while the lease
-/// lives). A model already in the cache is only re-verified; otherwise least recently
-/// used, unleased models are evicted to make room first. `wasmesh host --no-p2p` and
-/// models stored before torrents were recorded come this way.
-pub async fn fetch_model_cached(
-    client: &Client,
-    name: &str,
-    cache: &WeightCache,
-    progress: &dyn Progress,
-) -> Result<(PathBuf, Lease), FetchError> {
-    let model = client.model(name).await?;
-    // Leased from the start, so the partial download is never evicted either.
-    let lease = cache.lease(&model.blake3);
-    let dest = cache.path_for(&model.blake3);
-    let cached = tokio::fs::metadata(&dest).await.is_ok_and(|m| m.len() == model.size);
-    if !cached {
-        cache.make_room(&model.blake3, &format!("model '{name}'"), model.size)?;
-    }
-    client.fetch_verified(&model.blake3, model.size, &model.pieces, &dest, progress).await?;
-    Ok((dest, lease))
 }
 
 #[cfg(test)]

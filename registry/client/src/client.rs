@@ -86,6 +86,10 @@ impl Client {
         self.json(self.request(reqwest::Method::POST, path).json(body)).await
     }
 
+    pub(crate) async fn put<B: serde::Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.json(self.request(reqwest::Method::PUT, path).json(body)).await
+    }
+
     /// `GET /health`.
     pub async fn health(&self) -> Result<serde_json::Value> {
         self.get("/health").await

@@ -5,7 +5,7 @@ use crate::Client;
 use crate::error::Result;
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
-use wasmesh_api::wire::{ArtifactKind, LoraInfo, ModelInfo, PushLora, PushModel};
+use wasmesh_api::wire::{ArtifactKind, LoraInfo, ModelInfo, PinModel, PushLora, PushModel};
 
 impl Client {
     /// Uploads and registers a GGUF model.
@@ -17,6 +17,11 @@ impl Client {
     /// Every model.
     pub async fn models(&self) -> Result<Vec<ModelInfo>> {
         self.get("/v1/models").await
+    }
+
+    /// Keeps model `name` warm on `min_warm` nodes (0 unpins it).
+    pub async fn pin_model(&self, name: &str, min_warm: u32) -> Result<ModelInfo> {
+        self.put(&format!("/v1/models/{name}/pin"), &PinModel { min_warm }).await
     }
 
     /// Uploads and registers a LoRA adapter for `base`.

@@ -53,6 +53,7 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/deployments", get(apps::deployments))
         .route("/v1/models", post(models::models_push).get(models::models_list))
         .route("/v1/models/{name}", get(models::model_get))
+        .route("/v1/models/{name}/pin", put(models::model_pin))
         .route("/v1/loras", post(models::loras_push).get(models::loras_list))
         .route("/v1/nodes", get(nodes::nodes_list))
         .route("/v1/nodes/register", post(nodes::node_register))

@@ -386,17 +386,17 @@ pub async fn insert_model(db: &Db, name: &str, hash: &str, blob: &BlobRow) -> Ap
     Ok(existing)
 }
 
-type ModelRow = (String, String, i64, String, i64, Option<String>);
+type ModelRow = (String, String, i64, String, i64, Option<String>, i64);
 
 async fn model_rows(db: &Db, name: Option<&str>) -> ApiResult<Vec<ModelInfo>> {
-    let sql = "SELECT m.name, m.hash, m.size, m.facts, m.created_at, b.pieces FROM models m LEFT JOIN blobs b ON b.hash = m.hash";
+    let sql = "SELECT m.name, m.hash, m.size, m.facts, m.created_at, b.pieces, m.min_warm FROM models m LEFT JOIN blobs b ON b.hash = m.hash";
     let rows: Vec<ModelRow> = match name {
         Some(n) => sqlx::query_as(&format!("{sql} WHERE m.name = $1")).bind(n).fetch_all(&db.pool).await?,
         None => sqlx::query_as(&format!("{sql} ORDER BY m.name")).fetch_all(&db.pool).await?,
     };
     Ok(rows
         .into_iter()
-        .filter_map(|(name, hash, size, facts, created, pieces)| {
+        .filter_map(|(name, hash, size, facts, created, pieces, min_warm)| {
             Some(ModelInfo {
                 name,
                 blake3: hash,
@@ -404,9 +404,24 @@ async fn model_rows(db: &Db, name: Option<&str>) -> ApiResult<Vec<ModelInfo>> {
                 facts: serde_json::from_str(&facts).ok()?,
                 pieces: pieces.and_then(|p| serde_json::from_str(&p).ok())?,
                 created_at_ms: created as u64,
+                min_warm: u32::try_from(min_warm).unwrap_or(0),
             })
         })
         .collect())
+}
+
+/// Sets how many nodes must keep model `name` warm (0 unpins it). Returns the model,
+/// or `None` when there is no model by that name.
+pub async fn set_min_warm(db: &Db, name: &str, min_warm: u32) -> ApiResult<Option<ModelInfo>> {
+    let done = sqlx::query("UPDATE models SET min_warm = $1 WHERE name = $2")
+        .bind(i64::from(min_warm))
+        .bind(name)
+        .execute(&db.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    model(db, name).await
 }
 
 /// Every model.

@@ -124,6 +124,12 @@ CREATE TABLE peer_reports (
 CREATE INDEX peer_reports_subject ON peer_reports (subject);
 "#,
     ),
+    (
+        5,
+        r#"
+ALTER TABLE models ADD COLUMN min_warm BIGINT NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// Which database a URL names.

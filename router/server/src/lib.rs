@@ -16,6 +16,7 @@
 
 mod link;
 mod metrics;
+mod pins;
 mod route_error;
 
 use arc_swap::ArcSwap;
@@ -90,6 +91,8 @@ impl RouterConfig {
 struct Routed {
     snapshot: Snapshot,
     links: Vec<quinn::Connection>,
+    /// The apps each node has loaded, with their versions (by node index).
+    apps: Vec<Arc<std::collections::BTreeMap<String, u64>>>,
 }
 
 struct Inner {
@@ -99,6 +102,8 @@ struct Inner {
     dirty: AtomicBool,
     apps: ArcSwap<HashMap<String, AppManifest>>,
     model_sizes: ArcSwap<HashMap<String, u64>>,
+    /// Pinned models and how many nodes must keep each warm (see `pins`).
+    pins: ArcSwap<HashMap<String, u32>>,
     /// Nodes the registry lists as offline (their heartbeats stopped: a revoked key,
     /// or a node cut off from the control plane): never routed to, even if their
     /// certificate still opens a link.
@@ -155,10 +160,11 @@ impl Router {
         let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         let inner = Arc::new(Inner {
             links: link::Links::default(),
-            routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new() }),
+            routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new(), apps: Vec::new() }),
             dirty: AtomicBool::new(false),
             apps: ArcSwap::from_pointee(HashMap::new()),
             model_sizes: ArcSwap::from_pointee(HashMap::new()),
+            pins: ArcSwap::from_pointee(HashMap::new()),
             cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
             callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(VerdictExpiry).build(),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
@@ -172,6 +178,8 @@ impl Router {
             tokio::spawn(rebuild_loop(inner.clone())),
             tokio::spawn(follow_deployments(inner.clone())),
             tokio::spawn(follow_nodes(inner.clone())),
+            tokio::spawn(pins::follow_models(inner.clone())),
+            tokio::spawn(pins::keep_pins(inner.clone())),
         ];
         tasks.shrink_to_fit();
         Ok(Self { inner, tasks })
@@ -351,10 +359,10 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
     }
 }
 
-/// The model the component behind `path` of `app` uses (its first grant), and the
-/// app's private network.
+/// The models the component behind `path` of `app` is granted (first one first), and
+/// the app's private network.
 #[allow(clippy::result_large_err, reason = "the error is the response itself, built once per refused request")]
-fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelRef>, Option<String>), Response<Body>> {
+fn grants_for(inner: &Inner, app: &str, path: &str) -> Result<(Vec<String>, Option<String>), Response<Body>> {
     let apps = inner.apps.load();
     let Some(manifest) = apps.get(app) else {
         return Err(error(StatusCode::NOT_FOUND, format!("no app named '{app}' is deployed")));
@@ -366,12 +374,41 @@ fn model_for(inner: &Inner, app: &str, path: &str) -> Result<(Option<ModelRef>, 
             serde_json::json!({ "error": format!("app '{app}' has no route for {path}"), "routes": routes }),
         ));
     };
-    let model = manifest
+    let grants = manifest
         .component
         .get(&route.component)
-        .and_then(|c| c.models.first().or(c.ai_models.first()))
-        .and_then(|m| ModelRef::parse(m).ok());
-    Ok((model, manifest.app.network.clone()))
+        .map(|c| c.models.iter().chain(&c.ai_models).cloned().collect())
+        .unwrap_or_default();
+    Ok((grants, manifest.app.network.clone()))
+}
+
+/// The model (and adapter) a function request runs with, as the routing key: the
+/// body's `model` when the component is granted it (else its first grant), with the
+/// body's `lora` as the adapter. A body that is not a JSON object routes by the first grant.
+fn model_of_function(grants: &[String], body: &[u8]) -> Option<ModelRef> {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        model: Option<String>,
+        lora: Option<String>,
+    }
+    let first = grants.first().and_then(|m| ModelRef::parse(m).ok());
+    let keys = match serde_json::from_slice::<Keys>(body) {
+        Ok(keys) if body.first() == Some(&b'{') => keys,
+        _ => return first,
+    };
+    let model = match keys.model {
+        Some(m) if grants.iter().any(|g| ModelRef::parse(g).is_ok_and(|r| r.model() == m)) => m,
+        _ => first.as_ref()?.model().to_string(),
+    };
+    let reference = match keys.lora.as_deref() {
+        // A lora may be written as NAME or MODEL:NAME.
+        Some(lora) => match lora.split_once(':') {
+            Some((_, adapter)) => format!("{model}:{adapter}"),
+            None => format!("{model}:{lora}"),
+        },
+        None => model,
+    };
+    ModelRef::parse(&reference).ok().or(first)
 }
 
 async fn function(
@@ -384,7 +421,7 @@ async fn function(
         return denied;
     }
     let app = scoped.app();
-    let (model, network) = match model_for(inner, app, scoped.rest()) {
+    let (grants, network) = match grants_for(inner, app, scoped.rest()) {
         Ok(found) => found,
         Err(response) => return response,
     };
@@ -392,6 +429,7 @@ async fn function(
         Ok(b) => b,
         Err(response) => return response,
     };
+    let model = model_of_function(&grants, &body);
     let head = head_of(&parts, None);
     link::forward(inner, app, network.as_deref(), model, head, body).await
 }
@@ -416,7 +454,10 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
         Err(response) => return response,
     };
     let model = match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => match v.get("model").and_then(|m| m.as_str()).map(ModelRef::parse) {
+        Ok(v) => match v.get("model").and_then(|m| m.as_str()).map(|m| match v.get("lora").and_then(|l| l.as_str()) {
+            Some(lora) if !m.contains(':') => ModelRef::parse(&format!("{m}:{lora}")),
+            _ => ModelRef::parse(m),
+        }) {
             Some(Ok(key)) => key,
             Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("invalid `model`: {e}")),
             None => return error(StatusCode::BAD_REQUEST, "`model` is required (GET /v1/models lists them)"),
@@ -432,13 +473,23 @@ async fn models(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
     if let Err(denied) = authorize(inner, &req, source).await {
         return denied;
     }
-    let mut names: std::collections::BTreeSet<String> = inner.model_sizes.load().keys().cloned().collect();
+    // Every model the registry has and every adapter a host holds, with the hosts that
+    // hold each warm now (a request for a model on none waits for a fetch and a load).
+    let mut warm: std::collections::BTreeMap<String, u32> =
+        inner.model_sizes.load().keys().map(|name| (name.clone(), 0)).collect();
     for (_, report) in inner.links.reports() {
-        names.extend(report.models.into_iter().map(|m| m.name));
+        for m in report.models {
+            let count = warm.entry(m.name).or_insert(0);
+            if m.state == wasmesh_api::wire::ModelState::Loaded {
+                *count += 1;
+            }
+        }
     }
-    let data: Vec<serde_json::Value> = names
+    let data: Vec<serde_json::Value> = warm
         .into_iter()
-        .map(|id| serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "wasmesh" }))
+        .map(|(id, warm_on)| {
+            serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "wasmesh", "warm_on": warm_on })
+        })
         .collect();
     json(StatusCode::OK, serde_json::json!({ "object": "list", "data": data }))
 }
@@ -522,9 +573,6 @@ async fn follow_deployments(inner: Arc<Inner>) {
                     }
                     tracing::info!(apps = apps.len(), revision = d.revision, "deployments updated");
                     inner.apps.store(Arc::new(apps));
-                    if let Ok(models) = inner.client.models().await {
-                        inner.model_sizes.store(Arc::new(models.into_iter().map(|m| (m.name, m.size)).collect()));
-                    }
                     revision = Some(d.revision);
                 }
             }

@@ -104,7 +104,7 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
 fn warmth(state: ModelState) -> Warmth {
     match state {
         ModelState::Loaded => Warmth::Ram,
-        ModelState::Fetching => Warmth::Loading,
+        ModelState::Fetching | ModelState::Loading => Warmth::Loading,
         ModelState::OnDisk => Warmth::Disk,
     }
 }
@@ -115,6 +115,7 @@ pub(crate) fn rebuild(inner: &Inner) {
     let links = inner.links.0.lock().expect("links lock");
     let mut table = Vec::with_capacity(links.len());
     let mut connections = Vec::with_capacity(links.len());
+    let mut apps = Vec::with_capacity(links.len());
     for (id, link) in links.iter() {
         if link.connection.close_reason().is_some() {
             continue;
@@ -126,7 +127,8 @@ pub(crate) fn rebuild(inner: &Inner) {
         let r = &link.report;
         let mut node = NodeState::new(id.clone(), r.max_concurrency, r.free_model_memory_bytes)
             .with_ready(r.ready)
-            .with_in_flight(r.in_flight);
+            .with_in_flight(r.in_flight)
+            .with_memory_idle(r.idle_model_memory_bytes);
         if let Some(network) = &link.network {
             node = node.with_network(network.clone());
         }
@@ -137,10 +139,11 @@ pub(crate) fn rebuild(inner: &Inner) {
         }
         table.push(node);
         connections.push(link.connection.clone());
+        apps.push(Arc::new(r.apps.clone()));
     }
     drop(links);
     match Snapshot::build(table, &inner.config.policy) {
-        Ok(snapshot) => inner.routed.store(Arc::new(Routed { snapshot, links: connections })),
+        Ok(snapshot) => inner.routed.store(Arc::new(Routed { snapshot, links: connections, apps })),
         Err(e) => tracing::error!("cannot build the routing table: {e}"),
     }
 }
@@ -218,9 +221,10 @@ async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, fir
     }
 }
 
-/// Asks a cold node to load `model` ahead of demand (fire and forget).
-fn preload(connection: quinn::Connection, model: &ModelRef) {
-    let open = Open::Preload { model: model.clone() };
+/// Asks a cold node to load `model` ahead of demand (fire and forget); `pin` asks it to
+/// keep the model warm too (a pinned model, see `pins`).
+pub(crate) fn preload(connection: quinn::Connection, model: &ModelRef, pin: bool) {
+    let open = Open::Preload { model: model.clone(), pin };
     tokio::spawn(async move {
         let _ = try_node(&connection, &open, &Bytes::new(), Duration::from_secs(5)).await;
     });
@@ -257,7 +261,7 @@ pub(crate) async fn forward(
             ),
         );
         inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
-        return error(e.status(), e.message);
+        return retry_later(e.status(), e.message);
     }
     if let (Some(node), Some(m)) = (decision.preload(), &model) {
         inner.metrics.preloads.inc();
@@ -266,16 +270,33 @@ pub(crate) async fn forward(
             model = m.as_str(),
             "asking a cold node to pre-load"
         );
-        preload(routed.links[node.get()].clone(), m);
+        preload(routed.links[node.get()].clone(), m, false);
     }
     let open = Open::Request(head);
     let mut failures = Vec::new();
-    for candidate in decision.candidates() {
+    let mut no_route = 0;
+    // Nodes that have the app loaded first (a deploy reaches hosts one by one); the
+    // rest keep their order and are tried after, in case a report is behind.
+    let (mut candidates, mut late): (Vec<_>, Vec<_>) = decision
+        .candidates()
+        .iter()
+        .copied()
+        .partition(|c| routed.apps.get(c.node.get()).is_some_and(|a| a.contains_key(app)));
+    candidates.append(&mut late);
+    for candidate in candidates {
         let node = candidate.node;
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
         routed.snapshot.begin(node);
         let guard = InFlight { routed: routed.clone(), node };
         match try_node(&routed.links[node.get()], &open, &body, inner.config.first_byte_timeout).await {
+            Attempt::Answered(response, _) if is_no_route(&response) => {
+                drop(guard);
+                no_route += 1;
+                let e = RouteError::upstream(Kind::NoRoute, format!("host {node_id} has no route for app '{app}' yet"));
+                inner.metrics.retries.inc();
+                tracing::info!(%app, node = %node_id, "host has not loaded the app yet, trying the next");
+                failures.push(format!("{node_id}: {e}"));
+            }
             Attempt::Answered(response, recv) => {
                 let tier = tier_name(candidate.tier);
                 inner.metrics.routed.with_label_values(&[tier]).inc();
@@ -309,9 +330,26 @@ pub(crate) async fn forward(
             }
         }
     }
+    if no_route > 0 && no_route == failures.len() {
+        let e = RouteError::upstream(Kind::NoRoute, format!("app '{app}' is not loaded on any host yet; retry shortly"));
+        inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+        return retry_later(e.status(), e.message);
+    }
     let e = RouteError::internal(Kind::AllFailed, format!("every candidate host failed: {}", failures.join("; ")));
     inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
     error(e.status(), e.message)
+}
+
+/// Whether a host's answer is its "no route for this path" 404 (no component ran).
+fn is_no_route(head: &ResponseHead) -> bool {
+    head.status == 404 && head.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(wasmesh_api::NO_ROUTE_HEADER))
+}
+
+/// An error the caller should retry: with `Retry-After` (seconds).
+fn retry_later(status: http::StatusCode, message: String) -> Response<Body> {
+    let mut response = error(status, message);
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+    response
 }
 
 /// The caller's response: the host's head, then its body frames as they arrive.

@@ -27,6 +27,9 @@ pub(crate) enum Kind {
     BeforeHead,
     /// The host sent no response head in time.
     FirstByteTimeout,
+    /// The host has no route for the path (the app's deploy has not reached it): no
+    /// component ran.
+    NoRoute,
     /// No host could take the request.
     NoCandidate,
     /// Every candidate failed before answering.
@@ -48,7 +51,7 @@ pub(crate) struct RouteError {
 impl RouteError {
     /// A host's failure.
     pub(crate) fn upstream(kind: Kind, message: impl Into<String>) -> Self {
-        let retry = matches!(kind, Kind::Connect | Kind::BeforeHead);
+        let retry = matches!(kind, Kind::Connect | Kind::BeforeHead | Kind::NoRoute);
         Self { origin: Origin::Upstream, kind, retry, message: message.into() }
     }
 
@@ -62,6 +65,7 @@ impl RouteError {
         match self.kind {
             Kind::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::NoCandidate => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::NoRoute => StatusCode::NOT_FOUND,
             Kind::Connect | Kind::BeforeHead | Kind::AllFailed => StatusCode::BAD_GATEWAY,
         }
     }

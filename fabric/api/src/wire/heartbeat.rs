@@ -51,6 +51,8 @@ pub enum ModelState {
     OnDisk,
     /// Being downloaded.
     Fetching,
+    /// Being loaded into memory (an adapter: its base is).
+    Loading,
 }
 
 /// A model (or LoRA, named `MODEL:ADAPTER`) a node holds.
@@ -60,6 +62,12 @@ pub struct CachedModel {
     pub name: String,
     /// Where it stands.
     pub state: ModelState,
+    /// While [`ModelState::Fetching`]: bytes fetched so far and in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched: Option<(u64, u64)>,
+    /// Pinned in memory on this node (never evicted while pinned).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// Memory pressure over the last heartbeat interval, from the kernel's counters.

@@ -43,6 +43,17 @@ pub struct ModelInfo {
     pub pieces: PieceManifest,
     /// When it was pushed.
     pub created_at_ms: u64,
+    /// Nodes that must keep it warm (`wasmesh models pin`); 0: not pinned.
+    #[serde(default)]
+    pub min_warm: u32,
+}
+
+/// `PUT /v1/models/{name}/pin`: keep a model warm on `min_warm` nodes (0 unpins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinModel {
+    /// Nodes that must keep it warm.
+    pub min_warm: u32,
 }
 
 /// `POST /v1/loras`: register an uploaded LoRA adapter for a base model.

@@ -1,5 +1,6 @@
-//! The worker thread's start: loads the model and its LoRA adapters, creates the
+//! The worker thread's start: loads the model, picks its chat template, creates the
 //! context with one KV stream per slot, then hands over to the [`Scheduler`].
+//! Adapters attach later, on first use ([`super::lora`]).
 
 use super::Job;
 use super::compaction::{kv_bytes_per_cell, min_tokens_to_move};
@@ -9,7 +10,7 @@ use crate::LlamaConfig;
 use crate::backend::init_backend;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::model::params::LlamaModelParams;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -40,7 +41,7 @@ pub(crate) fn run_worker(
         }
     };
     let params = LlamaModelParams::default().with_n_gpu_layers(config.n_gpu_layers());
-    let mut model = match LlamaModel::load_from_file(backend, &path, &params) {
+    let model = match LlamaModel::load_from_file(backend, &path, &params) {
         Ok(m) => m,
         Err(e) => {
             let _ = ready.send(Err(load_err(format!(
@@ -50,25 +51,6 @@ pub(crate) fn run_worker(
             return;
         }
     };
-    // Adapters load with their base (they need it mutably) and live as long as it.
-    let mut adapters = Vec::new();
-    for (lora, spec) in config.loras.iter().filter(|(_, spec)| spec.base == name) {
-        let t = Instant::now();
-        match model.lora_adapter_init(&spec.path) {
-            Ok(adapter) => {
-                tracing::info!(model = %name, %lora, ms = t.elapsed().as_millis() as u64, "LoRA adapter loaded");
-                adapters.push((lora.clone(), adapter));
-            }
-            Err(e) => {
-                let _ = ready.send(Err(load_err(format!(
-                    "LoRA '{lora}' ({}) does not fit this model ({e}); was it made for another base or architecture?",
-                    spec.path.display()
-                ))));
-                return;
-            }
-        }
-    }
-    let model = model;
     let n_ctx = config.n_ctx.min(model.n_ctx_train()).max(64);
     let slots = config.slots.max(1);
     // Each slot has its own KV stream of n_ctx cells (not one unified cache): a
@@ -97,7 +79,7 @@ pub(crate) fn run_worker(
             return;
         }
     };
-    let template = model.chat_template(None).ok();
+    let (template, template_source) = chat_template(&model);
     let min_move = min_tokens_to_move(u64::from(n_ctx) * kv_bytes_per_cell(&model), model.size());
     tracing::info!(
         model = %name,
@@ -108,6 +90,7 @@ pub(crate) fn run_worker(
         slots,
         threads,
         compaction_min_tokens_left = min_move,
+        chat_template = %template_source,
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
@@ -124,10 +107,40 @@ pub(crate) fn run_worker(
         batch: LlamaBatch::new(config.n_batch as usize, 1),
         threads,
         stats,
-        adapters,
+        adapters: Vec::new(),
+        max_adapters: config.max_adapters.max(1) as usize,
+        adapter_tick: 0,
         applied: None,
         last_group: None,
     };
     scheduler.run(&mut ctx, &queue);
     tracing::debug!(model = %name, "model worker stopped");
+}
+
+/// The model's chat template: its GGUF's own, else the one llama.cpp has built in for
+/// its architecture, else ChatML (what llama-server falls back to). Returns the
+/// template and where it came from, for the load log.
+fn chat_template(model: &LlamaModel) -> (Option<LlamaChatTemplate>, String) {
+    if let Ok(template) = model.chat_template(None) {
+        return (Some(template), "gguf".to_string());
+    }
+    let arch = model.meta_val_str("general.architecture").unwrap_or_default();
+    let name = builtin_template(&arch);
+    let source = format!("built-in '{name}' (the GGUF has none; architecture '{arch}')");
+    (LlamaChatTemplate::new(name).ok(), source)
+}
+
+/// The llama.cpp built-in template for a GGUF architecture without a template of its own.
+pub(crate) fn builtin_template(arch: &str) -> &'static str {
+    match arch {
+        "gemma" | "gemma2" | "gemma3" => "gemma",
+        "phi3" => "phi3",
+        "command-r" | "cohere2" => "command-r",
+        "exaone" => "exaone3",
+        "granite" => "granite",
+        "chatglm" => "chatglm4",
+        "deepseek2" => "deepseek2",
+        "minicpm" => "minicpm",
+        _ => "chatml",
+    }
 }

@@ -6,7 +6,8 @@
 //! * [`step`]: one decode step over the active slots, and answering requests.
 //! * [`slot`]: a request in flight and its streaming.
 //! * [`compaction`]: keeping busy slots consecutive.
-//! * [`lora`]: adapter groups and switching between them.
+//! * [`lora`]: the adapter cache (attached on demand, least recently used freed),
+//!   adapter groups and switching between them.
 //! * [`sampling`], [`stop`]: picking tokens, finding stop strings.
 //! * [`embed`]: embeddings on their own context.
 //! * [`stats`]: the worker's live counters.
@@ -31,8 +32,19 @@ use wasmesh_engine::{Embedding, EngineError, GenerateRequest, Generation};
 
 pub use stats::WorkerStats;
 
+/// A LoRA adapter a request runs with, and where its file is (attached on first use).
+#[derive(Debug, Clone)]
+pub(crate) struct AdapterFile {
+    pub(crate) name: String,
+    pub(crate) path: PathBuf,
+}
+
 enum Job {
-    Generate { request: GenerateRequest, reply: oneshot::Sender<Result<Generation, EngineError>> },
+    Generate {
+        request: GenerateRequest,
+        lora: Option<AdapterFile>,
+        reply: oneshot::Sender<Result<Generation, EngineError>>,
+    },
     Embed { input: String, reply: oneshot::Sender<Result<Embedding, EngineError>> },
 }
 
@@ -69,8 +81,12 @@ impl ModelWorker {
     }
 
     /// Queues a generation and waits for it. Dropping the future cancels it.
-    pub(crate) async fn generate(&self, request: GenerateRequest) -> Result<Generation, EngineError> {
-        self.ask(|reply| Job::Generate { request, reply }).await
+    pub(crate) async fn generate(
+        &self,
+        request: GenerateRequest,
+        lora: Option<AdapterFile>,
+    ) -> Result<Generation, EngineError> {
+        self.ask(|reply| Job::Generate { request, lora, reply }).await
     }
 
     /// Queues an embedding and waits for it.

@@ -3,13 +3,14 @@
 //! driving compaction and decode steps.
 
 use super::Job;
-use super::lora::LoraKey;
+use super::AdapterFile;
+use super::lora::{Adapter, LoraKey};
 use super::sampling::build_sampler;
 use super::slot::Active;
 use super::stats::WorkerStats;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,7 @@ use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, Generation};
 /// A generation waiting for a slot.
 struct Waiting {
     request: GenerateRequest,
+    lora: Option<AdapterFile>,
     reply: oneshot::Sender<Result<Generation, EngineError>>,
 }
 
@@ -39,8 +41,13 @@ pub(crate) struct Scheduler<'m> {
     pub(crate) batch: LlamaBatch<'static>,
     pub(crate) threads: i32,
     pub(crate) stats: Arc<WorkerStats>,
-    /// This model's LoRA adapters, by name.
-    pub(crate) adapters: Vec<(String, LlamaLoraAdapter)>,
+    /// The adapters attached to this model; a freed place is `None` (a [`LoraKey`]
+    /// is an index here, so places never move).
+    pub(crate) adapters: Vec<Option<Adapter>>,
+    /// The most adapters kept attached at once.
+    pub(crate) max_adapters: usize,
+    /// Counts adapter uses, for least-recently-used freeing.
+    pub(crate) adapter_tick: u64,
     /// The adapter set on the context now.
     pub(crate) applied: LoraKey,
     /// The group the last step ran, for round-robin between groups.
@@ -53,7 +60,7 @@ impl<'m> Scheduler<'m> {
         let mut embed_ctx: Option<LlamaContext<'m>> = None;
         loop {
             let mut take = |job: Job, waiting: &mut std::collections::VecDeque<Waiting>| match job {
-                Job::Generate { request, reply } => waiting.push_back(Waiting { request, reply }),
+                Job::Generate { request, lora, reply } => waiting.push_back(Waiting { request, lora, reply }),
                 Job::Embed { input, reply } => {
                     if !reply.is_closed() {
                         let _ = reply.send(self.embed(&mut embed_ctx, &input));
@@ -99,7 +106,8 @@ impl<'m> Scheduler<'m> {
                 continue;
             }
             let t = Instant::now();
-            let prepared = self.prepare(&job.request);
+            let lora = job.lora.clone();
+            let prepared = self.prepare(ctx, &job.request, lora);
             let (prompt, n_predict, sampler, lora) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
@@ -135,24 +143,16 @@ impl<'m> Scheduler<'m> {
 
     /// Renders, tokenizes and checks one request; builds its sampler.
     fn prepare(
-        &self,
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
         request: &GenerateRequest,
+        lora: Option<AdapterFile>,
     ) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
         let params = &request.params;
-        let lora = match &params.lora {
-            None => None,
-            Some(_) if params.lora_scale == 0.0 => None,
-            Some(name) => {
-                let Some(index) = self.adapters.iter().position(|(n, _)| n == name) else {
-                    let available: Vec<&str> = self.adapters.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(EngineError::InvalidRequest(format!(
-                        "LoRA adapter '{name}' is not loaded for model '{}' (available: {})",
-                        request.model,
-                        if available.is_empty() { "none".to_string() } else { available.join(", ") }
-                    )));
-                };
-                Some((index, params.lora_scale.to_bits()))
-            }
+        let lora = match (&params.lora, lora) {
+            (None, _) => None,
+            (Some(_), _) if params.lora_scale == 0.0 => None,
+            (Some(name), file) => Some((self.adapter(ctx, &request.model, name, file)?, params.lora_scale.to_bits())),
         };
         let prompt = self.render_prompt(&request.prompt, params)?;
         let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);

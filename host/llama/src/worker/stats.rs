@@ -1,6 +1,7 @@
 //! The live counters a model's worker keeps, readable through
 //! [`LlamaEngine::stats`](crate::LlamaEngine::stats).
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// Live counters of one model's worker.
@@ -20,6 +21,14 @@ pub struct WorkerStats {
     pub lora_switches: AtomicU64,
     /// Nanoseconds spent changing adapters.
     pub lora_switch_ns: AtomicU64,
+    /// Adapters attached to the warm model (fetched on demand or configured).
+    pub lora_attaches: AtomicU64,
+    /// Nanoseconds spent attaching adapters.
+    pub lora_attach_ns: AtomicU64,
+    /// Adapters freed to make room for others (the least recently used, idle).
+    pub lora_evictions: AtomicU64,
+    /// The adapters attached now, by name.
+    pub attached: Mutex<Vec<String>>,
     /// Sequences moved down into a freed slot (see `Scheduler::compact`).
     pub compactions: AtomicU64,
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State as S};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use wasmesh_api::check_name;
-use wasmesh_api::wire::{PushLora, PushModel, Scope};
+use wasmesh_api::wire::{PinModel, PushLora, PushModel, Scope};
 
 pub(super) async fn models_push(S(state): St, caller: Caller, Json(req): Json<PushModel>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
@@ -33,6 +33,31 @@ pub(super) async fn model_get(S(state): St, caller: Caller, Path(name): Path<Str
         .ok_or_else(|| ApiError::not_found(format!("no model named '{name}'; `wasmesh models ls` lists them")))?;
     Ok(axum::Json(model).into_response())
 }
+
+/// Pins a model warm on `min_warm` nodes (0 unpins): routers place it (pre-load hints)
+/// and restore the count when a warm node leaves; hosts never evict it while pinned.
+pub(super) async fn model_pin(
+    S(state): St,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<PinModel>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Deploy)?;
+    if req.min_warm > MAX_MIN_WARM {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("min_warm must be 0..={MAX_MIN_WARM}, got {}", req.min_warm),
+        ));
+    }
+    let model = catalog::set_min_warm(&state.db, &name, req.min_warm)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no model named '{name}'; `wasmesh models ls` lists them")))?;
+    tracing::info!(model = %name, min_warm = req.min_warm, "model pin set");
+    Ok(axum::Json(model).into_response())
+}
+
+/// The most warm copies one pin may ask for.
+const MAX_MIN_WARM: u32 = 1024;
 
 pub(super) async fn loras_push(S(state): St, caller: Caller, Json(req): Json<PushLora>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;

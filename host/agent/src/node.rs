@@ -1,0 +1,97 @@
+//! A whole node's start-up, as a library: fetch the models it starts with, build its
+//! engine (serverless with a registry: [`OnDemand`]), make the Wasmtime host, load local
+//! apps, pre-load, listen, join the fabric (register, heartbeats, deployments, router
+//! links) and report ready. `wasmesh host` maps its flags onto [`NodeConfig`].
+
+use crate::{Agent, AgentConfig, AgentError, FetchConfig, FetchedModels, OnDemand, fetch_models};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmesh_client::Progress;
+use wasmesh_engine::InferenceEngine;
+use wasmesh_runtime::{Host, HostConfig};
+
+/// How a node starts.
+pub struct NodeConfig {
+    /// With a registry: how weights are fetched, and how the agent joins.
+    pub fabric: Option<(FetchConfig, AgentConfig)>,
+    /// Models fetched from the registry before the node reports ready.
+    pub models: Vec<String>,
+    /// How long a request waits for a model or adapter the node must fetch first.
+    pub fetch_wait: Duration,
+    /// The Wasmtime host's settings (its metrics registry is the node's).
+    pub host: HostConfig,
+    /// App manifests served at their own paths.
+    pub apps: Vec<PathBuf>,
+    /// Load every model the engine knows before reporting ready.
+    pub preload: bool,
+    /// Where to serve HTTP.
+    pub listen: SocketAddr,
+}
+
+/// A started node: ready, listening, joined. Dropping it leaves the fabric.
+pub struct Node {
+    /// The Wasmtime host.
+    pub host: Arc<Host>,
+    /// The address it serves on.
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    _agent: Option<Agent>,
+    _fetched: Option<FetchedModels>,
+}
+
+impl Node {
+    /// Starts a node. `engine` builds the inference engine from the fetched model files
+    /// (name → file); `progress` makes a progress reporter per fetched model.
+    ///
+    /// # Errors
+    /// [`AgentError`], each naming the next step: a registry that refused, a model that
+    /// cannot be fetched, an engine or app that cannot load, an address in use.
+    pub async fn start(
+        config: NodeConfig,
+        engine: impl FnOnce(Vec<(String, PathBuf)>) -> Result<Arc<dyn InferenceEngine>, String>,
+        progress: impl Fn(&str) -> Arc<dyn Progress>,
+    ) -> Result<Self, AgentError> {
+        let mut fetched = None;
+        if let Some((fetch, _)) = &config.fabric {
+            fetched = Some(fetch_models(fetch, &config.models, &config.host.metrics, progress).await?);
+        }
+        let files = fetched.as_ref().map(|f| f.files.clone()).unwrap_or_default();
+        let mut inference = engine(files).map_err(AgentError::Engine)?;
+        if let Some(fetched) = &fetched {
+            // Serverless: any model or adapter the registry holds is fetched when first asked for.
+            inference = Arc::new(OnDemand::new(inference, fetched.fetcher.clone(), config.fetch_wait));
+        }
+        let host = Host::new(config.host, inference)
+            .map_err(|e| AgentError::Engine(format!("cannot create the Wasmtime engine: {e:#}")))?;
+        for app in &config.apps {
+            host.load_app_file(app).await.map_err(|e| AgentError::App { path: app.clone(), reason: format!("{e:#}") })?;
+        }
+        if config.preload {
+            for model in host.inference().models() {
+                host.inference()
+                    .preload(&model)
+                    .await
+                    .map_err(|e| AgentError::Engine(format!("cannot load model '{model}': {e}")))?;
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+        let agent = match config.fabric {
+            Some((_, agent)) => Some(Agent::start(host.clone(), agent, Duration::from_secs(60)).await?),
+            None => None,
+        };
+        host.set_ready(true);
+        tracing::info!(%addr, engine = %host.inference().summary(), "host ready");
+        Ok(Self { host, addr, listener, _agent: agent, _fetched: fetched })
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let Self { host, listener, _agent, _fetched, .. } = self;
+        host.serve_with_shutdown(listener, shutdown).await
+    }
+}
