@@ -237,6 +237,14 @@ fn preload_hint_when_a_model_has_fewer_warm_copies_than_min_warm() {
     assert_eq!(snap.route(&Request::for_model(&m, GIB)).preload(), None);
     // A model nobody holds gets no hint: the request itself loads it on the first candidate.
     assert_eq!(snap.route(&Request::for_model(&key("new"), GIB)).preload(), None);
+    // A copy being loaded counts toward min_warm: one warm and one loading make two, so
+    // the third node is not asked (the warm node has room).
+    let snap = build(vec![
+        node("warm").with_model(m.clone(), Warmth::Ram),
+        node("loading").with_model(m.clone(), Warmth::Loading),
+        node("third"),
+    ]);
+    assert_eq!(snap.route(&Request::for_model(&m, GIB)).preload(), None);
 }
 
 #[test]

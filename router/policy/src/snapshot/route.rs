@@ -179,7 +179,9 @@ impl Pick<'_> {
         // Loads of the model that may still start: a hint picks among that many cold nodes.
         let allowed = exact.map_or(0, |h| {
             let warm = h.warm.len();
-            let busy = warm > 0 && ((warm as u32) < cfg.min_warm || (scan.ready > 0 && scan.whole && !scan.room));
+            // Loads under way count toward `min_warm`: a copy being loaded is one more on its way.
+            let coming = (warm + h.loading.len()) as u32;
+            let busy = warm > 0 && (coming < cfg.min_warm || (scan.ready > 0 && scan.whole && !scan.room));
             let cap = (cfg.max_loading as usize).max((warm as f64 * cfg.loading_per_warm) as usize);
             if busy { cap.saturating_sub(h.loading.len()) } else { 0 }
         });
