@@ -38,115 +38,127 @@ fn main() {
     let cap_mib: u64 = std::env::var("WASMESH_BENCH_ORIGIN_MIB_S").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let size = std::fs::metadata(model_path()).expect("test model").len();
-    println!(
-        "model {} MiB; origin capped at {cap_mib} MiB/s; {threads} threads; median of {REPS} runs",
-        size >> 20
-    );
+    println!("model {} MiB; origin capped at {cap_mib} MiB/s; {threads} threads; median of {REPS} runs", size >> 20);
     let mut figures = serde_json::Map::new();
     figures.insert("bench".into(), "placement".into());
     figures.insert("origin_cap_mib_s".into(), cap_mib.into());
 
-    // Cold time-to-first-token.
-    let dir = scratch("cold");
-    let fabric = WeightsFabric::start(&dir, Some(cap_mib << 20)).expect("s3s-fs (run `bash deploy/setup.sh`)");
-    let mut ours = Vec::new();
-    let mut alone = Vec::new();
-    for rep in 0..REPS {
-        let engine = LlamaEngine::new(LlamaConfig { threads: Some(threads), ..Default::default() }).unwrap();
-        let fetcher = rt.block_on(Fetcher::open(&fetch_config(&fabric.url(), &fabric.provider, &dir, &format!("ours{rep}")), &prometheus())).unwrap();
-        let node = OnDemand::new(Arc::new(engine), fetcher, Duration::from_secs(600));
-        let t = Instant::now();
-        let out = rt.block_on(node.generate(one_token(None))).unwrap();
-        assert!(out.usage.output_tokens <= 1);
-        ours.push(t.elapsed().as_secs_f64());
-        drop(node);
+    // WASMESH_BENCH_ONLY=fabric runs the warm-hit part alone.
+    if std::env::var("WASMESH_BENCH_ONLY").as_deref() != Ok("fabric") {
+        // Cold time-to-first-token.
+        let dir = scratch("cold");
+        let fabric = WeightsFabric::start(&dir, Some(cap_mib << 20)).expect("s3s-fs (run `bash deploy/setup.sh`)");
+        let mut ours = Vec::new();
+        let mut alone = Vec::new();
+        for rep in 0..REPS {
+            let engine = LlamaEngine::new(LlamaConfig { threads: Some(threads), ..Default::default() }).unwrap();
+            let fetcher = rt
+                .block_on(Fetcher::open(
+                    &fetch_config(&fabric.url(), &fabric.provider, &dir, &format!("ours{rep}")),
+                    &prometheus(),
+                ))
+                .unwrap();
+            let node = OnDemand::new(Arc::new(engine), fetcher, Duration::from_secs(600));
+            let t = Instant::now();
+            let out = rt.block_on(node.generate(one_token(None))).unwrap();
+            assert!(out.usage.output_tokens <= 1);
+            ours.push(t.elapsed().as_secs_f64());
+            drop(node);
 
-        let fetcher = rt.block_on(Fetcher::open(&fetch_config(&fabric.url(), &fabric.provider, &dir, &format!("alone{rep}")), &prometheus())).unwrap();
-        let t = Instant::now();
-        let (path, _lease) = rt.block_on(fetcher.model("smollm2", Arc::new(wasmesh_client::NoProgress))).unwrap();
-        let fetch = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let model = NativeModel::load(&path, 0).unwrap();
-        let load = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        // A context as large as the engine's (4 slots of 4096 tokens): the same KV cache to allocate.
-        model.greedy(PROMPT, 1, 4 * 4096, threads as i32).unwrap();
-        let first = t.elapsed().as_secs_f64();
-        alone.push((fetch, load, first));
+            let fetcher = rt
+                .block_on(Fetcher::open(
+                    &fetch_config(&fabric.url(), &fabric.provider, &dir, &format!("alone{rep}")),
+                    &prometheus(),
+                ))
+                .unwrap();
+            let t = Instant::now();
+            let (path, _lease) = rt.block_on(fetcher.model("smollm2", Arc::new(wasmesh_client::NoProgress))).unwrap();
+            let fetch = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let model = NativeModel::load(&path, 0).unwrap();
+            let load = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            // A context as large as the engine's (4 slots of 4096 tokens): the same KV cache to allocate.
+            model.greedy(PROMPT, 1, 4 * 4096, threads as i32).unwrap();
+            let first = t.elapsed().as_secs_f64();
+            alone.push((fetch, load, first));
+            println!(
+                "run {rep}: ours {:.3} s; alone: fetch {fetch:.3} + load {load:.3} + first token {first:.3} = {:.3} s",
+                ours[rep],
+                fetch + load + first
+            );
+        }
+        drop(fabric);
+        let ours_s = median(ours.clone());
+        let fetch_s = median(alone.iter().map(|a| a.0).collect());
+        let load_s = median(alone.iter().map(|a| a.1).collect());
+        let first_s = median(alone.iter().map(|a| a.2).collect());
+        let ratio = ours_s / (fetch_s + load_s + first_s);
         println!(
-            "run {rep}: ours {:.3} s; alone: fetch {fetch:.3} + load {load:.3} + first token {first:.3} = {:.3} s",
-            ours[rep],
-            fetch + load + first
+            "cold TTFT: ours {ours_s:.3} s vs fetch {fetch_s:.3} + load {load_s:.3} + first token {first_s:.3} s alone: ratio {ratio:.3} (goal ≤ 1.1)"
         );
-    }
-    drop(fabric);
-    let ours_s = median(ours.clone());
-    let fetch_s = median(alone.iter().map(|a| a.0).collect());
-    let load_s = median(alone.iter().map(|a| a.1).collect());
-    let first_s = median(alone.iter().map(|a| a.2).collect());
-    let ratio = ours_s / (fetch_s + load_s + first_s);
-    println!(
-        "cold TTFT: ours {ours_s:.3} s vs fetch {fetch_s:.3} + load {load_s:.3} + first token {first_s:.3} s alone: ratio {ratio:.3} (goal ≤ 1.1)"
-    );
-    figures.insert("cold_ttft_s".into(), round(ours_s, 3));
-    figures.insert("anchor_fetch_s".into(), round(fetch_s, 3));
-    figures.insert("anchor_load_s".into(), round(load_s, 3));
-    figures.insert("anchor_first_token_s".into(), round(first_s, 3));
-    figures.insert("cold_ttft_ratio".into(), round(ratio, 3));
+        figures.insert("cold_ttft_s".into(), round(ours_s, 3));
+        figures.insert("anchor_fetch_s".into(), round(fetch_s, 3));
+        figures.insert("anchor_load_s".into(), round(load_s, 3));
+        figures.insert("anchor_first_token_s".into(), round(first_s, 3));
+        figures.insert("cold_ttft_ratio".into(), round(ratio, 3));
 
-    // Adapter cold attach, on loopback: a registry storing on its own disk (no cap).
-    let dir = scratch("adapter");
-    let (registry, admin_key) = wasmesh_tests::start_registry(&dir, &[]);
-    let url = format!("http://{}", registry.addr);
-    let admin = wasmesh_client::Client::new(&url, Some(admin_key)).unwrap();
-    let provider = rt.block_on(admin.create_key("bench", &[wasmesh_api::wire::Scope::Provider])).unwrap().key;
-    rt.block_on(admin.push_model(&model_path(), "smollm2", &wasmesh_client::NoProgress)).unwrap();
-    let engine = Arc::new(LlamaEngine::new(LlamaConfig { threads: Some(threads), ..Default::default() }).unwrap());
-    let fetcher = rt.block_on(Fetcher::open(&fetch_config(&url, &provider, &dir, "adapter"), &prometheus())).unwrap();
-    let node = OnDemand::new(engine.clone(), fetcher, Duration::from_secs(600));
-    rt.block_on(node.generate(one_token(None))).unwrap(); // the base, warm
-    let mut cold = Vec::new();
-    let mut warm = Vec::new();
-    for rep in 0..REPS {
-        let name = format!("a{rep}");
-        rt.block_on(admin.push_lora(&lora_path(1 + rep as u32), &name, "smollm2", &wasmesh_client::NoProgress))
-            .unwrap();
-        let t = Instant::now();
-        rt.block_on(node.generate(one_token(Some(&name)))).unwrap();
-        cold.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        rt.block_on(node.generate(one_token(Some(&name)))).unwrap();
-        warm.push(t.elapsed().as_secs_f64());
-        println!("adapter {name}: first request {:.1} ms, next {:.1} ms", cold[rep] * 1e3, warm[rep] * 1e3);
+        // Adapter cold attach, on loopback: a registry storing on its own disk (no cap).
+        let dir = scratch("adapter");
+        let (registry, admin_key) = wasmesh_tests::start_registry(&dir, &[]);
+        let url = format!("http://{}", registry.addr);
+        let admin = wasmesh_client::Client::new(&url, Some(admin_key)).unwrap();
+        let provider = rt.block_on(admin.create_key("bench", &[wasmesh_api::wire::Scope::Provider])).unwrap().key;
+        rt.block_on(admin.push_model(&model_path(), "smollm2", &wasmesh_client::NoProgress)).unwrap();
+        let engine = Arc::new(LlamaEngine::new(LlamaConfig { threads: Some(threads), ..Default::default() }).unwrap());
+        let fetcher =
+            rt.block_on(Fetcher::open(&fetch_config(&url, &provider, &dir, "adapter"), &prometheus())).unwrap();
+        let node = OnDemand::new(engine.clone(), fetcher, Duration::from_secs(600));
+        rt.block_on(node.generate(one_token(None))).unwrap(); // the base, warm
+        let mut cold = Vec::new();
+        let mut warm = Vec::new();
+        for rep in 0..REPS {
+            let name = format!("a{rep}");
+            rt.block_on(admin.push_lora(&lora_path(1 + rep as u32), &name, "smollm2", &wasmesh_client::NoProgress))
+                .unwrap();
+            let t = Instant::now();
+            rt.block_on(node.generate(one_token(Some(&name)))).unwrap();
+            cold.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            rt.block_on(node.generate(one_token(Some(&name)))).unwrap();
+            warm.push(t.elapsed().as_secs_f64());
+            println!("adapter {name}: first request {:.1} ms, next {:.1} ms", cold[rep] * 1e3, warm[rep] * 1e3);
+        }
+        let attach_ms = (median(cold.clone()) - median(warm.clone())) * 1e3;
+        let stats = rt.block_on(engine.stats("smollm2")).expect("the base is loaded");
+        let llama_attach_ms = stats.lora_attach_ns.load(std::sync::atomic::Ordering::Relaxed) as f64
+            / stats.lora_attaches.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64
+            / 1e6;
+        println!(
+            "adapter cold attach (fetch + verify + attach on a warm base): {attach_ms:.1} ms (goal ≤ 100 ms), \
+             of which llama.cpp's attach {llama_attach_ms:.1} ms"
+        );
+        figures.insert("adapter_llama_attach_ms".into(), round(llama_attach_ms, 1));
+        // The fetch alone (registry lookup, download, verification), for the breakdown.
+        let fetcher =
+            rt.block_on(Fetcher::open(&fetch_config(&url, &provider, &dir, "fetch-only"), &prometheus())).unwrap();
+        let mut fetch_only = Vec::new();
+        for rep in 0..REPS {
+            let name = format!("f{rep}");
+            rt.block_on(admin.push_lora(&lora_path(4 + rep as u32), &name, "smollm2", &wasmesh_client::NoProgress))
+                .unwrap();
+            let t = Instant::now();
+            rt.block_on(fetcher.lora(&name, Arc::new(wasmesh_client::NoProgress))).unwrap();
+            fetch_only.push(t.elapsed().as_secs_f64());
+        }
+        let fetch_ms = median(fetch_only) * 1e3;
+        println!("adapter fetch alone (lookup + download + verify, loopback): {fetch_ms:.1} ms");
+        figures.insert("adapter_fetch_ms".into(), round(fetch_ms, 1));
+        figures.insert("adapter_cold_attach_ms".into(), round(attach_ms, 1));
+        figures.insert("adapter_warm_request_ms".into(), round(median(warm) * 1e3, 1));
+        drop(node);
+        drop(registry);
     }
-    let attach_ms = (median(cold.clone()) - median(warm.clone())) * 1e3;
-    let stats = rt.block_on(engine.stats("smollm2")).expect("the base is loaded");
-    let llama_attach_ms = stats.lora_attach_ns.load(std::sync::atomic::Ordering::Relaxed) as f64
-        / stats.lora_attaches.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64
-        / 1e6;
-    println!(
-        "adapter cold attach (fetch + verify + attach on a warm base): {attach_ms:.1} ms (goal ≤ 100 ms), \
-         of which llama.cpp's attach {llama_attach_ms:.1} ms"
-    );
-    figures.insert("adapter_llama_attach_ms".into(), round(llama_attach_ms, 1));
-    // The fetch alone (registry lookup, download, verification), for the breakdown.
-    let fetcher = rt.block_on(Fetcher::open(&fetch_config(&url, &provider, &dir, "fetch-only"), &prometheus())).unwrap();
-    let mut fetch_only = Vec::new();
-    for rep in 0..REPS {
-        let name = format!("f{rep}");
-        rt.block_on(admin.push_lora(&lora_path(4 + rep as u32), &name, "smollm2", &wasmesh_client::NoProgress))
-            .unwrap();
-        let t = Instant::now();
-        rt.block_on(fetcher.lora(&name, Arc::new(wasmesh_client::NoProgress))).unwrap();
-        fetch_only.push(t.elapsed().as_secs_f64());
-    }
-    let fetch_ms = median(fetch_only) * 1e3;
-    println!("adapter fetch alone (lookup + download + verify, loopback): {fetch_ms:.1} ms");
-    figures.insert("adapter_fetch_ms".into(), round(fetch_ms, 1));
-    figures.insert("adapter_cold_attach_ms".into(), round(attach_ms, 1));
-    figures.insert("adapter_warm_request_ms".into(), round(median(warm) * 1e3, 1));
-    drop(node);
-    drop(registry);
 
     if std::env::var("WASMESH_BENCH_FABRIC").as_deref() != Ok("0") {
         let requests: usize = std::env::var("WASMESH_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
@@ -174,7 +186,9 @@ mod fabric {
     use std::time::Duration;
     use wasmesh_api::wire::Scope;
     use wasmesh_client::{Client, NoProgress};
-    use wasmesh_tests::{Payload, Process, components_dir, free_addr, lora_path, model_path, request, second_model_path};
+    use wasmesh_tests::{
+        Payload, Process, components_dir, free_addr, lora_path, model_path, request, second_model_path,
+    };
 
     pub(crate) const WARMUP: usize = 200;
     const HOSTS: usize = 4;
@@ -251,8 +265,19 @@ mod fabric {
         let router_data = dir.join("router");
         let mut router = Process::spawn(
             &[
-                "router", "--listen", &http.to_string(), "--quic", &quic.to_string(), "--registry", &url, "--key",
-                &admin, "--data", router_data.to_str().unwrap(), "--rate-per-key", "1000000",
+                "router",
+                "--listen",
+                &http.to_string(),
+                "--quic",
+                &quic.to_string(),
+                "--registry",
+                &url,
+                "--key",
+                &admin,
+                "--data",
+                router_data.to_str().unwrap(),
+                "--rate-per-key",
+                "1000000",
             ],
             http,
             dir.join("router.log"),
@@ -266,8 +291,26 @@ mod fabric {
             let (listen, name, quic) = (addr.to_string(), format!("host-{i}"), quic.to_string());
             let mut host = Process::spawn(
                 &[
-                    "host", "--listen", &listen, "--registry", &url, "--key", &provider, "--data", &data, "--name",
-                    &name, "--router", &quic, "--no-p2p", "--threads", "1", "--slots", "2", "--model-memory-mb", "300",
+                    "host",
+                    "--listen",
+                    &listen,
+                    "--registry",
+                    &url,
+                    "--key",
+                    &provider,
+                    "--data",
+                    &data,
+                    "--name",
+                    &name,
+                    "--router",
+                    &quic,
+                    "--no-p2p",
+                    "--threads",
+                    "1",
+                    "--slots",
+                    "2",
+                    "--model-memory-mb",
+                    "300",
                 ],
                 addr,
                 dir.join(format!("host{i}.log")),
@@ -333,7 +376,11 @@ mod fabric {
         drop(hosts);
         drop(router);
         drop(registry);
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("WASMESH_BENCH_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        } else {
+            println!("logs kept in {}", dir.display());
+        }
         hits as f64 / (trace.len() - WARMUP) as f64
     }
 }

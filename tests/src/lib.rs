@@ -15,9 +15,8 @@ mod s3;
 mod weights;
 
 pub use fixtures::{
-    second_model_path,
-    CONCURRENT_PROMPTS, cache_dir, components_dir, lora_path, model_path, prerequisites, scratch, skip_or_fail,
-    wasmesh_bin,
+    CONCURRENT_PROMPTS, cache_dir, components_dir, lora_path, model_path, prerequisites, scratch, second_model_path,
+    skip_or_fail, wasmesh_bin,
 };
 pub use http::{HttpResponse, Payload, post_json, request};
 pub use postgres::Postgres;

@@ -81,15 +81,8 @@ impl Fabric {
             dir.join("router.log"),
         );
         router.wait_ready(Duration::from_secs(60));
-        let mut fabric = Self {
-            dir,
-            _registry: registry,
-            deployer,
-            invoke,
-            router,
-            hosts: Vec::new(),
-            host_addrs: Vec::new(),
-        };
+        let mut fabric =
+            Self { dir, _registry: registry, deployer, invoke, router, hosts: Vec::new(), host_addrs: Vec::new() };
         for i in 0..hosts {
             let addr = free_addr();
             let data = fabric.dir.join(format!("host{i}"));
@@ -197,8 +190,11 @@ fn local_answers(dir: &std::path::Path, bodies: &[serde_json::Value]) -> Vec<Str
     let app = dir.join("local");
     std::fs::create_dir_all(&app).unwrap();
     std::fs::copy(components_dir().join("chat.wasm"), app.join("chat.wasm")).unwrap();
-    std::fs::write(app.join("wasmesh.toml"), manifest("local", "chat", &["smollm2", "smollm2:one", "smollm2:two"], "/chat"))
-        .unwrap();
+    std::fs::write(
+        app.join("wasmesh.toml"),
+        manifest("local", "chat", &["smollm2", "smollm2:one", "smollm2:two"], "/chat"),
+    )
+    .unwrap();
     let addr = free_addr();
     let (model, one, two) = (
         format!("smollm2={}", model_path().display()),
@@ -208,8 +204,21 @@ fn local_answers(dir: &std::path::Path, bodies: &[serde_json::Value]) -> Vec<Str
     let (listen, manifest_path) = (addr.to_string(), app.join("wasmesh.toml").display().to_string());
     let mut host = Process::spawn(
         &[
-            "host", "--app", &manifest_path, "--model", &model, "--lora", &one, "--lora", &two, "--listen", &listen,
-            "--slots", "2", "--threads", "1",
+            "host",
+            "--app",
+            &manifest_path,
+            "--model",
+            &model,
+            "--lora",
+            &one,
+            "--lora",
+            &two,
+            "--listen",
+            &listen,
+            "--slots",
+            "2",
+            "--threads",
+            "1",
         ],
         addr,
         dir.join("local.log"),
@@ -219,8 +228,14 @@ fn local_answers(dir: &std::path::Path, bodies: &[serde_json::Value]) -> Vec<Str
         .iter()
         .map(|body| {
             let body = body.to_string();
-            let r = request(addr, "POST", "/chat", &[("Content-Type", "application/json")], Some(Payload::Sized(body.as_bytes())))
-                .unwrap();
+            let r = request(
+                addr,
+                "POST",
+                "/chat",
+                &[("Content-Type", "application/json")],
+                Some(Payload::Sized(body.as_bytes())),
+            )
+            .unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
             r.json()["text"].as_str().unwrap().to_string()
         })
@@ -285,7 +300,8 @@ fn hosts_without_models_fetch_on_demand_route_by_adapter_and_take_a_new_architec
         return;
     }
     runtime().block_on(fabric.deployer.push_model(&second, "gemma", &NoProgress)).unwrap();
-    let r = fabric.chat(serde_json::json!({"model": "gemma", "prompt": "Name a colour.", "max_tokens": 8, "chat": true}));
+    let r =
+        fabric.chat(serde_json::json!({"model": "gemma", "prompt": "Name a colour.", "max_tokens": 8, "chat": true}));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["usage"]["output_tokens"].as_u64().unwrap() > 0);
     let stream = fabric.call(

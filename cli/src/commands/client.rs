@@ -308,7 +308,10 @@ pub async fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&models);
             }
-            println!("{:<24} {:<10} {:<8} {:>10} {:>10} {:>6}  BLAKE3", "MODEL", "ARCH", "QUANT", "PARAMS", "SIZE", "PINNED");
+            println!(
+                "{:<24} {:<10} {:<8} {:>10} {:>10} {:>6}  BLAKE3",
+                "MODEL", "ARCH", "QUANT", "PARAMS", "SIZE", "PINNED"
+            );
             for m in models {
                 println!(
                     "{:<24} {:<10} {:<8} {:>9.0}M {:>10} {:>6}  {}",

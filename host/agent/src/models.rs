@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use wasmesh_client::{Client, NodeIdentity, Progress};
 use wasmesh_api::wire::LoraInfo;
+use wasmesh_client::{Client, NodeIdentity, Progress};
 use wasmesh_weights::{FetchError, Lease, StallPolicy, WeightCache, WeightMetrics, Weights, WeightsConfig};
 
 /// How a host fetches its models.
@@ -88,7 +88,11 @@ impl Fetcher {
     }
 
     /// Fetches LoRA adapter `name` the same way; returns its record (its base) too.
-    pub async fn lora(&self, name: &str, progress: Arc<dyn Progress>) -> Result<(LoraInfo, PathBuf, Lease), FetchError> {
+    pub async fn lora(
+        &self,
+        name: &str,
+        progress: Arc<dyn Progress>,
+    ) -> Result<(LoraInfo, PathBuf, Lease), FetchError> {
         match &self.peers {
             Some(weights) => weights.fetch_lora(name, progress).await,
             None => wasmesh_weights::fetch_lora_cached(&self.client, name, &self.cache, progress.as_ref()).await,

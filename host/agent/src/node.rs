@@ -66,7 +66,9 @@ impl Node {
         let host = Host::new(config.host, inference)
             .map_err(|e| AgentError::Engine(format!("cannot create the Wasmtime engine: {e:#}")))?;
         for app in &config.apps {
-            host.load_app_file(app).await.map_err(|e| AgentError::App { path: app.clone(), reason: format!("{e:#}") })?;
+            host.load_app_file(app)
+                .await
+                .map_err(|e| AgentError::App { path: app.clone(), reason: format!("{e:#}") })?;
         }
         if config.preload {
             for model in host.inference().models() {

@@ -66,13 +66,8 @@ pub struct OnDemand {
 impl OnDemand {
     /// Wraps `engine`; weights come through `fetcher`; a request waits up to `wait`.
     pub fn new(engine: Arc<dyn InferenceEngine>, fetcher: Fetcher, wait: Duration) -> Self {
-        let state = State {
-            engine,
-            fetcher,
-            jobs: Mutex::default(),
-            leases: Mutex::default(),
-            pinned: Mutex::default(),
-        };
+        let state =
+            State { engine, fetcher, jobs: Mutex::default(), leases: Mutex::default(), pinned: Mutex::default() };
         Self { state: Arc::new(state), wait }
     }
 
@@ -93,7 +88,9 @@ impl OnDemand {
                 let progress = self.state.progress_of(&what).or_else(|| self.state.progress_of(name));
                 Err(EngineError::Unavailable(format!(
                     "'{what}' is still being fetched to this node{}; retry in a few seconds",
-                    progress.map(|(done, total)| format!(" ({} of {} MiB)", done >> 20, total >> 20)).unwrap_or_default()
+                    progress
+                        .map(|(done, total)| format!(" ({} of {} MiB)", done >> 20, total >> 20))
+                        .unwrap_or_default()
                 )))
             }
         }
@@ -268,6 +265,18 @@ impl InferenceEngine for OnDemand {
             // A hint is not a request: no bound, it runs until the model is warm.
             self.state.clone().model(model).await?;
             self.state.engine.preload(model).await
+        })
+    }
+
+    fn preload_adapter<'a>(
+        &'a self,
+        model: &'a str,
+        adapter: &'a str,
+    ) -> wasmesh_engine::BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            self.state.clone().model(model).await?;
+            self.state.clone().adapter(model, adapter).await?;
+            self.state.engine.preload_adapter(model, adapter).await
         })
     }
 

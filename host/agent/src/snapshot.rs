@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use wasmesh_api::wire::{CachedModel, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
-use wasmesh_runtime::Host;
 use wasmesh_engine::Residency;
+use wasmesh_runtime::Host;
 use wasmesh_tunnel::HostReport;
 
 /// A host's state at one moment.

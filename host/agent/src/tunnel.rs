@@ -91,7 +91,11 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
                 if pin {
                     engine.set_pinned(model.model(), true);
                 }
-                if let Err(e) = engine.preload(model.model()).await {
+                let done = match model.adapter() {
+                    Some(adapter) => engine.preload_adapter(model.model(), adapter).await,
+                    None => engine.preload(model.model()).await,
+                };
+                if let Err(e) = done {
                     tracing::warn!(%model, "pre-load failed: {e}");
                 }
             });

@@ -52,6 +52,12 @@ pub trait InferenceEngine: Send + Sync + 'static {
     /// Loads `model` ahead of demand (a no-op when it is already loaded).
     fn preload<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), EngineError>>;
 
+    /// Attaches adapter `adapter` of `model` ahead of demand (loading `model` first).
+    fn preload_adapter<'a>(&'a self, model: &'a str, adapter: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        let _ = adapter;
+        self.preload(model)
+    }
+
     /// Adds model `name`, whose GGUF is `path`, to what the engine can serve, while it
     /// runs. It loads on first use. Adding a name again with the same file is a no-op.
     fn add_model(&self, name: &str, path: std::path::PathBuf) -> Result<(), EngineError> {

@@ -88,7 +88,10 @@ impl Catalog {
     pub(crate) fn add_model(&self, name: &str, path: PathBuf) -> Result<(), EngineError> {
         let bytes = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| EngineError::Load {
             name: name.to_string(),
-            reason: format!("file {} cannot be read ({e}); run `bash deploy/setup.sh` for the test model, or fix the path", path.display()),
+            reason: format!(
+                "file {} cannot be read ({e}); run `bash deploy/setup.sh` for the test model, or fix the path",
+                path.display()
+            ),
         })?;
         let mut inner = self.lock();
         match inner.models.get_mut(name) {
@@ -103,7 +106,10 @@ impl Catalog {
                 )));
             }
             None => {
-                inner.models.insert(name.to_string(), ModelEntry { path, bytes, pinned: false, last_used: 0, slot: Slot::Cold });
+                inner.models.insert(
+                    name.to_string(),
+                    ModelEntry { path, bytes, pinned: false, last_used: 0, slot: Slot::Cold },
+                );
             }
         }
         Ok(())
@@ -112,7 +118,10 @@ impl Catalog {
     /// Adds adapter `name` of `base` at `path` (attached to the warm base on first use).
     pub(crate) fn add_adapter(&self, base: &str, name: &str, path: PathBuf) -> Result<(), EngineError> {
         if !path.is_file() {
-            return Err(EngineError::Load { name: name.to_string(), reason: format!("LoRA file {} not found", path.display()) });
+            return Err(EngineError::Load {
+                name: name.to_string(),
+                reason: format!("LoRA file {} not found", path.display()),
+            });
         }
         let mut inner = self.lock();
         if !inner.models.contains_key(base) {
@@ -209,7 +218,12 @@ impl Catalog {
     /// Model `name`, loaded: at once when warm, after the load under way, or after a new
     /// load. A load that needs memory held by running requests waits up to `patience`
     /// for them to finish.
-    pub(crate) async fn acquire(&self, name: &str, config: &Arc<LlamaConfig>, patience: Duration) -> Result<InUse, EngineError> {
+    pub(crate) async fn acquire(
+        &self,
+        name: &str,
+        config: &Arc<LlamaConfig>,
+        patience: Duration,
+    ) -> Result<InUse, EngineError> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             let notified = self.freed.notified();

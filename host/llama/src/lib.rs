@@ -38,10 +38,10 @@ mod ffi;
 pub mod native;
 mod worker;
 
+use catalog::{Catalog, InUse, MIB};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use catalog::{Catalog, InUse, MIB};
 use wasmesh_engine::{BoxFuture, CatalogEntry, EngineError, GenerateRequest, Generation, InferenceEngine};
 
 pub use backend::{gpu_offload_supported, init_backend};
@@ -179,6 +179,14 @@ impl InferenceEngine for LlamaEngine {
         self.catalog.adapters()
     }
 
+    fn preload_adapter<'a>(&'a self, model: &'a str, adapter: &'a str) -> BoxFuture<'a, Result<(), EngineError>> {
+        Box::pin(async move {
+            let lora = self.catalog.adapter_file(model, adapter)?;
+            let held = self.worker(model).await?;
+            held.worker.attach(lora).await
+        })
+    }
+
     fn add_model(&self, name: &str, path: PathBuf) -> Result<(), EngineError> {
         self.catalog.add_model(name, path)
     }
@@ -199,7 +207,9 @@ impl InferenceEngine for LlamaEngine {
         Box::pin(async move {
             request.params.validate()?;
             let lora = match &request.params.lora {
-                Some(name) if request.params.lora_scale != 0.0 => Some(self.catalog.adapter_file(&request.model, name)?),
+                Some(name) if request.params.lora_scale != 0.0 => {
+                    Some(self.catalog.adapter_file(&request.model, name)?)
+                }
                 _ => None,
             };
             let held = self.worker(&request.model).await?;

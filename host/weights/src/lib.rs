@@ -273,7 +273,9 @@ impl Weights {
         if lora.pieces.info_hash.is_some() {
             match self.fetch_blob(name, &lora.blake3, lora.size, &lora.pieces, progress.clone()).await {
                 Ok((path, lease, _)) => return Ok((lora, path, lease)),
-                Err(e) => tracing::warn!(lora = %name, "fetching the adapter from peers failed, the object store serves it: {e}"),
+                Err(e) => {
+                    tracing::warn!(lora = %name, "fetching the adapter from peers failed, the object store serves it: {e}")
+                }
             }
         }
         fetch_lora_cached(&self.client, name, &self.cache, progress.as_ref()).await

@@ -92,53 +92,57 @@ impl Client {
             .await
             .map_err(|e| ClientError::io(&partial, e))?;
         progress.start("downloading", size, good);
-        if good < size {
-            let mut request =
-                self.request(reqwest::Method::GET, &format!("/v1/blobs/{hash}")).timeout(Duration::from_secs(6 * 3600));
-            if good > 0 {
-                request = request.header(reqwest::header::RANGE, format!("bytes={good}-"));
-            }
-            let response = self.send(request).await?;
-            let mut stream = response.bytes_stream();
-            let mut piece = Vec::with_capacity(piece_length as usize);
-            while good < size {
-                let index = (good / piece_length) as usize;
-                let want = piece_length.min(size - good) as usize;
-                while piece.len() < want {
-                    match stream.next().await {
-                        Some(Ok(chunk)) => piece.extend_from_slice(&chunk),
-                        Some(Err(e)) => {
-                            progress.finish();
-                            return Err(ClientError::Unreachable { url: self.base.clone(), message: error_chain(&e) });
-                        }
-                        None => {
-                            progress.finish();
-                            return Err(ClientError::Invalid(format!(
-                                "the download of {hash} ended at byte {} of {size}; run again to resume",
-                                good + piece.len() as u64
-                            )));
+        // The verified prefix reaches the disk whatever ends the download (a damaged
+        // piece, a broken stream): the file is flushed before any error is returned.
+        let downloaded: Result<()> = async {
+            if good < size {
+                let mut request =
+                    self.request(reqwest::Method::GET, &format!("/v1/blobs/{hash}")).timeout(Duration::from_secs(6 * 3600));
+                if good > 0 {
+                    request = request.header(reqwest::header::RANGE, format!("bytes={good}-"));
+                }
+                let response = self.send(request).await?;
+                let mut stream = response.bytes_stream();
+                let mut piece = Vec::with_capacity(piece_length as usize);
+                while good < size {
+                    let index = (good / piece_length) as usize;
+                    let want = piece_length.min(size - good) as usize;
+                    while piece.len() < want {
+                        match stream.next().await {
+                            Some(Ok(chunk)) => piece.extend_from_slice(&chunk),
+                            Some(Err(e)) => {
+                                    return Err(ClientError::Unreachable { url: self.base.clone(), message: error_chain(&e) });
+                            }
+                            None => {
+                                    return Err(ClientError::Invalid(format!(
+                                    "the download of {hash} ended at byte {} of {size}; run again to resume",
+                                    good + piece.len() as u64
+                                )));
+                            }
                         }
                     }
+                    let rest = piece.split_off(want);
+                    if blake3::hash(&piece).to_hex().as_str() != pieces.hashes[index] {
+                        return Err(ClientError::Invalid(format!(
+                            "piece {index} of {hash} failed verification: the source is damaged or was tampered with; nothing unverified was kept"
+                        )));
+                    }
+                    whole.update(&piece);
+                    tokio::io::AsyncWriteExt::write_all(&mut file, &piece)
+                        .await
+                        .map_err(|e| ClientError::io(&partial, e))?;
+                    good += piece.len() as u64;
+                    progress.advance(piece.len() as u64);
+                    piece = rest;
                 }
-                let rest = piece.split_off(want);
-                if blake3::hash(&piece).to_hex().as_str() != pieces.hashes[index] {
-                    progress.finish();
-                    return Err(ClientError::Invalid(format!(
-                        "piece {index} of {hash} failed verification: the source is damaged or was tampered with; nothing unverified was kept"
-                    )));
-                }
-                whole.update(&piece);
-                tokio::io::AsyncWriteExt::write_all(&mut file, &piece)
-                    .await
-                    .map_err(|e| ClientError::io(&partial, e))?;
-                good += piece.len() as u64;
-                progress.advance(piece.len() as u64);
-                piece = rest;
             }
+            Ok(())
         }
+        .await;
         progress.finish();
         tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(|e| ClientError::io(&partial, e))?;
         file.sync_all().await.map_err(|e| ClientError::io(&partial, e))?;
+        downloaded?;
         drop(file);
         let actual = whole.finalize().to_hex().to_string();
         if actual != hash {

@@ -331,7 +331,8 @@ pub(crate) async fn forward(
         }
     }
     if no_route > 0 && no_route == failures.len() {
-        let e = RouteError::upstream(Kind::NoRoute, format!("app '{app}' is not loaded on any host yet; retry shortly"));
+        let e =
+            RouteError::upstream(Kind::NoRoute, format!("app '{app}' is not loaded on any host yet; retry shortly"));
         inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
         return retry_later(e.status(), e.message);
     }

@@ -45,7 +45,16 @@ enum Job {
         lora: Option<AdapterFile>,
         reply: oneshot::Sender<Result<Generation, EngineError>>,
     },
-    Embed { input: String, reply: oneshot::Sender<Result<Embedding, EngineError>> },
+    Embed {
+        input: String,
+        reply: oneshot::Sender<Result<Embedding, EngineError>>,
+    },
+    /// Attach an adapter now, between steps (a pre-load).
+    Attach {
+        model: String,
+        lora: AdapterFile,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
 }
 
 /// Handle to a model's worker thread. Dropping the last handle ends the thread
@@ -87,6 +96,12 @@ impl ModelWorker {
         lora: Option<AdapterFile>,
     ) -> Result<Generation, EngineError> {
         self.ask(|reply| Job::Generate { request, lora, reply }).await
+    }
+
+    /// Attaches `lora` to the model between decode steps.
+    pub(crate) async fn attach(&self, lora: AdapterFile) -> Result<(), EngineError> {
+        let model = self.name.clone();
+        self.ask(|reply| Job::Attach { model, lora, reply }).await
     }
 
     /// Queues an embedding and waits for it.

@@ -2,8 +2,8 @@
 //! waiting requests into free slots (rendering and tokenizing their prompts), and
 //! driving compaction and decode steps.
 
-use super::Job;
 use super::AdapterFile;
+use super::Job;
 use super::lora::{Adapter, LoraKey};
 use super::sampling::build_sampler;
 use super::slot::Active;
@@ -59,25 +59,17 @@ impl<'m> Scheduler<'m> {
         let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
         let mut embed_ctx: Option<LlamaContext<'m>> = None;
         loop {
-            let mut take = |job: Job, waiting: &mut std::collections::VecDeque<Waiting>| match job {
-                Job::Generate { request, lora, reply } => waiting.push_back(Waiting { request, lora, reply }),
-                Job::Embed { input, reply } => {
-                    if !reply.is_closed() {
-                        let _ = reply.send(self.embed(&mut embed_ctx, &input));
-                    }
-                }
-            };
             // Take new jobs: block only when there is nothing else to do.
             let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty();
             if idle {
                 match queue.recv() {
-                    Ok(job) => take(job, &mut waiting),
+                    Ok(job) => self.take(ctx, &mut embed_ctx, job, &mut waiting),
                     Err(_) => return,
                 }
             }
             loop {
                 match queue.try_recv() {
-                    Ok(job) => take(job, &mut waiting),
+                    Ok(job) => self.take(ctx, &mut embed_ctx, job, &mut waiting),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         if self.slots.iter().all(Option::is_none) && waiting.is_empty() {
@@ -93,6 +85,29 @@ impl<'m> Scheduler<'m> {
             }
             if self.slots.iter().any(Option::is_some) {
                 self.step(ctx);
+            }
+        }
+    }
+
+    /// Takes one job off the queue: a generation waits for a slot; an embedding or an
+    /// adapter attach runs now, between steps.
+    fn take(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        embed_ctx: &mut Option<LlamaContext<'m>>,
+        job: Job,
+        waiting: &mut std::collections::VecDeque<Waiting>,
+    ) {
+        match job {
+            Job::Generate { request, lora, reply } => waiting.push_back(Waiting { request, lora, reply }),
+            Job::Embed { input, reply } => {
+                if !reply.is_closed() {
+                    let _ = reply.send(self.embed(embed_ctx, &input));
+                }
+            }
+            Job::Attach { model, lora, reply } => {
+                let name = lora.name.clone();
+                let _ = reply.send(self.adapter(ctx, &model, &name, Some(lora)).map(|_| ()));
             }
         }
     }

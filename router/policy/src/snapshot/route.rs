@@ -199,8 +199,9 @@ impl Pick<'_> {
             return;
         }
         let mut cold = ColdList::new();
-        let enough =
-            |cold: &ColdList| cold.len >= need && (!want_hint || cold.as_slice().iter().any(|c| hint_tier(c.tier)));
+        let enough = |cold: &ColdList| {
+            cold.len >= need && (!want_hint || cold.as_slice().iter().any(|c| hint_tier(c.tier, key.is_adapter())))
+        };
         if key.is_adapter()
             && let Some(b) = base
         {
@@ -234,16 +235,21 @@ impl Pick<'_> {
             self.place_by_room(start, &model, &mut cold, &enough);
         }
         if want_hint {
+            // An adapter's hint only attaches it where its base is warm (milliseconds); new
+            // copies of the base are the base's own demand, never an adapter's.
+            let adapter = key.is_adapter();
             let hint = if !hot {
                 let all = cold.as_slice();
-                nth_hint(all, slot % count_hints(all).max(1))
-            } else if let Some(node) = nth_hint(&cold.as_slice()[..holders_found], slot) {
+                nth_hint(all, slot % count_hints(all, adapter).max(1), adapter)
+            } else if let Some(node) = nth_hint(&cold.as_slice()[..holders_found], slot, adapter) {
                 Some(node)
+            } else if adapter {
+                None
             } else {
                 let warm = exact.map_or(0, |h| h.warm.len()) as u64;
                 let mut spread = ColdList::new();
                 self.place(combine(home, (warm << 8) | slot as u64), &model, &mut spread, 1);
-                nth_hint(spread.as_slice(), 0)
+                nth_hint(spread.as_slice(), 0, false)
             };
             self.out.preload = hint.map(NodeIndex);
         }
@@ -439,16 +445,20 @@ struct Model {
 }
 
 /// The `n`-th node of `list` that may be named for a pre-load.
-fn nth_hint(list: &[Cold], n: usize) -> Option<u32> {
-    list.iter().filter(|c| hint_tier(c.tier)).nth(n).map(|c| c.node)
+fn nth_hint(list: &[Cold], n: usize, adapter: bool) -> Option<u32> {
+    list.iter().filter(|c| hint_tier(c.tier, adapter)).nth(n).map(|c| c.node)
 }
 
 /// How many nodes of `list` may be named for a pre-load.
-fn count_hints(list: &[Cold]) -> usize {
-    list.iter().filter(|c| hint_tier(c.tier)).count()
+fn count_hints(list: &[Cold], adapter: bool) -> usize {
+    list.iter().filter(|c| hint_tier(c.tier, adapter)).count()
 }
 
-/// Whether a cold candidate may be named for a pre-load (not already loading, not warm).
-fn hint_tier(tier: Tier) -> bool {
+/// Whether a cold candidate may be named for a pre-load (not already loading, not warm);
+/// for an adapter, only a node whose base is warm.
+fn hint_tier(tier: Tier, adapter: bool) -> bool {
+    if adapter {
+        return tier == Tier::BaseWarm;
+    }
     matches!(tier, Tier::BaseWarm | Tier::Disk | Tier::Fits | Tier::Evict)
 }
