@@ -261,27 +261,8 @@ mod fabric {
         )
         .unwrap();
         rt.block_on(client.deploy(&app.join("wasmesh.toml"), &NoProgress)).unwrap();
-        let (http, quic) = (free_addr(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
-        let router_data = dir.join("router");
-        let mut router = Process::spawn(
-            &[
-                "router",
-                "--listen",
-                &http.to_string(),
-                "--quic",
-                &quic.to_string(),
-                "--registry",
-                &url,
-                "--key",
-                &admin,
-                "--data",
-                router_data.to_str().unwrap(),
-                "--rate-per-key",
-                "1000000",
-            ],
-            http,
-            dir.join("router.log"),
-        );
+        let (mut router, quic) = wasmesh_tests::spawn_router(&dir, "router", &url, &admin);
+        let http = router.addr;
         router.wait_ready(Duration::from_secs(60));
         let mut hosts = Vec::new();
         let mut addrs: Vec<SocketAddr> = Vec::new();

@@ -1,4 +1,4 @@
-//! Starting a `wasmesh registry` of the test's own.
+//! Starting a `wasmesh registry` of the test's own, and routers registered with it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,4 +32,36 @@ pub fn start_registry(dir: &Path, extra: &[&str]) -> (Process, String) {
     registry.wait_ready(Duration::from_secs(60));
     let admin = std::fs::read_to_string(dir.join("admin.key")).expect("the registry wrote its admin key");
     (registry, admin.trim().to_string())
+}
+
+/// Spawns `wasmesh router` NAME registered with the registry at `registry` (an admin
+/// key), HTTP on a free port, QUIC on a free UDP port, state in `dir/NAME`, log in
+/// `dir/NAME.log`; returns it (not yet ready: `wait_ready` it) and its QUIC address.
+/// Its per-key rate limit is raised: tests load it harder than one caller normally would.
+pub fn spawn_router(dir: &Path, name: &str, registry: &str, admin: &str) -> (Process, SocketAddr) {
+    let http = free_addr();
+    let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port");
+    let data = dir.join(name);
+    let process = Process::spawn(
+        &[
+            "router",
+            "--listen",
+            &http.to_string(),
+            "--quic",
+            &quic.to_string(),
+            "--registry",
+            registry,
+            "--key",
+            admin,
+            "--data",
+            data.to_str().expect("a UTF-8 path"),
+            "--name",
+            name,
+            "--rate-per-key",
+            "100000",
+        ],
+        http,
+        dir.join(format!("{name}.log")),
+    );
+    (process, quic)
 }

@@ -59,27 +59,7 @@ impl Fabric {
         deploy_app("demo", "chat", "/chat");
         deploy_app("openai", "openai", "/v1/...");
 
-        let (http, quic) = (free_addr(), std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
-        let data = dir.join("router");
-        let mut router = Process::spawn(
-            &[
-                "router",
-                "--listen",
-                &http.to_string(),
-                "--quic",
-                &quic.to_string(),
-                "--registry",
-                &url,
-                "--key",
-                &admin,
-                "--data",
-                data.to_str().unwrap(),
-                "--rate-per-key",
-                "100000",
-            ],
-            http,
-            dir.join("router.log"),
-        );
+        let (mut router, quic) = wasmesh_tests::spawn_router(&dir, "router", &url, &admin);
         router.wait_ready(Duration::from_secs(60));
         let mut fabric =
             Self { dir, _registry: registry, deployer, invoke, router, hosts: Vec::new(), host_addrs: Vec::new() };

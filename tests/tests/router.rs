@@ -12,10 +12,6 @@ use wasmesh_tests::{
     Payload, Process, components_dir, free_addr, model_path, prerequisites, request, runtime, scratch, wait_for,
 };
 
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 struct Fabric {
     dir: PathBuf,
     registry: Process,
@@ -72,29 +68,8 @@ impl Fabric {
             host_addrs: Vec::new(),
         };
         for i in 0..2 {
-            let (http, quic) = (free_addr(), free_udp());
-            let process = Process::spawn(
-                &[
-                    "router",
-                    "--listen",
-                    &http.to_string(),
-                    "--quic",
-                    &quic.to_string(),
-                    "--registry",
-                    &fabric.registry_url(),
-                    "--key",
-                    &fabric.admin,
-                    "--data",
-                    fabric.dir.join(format!("router{i}")).to_str().unwrap(),
-                    "--name",
-                    &format!("router-{i}"),
-                    // These tests load the routers harder than one caller normally would.
-                    "--rate-per-key",
-                    "100000",
-                ],
-                http,
-                fabric.dir.join(format!("router{i}.log")),
-            );
+            let (process, quic) =
+                wasmesh_tests::spawn_router(&fabric.dir, &format!("router-{i}"), &fabric.registry_url(), &fabric.admin);
             fabric.routers.push((process, quic));
         }
         for (router, _) in &mut fabric.routers {
