@@ -186,9 +186,7 @@ mod fabric {
     use std::time::Duration;
     use wasmesh_api::wire::Scope;
     use wasmesh_client::{Client, NoProgress};
-    use wasmesh_tests::{
-        Payload, Process, components_dir, free_addr, lora_path, model_path, request, second_model_path,
-    };
+    use wasmesh_tests::{Payload, components_dir, lora_path, model_path, request, second_model_path};
 
     pub(crate) const WARMUP: usize = 200;
     const HOSTS: usize = 4;
@@ -267,36 +265,10 @@ mod fabric {
         let mut hosts = Vec::new();
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for i in 0..HOSTS {
-            let addr = free_addr();
-            let data = dir.join(format!("host{i}")).display().to_string();
-            let (listen, name, quic) = (addr.to_string(), format!("host-{i}"), quic.to_string());
-            let mut host = Process::spawn(
-                &[
-                    "host",
-                    "--listen",
-                    &listen,
-                    "--registry",
-                    &url,
-                    "--key",
-                    &provider,
-                    "--data",
-                    &data,
-                    "--name",
-                    &name,
-                    "--router",
-                    &quic,
-                    "--no-p2p",
-                    "--threads",
-                    "1",
-                    "--slots",
-                    "2",
-                    "--model-memory-mb",
-                    "300",
-                ],
-                addr,
-                dir.join(format!("host{i}.log")),
-            );
+            let extra = ["--no-p2p", "--slots", "2", "--model-memory-mb", "300"];
+            let mut host = wasmesh_tests::spawn_host(&dir, &format!("host{i}"), &url, &provider, &[quic], &extra);
             host.wait_ready(Duration::from_secs(60));
+            let addr = host.addr;
             hosts.push(host);
             addrs.push(addr);
         }

@@ -1,4 +1,4 @@
-//! Starting a `wasmesh registry` of the test's own, and routers registered with it.
+//! Starting a `wasmesh registry` of the test's own, and routers and hosts joined to it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -64,4 +64,43 @@ pub fn spawn_router(dir: &Path, name: &str, registry: &str, admin: &str) -> (Pro
         dir.join(format!("{name}.log")),
     );
     (process, quic)
+}
+
+/// Spawns `wasmesh host` NAME joined to the registry at `registry` with a provider
+/// key, linked to `routers` (QUIC), one inference thread, its data in `dir/NAME` and its
+/// log in `dir/NAME.log`, plus `extra` arguments; returns it, not yet ready.
+pub fn spawn_host(
+    dir: &Path,
+    name: &str,
+    registry: &str,
+    provider: &str,
+    routers: &[SocketAddr],
+    extra: &[&str],
+) -> Process {
+    let addr = free_addr();
+    let data = dir.join(name);
+    let mut args: Vec<String> = [
+        "host",
+        "--listen",
+        &addr.to_string(),
+        "--registry",
+        registry,
+        "--key",
+        provider,
+        "--data",
+        data.to_str().expect("a UTF-8 path"),
+        "--name",
+        name,
+        "--threads",
+        "1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for router in routers {
+        args.extend(["--router".to_string(), router.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Process::spawn(&args, addr, dir.join(format!("{name}.log")))
 }

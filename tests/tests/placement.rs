@@ -64,35 +64,11 @@ impl Fabric {
         let mut fabric =
             Self { dir, _registry: registry, deployer, invoke, router, hosts: Vec::new(), host_addrs: Vec::new() };
         for i in 0..hosts {
-            let addr = free_addr();
-            let data = fabric.dir.join(format!("host{i}"));
-            let (listen, data, name, quic) =
-                (addr.to_string(), data.display().to_string(), format!("host-{i}"), quic.to_string());
-            let args = [
-                "host",
-                "--listen",
-                &listen,
-                "--registry",
-                &url,
-                "--key",
-                &provider,
-                "--data",
-                &data,
-                "--name",
-                &name,
-                "--router",
-                &quic,
-                "--p2p-listen",
-                "127.0.0.1:0",
-                "--slots",
-                "2",
-                "--threads",
-                "1",
-                "--heartbeat-secs",
-                "1",
-            ];
-            let mut host = Process::spawn(&args, addr, fabric.dir.join(format!("host{i}.log")));
+            let extra = ["--p2p-listen", "127.0.0.1:0", "--slots", "2", "--heartbeat-secs", "1"];
+            let mut host =
+                wasmesh_tests::spawn_host(&fabric.dir, &format!("host{i}"), &url, &provider, &[quic], &extra);
             host.wait_ready(Duration::from_secs(60));
+            let addr = host.addr;
             fabric.hosts.push(Some(host));
             fabric.host_addrs.push(addr);
         }
