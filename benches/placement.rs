@@ -160,6 +160,10 @@ fn main() {
         drop(registry);
     }
 
+    if std::env::var("WASMESH_BENCH_ONLY").as_deref() != Ok("fabric") {
+        special_tokens_against_llama_server(&rt, &mut figures);
+    }
+
     if std::env::var("WASMESH_BENCH_FABRIC").as_deref() != Ok("0") {
         let requests: usize = std::env::var("WASMESH_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
         let trace = fabric::zipf_trace(requests + fabric::WARMUP, 1.1, 7);
@@ -336,6 +340,89 @@ mod fabric {
         }
         hits as f64 / (trace.len() - WARMUP) as f64
     }
+}
+
+/// A raw prompt with hand-written turn markers, to a model whose GGUF has no chat
+/// template (Gemma 3 270M): the engine's prompt tokens and greedy output against
+/// llama-server built from the same llama.cpp sources (`benches/build-llama-server.sh`),
+/// with the same KV cache shape (`--swa-full`).
+fn special_tokens_against_llama_server(
+    rt: &tokio::runtime::Runtime,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    const RAW: &str = "<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n";
+    let program = std::env::var_os("LLAMA_SERVER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| wasmesh_tests::cache_dir().join("tools/llama-server/bin/llama-server"));
+    let model = wasmesh_tests::second_model_path();
+    if !program.is_file() || !model.is_file() {
+        println!(
+            "special tokens vs llama-server: skipped ({} or {} missing: run `bash benches/build-llama-server.sh`)",
+            program.display(),
+            model.display()
+        );
+        figures.insert("special_tokens_match_llama_server".into(), serde_json::Value::Null);
+        return;
+    }
+    let engine =
+        LlamaEngine::new(LlamaConfig { threads: Some(1), n_ctx: 512, slots: 1, ..Default::default() }).unwrap();
+    engine.add_model("gemma", model.clone()).unwrap();
+    let ours = rt
+        .block_on(engine.generate(GenerateRequest::new(
+            "gemma",
+            RAW,
+            GenerateParams { n_predict: 12, ..Default::default() },
+        )))
+        .unwrap();
+    let addr = wasmesh_tests::free_addr();
+    let port = addr.port().to_string();
+    let log = std::env::temp_dir().join(format!("wasmesh-placement-llama-server-{}.log", std::process::id()));
+    let mut server = wasmesh_tests::Process::spawn_program(
+        &program,
+        &[
+            "-m",
+            model.to_str().unwrap(),
+            "-t",
+            "1",
+            "-tb",
+            "1",
+            "-c",
+            "512",
+            "-np",
+            "1",
+            "--cache-ram",
+            "0",
+            // The engine's context keeps the whole window of sliding-window layers
+            // (llama.cpp's C default); llama-server keeps only the window unless told.
+            "--swa-full",
+            "--no-webui",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ],
+        &[],
+        addr,
+        log,
+    );
+    server.wait_ready(Duration::from_secs(120));
+    let body = serde_json::json!({"prompt": RAW, "n_predict": 12, "temperature": 0.0, "cache_prompt": false, "return_tokens": true});
+    let theirs = wasmesh_tests::post_json(addr, "/completion", &body).json();
+    let their_tokens: Vec<i64> =
+        theirs["tokens"].as_array().map(|a| a.iter().filter_map(|t| t.as_i64()).collect()).unwrap_or_default();
+    let their_prompt = theirs["tokens_evaluated"].as_u64().unwrap_or(0);
+    let our_tokens: Vec<i64> = ours.tokens.iter().map(|&t| i64::from(t)).collect();
+    let same = our_tokens == their_tokens && u64::from(ours.usage.input_tokens) == their_prompt;
+    println!(
+        "special tokens vs llama-server (gemma3, no template in its GGUF): prompt {} vs {} tokens, output {:?} vs {:?}: {}",
+        ours.usage.input_tokens,
+        their_prompt,
+        our_tokens,
+        their_tokens,
+        if same { "identical" } else { "DIFFERENT" }
+    );
+    figures.insert("special_tokens_match_llama_server".into(), same.into());
+    figures.insert("special_prompt_tokens".into(), ours.usage.input_tokens.into());
 }
 
 fn one_token(lora: Option<&str>) -> GenerateRequest {
