@@ -468,6 +468,18 @@ fn bad_inputs_are_refused_and_change_nothing(backend: Backend, tag: &str) {
         registry.cli(&deployer, &["models", "push", model_path().to_str().unwrap(), "--name", "smollm2"]).unwrap();
     assert_eq!(model["facts"]["architecture"], "llama");
     assert_eq!(model["facts"]["quantization"], "Q4_1");
+    assert_eq!(model["min_warm"], 0, "a new model is not pinned");
+    // Pins: set, refused out of range or for an unknown model, cleared.
+    let pinned = registry.cli(&deployer, &["models", "pin", "smollm2", "--min-warm", "2"]).unwrap();
+    assert_eq!(pinned["min_warm"], 2);
+    let (exit, stderr) = registry.cli(&deployer, &["models", "pin", "smollm2", "--min-warm", "5000"]).unwrap_err();
+    assert_eq!(exit, 5, "{stderr}");
+    assert!(stderr.contains("min_warm must be"), "{stderr}");
+    let (exit, stderr) = registry.cli(&deployer, &["models", "pin", "nope", "--min-warm", "1"]).unwrap_err();
+    assert_eq!(exit, 4, "{stderr}");
+    let listed = registry.cli(&deployer, &["models", "ls"]).unwrap();
+    assert_eq!(listed[0]["min_warm"], 2, "{listed}");
+    assert_eq!(registry.cli(&deployer, &["models", "unpin", "smollm2"]).unwrap()["min_warm"], 0);
     let wrong = dir.join("wrong-lora.gguf");
     wasmesh_gguf::fixture::write_gguf(
         &wrong,

@@ -222,7 +222,7 @@ pub struct HostReport {
     pub apps: BTreeMap<String, u64>,
     /// Requests served since start (the tests' view of where requests landed).
     pub served: u64,
-    /// Cold model loads since start (not counted yet: always 0).
+    /// Model loads started since the host started (each cold start of a model).
     pub cold_loads: u64,
 }
 

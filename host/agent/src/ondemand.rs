@@ -256,6 +256,10 @@ impl InferenceEngine for OnDemand {
         self.state.engine.memory_idle()
     }
 
+    fn loads(&self) -> u64 {
+        self.state.engine.loads()
+    }
+
     fn adapters(&self) -> Vec<String> {
         self.state.engine.adapters()
     }

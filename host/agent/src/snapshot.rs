@@ -20,6 +20,8 @@ pub(crate) struct HostSnapshot {
     pub(crate) models: Vec<CachedModel>,
     pub(crate) apps: BTreeMap<String, u64>,
     pub(crate) served: u64,
+    /// Model loads started since the host started.
+    pub(crate) loads: u64,
 }
 
 impl HostSnapshot {
@@ -34,6 +36,7 @@ impl HostSnapshot {
             models: model_states(engine.as_ref()),
             apps: host.apps(),
             served: host.served(),
+            loads: engine.loads(),
         }
     }
 
@@ -48,7 +51,7 @@ impl HostSnapshot {
             models: self.models,
             apps: self.apps,
             served: self.served,
-            cold_loads: 0,
+            cold_loads: self.loads,
         }
     }
 

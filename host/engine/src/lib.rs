@@ -95,6 +95,11 @@ pub trait InferenceEngine: Send + Sync + 'static {
         out
     }
 
+    /// Model loads started since the engine started (each cold start of a model).
+    fn loads(&self) -> u64 {
+        0
+    }
+
     /// Bytes of model memory held by loaded models that no request is using and that
     /// are not pinned: what evicting idle models would free at once.
     fn memory_idle(&self) -> u64 {

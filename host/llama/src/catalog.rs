@@ -45,6 +45,8 @@ struct Inner {
     models: BTreeMap<String, ModelEntry>,
     adapters: BTreeMap<String, LoraSpec>,
     tick: u64,
+    /// Loads started.
+    loads: u64,
 }
 
 /// The engine's catalog. Cheap to clone (one `Arc`).
@@ -172,6 +174,11 @@ impl Catalog {
         }
     }
 
+    /// Loads started.
+    pub(crate) fn loads(&self) -> u64 {
+        self.lock().loads
+    }
+
     /// Bytes held by loaded and loading models.
     pub(crate) fn memory_used(&self) -> u64 {
         self.lock().models.values().filter(|e| !matches!(e.slot, Slot::Cold)).map(|e| e.bytes).sum()
@@ -279,6 +286,7 @@ impl Catalog {
         if !make_room(&mut inner, bytes, budget) {
             return Ok(Next::WaitForMemory);
         }
+        inner.loads += 1;
         let load = self.start_load(name.to_string(), inner.models[name].path.clone(), config.clone());
         let entry = inner.models.get_mut(name).expect("found");
         entry.last_used = tick;

@@ -175,6 +175,10 @@ impl InferenceEngine for LlamaEngine {
         self.catalog.memory_idle()
     }
 
+    fn loads(&self) -> u64 {
+        self.catalog.loads()
+    }
+
     fn adapters(&self) -> Vec<String> {
         self.catalog.adapters()
     }

@@ -50,6 +50,8 @@ async fn a_budget_of_one_model_evicts_the_idle_one_and_never_one_in_use() {
         assert!(engine.memory_used() <= size * 3 / 2);
     }
 
+    assert_eq!(engine.loads(), 4, "a, then b, a, b: each a load");
+
     // Concurrent requests for both: none fails, none is cut short by an eviction, and
     // while a request runs its model stays loaded.
     let mut tasks = Vec::new();
