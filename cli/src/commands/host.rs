@@ -83,7 +83,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
         home.join(".local/share/wasmesh/host")
     });
     let name = args.name.clone().unwrap_or_else(wasmesh_agent::hostname);
-    let fabric = match &args.registry {
+    let (fetch, agent) = match &args.registry {
         Some(registry) => {
             let key = args.key.clone().context("--registry needs --key (a key with the provider scope)")?;
             let fetch = wasmesh_agent::FetchConfig {
@@ -113,19 +113,20 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
                 pressure: Default::default(),
                 routers: args.routers.clone(),
             };
-            Some((fetch, agent))
+            (Some(fetch), Some(agent))
         }
-        None => None,
+        None => (None, None),
     };
     // `--model NAME` (no path) comes from the registry before the host is ready; the
     // models served stay leased (never evicted) while it runs.
-    let models: Vec<String> = if fabric.is_some() {
+    let models: Vec<String> = if fetch.is_some() {
         args.engine.models.iter().filter(|m| !m.contains('=')).cloned().collect()
     } else {
         Vec::new()
     };
     let config = wasmesh_agent::NodeConfig {
-        fabric,
+        fetch,
+        agent,
         models,
         fetch_wait: std::time::Duration::from_secs(args.fetch_wait_secs.max(1)),
         host: HostConfig { max_instances: args.max_instances, ..Default::default() },

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{ArtifactKind, Scope};
-use wasmesh_runtime::{Host, HostConfig};
+use wasmesh_runtime::HostConfig;
 
 /// The demo app's manifest, built into the binary.
 const DEMO_MANIFEST: &str = include_str!("../../../examples/demo/wasmesh.toml");
@@ -110,48 +110,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // Two hosts (one llama.cpp engine between them: the model loads once), each
     // joined to the registry and dialling the router.
     let engine = args.engine.build(vec![("smollm2".to_string(), model)])?;
-    let mut hosts = Vec::new();
-    let mut agents = Vec::new();
-    let mut serving = Vec::new();
+    let mut nodes = Vec::new();
     for (i, listen) in args.hosts.iter().enumerate() {
-        let host = Host::new(HostConfig::default(), engine.clone())
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .context("cannot create the Wasmtime engine")?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}; pick others with --hosts A,B"))?;
-        let host_addr = listener.local_addr()?;
-        agents.push(
-            wasmesh_agent::Agent::start(
-                host.clone(),
-                wasmesh_agent::AgentConfig {
-                    registry: registry_url.clone(),
-                    key: provider_key.clone(),
-                    data_dir: data.join(format!("host{i}")),
-                    name: format!("up-host-{i}"),
-                    heartbeat_interval: std::time::Duration::from_secs(10),
-                    share: wasmesh_api::wire::ResourceShare {
-                        model_memory_bytes: args.engine.model_memory_mb << 20,
-                        max_concurrency: HostConfig::default().max_instances,
-                    },
-                    pressure: Default::default(),
-                    routers: vec![args.quic],
+        let config = wasmesh_agent::NodeConfig {
+            fetch: None,
+            agent: Some(wasmesh_agent::AgentConfig {
+                registry: registry_url.clone(),
+                key: provider_key.clone(),
+                data_dir: data.join(format!("host{i}")),
+                name: format!("up-host-{i}"),
+                heartbeat_interval: std::time::Duration::from_secs(10),
+                share: wasmesh_api::wire::ResourceShare {
+                    model_memory_bytes: args.engine.model_memory_mb << 20,
+                    max_concurrency: HostConfig::default().max_instances,
                 },
-                std::time::Duration::from_secs(10),
-            )
-            .await?,
-        );
-        let h = host.clone();
-        serving.push(tokio::spawn(async move { h.serve(listener).await }));
-        hosts.push((host, host_addr));
+                pressure: Default::default(),
+                routers: vec![args.quic],
+            }),
+            models: Vec::new(),
+            fetch_wait: std::time::Duration::from_secs(120),
+            host: HostConfig::default(),
+            apps: Vec::new(),
+            // The engine is shared: the first node loads the model, the second finds it loaded.
+            preload: true,
+            listen: *listen,
+        };
+        let node = wasmesh_agent::Node::start(
+            config,
+            |_| Ok(engine.clone()),
+            |_| std::sync::Arc::new(wasmesh_client::NoProgress) as std::sync::Arc<dyn wasmesh_client::Progress>,
+        )
+        .await
+        .with_context(|| format!("cannot start host {i} on {listen}; pick others with --hosts A,B"))?;
+        nodes.push(node);
     }
-    for model in engine.models() {
-        tracing::info!(%model, "loading model");
-        engine.preload(&model).await.with_context(|| format!("cannot load model '{model}'"))?;
-    }
-    for (host, _) in &hosts {
-        host.set_ready(true);
-    }
+    let hosts: Vec<(String, std::net::SocketAddr)> =
+        nodes.iter().map(|n| (n.node_id().unwrap_or("-").to_string(), n.addr)).collect();
+    let serving: Vec<_> = nodes.into_iter().map(|n| tokio::spawn(n.serve(std::future::pending()))).collect();
     // Ready when the router sees both hosts.
     let started = std::time::Instant::now();
     while router.ready_hosts() < hosts.len() && started.elapsed() < std::time::Duration::from_secs(20) {
@@ -165,8 +160,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(key) = admin {
         println!("  admin key (shown once): {key}");
     }
-    for (agent, (_, host_addr)) in agents.iter().zip(&hosts) {
-        println!("  host      http://{host_addr}  node {}", agent.node_id);
+    for (node_id, host_addr) in &hosts {
+        println!("  host      http://{host_addr}  node {node_id}");
     }
     for v in &deployed {
         println!("  app       {} version {}", v.app, v.version);
@@ -189,7 +184,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     for s in serving {
         s.abort();
     }
-    drop(agents);
     result.context("router failed")
 }
 

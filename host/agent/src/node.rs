@@ -14,8 +14,13 @@ use wasmesh_runtime::{Host, HostConfig};
 
 /// How a node starts.
 pub struct NodeConfig {
-    /// With a registry: how weights are fetched, and how the agent joins.
-    pub fabric: Option<(FetchConfig, AgentConfig)>,
+    /// With a registry: how weights are fetched (then any model or adapter the registry
+    /// holds is fetched when first asked for: [`OnDemand`]). `None`: the engine serves
+    /// what it was given.
+    pub fetch: Option<FetchConfig>,
+    /// With a registry: how the node joins the fabric (registration, heartbeats,
+    /// deployments, router links).
+    pub agent: Option<AgentConfig>,
     /// Models fetched from the registry before the node reports ready.
     pub models: Vec<String>,
     /// How long a request waits for a model or adapter the node must fetch first.
@@ -54,7 +59,7 @@ impl Node {
         progress: impl Fn(&str) -> Arc<dyn Progress>,
     ) -> Result<Self, AgentError> {
         let mut fetched = None;
-        if let Some((fetch, _)) = &config.fabric {
+        if let Some(fetch) = &config.fetch {
             fetched = Some(fetch_models(fetch, &config.models, &config.host.metrics, progress).await?);
         }
         let files = fetched.as_ref().map(|f| f.files.clone()).unwrap_or_default();
@@ -82,13 +87,18 @@ impl Node {
             .await
             .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
-        let agent = match config.fabric {
-            Some((_, agent)) => Some(Agent::start(host.clone(), agent, Duration::from_secs(60)).await?),
+        let agent = match config.agent {
+            Some(agent) => Some(Agent::start(host.clone(), agent, Duration::from_secs(60)).await?),
             None => None,
         };
         host.set_ready(true);
         tracing::info!(%addr, engine = %host.inference().summary(), "host ready");
         Ok(Self { host, addr, listener, _agent: agent, _fetched: fetched })
+    }
+
+    /// The node's id in the fabric (`None` without a registry).
+    pub fn node_id(&self) -> Option<&str> {
+        self._agent.as_ref().map(|a| a.node_id.as_str())
     }
 
     /// Serves until `shutdown` resolves.
