@@ -159,5 +159,11 @@ fn the_tracker_answers_only_registered_nodes_about_files_the_registry_holds() {
     assert!(body.starts_with(b"d14:failure reason"));
     let forged = path.replace(&grant.announce.split('/').nth(6).unwrap().to_string(), &"0".repeat(32));
     assert_eq!(announce(&forged, &info_hash).0, 403);
+    // The token dies with the key that registered the node.
+    let key_id = rt.block_on(provider.whoami()).unwrap().id;
+    rt.block_on(admin.revoke_key(&key_id)).unwrap();
+    let (status, body) = announce(&path, &info_hash);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("revoked"), "{}", String::from_utf8_lossy(&body));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -232,6 +232,18 @@ pub async fn verify_request(
     Ok(())
 }
 
+/// When node `node_id` registered (ms), if it is registered and the key that registered
+/// it is not revoked: what its tracker token is bound to.
+pub async fn live_registration(db: &Db, node_id: &str) -> ApiResult<Option<i64>> {
+    let row: Option<(i64,)> = sqlx::query_as(
+        "SELECT n.registered_at FROM nodes n JOIN keys k ON k.id = n.key_id WHERE n.id = $1 AND k.revoked = 0",
+    )
+    .bind(node_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|(at,)| at))
+}
+
 /// Stores a heartbeat.
 pub async fn heartbeat(db: &Db, node_id: &str, beat: &Heartbeat) -> ApiResult<()> {
     let json = serde_json::to_string(beat).map_err(|e| ApiError::internal("cannot encode a heartbeat", e))?;

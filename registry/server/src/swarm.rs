@@ -66,15 +66,25 @@ impl Swarms {
         Self { token_key, inner: Mutex::new(HashMap::new()) }
     }
 
-    /// The tracker token of `node`.
-    pub fn token(&self, node: &str) -> String {
-        blake3::keyed_hash(&self.token_key, node.as_bytes()).to_hex()[..32].to_string()
+    /// The tracker token of `node`, first registered at `registered_at` (ms): a node
+    /// deleted and registered anew gets a new token. (The tracker also refuses a token
+    /// once the key that registered the node is revoked.)
+    pub fn token(&self, node: &str, registered_at: i64) -> String {
+        let input = format!("{node}\n{registered_at}");
+        blake3::keyed_hash(&self.token_key, input.as_bytes()).to_hex()[..32].to_string()
+    }
+
+    /// Whether `token` is `node`'s, compared in constant time (both sides are hashed
+    /// and the digests compared with blake3's constant-time equality, so neither the
+    /// length nor a matching prefix shows in the timing).
+    pub fn token_matches(&self, node: &str, registered_at: i64, token: &str) -> bool {
+        blake3::hash(token.as_bytes()) == blake3::hash(self.token(node, registered_at).as_bytes())
     }
 
     /// Node `node` joins the swarm of blob `join.blob` (`pieces` pieces, info hash
     /// `info_hash`): its announce path, and when it is fetching, its next share of
     /// the origin.
-    pub fn join(&self, node: &str, join: &SwarmJoin, info_hash: &str, pieces: usize) -> SwarmGrant {
+    pub fn join(&self, node: &str, registered_at: i64, join: &SwarmJoin, info_hash: &str, pieces: usize) -> SwarmGrant {
         let mut swarms = self.inner.lock().expect("swarm lock");
         let swarm = swarms.entry(info_hash.to_string()).or_default();
         let others = || swarm.live().filter(|(id, _)| id.as_str() != node);
@@ -104,7 +114,7 @@ impl Swarms {
             }
         }
         SwarmGrant {
-            announce: format!("/v1/tracker/{node}/{}/announce", self.token(node)),
+            announce: format!("/v1/tracker/{node}/{}/announce", self.token(node, registered_at)),
             origin_pieces,
             seeders,
             leechers,
@@ -321,7 +331,7 @@ mod tests {
         // Four nodes ask in turn until nothing is left.
         'outer: loop {
             for node in ["a", "b", "c", "d"] {
-                let grant = swarms.join(node, &join(true), "ih", 100);
+                let grant = swarms.join(node, 1, &join(true), "ih", 100);
                 if grant.origin_pieces.is_empty() {
                     break 'outer;
                 }
@@ -336,10 +346,15 @@ mod tests {
         // A seeder in the swarm: a newcomer takes nothing from the origin.
         let excluded = HashSet::new();
         swarms.announce("s", "ih2", "127.0.0.1:1000".parse().unwrap(), 0, false, &excluded);
-        let grant = swarms.join("e", &join(true), "ih2", 100);
+        let grant = swarms.join("e", 1, &join(true), "ih2", 100);
         assert!(grant.origin_pieces.is_empty());
         assert_eq!(grant.seeders, 1);
-        assert!(grant.announce.starts_with("/v1/tracker/e/") && grant.announce.contains(&swarms.token("e")));
+        assert!(grant.announce.starts_with("/v1/tracker/e/") && grant.announce.contains(&swarms.token("e", 1)));
+        let token = swarms.token("e", 1);
+        assert!(swarms.token_matches("e", 1, &token));
+        assert!(!swarms.token_matches("e", 2, &token), "another registration time makes another token");
+        assert!(!swarms.token_matches("f", 1, &token));
+        assert!(!swarms.token_matches("e", 1, &token[..31]));
     }
 
     #[test]

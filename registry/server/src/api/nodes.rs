@@ -60,7 +60,10 @@ pub(super) async fn node_swarm(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no artifact {}", join.blob)))?;
     let (info_hash, pieces) = crate::swarm::swarm_of(&join.blob, &blob)?;
-    Ok(axum::Json(state.swarms.join(&id, &join, &info_hash, pieces)).into_response())
+    let registered_at = crate::nodes::live_registration(&state.db, &id).await?.ok_or_else(|| {
+        ApiError::forbidden("revoked", format!("node {id}'s key was revoked; register the node with a live key"))
+    })?;
+    Ok(axum::Json(state.swarms.join(&id, registered_at, &join, &info_hash, pieces)).into_response())
 }
 
 /// A node reports a peer whose pieces failed verification.
@@ -85,10 +88,22 @@ pub(super) async fn tracker_announce(
 ) -> Response {
     let bencoded =
         |status: StatusCode, body: Vec<u8>| (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response();
-    if token != state.swarms.token(&node) {
+    // The token is bound to the node's current registration and dies with its key.
+    let registration = match crate::nodes::live_registration(&state.db, &node).await {
+        Ok(r) => r,
+        Err(_) => {
+            return bencoded(
+                StatusCode::SERVICE_UNAVAILABLE,
+                crate::swarm::announce_failure("the registry's database is unavailable"),
+            );
+        }
+    };
+    if !registration.is_some_and(|at| state.swarms.token_matches(&node, at, &token)) {
         return bencoded(
             StatusCode::FORBIDDEN,
-            crate::swarm::announce_failure("unknown tracker token: join the swarm through the registry API"),
+            crate::swarm::announce_failure(
+                "unknown tracker token (or the node's key was revoked): join the swarm through the registry API",
+            ),
         );
     }
     let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
