@@ -501,3 +501,56 @@ fn revoking_a_providers_key_takes_its_node_out_of_routing() {
     }
     assert_eq!(served(1), before, "the node of the revoked key still got requests");
 }
+
+/// A request to the router from `source` (a loopback address of its own), with `key`.
+fn get_from(source: &str, router: SocketAddr, path: &str, key: &str) -> u16 {
+    runtime().block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let mut stream = socket.connect(router).await.unwrap();
+        let head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {router}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not HTTP: {text}"))
+    })
+}
+
+#[test]
+fn bad_secrets_sent_through_a_router_do_not_lock_the_keys_owner_out() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("router-lockout");
+    let (registry, admin) = wasmesh_tests::start_registry(&dir, &[]);
+    let url = format!("http://{}", registry.addr);
+    let client = Client::new(&url, Some(admin.clone())).unwrap();
+    let victim = runtime().block_on(client.create_key("victim", &[Scope::Invoke])).unwrap().key;
+    let (mut router, _) = wasmesh_tests::spawn_router(&dir, "router", &url, &admin);
+    router.wait_ready(Duration::from_secs(60));
+    let id = victim.split('_').nth(1).unwrap();
+    // Someone who knows the victim's key id, from another address, tries six secrets.
+    for i in 0..6 {
+        let forged = format!("wsk_{id}_{}", format!("{i:x}").repeat(40).chars().take(40).collect::<String>());
+        let status = get_from("127.0.0.2", router.addr, "/v1/models", &forged);
+        assert!(status == 401 || status == 429, "a forged secret got {status}");
+    }
+    // The attacker's address is locked for that key id; the owner's is not.
+    assert_eq!(get_from("127.0.0.2", router.addr, "/v1/models", &victim), 429, "the attacker's address stays locked");
+    assert_eq!(get_from("127.0.0.1", router.addr, "/v1/models", &victim), 200, "the owner was locked out");
+    // Only a router may name a caller's address to the registry.
+    let r = request(
+        registry.addr,
+        "GET",
+        "/v1/whoami",
+        &[("Authorization", &format!("Bearer {victim}")), ("x-wasmesh-caller-addr", "10.0.0.1")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,5 +23,14 @@ pub use app_path::AppPath;
 /// The header a host sets on its 404 for a path it has no route for: no component
 /// ran, so a router may try another host (the app's deploy has not reached this one).
 pub const NO_ROUTE_HEADER: &str = "x-wasmesh-no-route";
+
+/// The header a router sets when it checks a caller's key with the registry: the
+/// caller's address, so failed attempts lock that key id for that address only (and a
+/// caller cannot lock a key's owner out through a router). Trusted only beside
+/// [`ROUTER_KEY_HEADER`].
+pub const CALLER_ADDR_HEADER: &str = "x-wasmesh-caller-addr";
+
+/// The router's own key, sent beside [`CALLER_ADDR_HEADER`]; it must have the admin scope.
+pub const ROUTER_KEY_HEADER: &str = "x-wasmesh-router-key";
 pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route, check_name};
 pub use model_ref::{MAX_MODEL_REF_LEN, ModelRef, ModelRefError};

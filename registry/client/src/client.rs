@@ -33,6 +33,10 @@ impl Client {
         Self { http: self.http.clone(), base: self.base.clone(), key: Some(key.to_string()) }
     }
 
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
     /// The registry's URL.
     pub fn base(&self) -> &str {
         &self.base

@@ -27,6 +27,18 @@ impl Client {
         self.get("/v1/keys").await
     }
 
+    /// `GET /v1/whoami` for a caller's `key`, as a router asks it: the caller's address
+    /// goes with it (failed attempts then count for that address, not the router's),
+    /// vouched for by this client's own key.
+    pub async fn whoami_for(&self, key: &str, caller: std::net::IpAddr) -> Result<wasmesh_api::wire::WhoAmI> {
+        let mut builder = self.with_key(key).request(reqwest::Method::GET, "/v1/whoami");
+        builder = builder.header(wasmesh_api::CALLER_ADDR_HEADER, caller.to_string());
+        if let Some(own) = self.key() {
+            builder = builder.header(wasmesh_api::ROUTER_KEY_HEADER, own);
+        }
+        self.json(builder).await
+    }
+
     /// Revokes a key (admin).
     pub async fn revoke_key(&self, id: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}"))).await.map(drop)

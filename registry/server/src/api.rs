@@ -97,11 +97,27 @@ impl FromRequestParts<Arc<State>> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut http::request::Parts, state: &Arc<State>) -> Result<Self, ApiError> {
         let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let source = parts
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let source = match parts.headers.get(wasmesh_api::CALLER_ADDR_HEADER) {
+            None => peer,
+            Some(forwarded) => {
+                // A router checking its caller's key: the lockout counts the caller's
+                // address, which only a router (its own key, admin scope) may name.
+                let router = parts.headers.get(wasmesh_api::ROUTER_KEY_HEADER).and_then(|v| v.to_str().ok());
+                let router = state.auth.authenticate(&state.db, router, peer).await?;
+                router.require(wasmesh_api::wire::Scope::Admin)?;
+                forwarded.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("{} must be an IP address", wasmesh_api::CALLER_ADDR_HEADER),
+                    )
+                })?
+            }
+        };
         state.auth.authenticate(&state.db, header, source).await
     }
 }

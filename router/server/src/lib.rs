@@ -323,7 +323,7 @@ async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpA
                     format!("too many new keys from {source}; retry in {wait} s"),
                 ));
             }
-            let verdict = match inner.client.with_key(key.expose()).whoami().await {
+            let verdict = match inner.client.whoami_for(key.expose(), source).await {
                 Ok(me) => Ok(me.scopes),
                 Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
                 // Not cached: a rate limit is about now, not about the key.
