@@ -58,6 +58,12 @@ impl Node {
         engine: impl FnOnce(Vec<(String, PathBuf)>) -> Result<Arc<dyn InferenceEngine>, String>,
         progress: impl Fn(&str) -> Arc<dyn Progress>,
     ) -> Result<Self, AgentError> {
+        // The HTTP address first: the BitTorrent session below takes any free port, and
+        // must not take this one.
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
         let mut fetched = None;
         if let Some(fetch) = &config.fetch {
             fetched = Some(fetch_models(fetch, &config.models, &config.host.metrics, progress).await?);
@@ -83,10 +89,6 @@ impl Node {
                     .map_err(|e| AgentError::Engine(format!("cannot load model '{model}': {e}")))?;
             }
         }
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| AgentError::Listen { addr: config.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| AgentError::Listen { addr: config.listen, source })?;
         let agent = match config.agent {
             Some(agent) => Some(Agent::start(host.clone(), agent, Duration::from_secs(60)).await?),
             None => None,
