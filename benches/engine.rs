@@ -235,17 +235,6 @@ fn main() {
     );
 }
 
-/// Where `benches/build-llama-server.sh` puts llama-server (or `$LLAMA_SERVER`).
-fn llama_server_path() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("LLAMA_SERVER") {
-        return p.into();
-    }
-    let cache = std::env::var_os("WASMESH_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/wasmesh"));
-    cache.join("tools/llama-server/bin/llama-server")
-}
-
 /// Lets OpenMP threads that spin after a decode go idle before the other side runs.
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
@@ -259,50 +248,26 @@ struct LlamaServer {
 
 impl LlamaServer {
     fn start(threads: u32) -> Result<Self, String> {
-        let program = llama_server_path();
-        if !program.is_file() {
-            let why = format!("{} not found: run `bash benches/build-llama-server.sh`", program.display());
-            println!("llama-server anchor: {why}");
-            return Err(why);
-        }
         let slots = LEVELS[LEVELS.len() - 1];
-        let addr = wasmesh_tests::free_addr();
-        let (ctx, threads_s, slots_s, port) =
-            ((4096 * slots).to_string(), threads.to_string(), slots.to_string(), addr.port().to_string());
-        let model = model_path();
-        let log = std::env::temp_dir().join(format!("wasmesh-bench-llama-server-{}.log", std::process::id()));
-        let mut process = wasmesh_tests::Process::spawn_program(
-            &program,
-            &[
-                "-m",
-                model.to_str().expect("UTF-8 path"),
-                "-t",
-                &threads_s,
-                "-tb",
-                &threads_s,
-                "-c",
-                &ctx,
-                "-np",
-                &slots_s,
-                "-b",
-                "512",
-                "-ub",
-                "512",
-                // Per-slot KV streams, as the engine uses; no prompt cache between requests.
-                "--no-kv-unified",
-                "--cache-ram",
-                "0",
-                "--no-webui",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port,
-            ],
-            &[],
-            addr,
-            log,
-        );
-        process.wait_ready(Duration::from_secs(120));
+        let (ctx, threads_s, slots_s) = ((4096 * slots).to_string(), threads.to_string(), slots.to_string());
+        // Per-slot KV streams, as the engine uses; batches of 512 like the engine's.
+        let args = [
+            "-t",
+            &threads_s,
+            "-tb",
+            &threads_s,
+            "-c",
+            &ctx,
+            "-np",
+            &slots_s,
+            "-b",
+            "512",
+            "-ub",
+            "512",
+            "--no-kv-unified",
+        ];
+        let process = wasmesh_benches::start_llama_server(&model_path(), &args, "engine")
+            .inspect_err(|why| println!("llama-server anchor: {why}"))?;
         Ok(Self { process })
     }
 

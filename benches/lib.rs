@@ -98,3 +98,30 @@ pub fn wrk_stats(url: &str, headers: &[&str], connections: u32, seconds: u32) ->
         p99_ms: percentile("99%").ok_or_else(|| format!("no 99% line in wrk output:\n{text}"))?,
     })
 }
+
+/// Where `benches/build-llama-server.sh` puts llama-server (or `$LLAMA_SERVER`).
+pub fn llama_server_path() -> std::path::PathBuf {
+    match std::env::var_os("LLAMA_SERVER") {
+        Some(p) => p.into(),
+        None => wasmesh_tests::cache_dir().join("tools/llama-server/bin/llama-server"),
+    }
+}
+
+/// Starts llama-server on `model` with `args` (threads, context, slots, ...), on a free
+/// loopback port, its prompt cache off and no web UI; waits until it answers. `Err`
+/// says how to build it when it is missing.
+pub fn start_llama_server(model: &std::path::Path, args: &[&str], tag: &str) -> Result<wasmesh_tests::Process, String> {
+    let program = llama_server_path();
+    if !program.is_file() {
+        return Err(format!("{} not found: run `bash benches/build-llama-server.sh`", program.display()));
+    }
+    let addr = wasmesh_tests::free_addr();
+    let port = addr.port().to_string();
+    let mut all = vec!["-m", model.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--cache-ram", "0", "--no-webui", "--host", "127.0.0.1", "--port", &port]);
+    let log = std::env::temp_dir().join(format!("wasmesh-bench-llama-server-{tag}-{}.log", std::process::id()));
+    let mut process = wasmesh_tests::Process::spawn_program(&program, &all, &[], addr, log);
+    process.wait_ready(Duration::from_secs(120));
+    Ok(process)
+}

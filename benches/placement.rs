@@ -351,16 +351,9 @@ fn special_tokens_against_llama_server(
     figures: &mut serde_json::Map<String, serde_json::Value>,
 ) {
     const RAW: &str = "<start_of_turn>user\nName a colour.<end_of_turn>\n<start_of_turn>model\n";
-    let program = std::env::var_os("LLAMA_SERVER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| wasmesh_tests::cache_dir().join("tools/llama-server/bin/llama-server"));
     let model = wasmesh_tests::second_model_path();
-    if !program.is_file() || !model.is_file() {
-        println!(
-            "special tokens vs llama-server: skipped ({} or {} missing: run `bash benches/build-llama-server.sh`)",
-            program.display(),
-            model.display()
-        );
+    if !model.is_file() {
+        println!("special tokens vs llama-server: skipped ({} missing: run `bash deploy/setup.sh`)", model.display());
         figures.insert("special_tokens_match_llama_server".into(), serde_json::Value::Null);
         return;
     }
@@ -374,38 +367,18 @@ fn special_tokens_against_llama_server(
             GenerateParams { n_predict: 12, ..Default::default() },
         )))
         .unwrap();
-    let addr = wasmesh_tests::free_addr();
-    let port = addr.port().to_string();
-    let log = std::env::temp_dir().join(format!("wasmesh-placement-llama-server-{}.log", std::process::id()));
-    let mut server = wasmesh_tests::Process::spawn_program(
-        &program,
-        &[
-            "-m",
-            model.to_str().unwrap(),
-            "-t",
-            "1",
-            "-tb",
-            "1",
-            "-c",
-            "512",
-            "-np",
-            "1",
-            "--cache-ram",
-            "0",
-            // The engine's context keeps the whole window of sliding-window layers
-            // (llama.cpp's C default); llama-server keeps only the window unless told.
-            "--swa-full",
-            "--no-webui",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-        ],
-        &[],
-        addr,
-        log,
-    );
-    server.wait_ready(Duration::from_secs(120));
+    // The engine's context keeps the whole window of sliding-window layers (llama.cpp's C
+    // default); llama-server keeps only the window unless told (`--swa-full`).
+    let args = ["-t", "1", "-tb", "1", "-c", "512", "-np", "1", "--swa-full"];
+    let server = match wasmesh_benches::start_llama_server(&model, &args, "placement") {
+        Ok(server) => server,
+        Err(why) => {
+            println!("special tokens vs llama-server: skipped ({why})");
+            figures.insert("special_tokens_match_llama_server".into(), serde_json::Value::Null);
+            return;
+        }
+    };
+    let addr = server.addr;
     let body = serde_json::json!({"prompt": RAW, "n_predict": 12, "temperature": 0.0, "cache_prompt": false, "return_tokens": true});
     let theirs = wasmesh_tests::post_json(addr, "/completion", &body).json();
     let their_tokens: Vec<i64> =
