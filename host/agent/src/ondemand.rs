@@ -209,7 +209,7 @@ fn fetch_error(name: &str, e: FetchError) -> EngineError {
         FetchError::Registry(ClientError::Api { status: 404, .. }) => {
             EngineError::ModelNotFound { name: name.to_string(), available: Vec::new() }
         }
-        FetchError::Other(message) if message.contains("has no LoRA adapter") => EngineError::InvalidRequest(message),
+        e @ FetchError::UnknownAdapter(_) => EngineError::InvalidRequest(e.to_string()),
         other => EngineError::Unavailable(format!("fetching '{name}' to this node failed: {other}; retry")),
     }
 }

@@ -61,6 +61,9 @@ pub enum FetchError {
         /// The error.
         source: std::io::Error,
     },
+    /// The registry has no LoRA adapter by that name.
+    #[error("the registry has no LoRA adapter '{0}'; push it with `wasmesh loras push`")]
+    UnknownAdapter(String),
     /// Anything else (BitTorrent session errors).
     #[error("{0}")]
     Other(String),

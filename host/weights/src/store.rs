@@ -29,9 +29,7 @@ pub async fn fetch_lora_cached(
 /// The registry's record of adapter `name`.
 pub async fn lora_info(client: &Client, name: &str) -> Result<wasmesh_api::wire::LoraInfo, FetchError> {
     let loras = client.loras().await?;
-    loras.into_iter().find(|l| l.name == name).ok_or_else(|| {
-        FetchError::Other(format!("the registry has no LoRA adapter '{name}'; push it with `wasmesh loras push`"))
-    })
+    loras.into_iter().find(|l| l.name == name).ok_or_else(|| FetchError::UnknownAdapter(name.to_string()))
 }
 
 /// Fetches model `name` from the object store alone (through the registry) into

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmesh_api::wire::ModelState;
-use wasmesh_policy::{ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
+use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
 use wasmesh_tunnel::{
     Frame, HostReport, Open, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json,
 };
@@ -277,13 +277,9 @@ pub(crate) async fn forward(
     let mut no_route = 0;
     // Nodes that have the app loaded first (a deploy reaches hosts one by one); the
     // rest keep their order and are tried after, in case a report is behind.
-    let (mut candidates, mut late): (Vec<_>, Vec<_>) = decision
-        .candidates()
-        .iter()
-        .copied()
-        .partition(|c| routed.apps.get(c.node.get()).is_some_and(|a| a.contains_key(app)));
-    candidates.append(&mut late);
-    for candidate in candidates {
+    let has_app = |c: &&Candidate| routed.apps.get(c.node.get()).is_some_and(|a| a.contains_key(app));
+    let ranked = decision.candidates();
+    for candidate in ranked.iter().filter(has_app).chain(ranked.iter().filter(|c| !has_app(c))) {
         let node = candidate.node;
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
         routed.snapshot.begin(node);
