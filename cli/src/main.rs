@@ -37,10 +37,10 @@ enum Command {
     Apps(commands::client::AppsCommand),
     /// Serve an earlier version of an app again.
     Rollback(commands::client::RollbackArgs),
-    /// Push and list models.
+    /// Push, list, pin and publish models.
     #[command(subcommand)]
     Models(commands::client::ModelsCommand),
-    /// Push and list LoRA adapters.
+    /// Push, list and publish LoRA adapters.
     #[command(subcommand)]
     Loras(commands::client::LorasCommand),
     /// List the fabric's nodes.
@@ -48,7 +48,10 @@ enum Command {
     Nodes(commands::client::NodesCommand),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
-    Keys(commands::client::KeysCommand),
+    Keys(commands::accounts::KeysCommand),
+    /// Create and list accounts (tenants) and their members.
+    #[command(subcommand)]
+    Accounts(commands::accounts::AccountsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,7 +77,8 @@ fn main() -> std::process::ExitCode {
             Command::Models(cmd) => commands::client::models(cmd).await,
             Command::Loras(cmd) => commands::client::loras(cmd).await,
             Command::Nodes(cmd) => commands::client::nodes(cmd).await,
-            Command::Keys(cmd) => commands::client::keys(cmd).await,
+            Command::Keys(cmd) => commands::accounts::keys(cmd).await,
+            Command::Accounts(cmd) => commands::accounts::accounts(cmd).await,
         }
     });
     match result {

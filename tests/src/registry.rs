@@ -34,11 +34,11 @@ pub fn start_registry(dir: &Path, extra: &[&str]) -> (Process, String) {
     (registry, admin.trim().to_string())
 }
 
-/// Spawns `wasmesh router` NAME registered with the registry at `registry` (an admin
-/// key), HTTP on a free port, QUIC on a free UDP port, state in `dir/NAME`, log in
+/// Spawns `wasmesh router` NAME registered with the registry at `registry` (`key`: a
+/// router or admin key), HTTP on a free port, QUIC on a free UDP port, state in `dir/NAME`, log in
 /// `dir/NAME.log`; returns it (not yet ready: `wait_ready` it) and its QUIC address.
 /// Its per-key rate limit is raised: tests load it harder than one caller normally would.
-pub fn spawn_router(dir: &Path, name: &str, registry: &str, admin: &str) -> (Process, SocketAddr) {
+pub fn spawn_router(dir: &Path, name: &str, registry: &str, key: &str) -> (Process, SocketAddr) {
     let http = free_addr();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port");
     let data = dir.join(name);
@@ -52,7 +52,7 @@ pub fn spawn_router(dir: &Path, name: &str, registry: &str, admin: &str) -> (Pro
             "--registry",
             registry,
             "--key",
-            admin,
+            key,
             "--data",
             data.to_str().expect("a UTF-8 path"),
             "--name",

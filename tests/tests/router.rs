@@ -423,12 +423,19 @@ fn a_private_app_runs_only_on_its_network_and_public_apps_never_there() {
         "[app]\nname = \"private\"\nnetwork = \"acme\"\n\n[component.hello]\nsource = \"hello.wasm\"\n\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n",
     )
     .unwrap();
-    // Only a key of the network may deploy to it.
-    let public_deployer = rt.block_on(admin.create_key("deploy", &[Scope::Deploy])).unwrap().key;
+    // Only a key of the account that owns the network may deploy to it.
+    rt.block_on(admin.create_account("other")).unwrap();
+    let other = wasmesh_api::wire::CreateKey {
+        name: "deploy".into(),
+        scopes: vec![Scope::Deploy],
+        network: None,
+        account: Some("other".into()),
+    };
+    let public_deployer = rt.block_on(admin.create_key_with(&other)).unwrap().key;
     let client = Client::new(&fabric.registry_url(), Some(public_deployer)).unwrap();
     match rt.block_on(client.deploy(&app.join("wasmesh.toml"), &wasmesh_client::NoProgress)) {
         Err(wasmesh_client::ClientError::Api { status: 403, .. }) => {}
-        other => panic!("a public key deployed to a private network: {other:?}"),
+        other => panic!("another account's key deployed to a private network: {other:?}"),
     }
     let deployer = rt.block_on(admin.create_network_key("acme-deploy", &[Scope::Deploy], "acme")).unwrap().key;
     let client = Client::new(&fabric.registry_url(), Some(deployer)).unwrap();

@@ -120,7 +120,7 @@ fn when_every_peer_is_gone_mid_transfer_the_object_store_serves_the_rest() {
 }
 
 #[test]
-fn the_tracker_answers_only_registered_nodes_about_files_the_registry_holds() {
+fn the_tracker_answers_only_registered_nodes_about_the_swarms_they_joined() {
     if !prerequisites() {
         return;
     }
@@ -154,9 +154,11 @@ fn the_tracker_answers_only_registered_nodes_about_files_the_registry_holds() {
     let (status, body) = announce(&path, &info_hash);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert!(body.starts_with(b"d8:completei0e10:incompletei0e8:intervali5e"), "{}", String::from_utf8_lossy(&body));
+    // A token opens only the swarm it was granted for.
     let (status, body) = announce(&path, &"ab".repeat(20));
-    assert_eq!(status, 404);
+    assert_eq!(status, 403);
     assert!(body.starts_with(b"d14:failure reason"));
+    assert!(String::from_utf8_lossy(&body).contains("for this swarm"), "{}", String::from_utf8_lossy(&body));
     let forged = path.replace(&grant.announce.split('/').nth(6).unwrap().to_string(), &"0".repeat(32));
     assert_eq!(announce(&forged, &info_hash).0, 403);
     // The token dies with the key that registered the node.

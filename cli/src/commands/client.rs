@@ -1,5 +1,5 @@
 //! Commands that talk to a registry: login, deploy, apps, rollback, models,
-//! loras, nodes, keys.
+//! loras, nodes (keys and accounts are in `accounts`).
 //!
 //! The registry URL and key come from `--registry` / `--key`, then
 //! `WASMESH_REGISTRY` / `WASMESH_KEY`, then the file `wasmesh login` writes
@@ -9,7 +9,6 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
-use wasmesh_api::wire::Scope;
 use wasmesh_client::{Client, Progress};
 
 /// Where the registry is and how to authenticate.
@@ -56,12 +55,12 @@ impl Connection {
     }
 }
 
-fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
+pub(super) fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 
-fn ago(ms: u64) -> String {
+pub(super) fn ago(ms: u64) -> String {
     if ms == 0 {
         return "never".into();
     }
@@ -280,6 +279,20 @@ pub enum ModelsCommand {
         #[command(flatten)]
         conn: Connection,
     },
+    /// Let every account's apps use a model of yours (models are private by default).
+    Publish {
+        /// The model.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Make a published model private to your account again.
+    Unpublish {
+        /// The model.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// Runs `wasmesh models ...`.
@@ -343,7 +356,18 @@ pub async fn models(cmd: ModelsCommand) -> anyhow::Result<()> {
             }
             println!("model {name}: unpinned");
         }
+        ModelsCommand::Publish { name, conn } => publish_model(&name, true, &conn).await?,
+        ModelsCommand::Unpublish { name, conn } => publish_model(&name, false, &conn).await?,
     }
+    Ok(())
+}
+
+async fn publish_model(name: &str, public: bool, conn: &Connection) -> anyhow::Result<()> {
+    let model = conn.client()?.publish_model(name, public).await?;
+    if conn.json {
+        return print_json(&model);
+    }
+    println!("model {name}: {}", if public { "public (every account may use it)" } else { "private to your account" });
     Ok(())
 }
 
@@ -366,6 +390,20 @@ pub enum LorasCommand {
     },
     /// List adapters.
     Ls(Connection),
+    /// Let every account use an adapter of yours (adapters are private by default).
+    Publish {
+        /// The adapter.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Make a published adapter private to your account again.
+    Unpublish {
+        /// The adapter.
+        name: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
 }
 
 /// Runs `wasmesh loras ...`.
@@ -386,12 +424,27 @@ pub async fn loras(cmd: LorasCommand) -> anyhow::Result<()> {
             if conn.json {
                 return print_json(&loras);
             }
-            println!("{:<24} {:<24} {:>5} {:>10}", "ADAPTER", "BASE", "RANK", "SIZE");
+            println!("{:<24} {:<24} {:>5} {:>10} {:<16} PUBLIC", "ADAPTER", "BASE", "RANK", "SIZE", "ACCOUNT");
             for l in loras {
-                println!("{:<24} {:<24} {:>5} {:>10}", l.name, l.base, l.rank, size(l.size));
+                let public = if l.public { "yes" } else { "no" };
+                println!("{:<24} {:<24} {:>5} {:>10} {:<16} {public}", l.name, l.base, l.rank, size(l.size), l.account);
             }
         }
+        LorasCommand::Publish { name, conn } => publish_lora(&name, true, &conn).await?,
+        LorasCommand::Unpublish { name, conn } => publish_lora(&name, false, &conn).await?,
     }
+    Ok(())
+}
+
+async fn publish_lora(name: &str, public: bool, conn: &Connection) -> anyhow::Result<()> {
+    let lora = conn.client()?.publish_lora(name, public).await?;
+    if conn.json {
+        return print_json(&lora);
+    }
+    println!(
+        "adapter {name}: {}",
+        if public { "public (every account may use it)" } else { "private to your account" }
+    );
     Ok(())
 }
 
@@ -443,81 +496,6 @@ pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<()> {
             in_flight,
             models
         );
-    }
-    Ok(())
-}
-
-/// `wasmesh keys`.
-#[derive(clap::Subcommand, Debug)]
-pub enum KeysCommand {
-    /// Create a key (admin). Its secret is printed once.
-    #[command(
-        after_help = "Examples:\n  wasmesh keys create --name ci --scope deploy\n  wasmesh keys create --name home-gpu --scope provider"
-    )]
-    Create {
-        /// A label.
-        #[arg(long)]
-        name: String,
-        /// admin, deploy, provider or invoke (repeatable).
-        #[arg(long = "scope", required = true)]
-        scopes: Vec<Scope>,
-        /// Nodes registered with this (provider) key join this private network; apps
-        /// with `network = "NAME"` run only on them.
-        #[arg(long)]
-        network: Option<String>,
-        #[command(flatten)]
-        conn: Connection,
-    },
-    /// List keys (admin).
-    Ls(Connection),
-    /// Revoke a key (admin).
-    Revoke {
-        /// The key's id.
-        id: String,
-        #[command(flatten)]
-        conn: Connection,
-    },
-}
-
-/// Runs `wasmesh keys ...`.
-pub async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
-    match cmd {
-        KeysCommand::Create { name, scopes, network, conn } => {
-            let client = conn.client()?;
-            let key = match &network {
-                Some(n) => client.create_network_key(&name, &scopes, n).await?,
-                None => client.create_key(&name, &scopes).await?,
-            };
-            if conn.json {
-                return print_json(&key);
-            }
-            println!("{}", key.key);
-            eprintln!("key {} created; the line above is shown only once", key.info.id);
-        }
-        KeysCommand::Ls(conn) => {
-            let keys = conn.client()?.keys().await?;
-            if conn.json {
-                return print_json(&keys);
-            }
-            println!("{:<14} {:<20} {:<28} {:<10} CREATED", "ID", "NAME", "SCOPES", "STATE");
-            for k in keys {
-                let scopes = k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-                println!(
-                    "{:<14} {:<20} {:<28} {:<10} {}",
-                    k.id,
-                    k.name,
-                    scopes,
-                    if k.revoked { "revoked" } else { "active" },
-                    ago(k.created_at_ms)
-                );
-            }
-        }
-        KeysCommand::Revoke { id, conn } => {
-            conn.client()?.revoke_key(&id).await?;
-            if !conn.json {
-                println!("key {id} revoked");
-            }
-        }
     }
     Ok(())
 }

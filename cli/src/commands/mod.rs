@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share.
 
+pub mod accounts;
 pub mod client;
 pub mod host;
 pub mod registry;

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Seconds after which an unfinished upload is dropped with its staged parts.
     #[arg(long, default_value_t = 24 * 3600)]
     pub upload_ttl_secs: u64,
+    /// Seconds a node's certificate is valid; nodes renew it at half its life, so a
+    /// revoked key's nodes lose theirs within this time.
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub cert_ttl_secs: u64,
 }
 
 fn default_data() -> PathBuf {
@@ -110,6 +114,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.limits.per_address_rps = serve.rate_per_address;
     config.offline_after = std::time::Duration::from_secs(serve.offline_after_secs);
     config.upload_ttl = std::time::Duration::from_secs(serve.upload_ttl_secs.max(1));
+    config.cert_ttl = std::time::Duration::from_secs(serve.cert_ttl_secs.max(60));
     let registry = Registry::open(config).await?;
     if let Some(key) = registry.create_admin_key_if_none().await? {
         hand_over_admin_key(&key, serve.state.admin_key_file.as_ref())?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// Arguments of `wasmesh router`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  wasmesh router --listen 127.0.0.1:8000 --quic 127.0.0.1:4433 --registry http://127.0.0.1:7070 --key wsk_<admin>\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_<provider> --router 127.0.0.1:4433 --model smollm2=./SmolLM2.gguf\n  curl -H 'Authorization: Bearer wsk_<invoke>' localhost:8000/fn/demo/hello"
+    after_help = "Example:\n  wasmesh router --listen 127.0.0.1:8000 --quic 127.0.0.1:4433 --registry http://127.0.0.1:7070 --key wsk_<router>\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_<provider> --router 127.0.0.1:4433 --model smollm2=./SmolLM2.gguf\n  curl -H 'Authorization: Bearer wsk_<invoke>' localhost:8000/fn/demo/hello"
 )]
 pub struct RouterArgs {
     /// Address callers reach (HTTP).
@@ -19,7 +19,7 @@ pub struct RouterArgs {
     /// The registry.
     #[arg(long, env = "WASMESH_REGISTRY", value_name = "URL")]
     pub registry: String,
-    /// An admin key (the registry issues routers' certificates only to admins).
+    /// A key with the router scope (`wasmesh keys create --scope router`, by an admin).
     #[arg(long, env = "WASMESH_KEY", value_name = "KEY", hide_env_values = true)]
     pub key: String,
     /// Data directory: the router's identity.

@@ -73,7 +73,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let admin = registry.create_admin_key_if_none().await?;
     let deploy_key = demo_key(&registry, &data, "up-deploy", Scope::Deploy).await?;
     let provider_key = demo_key(&registry, &data, "up-host", Scope::Provider).await?;
-    let router_key = demo_key(&registry, &data, "up-router", Scope::Admin).await?;
+    let router_key = demo_key(&registry, &data, "up-router", Scope::Router).await?;
     let invoke_key = demo_key(&registry, &data, "up-invoke", Scope::Invoke).await?;
     let registry_listener = tokio::net::TcpListener::bind(args.registry_listen)
         .await

@@ -106,6 +106,12 @@ fn transport() -> Arc<quinn::TransportConfig> {
 
 /// A router's endpoint: accepts hosts that present a certificate from the CA.
 pub fn router_endpoint(addr: SocketAddr, identity: &TlsIdentity) -> Result<quinn::Endpoint, TunnelError> {
+    quinn::Endpoint::server(router_config(identity)?, addr).map_err(|source| TunnelError::Endpoint { addr, source })
+}
+
+/// A router's TLS set-up with `identity`; `endpoint.set_server_config` swaps in a
+/// renewed certificate for the handshakes that follow (live links keep theirs).
+pub fn router_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, TunnelError> {
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(identity.roots.clone(), provider())
         .build()
         .map_err(|e| TunnelError::Tls(e.to_string()))?;
@@ -119,11 +125,20 @@ pub fn router_endpoint(addr: SocketAddr, identity: &TlsIdentity) -> Result<quinn
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(transport());
-    quinn::Endpoint::server(config, addr).map_err(|source| TunnelError::Endpoint { addr, source })
+    Ok(config)
 }
 
 /// A host's endpoint: dials routers, presenting the node's certificate.
 pub fn host_endpoint(identity: &TlsIdentity) -> Result<quinn::Endpoint, TunnelError> {
+    let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|source| TunnelError::Endpoint { addr: bind, source })?;
+    endpoint.set_default_client_config(host_config(identity)?);
+    Ok(endpoint)
+}
+
+/// A host's TLS set-up with `identity`; `endpoint.set_default_client_config` swaps in
+/// a renewed certificate for the dials that follow (live links keep theirs).
+pub fn host_config(identity: &TlsIdentity) -> Result<quinn::ClientConfig, TunnelError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TunnelError::Tls(e.to_string()))?
@@ -134,10 +149,7 @@ pub fn host_endpoint(identity: &TlsIdentity) -> Result<quinn::Endpoint, TunnelEr
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TunnelError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(transport());
-    let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|source| TunnelError::Endpoint { addr: bind, source })?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    Ok(config)
 }
 
 /// The node id of the host at the other end, derived from the Ed25519 key of the

@@ -100,16 +100,19 @@ impl Agent {
         tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
         let under_pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
+        let mut renewal = Renewal::new(&cert, None);
         if !config.routers.is_empty() {
             let tls = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)?;
             let endpoint = wasmesh_tunnel::host_endpoint(&tls)?;
+            let dial: tunnel::DialConfig = Arc::new(std::sync::RwLock::new(wasmesh_tunnel::host_config(&tls)?));
+            renewal.dial = Some(dial.clone());
             let source = tunnel::ReportSource {
                 host: host.clone(),
                 share: config.share.clone(),
                 under_pressure: under_pressure.clone(),
             };
             for router in &config.routers {
-                tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), *router, source.clone())));
+                tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), dial.clone(), *router, source.clone())));
             }
         }
 
@@ -124,7 +127,7 @@ impl Agent {
         let node_id = identity.node_id().to_string();
         tasks.push(tokio::spawn(async move { sync.run(revision).await }));
         tasks.push(tokio::spawn(follow_unpins(host.clone(), client.clone())));
-        tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure)));
+        tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure, renewal)));
         Ok(Self { node_id, tasks })
     }
 }
@@ -149,6 +152,50 @@ pub async fn register(
             }
             Err(e) => return Err(AgentError::Register(e)),
         }
+    }
+}
+
+/// When and how the node's certificate is renewed: by registering again at half its
+/// life (a revoked key cannot, so its nodes lose their certificates within hours),
+/// then swapping it into the TLS set-up of the dials that follow.
+struct Renewal {
+    dial: Option<tunnel::DialConfig>,
+    due: std::time::SystemTime,
+}
+
+impl Renewal {
+    fn new(cert: &wasmesh_api::wire::NodeCertificate, dial: Option<tunnel::DialConfig>) -> Self {
+        let now = std::time::SystemTime::now();
+        let expires = std::time::UNIX_EPOCH + Duration::from_millis(cert.expires_at_ms);
+        // A registry that does not say (older) gets asked again in an hour.
+        let half_life = expires.duration_since(now).map(|left| left / 2).unwrap_or(Duration::from_secs(3600));
+        Self { dial, due: now + half_life.max(Duration::from_secs(30)) }
+    }
+
+    async fn renew_if_due(&mut self, client: &Client, identity: &NodeIdentity, config: &AgentConfig) {
+        if std::time::SystemTime::now() < self.due {
+            return;
+        }
+        let cert = match client.register_node(identity, &config.name).await {
+            Ok(cert) => cert,
+            Err(e) => {
+                tracing::warn!("cannot renew the node's certificate (retrying at the next heartbeat): {e}");
+                return;
+            }
+        };
+        if let Err(e) = std::fs::write(config.data_dir.join("node.pem"), &cert.certificate_pem) {
+            tracing::warn!("cannot save the renewed certificate: {e}");
+        }
+        if let Some(dial) = &self.dial {
+            let config = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)
+                .and_then(|tls| wasmesh_tunnel::host_config(&tls));
+            match config {
+                Ok(c) => *dial.write().expect("dial config lock") = c,
+                Err(e) => tracing::warn!("cannot use the renewed certificate: {e}"),
+            }
+        }
+        tracing::info!(expires_at_ms = cert.expires_at_ms, "node certificate renewed");
+        *self = Self::new(&cert, self.dial.take());
     }
 }
 
@@ -184,6 +231,7 @@ async fn heartbeat_loop(
     identity: Arc<NodeIdentity>,
     config: AgentConfig,
     under_pressure_flag: Arc<std::sync::atomic::AtomicBool>,
+    mut renewal: Renewal,
 ) {
     let hardware = tokio::task::spawn_blocking(wasmesh_probe::hardware).await.unwrap_or_default();
     let mut pressure = wasmesh_probe::PressureMonitor::new(config.pressure);
@@ -215,6 +263,7 @@ async fn heartbeat_loop(
             }
             Err(_) => {}
         }
+        renewal.renew_if_due(&client, &identity, &config).await;
         tokio::time::sleep(config.heartbeat_interval).await;
     }
 }

@@ -29,10 +29,14 @@ impl ReportSource {
 }
 
 /// Keeps a link to the router at `addr` for as long as the task runs.
-pub(crate) async fn link(endpoint: quinn::Endpoint, addr: SocketAddr, source: ReportSource) {
+/// The TLS set-up every dial uses; the heartbeat loop swaps in a renewed certificate.
+pub(crate) type DialConfig = std::sync::Arc<std::sync::RwLock<quinn::ClientConfig>>;
+
+pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: SocketAddr, source: ReportSource) {
     let mut backoff = Duration::from_millis(200);
     loop {
-        let connecting = endpoint.connect(addr, wasmesh_tunnel::ROUTER_NAME);
+        let config = tls.read().expect("dial config lock").clone();
+        let connecting = endpoint.connect_with(config, addr, wasmesh_tunnel::ROUTER_NAME);
         match connecting {
             Ok(connecting) => match connecting.await {
                 Ok(connection) => {

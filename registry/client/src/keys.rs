@@ -1,5 +1,4 @@
-//! API keys: who this client's key is, and (admin) creating, listing and revoking
-//! keys.
+//! API keys: who this client's key is, and creating, listing and revoking keys.
 
 use crate::Client;
 use crate::error::Result;
@@ -11,18 +10,25 @@ impl Client {
         self.get("/v1/whoami").await
     }
 
-    /// Creates an API key (admin).
+    /// Creates an API key of this key's account.
     pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> Result<CreatedKey> {
-        self.post("/v1/keys", &CreateKey { name: name.into(), scopes: scopes.to_vec(), network: None }).await
+        self.create_key_with(&CreateKey { name: name.into(), scopes: scopes.to_vec(), network: None, account: None })
+            .await
     }
 
-    /// Creates a provider key whose nodes join private network `network` (admin).
+    /// Creates a provider key whose nodes join private network `network` (the account's own).
     pub async fn create_network_key(&self, name: &str, scopes: &[Scope], network: &str) -> Result<CreatedKey> {
-        let req = CreateKey { name: name.into(), scopes: scopes.to_vec(), network: Some(network.into()) };
-        self.post("/v1/keys", &req).await
+        let req =
+            CreateKey { name: name.into(), scopes: scopes.to_vec(), network: Some(network.into()), account: None };
+        self.create_key_with(&req).await
     }
 
-    /// Lists keys (admin).
+    /// Creates a key as `req` says (an admin may name another account).
+    pub async fn create_key_with(&self, req: &CreateKey) -> Result<CreatedKey> {
+        self.post("/v1/keys", req).await
+    }
+
+    /// Lists the account's keys (every key for an admin).
     pub async fn keys(&self) -> Result<Vec<KeyInfo>> {
         self.get("/v1/keys").await
     }
@@ -39,7 +45,7 @@ impl Client {
         self.json(builder).await
     }
 
-    /// Revokes a key (admin).
+    /// Revokes a key of the account (any key for an admin).
     pub async fn revoke_key(&self, id: &str) -> Result<()> {
         self.send(self.request(reqwest::Method::DELETE, &format!("/v1/keys/{id}"))).await.map(drop)
     }

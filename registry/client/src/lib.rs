@@ -7,6 +7,7 @@
 
 mod identity;
 
+mod accounts;
 mod apps;
 mod client;
 mod downloads;

@@ -5,7 +5,7 @@ use crate::Client;
 use crate::error::Result;
 use crate::progress::Progress;
 use std::path::{Path, PathBuf};
-use wasmesh_api::wire::{ArtifactKind, LoraInfo, ModelInfo, PinModel, PushLora, PushModel};
+use wasmesh_api::wire::{ArtifactKind, LoraInfo, ModelInfo, PinModel, Publish, PushLora, PushModel};
 
 impl Client {
     /// Uploads and registers a GGUF model.
@@ -22,6 +22,16 @@ impl Client {
     /// Keeps model `name` warm on `min_warm` nodes (0 unpins it).
     pub async fn pin_model(&self, name: &str, min_warm: u32) -> Result<ModelInfo> {
         self.put(&format!("/v1/models/{name}/pin"), &PinModel { min_warm }).await
+    }
+
+    /// Publishes model `name` to every account (`public`), or makes it private again.
+    pub async fn publish_model(&self, name: &str, public: bool) -> Result<ModelInfo> {
+        self.put(&format!("/v1/models/{name}/public"), &Publish { public }).await
+    }
+
+    /// Publishes adapter `name` to every account (`public`), or makes it private again.
+    pub async fn publish_lora(&self, name: &str, public: bool) -> Result<LoraInfo> {
+        self.put(&format!("/v1/loras/{name}/public"), &Publish { public }).await
     }
 
     /// Uploads and registers a LoRA adapter for `base`.

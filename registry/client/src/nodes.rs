@@ -16,7 +16,7 @@ impl Client {
         self.register(identity, name, wasmesh_api::wire::NodeRole::Host).await
     }
 
-    /// Registers an identity as a host or a router (a router needs an admin key).
+    /// Registers an identity as a host (provider key) or a router (router key).
     pub async fn register(
         &self,
         identity: &NodeIdentity,

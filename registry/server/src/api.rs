@@ -7,6 +7,7 @@
 //! the domain modules ([`crate::catalog`], [`crate::auth`], [`crate::nodes`],
 //! [`crate::artifacts`], [`crate::swarm`]) and shape the HTTP answer.
 
+mod accounts;
 mod apps;
 mod keys;
 mod models;
@@ -36,6 +37,9 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
         .route("/v1/whoami", get(keys::whoami))
+        .route("/v1/accounts", post(accounts::accounts_create).get(accounts::accounts_list))
+        .route("/v1/accounts/{name}/members", post(accounts::members_add).get(accounts::members_list))
+        .route("/v1/sessions", post(accounts::sign_in))
         .route("/v1/keys", post(keys::keys_create).get(keys::keys_list))
         .route("/v1/keys/{id}", axum::routing::delete(keys::keys_revoke))
         .route("/v1/uploads", post(uploads::upload_start))
@@ -54,7 +58,9 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/models", post(models::models_push).get(models::models_list))
         .route("/v1/models/{name}", get(models::model_get))
         .route("/v1/models/{name}/pin", put(models::model_pin))
+        .route("/v1/models/{name}/public", put(models::model_publish))
         .route("/v1/loras", post(models::loras_push).get(models::loras_list))
+        .route("/v1/loras/{name}/public", put(models::lora_publish))
         .route("/v1/nodes", get(nodes::nodes_list))
         .route("/v1/nodes/register", post(nodes::node_register))
         .route("/v1/nodes/{id}/heartbeat", post(nodes::node_heartbeat))
@@ -106,10 +112,10 @@ impl FromRequestParts<Arc<State>> for Caller {
             None => peer,
             Some(forwarded) => {
                 // A router checking its caller's key: the lockout counts the caller's
-                // address, which only a router (its own key, admin scope) may name.
+                // address, which only a router (its own key, router scope) may name.
                 let router = parts.headers.get(wasmesh_api::ROUTER_KEY_HEADER).and_then(|v| v.to_str().ok());
                 let router = state.auth.authenticate(&state.db, router, peer).await?;
-                router.require(wasmesh_api::wire::Scope::Admin)?;
+                router.require(wasmesh_api::wire::Scope::Router)?;
                 forwarded.to_str().ok().and_then(|v| v.parse().ok()).ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_request",
@@ -139,7 +145,7 @@ async fn health(S(state): St) -> Response {
 }
 
 async fn metrics(S(state): St) -> Response {
-    if let Ok(nodes) = crate::nodes::list(&state.db, state.config.offline_after).await {
+    if let Ok(nodes) = crate::nodes::list(&state.db, state.config.offline_after, None).await {
         for status in ["online", "not_ready", "offline"] {
             let n = nodes
                 .iter()

@@ -26,6 +26,8 @@ pub struct Caller {
     pub scopes: Vec<Scope>,
     /// The private network of nodes it registers.
     pub network: Option<String>,
+    /// The account that owns the key, and with it everything the key makes.
+    pub account: String,
 }
 
 impl Caller {
@@ -52,31 +54,31 @@ impl Caller {
         self.require(scopes[0])
     }
 
-    /// Passes when the key may deploy app `app` of private network `network`: a key
-    /// of that network, or an admin key; otherwise a 403 that says how to get one.
-    pub fn require_network(&self, app: &str, network: &str) -> ApiResult<()> {
-        if self.scopes.contains(&Scope::Admin) || self.network.as_deref() == Some(network) {
-            return Ok(());
-        }
-        Err(ApiError::forbidden(
-            "wrong_network",
-            format!(
-                "app '{app}' runs in private network '{network}'; deploy it with a key of that network (`wasmesh keys create --scope deploy --network {network}`)"
-            ),
-        ))
-    }
-
     /// Whether the key may see and continue an upload started by key `owner`: an
     /// upload belongs to the key that started it (and to admins).
     pub fn owns_upload(&self, owner: &str) -> bool {
-        owner == self.key_id || self.scopes.contains(&Scope::Admin)
+        owner == self.key_id || self.is_admin()
     }
 
-    /// Whether the key sees apps of every network: admin and deploy keys do; a
-    /// provider's nodes see only the apps of their own network (public nodes, the
-    /// public apps), so private code never reaches another network's machines.
-    pub fn sees_all_networks(&self) -> bool {
-        self.scopes.contains(&Scope::Admin) || self.scopes.contains(&Scope::Deploy)
+    /// Whether the key is an admin's (it passes every scope and owner check).
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(&Scope::Admin)
+    }
+
+    /// Whether the key holds `scope` itself (admin does not count).
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Whether the key reads the catalog of every account: admins, and routers (they
+    /// route every app, so they read every deployment, model and node).
+    pub fn reads_everything(&self) -> bool {
+        self.is_admin() || self.has(Scope::Router)
+    }
+
+    /// Whether the key acts for `account`: a key of that account, or an admin's.
+    pub fn owns(&self, account: &str) -> bool {
+        self.is_admin() || self.account == account
     }
 }
 
@@ -172,14 +174,14 @@ impl Auth {
                 wait,
             ));
         }
-        let row: Option<(String, String, i64, Option<String>)> =
-            sqlx::query_as("SELECT hash, scopes, revoked, network FROM keys WHERE id = $1")
+        let row: Option<(String, String, i64, Option<String>, String)> =
+            sqlx::query_as("SELECT hash, scopes, revoked, network, account FROM keys WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&db.pool)
                 .await?;
         let valid = match &row {
             // blake3::Hash compares in constant time.
-            Some((hash, _, 0, _)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
+            Some((hash, _, 0, _, _)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
             _ => false,
         };
         if !valid {
@@ -188,21 +190,24 @@ impl Auth {
             tracing::info!(key = %id, "authentication failed");
             return Err(ApiError::unauthorized("invalid or revoked API key"));
         }
-        let (_, scopes, _, network) = row.expect("checked above");
+        let (_, scopes, _, network, account) = row.expect("checked above");
         if let Err(wait) = self.per_key.take(id) {
             return Err(ApiError::too_many(format!("key {id} is over its rate limit; retry in {wait} s"), wait));
         }
-        Ok(Caller { key_id: id.to_string(), scopes: parse_scopes(&scopes), network })
+        Ok(Caller { key_id: id.to_string(), scopes: parse_scopes(&scopes), network, account })
     }
 
-    fn locked(&self, id: &str) -> Option<u64> {
+    /// Seconds left on the lockout of `attempt` (a key id or a member's email, with the
+    /// source address), if it is locked.
+    pub(crate) fn locked(&self, id: &str) -> Option<u64> {
         let failures = self.failures.lock().expect("failures lock");
         let until = failures.get(id)?.locked_until?;
         let now = Instant::now();
         (until > now).then(|| (until - now).as_secs().max(1))
     }
 
-    fn record_failure(&self, id: &str) {
+    /// Counts a failed attempt at `id`; enough of them within the window lock it.
+    pub(crate) fn record_failure(&self, id: &str) {
         let now = Instant::now();
         let mut failures = self.failures.lock().expect("failures lock");
         if failures.len() > 100_000 {
@@ -223,16 +228,24 @@ fn parse_scopes(s: &str) -> Vec<Scope> {
     s.split(',').filter_map(|p| p.trim().parse().ok()).collect()
 }
 
-/// Creates a key and stores its hash.
-pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&str>) -> ApiResult<CreatedKey> {
+/// Creates a key of `account` and stores its hash. A private `network` it names must
+/// be the account's own (the first key to name one claims it for its account).
+pub async fn create_key(
+    db: &Db,
+    account: &str,
+    name: &str,
+    scopes: &[Scope],
+    network: Option<&str>,
+) -> ApiResult<CreatedKey> {
     if let Some(network) = network {
         wasmesh_api::check_name("network name", network)
             .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+        crate::accounts::claim_network(db, network, account).await?;
     }
     if scopes.is_empty() {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "a key needs at least one scope: admin, deploy, provider or invoke",
+            "a key needs at least one scope: admin, deploy, provider, invoke or router",
         ));
     }
     if name.trim().is_empty() || name.len() > 100 {
@@ -246,7 +259,7 @@ pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&
     let joined = scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO keys (id, name, hash, scopes, created_at, revoked, network) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+        "INSERT INTO keys (id, name, hash, scopes, created_at, revoked, network, account) VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
     )
     .bind(&id)
     .bind(name)
@@ -254,6 +267,7 @@ pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&
     .bind(&joined)
     .bind(now)
     .bind(network)
+    .bind(account)
     .execute(&db.pool)
     .await?;
     Ok(CreatedKey {
@@ -265,32 +279,52 @@ pub async fn create_key(db: &Db, name: &str, scopes: &[Scope], network: Option<&
             created_at_ms: now as u64,
             revoked: false,
             network: network.map(str::to_string),
+            account: account.to_string(),
         },
     })
 }
 
-/// Every key (without secrets).
-pub async fn list_keys(db: &Db) -> ApiResult<Vec<KeyInfo>> {
-    let rows: Vec<(String, String, String, i64, i64, Option<String>)> =
-        sqlx::query_as("SELECT id, name, scopes, created_at, revoked, network FROM keys ORDER BY created_at, id")
-            .fetch_all(&db.pool)
-            .await?;
+type KeyRow = (String, String, String, i64, i64, Option<String>, String);
+
+/// The keys of `account`, or every key for `None` (without secrets).
+pub async fn list_keys(db: &Db, account: Option<&str>) -> ApiResult<Vec<KeyInfo>> {
+    let sql = "SELECT id, name, scopes, created_at, revoked, network, account FROM keys";
+    let rows: Vec<KeyRow> = match account {
+        Some(a) => {
+            sqlx::query_as(&format!("{sql} WHERE account = $1 ORDER BY created_at, id"))
+                .bind(a)
+                .fetch_all(&db.pool)
+                .await?
+        }
+        None => sqlx::query_as(&format!("{sql} ORDER BY created_at, id")).fetch_all(&db.pool).await?,
+    };
     Ok(rows
         .into_iter()
-        .map(|(id, name, scopes, created, revoked, network)| KeyInfo {
+        .map(|(id, name, scopes, created, revoked, network, account)| KeyInfo {
             id,
             name,
             scopes: parse_scopes(&scopes),
             created_at_ms: created as u64,
             revoked: revoked != 0,
             network,
+            account,
         })
         .collect())
 }
 
-/// Revokes a key; false when there is none with that id.
-pub async fn revoke_key(db: &Db, id: &str) -> ApiResult<bool> {
-    let done = sqlx::query("UPDATE keys SET revoked = 1 WHERE id = $1").bind(id).execute(&db.pool).await?;
+/// Revokes key `id` of `account` (any account's for `None`); false when there is none.
+/// The nodes it registered are offline from this moment (see `nodes::list`).
+pub async fn revoke_key(db: &Db, id: &str, account: Option<&str>) -> ApiResult<bool> {
+    let done = match account {
+        Some(a) => {
+            sqlx::query("UPDATE keys SET revoked = 1 WHERE id = $1 AND account = $2")
+                .bind(id)
+                .bind(a)
+                .execute(&db.pool)
+                .await?
+        }
+        None => sqlx::query("UPDATE keys SET revoked = 1 WHERE id = $1").bind(id).execute(&db.pool).await?,
+    };
     Ok(done.rows_affected() > 0)
 }
 
@@ -311,9 +345,9 @@ mod tests {
 
     #[test]
     fn admin_passes_every_scope_check_and_others_name_the_missing_scope() {
-        let admin = Caller { key_id: "k".into(), scopes: vec![Scope::Admin], network: None };
+        let admin = Caller { key_id: "k".into(), scopes: vec![Scope::Admin], network: None, account: "a".into() };
         assert!(admin.require(Scope::Deploy).is_ok());
-        let invoker = Caller { key_id: "k".into(), scopes: vec![Scope::Invoke], network: None };
+        let invoker = Caller { key_id: "k".into(), scopes: vec![Scope::Invoke], network: None, account: "a".into() };
         let err = invoker.require(Scope::Deploy).unwrap_err();
         assert_eq!(err.status, axum::http::StatusCode::FORBIDDEN);
         assert!(err.message.contains("--scope deploy"), "{}", err.message);

@@ -2,12 +2,11 @@
 //! on what may be deployed or registered as a model or LoRA.
 
 use crate::artifacts::GgufSummary;
-use crate::auth::Caller;
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use std::collections::BTreeMap;
 use wasmesh_api::AppManifest;
-use wasmesh_api::wire::{AppSummary, AppVersion, ArtifactKind, Deployments, LoraInfo, ModelInfo, PieceManifest};
+use wasmesh_api::wire::{AppSummary, AppVersion, ArtifactKind, LoraInfo, ModelInfo, PieceManifest};
 
 /// A blob's row.
 pub struct BlobRow {
@@ -84,6 +83,26 @@ pub async fn insert_blob(
     .execute(&db.pool)
     .await?;
     Ok(())
+}
+
+/// Records that `account` uploaded blob `hash` (it proved it holds the bytes).
+pub async fn add_blob_owner(db: &Db, hash: &str, account: &str) -> ApiResult<()> {
+    sqlx::query("INSERT INTO blob_owners (hash, account) VALUES ($1, $2) ON CONFLICT (hash, account) DO NOTHING")
+        .bind(hash)
+        .bind(account)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+/// Whether `account` uploaded blob `hash`.
+pub async fn blob_owned_by(db: &Db, hash: &str, account: &str) -> ApiResult<bool> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT hash FROM blob_owners WHERE hash = $1 AND account = $2")
+        .bind(hash)
+        .bind(account)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.is_some())
 }
 
 /// Whether a blob with torrent info hash `info_hash` (hex) is stored.
@@ -193,6 +212,7 @@ pub fn check_lora_blob(blob: &BlobRow) -> ApiResult<()> {
 /// version is either wholly there (and current) or not at all.
 pub async fn create_version(
     db: &Db,
+    account: &str,
     app: &str,
     manifest: &str,
     components: &BTreeMap<String, String>,
@@ -202,20 +222,27 @@ pub async fn create_version(
     let components_json = serde_json::to_string(components).expect("component map serializes");
     let mut tx = db.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO apps (name, current_version, latest_version, updated_at) VALUES ($1, 0, 0, $2) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO apps (name, current_version, latest_version, updated_at, account) VALUES ($1, 0, 0, $2, $3) ON CONFLICT (name) DO NOTHING",
     )
     .bind(app)
     .bind(now)
+    .bind(account)
     .execute(&mut *tx)
     .await?;
-    let (version,): (i64,) = sqlx::query_as(
+    // Only the owner's row moves: a name another account took in between stays theirs.
+    let version: Option<(i64,)> = sqlx::query_as(
         "UPDATE apps SET latest_version = latest_version + 1, current_version = latest_version + 1, updated_at = $1
-         WHERE name = $2 RETURNING latest_version",
+         WHERE name = $2 AND account = $3 RETURNING latest_version",
     )
     .bind(now)
     .bind(app)
-    .fetch_one(&mut *tx)
+    .bind(account)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some((version,)) = version else {
+        tx.rollback().await?;
+        return Err(name_taken(app));
+    };
     sqlx::query(
         "INSERT INTO app_versions (app, version, manifest, components, created_at, deployed_by) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -246,7 +273,12 @@ async fn bump_revision(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> ApiResult<(
     Ok(())
 }
 
-/// Makes `version` of `app` current again.
+/// The 403 for an app name that another account owns.
+pub fn name_taken(app: &str) -> ApiError {
+    ApiError::forbidden("not_owner", format!("app name '{app}' belongs to another account; deploy under another name"))
+}
+
+/// Makes `version` of `app` current again (the caller checked it owns the app).
 pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary> {
     let mut tx = db.pool.begin().await?;
     // Write first: on SQLite a transaction that reads and then writes can fail
@@ -280,16 +312,22 @@ pub async fn rollback(db: &Db, app: &str, version: u64) -> ApiResult<AppSummary>
     app_summary(db, app).await?.ok_or_else(|| ApiError::not_found(format!("no app named '{app}'")))
 }
 
-type AppRow = (String, i64, i64, i64);
+type AppRow = (String, i64, i64, i64, String);
 
-fn summary_from_row((name, current, latest, updated): AppRow) -> AppSummary {
-    AppSummary { name, current_version: current as u64, versions: latest as u64, updated_at_ms: updated as u64 }
+fn summary_from_row((name, current, latest, updated, account): AppRow) -> AppSummary {
+    AppSummary {
+        name,
+        current_version: current as u64,
+        versions: latest as u64,
+        updated_at_ms: updated as u64,
+        account,
+    }
 }
 
 /// Every app.
 pub async fn apps(db: &Db) -> ApiResult<Vec<AppSummary>> {
     let rows: Vec<AppRow> =
-        sqlx::query_as("SELECT name, current_version, latest_version, updated_at FROM apps ORDER BY name")
+        sqlx::query_as("SELECT name, current_version, latest_version, updated_at, account FROM apps ORDER BY name")
             .fetch_all(&db.pool)
             .await?;
     Ok(rows.into_iter().map(summary_from_row).collect())
@@ -298,7 +336,7 @@ pub async fn apps(db: &Db) -> ApiResult<Vec<AppSummary>> {
 /// One app.
 pub async fn app_summary(db: &Db, app: &str) -> ApiResult<Option<AppSummary>> {
     let row: Option<AppRow> =
-        sqlx::query_as("SELECT name, current_version, latest_version, updated_at FROM apps WHERE name = $1")
+        sqlx::query_as("SELECT name, current_version, latest_version, updated_at, account FROM apps WHERE name = $1")
             .bind(app)
             .fetch_optional(&db.pool)
             .await?;
@@ -336,37 +374,32 @@ pub async fn revision(db: &Db) -> ApiResult<u64> {
     Ok(value.parse().unwrap_or(0))
 }
 
-/// Keeps the apps of `deployments` that `caller` may see: a provider's nodes see
-/// only the apps of their own network (public nodes, the public apps), so private
-/// code never reaches another network's machines; admin and deploy keys see all.
-pub fn retain_visible(deployments: &mut Deployments, caller: &Caller) {
-    if !caller.sees_all_networks() {
-        deployments.apps.retain(|v| {
-            let network = AppManifest::parse(&v.manifest).ok().and_then(|m| m.app.network);
-            network == caller.network
-        });
-    }
-}
-
-/// The current version of every app.
-pub async fn deployments(db: &Db) -> ApiResult<Deployments> {
+/// The current version of every app, with the account that owns it.
+pub async fn current_versions(db: &Db) -> ApiResult<(u64, Vec<(String, AppVersion)>)> {
     let revision = revision(db).await?;
-    let rows: Vec<VersionRow> = sqlx::query_as(
-        "SELECT v.app, v.version, v.manifest, v.components, v.created_at, v.deployed_by
+    let rows: Vec<(String, String, i64, String, String, i64, String)> = sqlx::query_as(
+        "SELECT a.account, v.app, v.version, v.manifest, v.components, v.created_at, v.deployed_by
          FROM apps a JOIN app_versions v ON v.app = a.name AND v.version = a.current_version ORDER BY a.name",
     )
     .fetch_all(&db.pool)
     .await?;
-    Ok(Deployments { revision, apps: rows.into_iter().map(version_from_row).collect() })
+    Ok((
+        revision,
+        rows.into_iter()
+            .map(|(account, app, version, manifest, components, created, by)| {
+                (account, version_from_row((app, version, manifest, components, created, by)))
+            })
+            .collect(),
+    ))
 }
 
-/// Registers a model; pushing the same file under the same name again is a no-op.
-pub async fn insert_model(db: &Db, name: &str, hash: &str, blob: &BlobRow) -> ApiResult<ModelInfo> {
+/// Registers a model of `account`; pushing the same file under the same name again is a no-op.
+pub async fn insert_model(db: &Db, account: &str, name: &str, hash: &str, blob: &BlobRow) -> ApiResult<ModelInfo> {
     let gguf = blob.gguf.as_ref().expect("caller checked");
     let facts = serde_json::to_string(&gguf.facts).expect("facts serialize");
     let tensors = serde_json::to_string(&gguf.tensors).expect("tensors serialize");
     let done = sqlx::query(
-        "INSERT INTO models (name, hash, size, facts, tensors, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO models (name, hash, size, facts, tensors, created_at, account) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(hash)
@@ -374,9 +407,15 @@ pub async fn insert_model(db: &Db, name: &str, hash: &str, blob: &BlobRow) -> Ap
     .bind(facts)
     .bind(tensors)
     .bind(now_ms())
+    .bind(account)
     .execute(&db.pool)
     .await?;
     let existing = model(db, name).await?.ok_or_else(|| ApiError::internal("model vanished", name))?;
+    if done.rows_affected() == 0 && existing.account != account {
+        return Err(ApiError::conflict(format!(
+            "model name '{name}' belongs to another account; push this one under another name"
+        )));
+    }
     if done.rows_affected() == 0 && existing.blake3 != hash {
         return Err(ApiError::conflict(format!(
             "a different file is already registered as model '{name}' ({}); push this one under another name",
@@ -386,17 +425,17 @@ pub async fn insert_model(db: &Db, name: &str, hash: &str, blob: &BlobRow) -> Ap
     Ok(existing)
 }
 
-type ModelRow = (String, String, i64, String, i64, Option<String>, i64);
+type ModelRow = (String, String, i64, String, i64, Option<String>, i64, String, i64);
 
 async fn model_rows(db: &Db, name: Option<&str>) -> ApiResult<Vec<ModelInfo>> {
-    let sql = "SELECT m.name, m.hash, m.size, m.facts, m.created_at, b.pieces, m.min_warm FROM models m LEFT JOIN blobs b ON b.hash = m.hash";
+    let sql = "SELECT m.name, m.hash, m.size, m.facts, m.created_at, b.pieces, m.min_warm, m.account, m.public FROM models m LEFT JOIN blobs b ON b.hash = m.hash";
     let rows: Vec<ModelRow> = match name {
         Some(n) => sqlx::query_as(&format!("{sql} WHERE m.name = $1")).bind(n).fetch_all(&db.pool).await?,
         None => sqlx::query_as(&format!("{sql} ORDER BY m.name")).fetch_all(&db.pool).await?,
     };
     Ok(rows
         .into_iter()
-        .filter_map(|(name, hash, size, facts, created, pieces, min_warm)| {
+        .filter_map(|(name, hash, size, facts, created, pieces, min_warm, account, public)| {
             Some(ModelInfo {
                 name,
                 blake3: hash,
@@ -405,6 +444,8 @@ async fn model_rows(db: &Db, name: Option<&str>) -> ApiResult<Vec<ModelInfo>> {
                 pieces: pieces.and_then(|p| serde_json::from_str(&p).ok())?,
                 created_at_ms: created as u64,
                 min_warm: u32::try_from(min_warm).unwrap_or(0),
+                account,
+                public: public != 0,
             })
         })
         .collect())
@@ -422,6 +463,17 @@ pub async fn set_min_warm(db: &Db, name: &str, min_warm: u32) -> ApiResult<Optio
         return Ok(None);
     }
     model(db, name).await
+}
+
+/// Publishes model (`table` "models") or adapter (`table` "loras") `name` to every
+/// account, or makes it private again. False when there is none by that name.
+pub async fn set_public(db: &Db, table: &str, name: &str, public: bool) -> ApiResult<bool> {
+    let sql = match table {
+        "models" => "UPDATE models SET public = $1 WHERE name = $2",
+        _ => "UPDATE loras SET public = $1 WHERE name = $2",
+    };
+    let done = sqlx::query(sql).bind(i64::from(public)).bind(name).execute(&db.pool).await?;
+    Ok(done.rows_affected() > 0)
 }
 
 /// Every model.
@@ -444,10 +496,18 @@ pub async fn model_tensors(db: &Db, name: &str) -> ApiResult<Option<(String, Vec
     }))
 }
 
-/// Registers a LoRA adapter.
-pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64, rank: u64) -> ApiResult<LoraInfo> {
+/// Registers a LoRA adapter of `account`.
+pub async fn insert_lora(
+    db: &Db,
+    account: &str,
+    name: &str,
+    base: &str,
+    hash: &str,
+    size: u64,
+    rank: u64,
+) -> ApiResult<LoraInfo> {
     let done = sqlx::query(
-        "INSERT INTO loras (name, base, hash, size, lora_rank, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+        "INSERT INTO loras (name, base, hash, size, lora_rank, created_at, account) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(base)
@@ -455,6 +515,7 @@ pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64,
     .bind(size as i64)
     .bind(rank as i64)
     .bind(now_ms())
+    .bind(account)
     .execute(&db.pool)
     .await?;
     let existing = loras(db)
@@ -462,6 +523,11 @@ pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64,
         .into_iter()
         .find(|l| l.name == name)
         .ok_or_else(|| ApiError::internal("LoRA vanished", name))?;
+    if done.rows_affected() == 0 && existing.account != account {
+        return Err(ApiError::conflict(format!(
+            "adapter name '{name}' belongs to another account; push this one under another name"
+        )));
+    }
     if done.rows_affected() == 0 && (existing.blake3 != hash || existing.base != base) {
         return Err(ApiError::conflict(format!(
             "a different adapter is already registered as '{name}' (for base '{}'); push this one under another name",
@@ -471,18 +537,18 @@ pub async fn insert_lora(db: &Db, name: &str, base: &str, hash: &str, size: u64,
     Ok(existing)
 }
 
-type LoraRow = (String, String, String, i64, i64, i64, Option<String>);
+type LoraRow = (String, String, String, i64, i64, i64, Option<String>, String, i64);
 
 /// Every LoRA adapter.
 pub async fn loras(db: &Db) -> ApiResult<Vec<LoraInfo>> {
     let rows: Vec<LoraRow> = sqlx::query_as(
-        "SELECT l.name, l.base, l.hash, l.size, l.lora_rank, l.created_at, b.pieces FROM loras l LEFT JOIN blobs b ON b.hash = l.hash ORDER BY l.name",
+        "SELECT l.name, l.base, l.hash, l.size, l.lora_rank, l.created_at, b.pieces, l.account, l.public FROM loras l LEFT JOIN blobs b ON b.hash = l.hash ORDER BY l.name",
     )
     .fetch_all(&db.pool)
     .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(name, base, hash, size, rank, created, pieces)| {
+        .filter_map(|(name, base, hash, size, rank, created, pieces, account, public)| {
             Some(LoraInfo {
                 name,
                 base,
@@ -491,6 +557,8 @@ pub async fn loras(db: &Db) -> ApiResult<Vec<LoraInfo>> {
                 rank: rank as u64,
                 pieces: pieces.and_then(|p| serde_json::from_str(&p).ok())?,
                 created_at_ms: created as u64,
+                account,
+                public: public != 0,
             })
         })
         .collect())

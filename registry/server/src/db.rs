@@ -130,7 +130,47 @@ CREATE INDEX peer_reports_subject ON peer_reports (subject);
 ALTER TABLE models ADD COLUMN min_warm BIGINT NOT NULL DEFAULT 0;
 "#,
     ),
+    (
+        // Accounts own keys (and through them nodes), apps, models, adapters, blobs and
+        // private networks. Everything from before moves into the account `default`.
+        6,
+        r#"
+CREATE TABLE accounts (
+    name TEXT PRIMARY KEY,
+    created_at BIGINT NOT NULL
+);
+INSERT INTO accounts (name, created_at) VALUES ('default', 0);
+CREATE TABLE members (
+    email TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX members_account ON members (account);
+ALTER TABLE keys ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE apps ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE models ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE models ADD COLUMN public BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE loras ADD COLUMN account TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE loras ADD COLUMN public BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE nodes ADD COLUMN cert_expires_at BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE blob_owners (
+    hash TEXT NOT NULL,
+    account TEXT NOT NULL,
+    PRIMARY KEY (hash, account)
+);
+INSERT INTO blob_owners (hash, account) SELECT hash, 'default' FROM blobs;
+CREATE TABLE networks (
+    name TEXT PRIMARY KEY,
+    account TEXT NOT NULL
+);
+INSERT INTO networks (name, account) SELECT DISTINCT network, 'default' FROM keys WHERE network IS NOT NULL
+"#,
+    ),
 ];
+
+/// The newest schema version this build knows.
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +198,12 @@ impl Db {
 
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies pending migrations.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_at(url, SCHEMA_VERSION).await
+    }
+
+    /// Connects to `url` and applies migrations up to `version` only: upgrade tests
+    /// write a database as an older build left it.
+    pub async fn open_at(url: &str, version: i64) -> anyhow::Result<Self> {
         install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -185,27 +231,27 @@ impl Db {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url)))?;
         let db = Self { pool, backend };
-        db.migrate().await?;
+        db.migrate(version).await?;
         Ok(db)
     }
 
-    async fn migrate(&self) -> anyhow::Result<()> {
+    async fn migrate(&self, upto: i64) -> anyhow::Result<()> {
         // Replicas starting together on one PostgreSQL take turns (a session lock on
         // one connection, held for the whole run). SQLite has one writer anyway.
         let mut lock = self.pool.acquire().await?;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_lock(7265636973747279)").execute(&mut *lock).await?;
         }
-        let result = self.apply_migrations().await;
+        let result = self.apply_migrations(upto).await;
         if self.backend == Backend::Postgres {
             sqlx::query("SELECT pg_advisory_unlock(7265636973747279)").execute(&mut *lock).await?;
         }
         result
     }
 
-    async fn apply_migrations(&self) -> anyhow::Result<()> {
+    async fn apply_migrations(&self, upto: i64) -> anyhow::Result<()> {
         self.pool.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY)").await?;
-        for (version, sql) in MIGRATIONS {
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v <= upto) {
             let mut tx = self.pool.begin().await?;
             let done: Option<(i64,)> = sqlx::query_as("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(version)

@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
+pub mod accounts;
 pub mod api;
 pub mod artifacts;
 pub mod auth;
@@ -52,6 +54,8 @@ pub struct RegistryConfig {
     pub max_component_bytes: u64,
     /// Upload sessions untouched this long are dropped with their staged parts.
     pub upload_ttl: Duration,
+    /// How long a node's certificate is valid; nodes renew it at half its life.
+    pub cert_ttl: Duration,
 }
 
 impl RegistryConfig {
@@ -66,6 +70,7 @@ impl RegistryConfig {
             max_artifact_bytes: 64 << 30,
             max_component_bytes: 64 << 20,
             upload_ttl: Duration::from_secs(24 * 3600),
+            cert_ttl: Duration::from_secs(6 * 3600),
         }
     }
 }
@@ -189,15 +194,18 @@ impl Registry {
         if auth::any_key(&self.state.db).await.map_err(|e| anyhow::anyhow!(e.message))? {
             return Ok(None);
         }
-        let key = auth::create_key(&self.state.db, "admin", &[Scope::Admin], None)
+        let key = auth::create_key(&self.state.db, wasmesh_api::wire::DEFAULT_ACCOUNT, "admin", &[Scope::Admin], None)
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?;
         Ok(Some(key.key))
     }
 
-    /// Creates a key (for `wasmesh up` and set-up scripts).
+    /// Creates a key of the default account (for `wasmesh up` and set-up scripts).
     pub async fn create_key(&self, name: &str, scopes: &[Scope]) -> anyhow::Result<String> {
-        Ok(auth::create_key(&self.state.db, name, scopes, None).await.map_err(|e| anyhow::anyhow!(e.message))?.key)
+        Ok(auth::create_key(&self.state.db, wasmesh_api::wire::DEFAULT_ACCOUNT, name, scopes, None)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message))?
+            .key)
     }
 
     /// The HTTP service.

@@ -69,15 +69,17 @@ impl Ca {
         &self.cert_pem
     }
 
-    /// A certificate for `node_id`'s Ed25519 `public_key`, valid for a year; a
-    /// router's also names `router.wasmesh`, which hosts check when they dial one; a
-    /// node of a private network also names `NETWORK.net.wasmesh`, which routers read.
+    /// A certificate for `node_id`'s Ed25519 `public_key`, valid for `ttl` (hours: a
+    /// node renews it by registering again, which a revoked key cannot); a router's
+    /// also names `router.wasmesh`, which hosts check when they dial one; a node of a
+    /// private network also names `NETWORK.net.wasmesh`, which routers read.
     pub fn issue(
         &self,
         node_id: &str,
         public_key: &[u8; 32],
         role: NodeRole,
         network: Option<&str>,
+        ttl: Duration,
     ) -> anyhow::Result<String> {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
         let mut names = vec![format!("{node_id}.node.wasmesh")];
@@ -94,7 +96,7 @@ impl Ca {
             vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth, rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let now = time_now();
         params.not_before = now - Duration::from_secs(3600);
-        params.not_after = now + Duration::from_secs(365 * 24 * 3600);
+        params.not_after = now + ttl;
         let cert = params.signed_by(&NodeKey(*public_key), &issuer)?;
         Ok(cert.pem())
     }
@@ -142,22 +144,24 @@ fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
 }
 
 /// The scope a key needs to register a node of `role`: `provider` for a host (the
-/// key's owner provides machines), `admin` for a router.
+/// key's owner provides machines), `router` for a router.
 pub fn register_scope(role: NodeRole) -> Scope {
     match role {
         NodeRole::Host => Scope::Provider,
-        NodeRole::Router => Scope::Admin,
+        NodeRole::Router => Scope::Router,
     }
 }
 
-/// Registers (or re-registers) a node; returns its certificate. The caller checked
-/// the key's scope for `req.role` ([`register_scope`]).
+/// Registers (or re-registers, which renews its certificate) a node; returns its
+/// certificate, valid for `ttl`. The caller checked the key's scope for `req.role`
+/// ([`register_scope`]).
 pub async fn register(
     db: &Db,
     ca: &Ca,
     provider_key: &str,
     network: Option<&str>,
     req: &RegisterNode,
+    ttl: Duration,
 ) -> ApiResult<NodeCertificate> {
     let (key, bytes) = parse_public_key(&req.public_key)?;
     if wire::node_id_for(&bytes) != req.node_id {
@@ -189,16 +193,30 @@ pub async fn register(
     .execute(&db.pool)
     .await?;
     let certificate_pem = ca
-        .issue(&req.node_id, &bytes, req.role, network)
+        .issue(&req.node_id, &bytes, req.role, network, ttl)
         .map_err(|e| ApiError::internal("cannot issue a certificate", e))?;
+    let expires_at_ms = now as u64 + ttl.as_millis() as u64;
+    sqlx::query("UPDATE nodes SET cert_expires_at = $1 WHERE id = $2")
+        .bind(expires_at_ms as i64)
+        .bind(&req.node_id)
+        .execute(&db.pool)
+        .await?;
     tracing::info!(node = %req.node_id, name = %req.name, role = req.role.as_str(), "node registered");
-    Ok(NodeCertificate { node_id: req.node_id.clone(), certificate_pem, ca_pem: ca.cert_pem().to_string() })
+    Ok(NodeCertificate {
+        node_id: req.node_id.clone(),
+        certificate_pem,
+        ca_pem: ca.cert_pem().to_string(),
+        expires_at_ms,
+    })
 }
 
-/// Checks a node-signed request: the node exists and the signature verifies with
-/// its registered key. A node id used with any other key is refused.
+/// Checks a node-signed request: the node exists, the signature verifies with its
+/// registered key, and the request comes with the API key `api_key` that registered
+/// it. A node id used with any other key pair, or any other API key, is refused:
+/// revoking the API key silences the node.
 pub async fn verify_request(
     db: &Db,
+    api_key: &str,
     node_id: &str,
     headers: &http::HeaderMap,
     method: &str,
@@ -213,9 +231,11 @@ pub async fn verify_request(
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::unauthorized(format!("missing {} header", node_auth::TIMESTAMP)))?;
     check_clock(timestamp)?;
-    let row: Option<(String,)> =
-        sqlx::query_as("SELECT public_key FROM nodes WHERE id = $1").bind(node_id).fetch_optional(&db.pool).await?;
-    let Some((public_key,)) = row else {
+    let row: Option<(String, String)> = sqlx::query_as("SELECT public_key, key_id FROM nodes WHERE id = $1")
+        .bind(node_id)
+        .fetch_optional(&db.pool)
+        .await?;
+    let Some((public_key, registered_with)) = row else {
         return Err(ApiError::not_found(format!("node {node_id} is not registered; register it first")));
     };
     let (key, _) = parse_public_key(&public_key)?;
@@ -227,6 +247,15 @@ pub async fn verify_request(
         return Err(ApiError::forbidden(
             "identity_mismatch",
             format!("the signature does not match node {node_id}'s registered key"),
+        ));
+    }
+    if registered_with != api_key {
+        tracing::warn!(node = %node_id, key = %api_key, "node request sent with a key that did not register it");
+        return Err(ApiError::forbidden(
+            "wrong_key",
+            format!(
+                "node {node_id} was registered with another API key; send its requests with that key, or register it again with this one"
+            ),
         ));
     }
     Ok(())
@@ -256,20 +285,30 @@ pub async fn heartbeat(db: &Db, node_id: &str, beat: &Heartbeat) -> ApiResult<()
     Ok(())
 }
 
-/// Every node, with its status: offline when its last heartbeat is older than `offline_after`.
-pub async fn list(db: &Db, offline_after: Duration) -> ApiResult<Vec<NodeInfo>> {
-    let rows: Vec<(String, String, i64, i64, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, name, registered_at, last_seen, heartbeat, role FROM nodes ORDER BY registered_at, id",
-    )
-    .fetch_all(&db.pool)
-    .await?;
+type NodeRow = (String, String, i64, i64, Option<String>, String, i64, String);
+
+/// The nodes of `account` (every node for `None`), with their status: offline when
+/// the last heartbeat is older than `offline_after`, or at once when the key that
+/// registered the node is revoked.
+pub async fn list(db: &Db, offline_after: Duration, account: Option<&str>) -> ApiResult<Vec<NodeInfo>> {
+    let sql = "SELECT n.id, n.name, n.registered_at, n.last_seen, n.heartbeat, n.role, COALESCE(k.revoked, 1), COALESCE(k.account, '')
+         FROM nodes n LEFT JOIN keys k ON k.id = n.key_id";
+    let rows: Vec<NodeRow> = match account {
+        Some(a) => {
+            sqlx::query_as(&format!("{sql} WHERE k.account = $1 ORDER BY n.registered_at, n.id"))
+                .bind(a)
+                .fetch_all(&db.pool)
+                .await?
+        }
+        None => sqlx::query_as(&format!("{sql} ORDER BY n.registered_at, n.id")).fetch_all(&db.pool).await?,
+    };
     let now = now_ms();
     let reports = crate::swarm::report_counts(db).await?;
     Ok(rows
         .into_iter()
-        .map(|(node_id, name, registered, last_seen, heartbeat, role)| {
+        .map(|(node_id, name, registered, last_seen, heartbeat, role, revoked, _account)| {
             let heartbeat: Option<Heartbeat> = heartbeat.and_then(|h| serde_json::from_str(&h).ok());
-            let fresh = last_seen > 0 && now - last_seen <= offline_after.as_millis() as i64;
+            let fresh = revoked == 0 && last_seen > 0 && now - last_seen <= offline_after.as_millis() as i64;
             let status = match (&heartbeat, fresh) {
                 (Some(h), true) if h.ready => NodeStatus::Online,
                 (_, true) => NodeStatus::NotReady,

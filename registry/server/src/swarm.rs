@@ -66,19 +66,21 @@ impl Swarms {
         Self { token_key, inner: Mutex::new(HashMap::new()) }
     }
 
-    /// The tracker token of `node`, first registered at `registered_at` (ms): a node
-    /// deleted and registered anew gets a new token. (The tracker also refuses a token
-    /// once the key that registered the node is revoked.)
-    pub fn token(&self, node: &str, registered_at: i64) -> String {
-        let input = format!("{node}\n{registered_at}");
+    /// The tracker token of `node`, first registered at `registered_at` (ms), for the
+    /// swarm `info_hash`: a node deleted and registered anew gets new tokens, and a
+    /// token opens only the swarm the node joined through the API (which checks that
+    /// its key may read the file). The tracker also refuses a token once the key that
+    /// registered the node is revoked.
+    pub fn token(&self, node: &str, registered_at: i64, info_hash: &str) -> String {
+        let input = format!("{node}\n{registered_at}\n{info_hash}");
         blake3::keyed_hash(&self.token_key, input.as_bytes()).to_hex()[..32].to_string()
     }
 
-    /// Whether `token` is `node`'s, compared in constant time (both sides are hashed
-    /// and the digests compared with blake3's constant-time equality, so neither the
-    /// length nor a matching prefix shows in the timing).
-    pub fn token_matches(&self, node: &str, registered_at: i64, token: &str) -> bool {
-        blake3::hash(token.as_bytes()) == blake3::hash(self.token(node, registered_at).as_bytes())
+    /// Whether `token` is `node`'s for swarm `info_hash`, compared in constant time
+    /// (both sides are hashed and the digests compared with blake3's constant-time
+    /// equality, so neither the length nor a matching prefix shows in the timing).
+    pub fn token_matches(&self, node: &str, registered_at: i64, info_hash: &str, token: &str) -> bool {
+        blake3::hash(token.as_bytes()) == blake3::hash(self.token(node, registered_at, info_hash).as_bytes())
     }
 
     /// Node `node` joins the swarm of blob `join.blob` (`pieces` pieces, info hash
@@ -114,7 +116,7 @@ impl Swarms {
             }
         }
         SwarmGrant {
-            announce: format!("/v1/tracker/{node}/{}/announce", self.token(node, registered_at)),
+            announce: format!("/v1/tracker/{node}/{}/announce", self.token(node, registered_at, info_hash)),
             origin_pieces,
             seeders,
             leechers,
@@ -349,12 +351,13 @@ mod tests {
         let grant = swarms.join("e", 1, &join(true), "ih2", 100);
         assert!(grant.origin_pieces.is_empty());
         assert_eq!(grant.seeders, 1);
-        assert!(grant.announce.starts_with("/v1/tracker/e/") && grant.announce.contains(&swarms.token("e", 1)));
-        let token = swarms.token("e", 1);
-        assert!(swarms.token_matches("e", 1, &token));
-        assert!(!swarms.token_matches("e", 2, &token), "another registration time makes another token");
-        assert!(!swarms.token_matches("f", 1, &token));
-        assert!(!swarms.token_matches("e", 1, &token[..31]));
+        assert!(grant.announce.starts_with("/v1/tracker/e/") && grant.announce.contains(&swarms.token("e", 1, "ih2")));
+        let token = swarms.token("e", 1, "ih2");
+        assert!(swarms.token_matches("e", 1, "ih2", &token));
+        assert!(!swarms.token_matches("e", 2, "ih2", &token), "another registration time makes another token");
+        assert!(!swarms.token_matches("f", 1, "ih2", &token));
+        assert!(!swarms.token_matches("e", 1, "ih", &token), "a token opens only the swarm it was granted for");
+        assert!(!swarms.token_matches("e", 1, "ih2", &token[..31]));
     }
 
     #[test]

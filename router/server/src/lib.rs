@@ -14,9 +14,11 @@
 //! ([`wasmesh_tunnel::HostReport`]); the policy snapshot is rebuilt from it
 //! whenever it changes (at most every 100 ms) and swapped atomically.
 
+mod callers;
 mod link;
 mod metrics;
 mod pins;
+mod renew;
 mod route_error;
 
 use arc_swap::ArcSwap;
@@ -30,9 +32,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmesh_api::wire::{NodeRole, Scope};
-use wasmesh_api::{ApiKey, AppManifest, AppPath};
-use wasmesh_client::{Client, ClientError, NodeIdentity};
+use wasmesh_api::wire::NodeRole;
+use wasmesh_api::{AppManifest, AppPath};
+use wasmesh_client::{Client, NodeIdentity};
 use wasmesh_policy::{ModelRef, PolicyConfig, Snapshot};
 
 /// A response body: bytes, or an error that aborts the response.
@@ -43,7 +45,7 @@ pub type Body = BoxBody<Bytes, std::io::Error>;
 pub struct RouterConfig {
     /// The registry.
     pub registry: String,
-    /// An admin key (a router's certificate needs one).
+    /// A key with the `router` scope (a router's certificate needs one).
     pub key: String,
     /// Holds the router's identity and certificate.
     pub data_dir: PathBuf,
@@ -66,7 +68,7 @@ pub struct RouterConfig {
 }
 
 impl RouterConfig {
-    /// A router of `registry`, signing in with `key` (an admin key), keeping its
+    /// A router of `registry`, signing in with `key` (a router key), keeping its
     /// certificate in `data_dir` and listening for hosts on `quic_listen`; every other
     /// setting at its default (16 MiB bodies, 300 s to the first byte, 1000 requests/s
     /// per caller key, callers need an `invoke` key).
@@ -102,6 +104,9 @@ struct Inner {
     dirty: AtomicBool,
     apps: ArcSwap<HashMap<String, AppManifest>>,
     model_sizes: ArcSwap<HashMap<String, u64>>,
+    /// Each registry model's account and whether it is published (`/v1/models` lists
+    /// a caller only its own account's and the published ones).
+    model_owners: ArcSwap<HashMap<String, (String, bool)>>,
     /// Pinned models and how many nodes must keep each warm (see `pins`).
     pins: ArcSwap<HashMap<String, u32>>,
     /// Nodes the registry lists as offline (their heartbeats stopped: a revoked key,
@@ -110,23 +115,11 @@ struct Inner {
     cut_off: ArcSwap<std::collections::HashSet<String>>,
     /// Callers' keys as the registry judged them: kept 30 s when valid, 5 s when
     /// refused (so a new or revoked key takes effect soon), at most 10,000.
-    callers: moka::sync::Cache<String, Verdict>,
+    callers: moka::sync::Cache<String, callers::Verdict>,
     limiter: wasmesh_api::limit::RateLimiter,
     unknown_keys: wasmesh_api::limit::RateLimiter,
     client: Client,
     metrics: metrics::Metrics,
-}
-
-/// What the registry said of a caller's key: its scopes, or the refusal.
-type Verdict = Result<Vec<Scope>, (StatusCode, String)>;
-
-/// How long the router trusts the registry's verdict on a key.
-struct VerdictExpiry;
-
-impl moka::Expiry<String, Verdict> for VerdictExpiry {
-    fn expire_after_create(&self, _key: &String, verdict: &Verdict, _created_at: Instant) -> Option<Duration> {
-        Some(if verdict.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) })
-    }
 }
 
 /// A running router.
@@ -153,10 +146,17 @@ impl Router {
         let cert = client
             .register(&identity, &config.name, NodeRole::Router)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot register the router (it needs an admin key): {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot register the router (it needs a key with the router scope: `wasmesh keys create --scope router`): {e}"))?;
         let tls = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)?;
         let endpoint = wasmesh_tunnel::router_endpoint(config.quic_listen, &tls)?;
         tracing::info!(quic = %endpoint.local_addr()?, node = %identity.node_id(), "router registered; waiting for hosts");
+        let renew = tokio::spawn(renew::renew_certificate(
+            client.clone(),
+            identity,
+            config.name.clone(),
+            endpoint.clone(),
+            cert,
+        ));
         let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
         let inner = Arc::new(Inner {
             links: link::Links::default(),
@@ -164,9 +164,10 @@ impl Router {
             dirty: AtomicBool::new(false),
             apps: ArcSwap::from_pointee(HashMap::new()),
             model_sizes: ArcSwap::from_pointee(HashMap::new()),
+            model_owners: ArcSwap::from_pointee(HashMap::new()),
             pins: ArcSwap::from_pointee(HashMap::new()),
             cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
-            callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(VerdictExpiry).build(),
+            callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(callers::VerdictExpiry).build(),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
             unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
             client,
@@ -180,6 +181,7 @@ impl Router {
             tokio::spawn(follow_nodes(inner.clone())),
             tokio::spawn(pins::follow_models(inner.clone())),
             tokio::spawn(pins::keep_pins(inner.clone())),
+            renew,
         ];
         tasks.shrink_to_fit();
         Ok(Self { inner, tasks })
@@ -242,7 +244,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
         .expect("valid response")
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(status, serde_json::json!({ "error": message.into() }))
 }
 
@@ -290,73 +292,6 @@ fn health(inner: &Inner) -> Response<Body> {
             "apps": inner.apps.load().len(),
         }),
     )
-}
-
-/// Checks the caller's key (cached for 30 s; failures for 5 s).
-async fn authorize(inner: &Inner, req: &Request<Incoming>, source: std::net::IpAddr) -> Result<(), Response<Body>> {
-    if !inner.config.require_key {
-        return Ok(());
-    }
-    let Some(key) = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim().to_string())
-    else {
-        return Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing API key: send `Authorization: Bearer wsk_...` with a key that has the invoke scope",
-        ));
-    };
-    // A malformed key never reaches the registry.
-    let key = match ApiKey::parse(&key) {
-        Ok(key) => key,
-        Err(malformed) => return Err(error(StatusCode::UNAUTHORIZED, malformed.to_string())),
-    };
-    let verdict = match inner.callers.get(key.expose()) {
-        Some(verdict) => verdict,
-        None => {
-            // Unknown keys cost the registry a call: each source address gets few.
-            if let Err(wait) = inner.unknown_keys.take(&source.to_string()) {
-                return Err(error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!("too many new keys from {source}; retry in {wait} s"),
-                ));
-            }
-            let verdict = match inner.client.whoami_for(key.expose(), source).await {
-                Ok(me) => Ok(me.scopes),
-                Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
-                // Not cached: a rate limit is about now, not about the key.
-                Err(ClientError::Api { status: 429, message, .. }) => {
-                    return Err(error(StatusCode::TOO_MANY_REQUESTS, message));
-                }
-                Err(e) => {
-                    return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the API key: {e}")));
-                }
-            };
-            inner.callers.insert(key.expose().to_string(), verdict.clone());
-            verdict
-        }
-    };
-    match verdict {
-        Ok(scopes) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => {
-            // Limit by the key's public id.
-            let id = key.id();
-            inner.limiter.take(id).map_err(|wait| {
-                let mut response =
-                    error(StatusCode::TOO_MANY_REQUESTS, format!("key {id} is over its rate limit; retry in {wait} s"));
-                if let Ok(v) = wait.to_string().parse() {
-                    response.headers_mut().insert(http::header::RETRY_AFTER, v);
-                }
-                response
-            })
-        }
-        Ok(_) => Err(error(
-            StatusCode::FORBIDDEN,
-            "this key lacks the 'invoke' scope; create one with `wasmesh keys create --scope invoke`",
-        )),
-        Err((status, message)) => Err(error(status, message)),
-    }
 }
 
 /// The models the component behind `path` of `app` is granted (first one first), and
@@ -417,7 +352,7 @@ async fn function(
     req: Request<Incoming>,
     source: std::net::IpAddr,
 ) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req, source).await {
+    if let Err(denied) = callers::authorize(inner, &req, source).await {
         return denied;
     }
     let app = scoped.app();
@@ -437,7 +372,7 @@ async fn function(
 /// The OpenAI-compatible API: served by the built-in `openai` app's component on
 /// the hosts, routed by the body's `model`.
 async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req, source).await {
+    if let Err(denied) = callers::authorize(inner, &req, source).await {
         return denied;
     }
     let app = inner.config.openai_app.clone();
@@ -470,11 +405,21 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
 
 /// `GET /v1/models`: what the registry has and what hosts hold.
 async fn models(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
-    if let Err(denied) = authorize(inner, &req, source).await {
-        return denied;
-    }
+    let caller = match callers::authorize(inner, &req, source).await {
+        Ok(caller) => caller,
+        Err(denied) => return denied,
+    };
     // Every model the registry has and every adapter a host holds, with the hosts that
-    // hold each warm now (a request for a model on none waits for a fetch and a load).
+    // hold each warm now (a request for a model on none waits for a fetch and a load);
+    // another account's private models are left out.
+    let owners = inner.model_owners.load();
+    let visible = |name: &str| {
+        let base = name.split_once(':').map_or(name, |(base, _)| base);
+        match (owners.get(base), &caller) {
+            (Some((account, public)), Some(caller)) => *public || account == caller,
+            _ => true,
+        }
+    };
     let mut warm: std::collections::BTreeMap<String, u32> =
         inner.model_sizes.load().keys().map(|name| (name.clone(), 0)).collect();
     for (_, report) in inner.links.reports() {
@@ -487,6 +432,7 @@ async fn models(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
     }
     let data: Vec<serde_json::Value> = warm
         .into_iter()
+        .filter(|(id, _)| visible(id))
         .map(|(id, warm_on)| {
             serde_json::json!({ "id": id, "object": "model", "created": 0, "owned_by": "wasmesh", "warm_on": warm_on })
         })

@@ -26,6 +26,11 @@ pub(crate) async fn follow_models(inner: Arc<Inner>) {
     loop {
         if let Ok(models) = inner.client.models().await {
             let sizes: HashMap<String, u64> = models.iter().map(|m| (m.name.clone(), m.size)).collect();
+            let owners: HashMap<String, (String, bool)> =
+                models.iter().map(|m| (m.name.clone(), (m.account.clone(), m.public))).collect();
+            if **inner.model_owners.load() != owners {
+                inner.model_owners.store(Arc::new(owners));
+            }
             let pins: HashMap<String, u32> =
                 models.iter().filter(|m| m.min_warm > 0).map(|m| (m.name.clone(), m.min_warm)).collect();
             if **inner.model_sizes.load() != sizes {

@@ -50,6 +50,9 @@ pub struct AppSummary {
     pub versions: u64,
     /// When the current version was chosen (deploy or rollback).
     pub updated_at_ms: u64,
+    /// The account that owns it (the one that first deployed it).
+    #[serde(default = "super::keys::default_account")]
+    pub account: String,
 }
 
 /// What a host serves: the current version of every app, and a revision that

@@ -17,11 +17,13 @@ pub enum Scope {
     Provider,
     /// Call functions through a router.
     Invoke,
+    /// Run a router: register as one, read apps, models and nodes, check callers' keys.
+    Router,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 4] = [Scope::Admin, Scope::Deploy, Scope::Provider, Scope::Invoke];
+    pub const ALL: [Scope; 5] = [Scope::Admin, Scope::Deploy, Scope::Provider, Scope::Invoke, Scope::Router];
 
     /// The scope's name as keys and flags spell it.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +32,7 @@ impl Scope {
             Scope::Admin => "admin",
             Scope::Provider => "provider",
             Scope::Invoke => "invoke",
+            Scope::Router => "router",
         }
     }
 }
@@ -46,7 +49,7 @@ impl FromStr for Scope {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| format!("unknown scope '{s}': use one of admin, deploy, provider, invoke"))
+            .ok_or_else(|| format!("unknown scope '{s}': use one of admin, deploy, provider, invoke, router"))
     }
 }
 
@@ -61,6 +64,9 @@ pub struct CreateKey {
     /// For provider keys: the private network the nodes it registers join.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The account the key belongs to; only an admin may name one other than its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// A key as listed (never its secret).
@@ -79,6 +85,65 @@ pub struct KeyInfo {
     /// The private network of the nodes it registers, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The account that owns it.
+    #[serde(default = "default_account")]
+    pub account: String,
+}
+
+/// The account that data from before accounts existed moved into.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+pub(super) fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_string()
+}
+
+/// `POST /v1/accounts`: create an account (admin).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccount {
+    /// Its name, kebab-case.
+    pub name: String,
+}
+
+/// An account: it owns keys, apps, models, adapters, networks and nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// Its name.
+    pub name: String,
+    /// When it was made.
+    pub created_at_ms: u64,
+}
+
+/// `POST /v1/accounts/{name}/members`: add a person who signs in with an email and
+/// a password (the web dashboard); the registry keeps only an Argon2id hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    /// Their email address (their sign-in name).
+    pub email: String,
+    /// Their password, 12 to 1024 characters.
+    pub password: String,
+}
+
+/// A member as listed (never the password or its hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Their email address.
+    pub email: String,
+    /// Their account.
+    pub account: String,
+    /// When they were added.
+    pub created_at_ms: u64,
+}
+
+/// `POST /v1/sessions`: a member signs in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    /// Their email address.
+    pub email: String,
+    /// Their password.
+    pub password: String,
 }
 
 /// `GET /v1/whoami`: the key a request was made with.
@@ -88,6 +153,9 @@ pub struct WhoAmI {
     pub id: String,
     /// Its scopes.
     pub scopes: Vec<Scope>,
+    /// The account it belongs to.
+    #[serde(default = "default_account")]
+    pub account: String,
 }
 
 /// A key just created: the only time its secret is shown.

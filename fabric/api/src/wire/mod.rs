@@ -21,8 +21,11 @@ pub use artifacts::{ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSe
 pub use error::ErrorBody;
 pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
 pub use hex::{from_hex, is_blake3_hex, to_hex};
-pub use keys::{CreateKey, CreatedKey, KeyInfo, Scope, WhoAmI};
-pub use models::{LoraInfo, ModelFacts, ModelInfo, PinModel, PushLora, PushModel};
+pub use keys::{
+    AccountInfo, AddMember, CreateAccount, CreateKey, CreatedKey, DEFAULT_ACCOUNT, KeyInfo, MemberInfo, Scope, SignIn,
+    WhoAmI,
+};
+pub use models::{LoraInfo, ModelFacts, ModelInfo, PinModel, Publish, PushLora, PushModel};
 pub use nodes::{
     NodeCertificate, NodeInfo, NodeRole, NodeStatus, RegisterNode, network_name, node_id_for, registration_message,
 };

@@ -46,6 +46,12 @@ pub struct ModelInfo {
     /// Nodes that must keep it warm (`wasmesh models pin`); 0: not pinned.
     #[serde(default)]
     pub min_warm: u32,
+    /// The account that pushed it.
+    #[serde(default = "super::keys::default_account")]
+    pub account: String,
+    /// Whether every account may use it (`wasmesh models publish`); else only its own.
+    #[serde(default)]
+    pub public: bool,
 }
 
 /// `PUT /v1/models/{name}/pin`: keep a model warm on `min_warm` nodes (0 unpins).
@@ -54,6 +60,15 @@ pub struct ModelInfo {
 pub struct PinModel {
     /// Nodes that must keep it warm.
     pub min_warm: u32,
+}
+
+/// `PUT /v1/models/{name}/public` and `PUT /v1/loras/{name}/public`: publish a model
+/// or adapter to every account (true) or make it private to its own again (false).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    /// Whether every account may use it.
+    pub public: bool,
 }
 
 /// `POST /v1/loras`: register an uploaded LoRA adapter for a base model.
@@ -85,4 +100,10 @@ pub struct LoraInfo {
     pub pieces: PieceManifest,
     /// When it was pushed.
     pub created_at_ms: u64,
+    /// The account that pushed it.
+    #[serde(default = "super::keys::default_account")]
+    pub account: String,
+    /// Whether every account may use it (`wasmesh loras publish`); else only its own.
+    #[serde(default)]
+    pub public: bool,
 }

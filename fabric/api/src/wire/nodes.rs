@@ -21,7 +21,7 @@ pub struct RegisterNode {
     /// Ed25519 signature of [`registration_message`], hex.
     pub signature: String,
     /// What the node is (a router's certificate names `router.wasmesh`; registering
-    /// one needs an `admin` key).
+    /// one needs a `router` key).
     #[serde(default)]
     pub role: NodeRole,
 }
@@ -57,6 +57,10 @@ pub struct NodeCertificate {
     pub certificate_pem: String,
     /// The registry CA's certificate, PEM.
     pub ca_pem: String,
+    /// When the certificate expires (Unix ms): nodes register again before then
+    /// (certificates live hours, so a revoked key's nodes lose theirs soon).
+    #[serde(default)]
+    pub expires_at_ms: u64,
 }
 
 /// A node's status as the registry sees it.

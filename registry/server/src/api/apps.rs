@@ -4,8 +4,8 @@
 use super::St;
 use crate::State;
 use crate::auth::Caller;
-use crate::catalog;
 use crate::error::{ApiError, ApiResult, Json};
+use crate::{access, catalog};
 use axum::extract::{Path, Query, State as S};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,24 +13,30 @@ use std::time::{Duration, Instant};
 use wasmesh_api::AppManifest;
 use wasmesh_api::wire::{Deploy, Rollback, Scope};
 
+/// The caller's account's apps (every app for admin and router keys).
 pub(super) async fn apps_list(S(state): St, caller: Caller) -> ApiResult<Response> {
-    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
-    Ok(axum::Json(catalog::apps(&state.db).await?).into_response())
+    caller.require_any(&[Scope::Deploy, Scope::Router])?;
+    let mut apps = catalog::apps(&state.db).await?;
+    if !caller.reads_everything() {
+        apps.retain(|a| a.account == caller.account);
+    }
+    Ok(axum::Json(apps).into_response())
 }
 
 pub(super) async fn app_get(S(state): St, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
-    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
-    let app = catalog::app_summary(&state.db, &name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no app named '{name}'; `wasmesh apps ls` lists them")))?;
+    caller.require(Scope::Deploy)?;
+    access::require_app_owner(&state.db, &caller, &name).await?;
+    let app = catalog::app_summary(&state.db, &name).await?.ok_or_else(|| access::no_app(&name))?;
     Ok(axum::Json(app).into_response())
 }
 
+/// Every version of an app, manifests (and their `env`) included: its owner's only.
 pub(super) async fn app_versions(S(state): St, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
-    caller.require_any(&[Scope::Deploy, Scope::Provider])?;
+    caller.require(Scope::Deploy)?;
+    access::require_app_owner(&state.db, &caller, &name).await?;
     let versions = catalog::versions(&state.db, &name).await?;
     if versions.is_empty() {
-        return Err(ApiError::not_found(format!("no app named '{name}'; `wasmesh apps ls` lists them")));
+        return Err(access::no_app(&name));
     }
     Ok(axum::Json(versions).into_response())
 }
@@ -44,17 +50,25 @@ pub(super) async fn deploy(
     caller.require(Scope::Deploy)?;
     let manifest =
         AppManifest::parse(&req.manifest).map_err(|e| ApiError::bad_request("invalid_manifest", e.to_string()))?;
+    let account = access::deploy_account(&state.db, &caller, &name).await?;
     if let Some(network) = &manifest.app.network {
-        caller.require_network(&name, network)?;
+        crate::accounts::claim_network(&state.db, network, &account).await?;
     }
     catalog::check_deploy(&name, &manifest, &req.components)?;
+    access::check_grants(&state.db, &account, &manifest).await?;
     for (component, hash) in &req.components {
         catalog::check_defined(&manifest, component)?;
         let blob = catalog::blob(&state.db, hash).await?;
+        // Another account's upload is not the caller's to deploy: a 400 as if absent.
+        let blob = match blob {
+            Some(_) if !caller.is_admin() && !catalog::blob_owned_by(&state.db, hash, &caller.account).await? => None,
+            blob => blob,
+        };
         catalog::check_component_blob(component, hash, blob.as_ref())?;
         validate_component(&state, component, hash).await?;
     }
-    let version = catalog::create_version(&state.db, &name, &req.manifest, &req.components, &caller.key_id).await?;
+    let version =
+        catalog::create_version(&state.db, &account, &name, &req.manifest, &req.components, &caller.key_id).await?;
     state.metrics.deploys.inc();
     state.changed.notify_waiters();
     tracing::info!(app = %name, version = version.version, by = %caller.key_id, "deployed");
@@ -85,6 +99,7 @@ pub(super) async fn rollback(
     Json(req): Json<Rollback>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
+    access::require_app_owner(&state.db, &caller, &name).await?;
     let app = catalog::rollback(&state.db, &name, req.version).await?;
     state.changed.notify_waiters();
     tracing::info!(app = %name, version = req.version, by = %caller.key_id, "rolled back");
@@ -103,7 +118,7 @@ pub(super) async fn deployments(
     caller: Caller,
     Query(q): Query<DeploymentsQuery>,
 ) -> ApiResult<Response> {
-    caller.require_any(&[Scope::Provider, Scope::Deploy])?;
+    caller.require_any(&[Scope::Provider, Scope::Deploy, Scope::Router])?;
     // Long poll: with `since`, answer when the revision moves past it (or after
     // `wait_s`, at most 60 s). Deploys through this process wake waiters at
     // once; a tick catches those through another replica.
@@ -117,7 +132,5 @@ pub(super) async fn deployments(
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
         }
     }
-    let mut deployments = catalog::deployments(&state.db).await?;
-    catalog::retain_visible(&mut deployments, &caller);
-    Ok(axum::Json(deployments).into_response())
+    Ok(axum::Json(access::deployments(&state.db, &caller).await?).into_response())
 }

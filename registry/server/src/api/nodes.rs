@@ -15,7 +15,15 @@ use wasmesh_api::wire::{self, Heartbeat, RegisterNode, Scope};
 
 pub(super) async fn node_register(S(state): St, caller: Caller, Json(req): Json<RegisterNode>) -> ApiResult<Response> {
     caller.require(crate::nodes::register_scope(req.role))?;
-    let cert = crate::nodes::register(&state.db, &state.ca, &caller.key_id, caller.network.as_deref(), &req).await?;
+    let cert = crate::nodes::register(
+        &state.db,
+        &state.ca,
+        &caller.key_id,
+        caller.network.as_deref(),
+        &req,
+        state.config.cert_ttl,
+    )
+    .await?;
     Ok(axum::Json(cert).into_response())
 }
 
@@ -41,7 +49,16 @@ async fn signed_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
 ) -> ApiResult<T> {
     caller.require(Scope::Provider)?;
-    crate::nodes::verify_request(&state.db, id, headers, "POST", &format!("/v1/nodes/{id}/{what}"), body).await?;
+    crate::nodes::verify_request(
+        &state.db,
+        &caller.key_id,
+        id,
+        headers,
+        "POST",
+        &format!("/v1/nodes/{id}/{what}"),
+        body,
+    )
+    .await?;
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("invalid {what} JSON: {e}")))
 }
@@ -56,9 +73,10 @@ pub(super) async fn node_swarm(
     body: Bytes,
 ) -> ApiResult<Response> {
     let join: wire::SwarmJoin = signed_body(&state, &caller, &id, "swarm", &headers, &body).await?;
-    let blob = catalog::blob(&state.db, &join.blob)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no artifact {}", join.blob)))?;
+    let blob = match catalog::blob(&state.db, &join.blob).await? {
+        Some(blob) if crate::access::may_read_blob(&state.db, &caller, &join.blob).await? => blob,
+        _ => return Err(ApiError::not_found(format!("no artifact {} that this node may fetch", join.blob))),
+    };
     let (info_hash, pieces) = crate::swarm::swarm_of(&join.blob, &blob)?;
     let registered_at = crate::nodes::live_registration(&state.db, &id).await?.ok_or_else(|| {
         ApiError::forbidden("revoked", format!("node {id}'s key was revoked; register the node with a live key"))
@@ -88,7 +106,12 @@ pub(super) async fn tracker_announce(
 ) -> Response {
     let bencoded =
         |status: StatusCode, body: Vec<u8>| (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response();
-    // The token is bound to the node's current registration and dies with its key.
+    let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
+        Ok(a) => a,
+        Err(e) => return bencoded(StatusCode::BAD_REQUEST, crate::swarm::announce_failure(&e)),
+    };
+    // The token is bound to the node's current registration and to the one swarm it
+    // joined through the API, and dies with the node's key.
     let registration = match crate::nodes::live_registration(&state.db, &node).await {
         Ok(r) => r,
         Err(_) => {
@@ -98,18 +121,14 @@ pub(super) async fn tracker_announce(
             );
         }
     };
-    if !registration.is_some_and(|at| state.swarms.token_matches(&node, at, &token)) {
+    if !registration.is_some_and(|at| state.swarms.token_matches(&node, at, &announce.info_hash, &token)) {
         return bencoded(
             StatusCode::FORBIDDEN,
             crate::swarm::announce_failure(
-                "unknown tracker token (or the node's key was revoked): join the swarm through the registry API",
+                "unknown tracker token for this swarm (or the node's key was revoked): join the swarm through the registry API",
             ),
         );
     }
-    let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
-        Ok(a) => a,
-        Err(e) => return bencoded(StatusCode::BAD_REQUEST, crate::swarm::announce_failure(&e)),
-    };
     let known = catalog::has_info_hash(&state.db, &announce.info_hash).await;
     let excluded = crate::swarm::excluded_for(&state.db, &node).await;
     let (Ok(known), Ok(excluded)) = (known, excluded) else {
@@ -130,7 +149,9 @@ pub(super) async fn tracker_announce(
     bencoded(StatusCode::OK, crate::swarm::announce_response(&peers, complete, incomplete))
 }
 
+/// The caller's account's nodes (every node for admin and router keys).
 pub(super) async fn nodes_list(S(state): St, caller: Caller) -> ApiResult<Response> {
-    caller.require_any(&[Scope::Provider, Scope::Deploy])?;
-    Ok(axum::Json(crate::nodes::list(&state.db, state.config.offline_after).await?).into_response())
+    caller.require_any(&[Scope::Provider, Scope::Deploy, Scope::Router])?;
+    let account = (!caller.reads_everything()).then_some(caller.account.as_str());
+    Ok(axum::Json(crate::nodes::list(&state.db, state.config.offline_after, account).await?).into_response())
 }

@@ -51,9 +51,12 @@ async fn session(state: &State, id: &str, caller: &Caller) -> ApiResult<(UploadS
 pub(super) async fn upload_start(S(state): St, caller: Caller, Json(req): Json<StartUpload>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
     artifacts::check_upload(&req, state.config.max_artifact_bytes, state.config.max_component_bytes)?;
+    // Already stored and the account's own: nothing to send. Another account's copy
+    // does not count: the caller proves it holds the bytes by uploading them.
     if let Some(blob) = catalog::blob(&state.db, &req.blake3).await?
         && blob.kind == req.kind
         && blob.size == req.size
+        && catalog::blob_owned_by(&state.db, &req.blake3, &caller.account).await?
     {
         let parts = req.size.div_ceil(PART_SIZE).max(1);
         return Ok(axum::Json(UploadSession {
@@ -131,7 +134,8 @@ pub(super) async fn upload_complete(S(state): St, caller: Caller, Path(id): Path
     caller.require(Scope::Deploy)?;
     let _one_at_a_time = state.completing.lock().await;
     let (session, hash, size, kind) = session(&state, &id, &caller).await?;
-    if catalog::blob(&state.db, &hash).await?.is_none() {
+    let stored = catalog::blob(&state.db, &hash).await?.is_some();
+    if !stored || !catalog::blob_owned_by(&state.db, &hash, &caller.account).await? {
         match state.artifacts.assemble(&id, &hash, size, kind, session.part_size).await {
             Ok(done) => {
                 catalog::insert_blob(&state.db, &hash, size, kind, done.pieces.as_ref(), done.gguf.as_ref()).await?;
@@ -150,6 +154,7 @@ pub(super) async fn upload_complete(S(state): St, caller: Caller, Path(id): Path
             }
         }
     }
+    catalog::add_blob_owner(&state.db, &hash, &caller.account).await?;
     forget_upload(&state, &id).await?;
     let blob = catalog::blob(&state.db, &hash).await?.ok_or_else(|| ApiError::internal("blob vanished", &hash))?;
     tracing::info!(%hash, size, kind = catalog::kind_str(kind), by = %caller.key_id, "artifact stored");
@@ -185,8 +190,10 @@ pub(super) async fn blob_get(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     caller.require_any(&[Scope::Provider, Scope::Deploy])?;
-    let Some(blob) = catalog::blob(&state.db, &hash).await? else {
-        return Err(ApiError::not_found(format!("no artifact {hash}")));
+    let blob = match catalog::blob(&state.db, &hash).await? {
+        Some(blob) if crate::access::may_read_blob(&state.db, &caller, &hash).await? => blob,
+        // Not the caller's to read, or absent: the same answer, so hashes reveal nothing.
+        _ => return Err(ApiError::not_found(format!("no artifact {hash} that you may read"))),
     };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
