@@ -537,7 +537,9 @@ fn bad_secrets_sent_through_a_router_do_not_lock_the_keys_owner_out() {
     let url = format!("http://{}", registry.addr);
     let client = Client::new(&url, Some(admin.clone())).unwrap();
     let victim = runtime().block_on(client.create_key("victim", &[Scope::Invoke])).unwrap().key;
-    let (mut router, _) = wasmesh_tests::spawn_router(&dir, "router", &url, &admin);
+    // A router key (not admin) vouches for its callers' addresses.
+    let router_key = runtime().block_on(client.create_key("router", &[Scope::Router])).unwrap().key;
+    let (mut router, _) = wasmesh_tests::spawn_router(&dir, "router", &url, &router_key);
     router.wait_ready(Duration::from_secs(60));
     let id = victim.split('_').nth(1).unwrap();
     // Someone who knows the victim's key id, from another address, tries six secrets.

@@ -448,14 +448,16 @@ fn no_key_of_one_account_reaches_anothers_work_on_postgres() {
 
 /// Revoking a provider key takes its node offline and out of the router at once; a
 /// heartbeat signed by the node but sent with another key is refused; a router needs
-/// a router key (an invoke or deploy key is refused registration).
+/// a router key (an invoke or deploy key is refused registration); certificates are
+/// short-lived and hosts and routers renew them at half their life.
 #[test]
 fn revoked_keys_silence_their_nodes_and_routers_need_a_router_key() {
     if !prerequisites() {
         return;
     }
     let dir = scratch("tenants-revoke");
-    let (registry, admin) = start_registry(&dir, &[]);
+    // Certificates of one minute: renewed after 30 s.
+    let (registry, admin) = start_registry(&dir, &["--cert-ttl-secs", "60"]);
     let url = format!("http://{}", registry.addr);
     let a = tenant(&url, &admin, "acme");
     let spare = make_key(&url, &admin, "acme", &[Scope::Provider], None);
@@ -484,6 +486,20 @@ fn revoked_keys_silence_their_nodes_and_routers_need_a_router_key() {
     cli(&url, &a.deploy, &["deploy", "-f", manifest.to_str().unwrap()]).unwrap();
     let hello = || call(router.addr, "GET", "/fn/demo/hello", Some(&a.invoke), None).0;
     wait_for("the router to serve through the host", Duration::from_secs(60), || hello() == 200);
+    let cert = runtime().block_on(client(&url, &spare).register_node(&NodeIdentity::generate(), "probe")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(cert.expires_at_ms > now && cert.expires_at_ms <= now + 61_000, "a one-minute certificate: {cert:?}");
+    wait_for("the host and the router to renew their certificates", Duration::from_secs(60), || {
+        host.log().contains("node certificate renewed") && router.log().contains("router certificate renewed")
+    });
+    assert_eq!(hello(), 200, "still serving after the renewal");
+    // A host dialing now meets the router's renewed certificate.
+    let mut late = spawn_host(&dir, "late", &url, &spare, &[quic], &["--heartbeat-secs", "1"]);
+    late.wait_ready(Duration::from_secs(60));
+    wait_for("a new host to link to the renewed router", Duration::from_secs(30), || {
+        request(router.addr, "GET", "/health", &[], None).is_ok_and(|r| r.json()["hosts"] == 2)
+    });
+    drop(late);
 
     // The node's own signature with another key of the same account: refused.
     let identity = NodeIdentity::load_or_create(&dir.join("host/node.key")).unwrap();
