@@ -161,6 +161,20 @@ fn the_tracker_answers_only_registered_nodes_about_the_swarms_they_joined() {
     assert!(String::from_utf8_lossy(&body).contains("for this swarm"), "{}", String::from_utf8_lossy(&body));
     let forged = path.replace(&grant.announce.split('/').nth(6).unwrap().to_string(), &"0".repeat(32));
     assert_eq!(announce(&forged, &info_hash).0, 403);
+    // The token expires with the node's certificate (here: as if hours passed without a
+    // renewal), and lives again when the node registers again.
+    let db = format!("sqlite://{}", dir.join("registry/registry.db").display());
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&db).await.unwrap();
+        sqlx::query("UPDATE nodes SET cert_expires_at = 1").execute(&pool).await.unwrap();
+        pool.close().await;
+    });
+    let (status, body) = announce(&path, &info_hash);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("expired"), "{}", String::from_utf8_lossy(&body));
+    rt.block_on(provider.register_node(&identity, "n")).unwrap();
+    assert_eq!(announce(&path, &info_hash).0, 200, "renewed: the same token works again");
     // The token dies with the key that registered the node.
     let key_id = rt.block_on(provider.whoami()).unwrap().id;
     rt.block_on(admin.revoke_key(&key_id)).unwrap();

@@ -261,13 +261,16 @@ pub async fn verify_request(
     Ok(())
 }
 
-/// When node `node_id` registered (ms), if it is registered and the key that registered
-/// it is not revoked: what its tracker token is bound to.
+/// When node `node_id` registered (ms), if it is registered, the key that registered it
+/// is not revoked, and its certificate has not expired (live nodes renew it at half its
+/// life): what its tracker tokens are bound to, so they expire with the certificate.
 pub async fn live_registration(db: &Db, node_id: &str) -> ApiResult<Option<i64>> {
     let row: Option<(i64,)> = sqlx::query_as(
-        "SELECT n.registered_at FROM nodes n JOIN keys k ON k.id = n.key_id WHERE n.id = $1 AND k.revoked = 0",
+        "SELECT n.registered_at FROM nodes n JOIN keys k ON k.id = n.key_id
+         WHERE n.id = $1 AND k.revoked = 0 AND n.cert_expires_at > $2",
     )
     .bind(node_id)
+    .bind(now_ms())
     .fetch_optional(&db.pool)
     .await?;
     Ok(row.map(|(at,)| at))

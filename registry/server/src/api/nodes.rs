@@ -79,7 +79,10 @@ pub(super) async fn node_swarm(
     };
     let (info_hash, pieces) = crate::swarm::swarm_of(&join.blob, &blob)?;
     let registered_at = crate::nodes::live_registration(&state.db, &id).await?.ok_or_else(|| {
-        ApiError::forbidden("revoked", format!("node {id}'s key was revoked; register the node with a live key"))
+        ApiError::forbidden(
+            "revoked",
+            format!("node {id}'s key was revoked or its certificate expired; register the node again with a live key"),
+        )
     })?;
     Ok(axum::Json(state.swarms.join(&id, registered_at, &join, &info_hash, pieces)).into_response())
 }
@@ -125,7 +128,7 @@ pub(super) async fn tracker_announce(
         return bencoded(
             StatusCode::FORBIDDEN,
             crate::swarm::announce_failure(
-                "unknown tracker token for this swarm (or the node's key was revoked): join the swarm through the registry API",
+                "unknown tracker token for this swarm (or the node's key was revoked, or its certificate expired): join the swarm through the registry API",
             ),
         );
     }
