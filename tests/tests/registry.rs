@@ -868,6 +868,22 @@ fn abandoned_uploads_are_dropped_with_their_parts() {
         request(addr, "GET", &format!("/v1/uploads/{id}"), &headers[..1], None).unwrap().status == 404
     });
     assert!(!dir.join("registry/uploads").join(&id).exists());
+    // One that keeps sending parts lives past the TTL counted from its start: sessions
+    // expire by their last touch.
+    let data = vec![8u8; 2000];
+    let start =
+        serde_json::json!({ "blake3": blake3::hash(&data).to_hex().to_string(), "size": 2000, "kind": "component" });
+    let session = request(addr, "POST", "/v1/uploads", &headers, Some(Payload::Sized(start.to_string().as_bytes())))
+        .unwrap()
+        .json();
+    let id = session["id"].as_str().unwrap().to_string();
+    for _ in 0..10 {
+        let put =
+            request(addr, "PUT", &format!("/v1/uploads/{id}/parts/0"), &headers[..1], Some(Payload::Sized(&data)));
+        assert_eq!(put.unwrap().status, 204);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(request(addr, "GET", &format!("/v1/uploads/{id}"), &headers[..1], None).unwrap().status, 200);
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -949,6 +965,59 @@ fn the_weight_cache_evicts_the_least_recently_used_model_never_one_in_use() {
     let err = fetch("model-b").unwrap_err();
     assert!(err.to_string().contains("--cache-mb") && err.to_string().contains("in use"), "{err}");
     assert!(a_path.is_file() && c_path.is_file());
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_truncated_blob_is_detected_and_an_upload_repairs_it() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("durability");
+    let Some(registry) = Registry::start(Backend::Default, &dir, "durability") else { return };
+    let deployer = registry.key(&[Scope::Deploy]);
+    let manifest = demo_manifest(&dir, false);
+    assert_eq!(registry.cli(&deployer, &["deploy", "-f", manifest.to_str().unwrap()]).unwrap()["version"], 1);
+    let hello = std::fs::read(components_dir().join("hello.wasm")).unwrap();
+    let hash = blake3::hash(&hello).to_hex().to_string();
+    let stored = dir.join("registry/artifacts/blobs").join(&hash[..2]).join(&hash);
+    assert_eq!(std::fs::read(&stored).unwrap(), hello, "the blob is stored whole");
+
+    // After its row committed, the file loses its second half (a power cut before the
+    // data reached the disk, a bad sector, a hand in the data folder).
+    std::fs::OpenOptions::new().write(true).open(&stored).unwrap().set_len(hello.len() as u64 / 2).unwrap();
+    let auth = format!("Bearer {deployer}");
+    let r =
+        request(registry.process.addr, "GET", &format!("/v1/blobs/{hash}"), &[("Authorization", &auth)], None).unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("damaged_artifact") && r.text().contains("upload the file again"), "{}", r.text());
+    let scrub = |args: &[&str]| {
+        Command::new(wasmesh_bin())
+            .args(["registry", "scrub", "--data", dir.join("registry").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = scrub(&["--json"]);
+    assert!(!out.status.success(), "scrub exits non-zero when it finds damage");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["damaged"], serde_json::json!([hash]), "{report}");
+
+    // Deploying again uploads the file again (the damaged copy does not count as
+    // present), which repairs it.
+    assert_eq!(registry.cli(&deployer, &["deploy", "-f", manifest.to_str().unwrap()]).unwrap()["version"], 2);
+    assert_eq!(std::fs::read(&stored).unwrap(), hello, "the upload repaired the stored copy");
+    let r =
+        request(registry.process.addr, "GET", &format!("/v1/blobs/{hash}"), &[("Authorization", &auth)], None).unwrap();
+    assert_eq!((r.status, blake3::hash(&r.body).to_hex().to_string()), (200, hash.clone()));
+    let out = scrub(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("checked 2 artifacts"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }

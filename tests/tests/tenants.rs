@@ -582,12 +582,17 @@ fn a_registry_from_before_accounts_upgrades_in_place() {
     assert_eq!((apps.len(), apps[0].name.as_str(), apps[0].account.as_str()), (1, "old", "default"));
     let versions = runtime().block_on(client(&url, &admin).versions("old")).unwrap();
     assert_eq!(versions[0].manifest, manifest);
+    // The host's component cache holds a damaged copy (as after a disk fault): it is
+    // checked against its hash before use and fetched again.
+    std::fs::create_dir_all(dir.join("host/components")).unwrap();
+    std::fs::write(dir.join("host/components").join(format!("{hash}.wasm")), &hello[..hello.len() / 2]).unwrap();
     let mut host = spawn_host(&dir, "host", &url, &provider, &[], &["--heartbeat-secs", "1"]);
     host.wait_ready(Duration::from_secs(60));
     wait_for("the upgraded registry's app to be served", Duration::from_secs(30), || {
         request(host.addr, "GET", "/fn/old/hello", &[], None)
             .is_ok_and(|r| r.status == 200 && r.text() == "hello from wasmesh\n")
     });
+    assert!(host.log().contains("cached component is damaged"), "{}", host.log());
     drop((host, registry));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,6 +23,15 @@ pub struct RegistryArgs {
 pub enum RegistryAction {
     /// Create the database and the first admin key, print the key, and exit.
     Init(StateArgs),
+    /// Read every stored artifact back and check its size and blake3; exits 1 and lists
+    /// the damaged ones (their owners repair them by uploading the file again).
+    Scrub {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON for scripts instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where the registry keeps its state.
@@ -98,6 +107,22 @@ pub fn hand_over_admin_key(key: &str, file: Option<&PathBuf>) -> anyhow::Result<
 
 /// Runs `wasmesh registry`.
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
+    if let Some(RegistryAction::Scrub { state, json }) = &args.action {
+        let registry = Registry::open(config(state)).await?;
+        let report = registry.scrub().await?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("checked {} artifacts ({} bytes)", report.checked, report.bytes);
+            for hash in &report.damaged {
+                println!("damaged: {hash} (upload the file again to repair it)");
+            }
+        }
+        if !report.damaged.is_empty() {
+            anyhow::bail!("{} damaged artifact(s)", report.damaged.len());
+        }
+        return Ok(());
+    }
     if let Some(RegistryAction::Init(state)) = args.action {
         let registry = Registry::open(config(&state)).await?;
         match registry.create_admin_key_if_none().await? {

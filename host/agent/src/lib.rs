@@ -199,6 +199,17 @@ impl Renewal {
     }
 }
 
+/// Whether the file at `path` exists and hashes to `hash` (blake3, hex).
+async fn cached_intact(path: &std::path::Path, hash: &str) -> bool {
+    let path = path.to_owned();
+    let hash = hash.to_string();
+    tokio::task::spawn_blocking(move || {
+        std::fs::read(&path).is_ok_and(|bytes| blake3::hash(&bytes).to_hex().as_str() == hash)
+    })
+    .await
+    .unwrap_or(false)
+}
+
 pub(crate) fn jitter(d: Duration) -> Duration {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.subsec_nanos()).unwrap_or(0);
@@ -333,7 +344,13 @@ impl Sync {
             }
             let file = format!("{hash}.wasm");
             let path = self.components.join(&file);
-            if !path.is_file() {
+            // A cached copy is checked against its hash before use (a component is a few
+            // MB: milliseconds); a damaged one is fetched again.
+            if !cached_intact(&path, hash).await {
+                if path.is_file() {
+                    tracing::warn!(%component, %hash, "cached component is damaged; fetching it again");
+                    let _ = std::fs::remove_file(&path);
+                }
                 self.client.download(hash, &path, &NoProgress).await?;
             }
             files.insert(component.clone(), file);

@@ -119,6 +119,9 @@ pub fn check_part(session: &UploadSession, size: u64, part: u64, len: usize) -> 
 pub struct Artifacts {
     store: Arc<dyn ObjectStore>,
     staging: PathBuf,
+    /// The folder of a local store (its files are synced to disk before a blob's row
+    /// commits); `None` for S3, whose PUT is durable when it answers.
+    local: Option<PathBuf>,
     /// Where it stores, for logs (no credentials).
     pub describe: String,
 }
@@ -129,15 +132,18 @@ impl Artifacts {
     pub fn open(url: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
         let staging = data_dir.join("uploads");
         std::fs::create_dir_all(&staging)?;
+        let mut local = None;
         let (store, describe): (Arc<dyn ObjectStore>, String) = match url {
             None => {
                 let dir = data_dir.join("artifacts");
                 std::fs::create_dir_all(&dir)?;
+                local = Some(dir.clone());
                 (Arc::new(LocalFileSystem::new_with_prefix(&dir)?), dir.display().to_string())
             }
             Some(u) if u.starts_with("file://") => {
                 let dir = PathBuf::from(&u["file://".len()..]);
                 std::fs::create_dir_all(&dir)?;
+                local = Some(dir.clone());
                 (Arc::new(LocalFileSystem::new_with_prefix(&dir)?), dir.display().to_string())
             }
             Some(u) if u.starts_with("s3://") => {
@@ -161,7 +167,46 @@ impl Artifacts {
             }
             Some(u) => anyhow::bail!("unsupported store URL '{u}': use file:///PATH or s3://BUCKET?endpoint=URL"),
         };
-        Ok(Self { store, staging, describe })
+        Ok(Self { store, staging, local, describe })
+    }
+
+    /// Syncs a local store's file of blob `hash` and its folder to disk, so that the
+    /// row committed next never points at a file a power cut emptied.
+    async fn sync_local(&self, hash: &str) -> std::io::Result<()> {
+        let Some(root) = &self.local else { return Ok(()) };
+        let file = root.join(Self::object(hash).as_ref());
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&file)?.sync_all()?;
+            match file.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    /// Whether the stored blob `hash` is there with its full `size` (a cheap check
+    /// before serving it or trusting it as uploaded; `scrub` also hashes it).
+    pub async fn intact(&self, hash: &str, size: u64) -> object_store::Result<bool> {
+        match self.store.head(&Self::object(hash)).await {
+            Ok(meta) => Ok(meta.size == size),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the stored blob `hash` is whole and hashes to `hash` (reads all of it).
+    pub async fn verify(&self, hash: &str, size: u64) -> object_store::Result<bool> {
+        if !self.intact(hash, size).await? {
+            return Ok(false);
+        }
+        let mut stream = self.stream(hash).await?;
+        let mut hasher = blake3::Hasher::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            hasher.update(&chunk?);
+        }
+        Ok(hasher.finalize().to_hex().as_str() == hash)
     }
 
     fn object(hash: &str) -> ObjectPath {
@@ -289,6 +334,7 @@ impl Artifacts {
             hashing = h;
             hashing.check(hash, size)?;
             self.store.put(&object, bytes.into()).await.map_err(store_err)?;
+            self.sync_local(hash).await.map_err(io)?;
         } else {
             let mut writer = WriteMultipart::new_with_chunk_size(
                 self.store.put_multipart(&object).await.map_err(store_err)?,
@@ -312,6 +358,7 @@ impl Artifacts {
                 return Err(e);
             }
             writer.finish().await.map_err(store_err)?;
+            self.sync_local(hash).await.map_err(io)?;
         }
         let pieces = gguf.as_ref().map(|_| hashing.pieces(hash, size));
         Ok(Assembled { pieces, gguf })

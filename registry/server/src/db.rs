@@ -167,10 +167,17 @@ CREATE TABLE networks (
 INSERT INTO networks (name, account) SELECT DISTINCT network, 'default' FROM keys WHERE network IS NOT NULL
 "#,
     ),
+    (
+        // Upload sessions expire by their last touch, not their start.
+        7,
+        r#"
+ALTER TABLE uploads ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -124,6 +124,17 @@ impl Metrics {
     }
 }
 
+/// What [`Registry::scrub`] found.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ScrubReport {
+    /// Blobs read.
+    pub checked: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Blobs whose stored copy is missing, short, or fails its hash.
+    pub damaged: Vec<String>,
+}
+
 /// Shared by every handler.
 pub struct State {
     /// The database.
@@ -138,8 +149,9 @@ pub struct State {
     pub validator: Arc<wasmesh_world::ComponentValidator>,
     /// Validations at once (each compiles a component).
     pub validate_slots: tokio::sync::Semaphore,
-    /// One upload completes at a time (each hashes the whole file).
-    pub completing: tokio::sync::Mutex<()>,
+    /// One completion per file at a time (each hashes the whole file); different files
+    /// complete in parallel.
+    pub completing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken on every deploy and rollback (long polls).
     pub changed: tokio::sync::Notify,
     /// Swarms of weights: tracker, origin shares.
@@ -178,7 +190,7 @@ impl Registry {
                 auth,
                 validator,
                 validate_slots: tokio::sync::Semaphore::new(1),
-                completing: tokio::sync::Mutex::new(()),
+                completing: std::sync::Mutex::new(std::collections::HashMap::new()),
                 changed: tokio::sync::Notify::new(),
                 swarms: swarm::Swarms::new(ca.derive_secret("wasmesh 2026 tracker tokens")),
                 ca,
@@ -206,6 +218,25 @@ impl Registry {
             .await
             .map_err(|e| anyhow::anyhow!(e.message))?
             .key)
+    }
+
+    /// Reads every stored blob back and checks its size and blake3: what a power cut, a
+    /// bad disk or a hand in the data folder damaged. A damaged blob is repaired by
+    /// uploading the file again (the upload no longer counts it as present).
+    pub async fn scrub(&self) -> anyhow::Result<ScrubReport> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT hash, size FROM blobs ORDER BY hash").fetch_all(&self.state.db.pool).await?;
+        let mut report = ScrubReport::default();
+        for (hash, size) in rows {
+            report.checked += 1;
+            report.bytes += size as u64;
+            match self.state.artifacts.verify(&hash, size as u64).await {
+                Ok(true) => {}
+                Ok(false) => report.damaged.push(hash),
+                Err(e) => anyhow::bail!("cannot read artifact {hash} from the store: {e}"),
+            }
+        }
+        Ok(report)
     }
 
     /// The HTTP service.

@@ -80,6 +80,9 @@ pub(super) async fn deploy(
 async fn validate_component(state: &State, component: &str, hash: &str) -> ApiResult<()> {
     if !catalog::is_validated(&state.db, hash).await? {
         let bytes = state.artifacts.get(hash).await?;
+        if blake3::hash(&bytes).to_hex().as_str() != hash {
+            return Err(super::uploads::damaged(hash));
+        }
         let validator = state.validator.clone();
         let name = component.to_string();
         let _slot = state.validate_slots.acquire().await.map_err(|e| ApiError::internal("validator closed", e))?;

@@ -13,6 +13,7 @@ use axum::extract::{Path, State as S};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use std::sync::Arc;
 use wasmesh_api::wire::{ArtifactKind, BlobInfo, Scope, StartUpload, UploadSession};
 
 async fn session(state: &State, id: &str, caller: &Caller) -> ApiResult<(UploadSession, String, u64, ArtifactKind)> {
@@ -57,6 +58,8 @@ pub(super) async fn upload_start(S(state): St, caller: Caller, Json(req): Json<S
         && blob.kind == req.kind
         && blob.size == req.size
         && catalog::blob_owned_by(&state.db, &req.blake3, &caller.account).await?
+        // A stored copy found damaged is uploaded again, which repairs it.
+        && state.artifacts.intact(&req.blake3, blob.size).await.unwrap_or(false)
     {
         let parts = req.size.div_ceil(PART_SIZE).max(1);
         return Ok(axum::Json(UploadSession {
@@ -127,15 +130,28 @@ pub(super) async fn upload_part(
         .bind(part as i64)
         .execute(&state.db.pool)
         .await?;
+    // The janitor drops sessions by their last touch: a slow upload that keeps sending
+    // parts lives on.
+    sqlx::query("UPDATE uploads SET touched_at = $1 WHERE id = $2")
+        .bind(now_ms())
+        .bind(&id)
+        .execute(&state.db.pool)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(super) async fn upload_complete(S(state): St, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     caller.require(Scope::Deploy)?;
-    let _one_at_a_time = state.completing.lock().await;
     let (session, hash, size, kind) = session(&state, &id, &caller).await?;
+    let lock = {
+        let mut locks = state.completing.lock().expect("completion locks");
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(hash.clone()).or_default().clone()
+    };
+    let _one_per_file = lock.lock().await;
     let stored = catalog::blob(&state.db, &hash).await?.is_some();
-    if !stored || !catalog::blob_owned_by(&state.db, &hash, &caller.account).await? {
+    let intact = stored && state.artifacts.intact(&hash, size).await.unwrap_or(false);
+    if !intact || !catalog::blob_owned_by(&state.db, &hash, &caller.account).await? {
         match state.artifacts.assemble(&id, &hash, size, kind, session.part_size).await {
             Ok(done) => {
                 catalog::insert_blob(&state.db, &hash, size, kind, done.pieces.as_ref(), done.gguf.as_ref()).await?;
@@ -161,12 +177,15 @@ pub(super) async fn upload_complete(S(state): St, caller: Caller, Path(id): Path
     Ok(axum::Json(BlobInfo { blake3: hash, size: blob.size, kind: blob.kind, pieces: blob.pieces }).into_response())
 }
 
-/// Drops upload sessions untouched for `age` with their staged parts (abandoned
-/// uploads must not fill the disk); returns how many.
+/// Drops upload sessions untouched for `age` (since their start or their last part)
+/// with their staged parts (abandoned uploads must not fill the disk); returns how many.
 pub async fn expire_uploads(state: &State, age: std::time::Duration) -> ApiResult<usize> {
     let cutoff = now_ms() - age.as_millis() as i64;
-    let stale: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM uploads WHERE created_at < $1").bind(cutoff).fetch_all(&state.db.pool).await?;
+    let stale: Vec<(String,)> = sqlx::query_as("SELECT id FROM uploads WHERE created_at < $1 AND touched_at < $2")
+        .bind(cutoff)
+        .bind(cutoff)
+        .fetch_all(&state.db.pool)
+        .await?;
     for (id,) in &stale {
         forget_upload(state, id).await?;
     }
@@ -209,6 +228,9 @@ pub(super) async fn blob_get(
             }
         },
     };
+    if !state.artifacts.intact(&hash, blob.size).await.map_err(|e| ApiError::internal("cannot read the store", e))? {
+        return Err(damaged(&hash));
+    }
     let (status, stream, length) = match range {
         Some((start, end)) => {
             (StatusCode::PARTIAL_CONTENT, state.artifacts.stream_range(&hash, start, Some(end)).await?, end - start)
@@ -232,6 +254,18 @@ pub(super) async fn blob_get(
         response.headers_mut().insert(header::CONTENT_RANGE, v);
     }
     Ok(response)
+}
+
+/// The answer for a stored blob whose copy is damaged (truncated, or failing its hash).
+pub(crate) fn damaged(hash: &str) -> ApiError {
+    tracing::error!(%hash, "stored artifact is damaged");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "damaged_artifact",
+        format!(
+            "the registry's copy of artifact {hash} is damaged; upload the file again to repair it (the operator can list damaged artifacts with `wasmesh registry scrub`)"
+        ),
+    )
 }
 
 /// `bytes=A-` or `bytes=A-B` (inclusive B, clamped to the size) as `start..end`.
