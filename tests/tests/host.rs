@@ -501,3 +501,54 @@ fn a_spin_sdk_component_runs_unmodified_and_answers_as_the_wasi_nn_path_does() {
     assert!(err.contains("deadline of 50 ms") && err.contains("timeout_ms"), "{err}");
     assert_serves_hello(&mut host);
 }
+
+#[test]
+fn a_nodes_caps_bound_what_a_manifest_asks_for() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("caps");
+    let c = components_dir();
+    // A tenant asks for a deadline of years, 4 GiB per instance and terabyte bodies.
+    let manifest = format!(
+        "[app]\nname = \"greedy\"\n\n[component.loop-forever]\nsource = \"{lp}\"\n[component.loop-forever.limits]\ntimeout_ms = 100000000000\n\n[component.memory-bomb]\nsource = \"{bomb}\"\n[component.memory-bomb.limits]\nmemory_mb = 4096\n\n[component.hello]\nsource = \"{hello}\"\n[component.hello.limits]\nmax_request_bytes = 1000000000000\n\n[[route]]\npath = \"/loop\"\ncomponent = \"loop-forever\"\n[[route]]\npath = \"/bomb\"\ncomponent = \"memory-bomb\"\n[[route]]\npath = \"/hello\"\ncomponent = \"hello\"\n",
+        lp = c.join("loop_forever.wasm").display(),
+        bomb = c.join("memory_bomb.wasm").display(),
+        hello = c.join("hello.wasm").display(),
+    );
+    let path = dir.join("wasmesh.toml");
+    std::fs::write(&path, manifest).unwrap();
+    let addr = free_addr();
+    let mut host = Process::spawn(
+        &[
+            "host",
+            "--app",
+            path.to_str().unwrap(),
+            "--listen",
+            &addr.to_string(),
+            "--cap-timeout-ms",
+            "700",
+            "--cap-memory-mb",
+            "24",
+            "--cap-request-bytes",
+            "1000",
+        ],
+        addr,
+        dir.join("host.log"),
+    );
+    host.wait_ready(Duration::from_secs(60));
+    // The node owner's caps hold.
+    let r = request(host.addr, "GET", "/loop", &[], None).unwrap();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.text().contains("deadline of 700 ms"), "{}", r.text());
+    let r = request(host.addr, "GET", "/bomb", &[], None).unwrap();
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("memory limit of 24 MiB"), "{}", r.text());
+    let big = vec![b'x'; 2000];
+    let r = request(host.addr, "POST", "/hello", &[], Some(wasmesh_tests::Payload::Sized(&big))).unwrap();
+    assert_eq!(r.status, 413, "{}", r.text());
+    let log = host.log();
+    assert!(log.contains("lowered") && log.contains("timeout_ms") && log.contains("memory_mb"), "{log}");
+    assert_serves_hello(&mut host);
+    let _ = std::fs::remove_dir_all(&dir);
+}

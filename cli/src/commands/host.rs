@@ -65,6 +65,19 @@ pub struct HostArgs {
     /// Instances that may run at once.
     #[arg(long, default_value_t = 256)]
     pub max_instances: u32,
+    /// The longest deadline any component may ask for (`limits.timeout_ms`); larger asks
+    /// are lowered to it.
+    #[arg(long, default_value_t = 300_000, value_name = "MS")]
+    pub cap_timeout_ms: u64,
+    /// The most linear memory any component instance may ask for (`limits.memory_mb`).
+    #[arg(long, default_value_t = 4096, value_name = "MIB")]
+    pub cap_memory_mb: u64,
+    /// The largest request body any component may accept (`limits.max_request_bytes`).
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    pub cap_request_bytes: u64,
+    /// The largest response body any component may write (`limits.max_response_bytes`).
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
+    pub cap_response_bytes: u64,
     /// How long a request waits for a model or adapter this host must fetch first (with
     /// --registry); past it the caller gets 503 with Retry-After while the fetch goes on.
     #[arg(long, env = "WASMESH_FETCH_WAIT_SECS", default_value_t = 120, value_name = "SECS")]
@@ -129,7 +142,16 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
         agent,
         models,
         fetch_wait: std::time::Duration::from_secs(args.fetch_wait_secs.max(1)),
-        host: HostConfig { max_instances: args.max_instances, ..Default::default() },
+        host: HostConfig {
+            max_instances: args.max_instances,
+            caps: wasmesh_api::LimitCaps {
+                timeout_ms: args.cap_timeout_ms,
+                memory_mb: args.cap_memory_mb,
+                max_request_bytes: args.cap_request_bytes,
+                max_response_bytes: args.cap_response_bytes,
+            },
+            ..Default::default()
+        },
         apps: args.apps.clone(),
         preload: args.preload,
         listen: args.listen,

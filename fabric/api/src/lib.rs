@@ -32,5 +32,5 @@ pub const CALLER_ADDR_HEADER: &str = "x-wasmesh-caller-addr";
 
 /// The router's own key, sent beside [`CALLER_ADDR_HEADER`]; it must have the admin scope.
 pub const ROUTER_KEY_HEADER: &str = "x-wasmesh-router-key";
-pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, ManifestError, Route, check_name};
+pub use manifest::{AppManifest, ComponentLimits, ComponentSpec, LimitCaps, ManifestError, Route, check_name};
 pub use model_ref::{MAX_MODEL_REF_LEN, ModelRef, ModelRefError};

@@ -39,6 +39,13 @@ impl RateLimiter {
     }
 }
 
+/// Connections an HTTP server (router, host) holds open at once; past it new ones are
+/// closed at once, so a flood of idle connections cannot exhaust the process's files.
+pub const MAX_CONNECTIONS: usize = 16_384;
+
+/// How long a client may take to send a request's headers (slowloris).
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;

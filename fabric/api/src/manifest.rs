@@ -132,6 +132,48 @@ impl ComponentLimits {
     }
 }
 
+/// The most a node's owner lets any manifest ask for (`wasmesh host --cap-*`): a
+/// component's limits above them are lowered to them at load, so no tenant can hold an
+/// instance slot for hours or reserve the node's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitCaps {
+    /// Longest deadline, ms. Default 300,000 (5 minutes).
+    pub timeout_ms: u64,
+    /// Largest linear memory per instance, MiB. Default 4096.
+    pub memory_mb: u64,
+    /// Largest request body, bytes. Default 64 MiB.
+    pub max_request_bytes: u64,
+    /// Largest response body, bytes. Default 256 MiB.
+    pub max_response_bytes: u64,
+}
+
+impl Default for LimitCaps {
+    fn default() -> Self {
+        Self { timeout_ms: 300_000, memory_mb: 4096, max_request_bytes: 64 << 20, max_response_bytes: 256 << 20 }
+    }
+}
+
+impl ComponentLimits {
+    /// These limits with the defaults applied and each lowered to `caps`; also the
+    /// manifest keys that were lowered (for the load log).
+    pub fn capped(&self, caps: &LimitCaps) -> (ComponentLimits, Vec<&'static str>) {
+        let mut lowered = Vec::new();
+        let mut cap = |key: &'static str, value: u64, max: u64| {
+            if value > max {
+                lowered.push(key);
+            }
+            Some(value.min(max))
+        };
+        let limits = ComponentLimits {
+            timeout_ms: cap("timeout_ms", self.timeout_ms(), caps.timeout_ms),
+            memory_mb: cap("memory_mb", self.memory_mb.unwrap_or(DEFAULT_MEMORY_MB), caps.memory_mb),
+            max_request_bytes: cap("max_request_bytes", self.max_request_bytes(), caps.max_request_bytes),
+            max_response_bytes: cap("max_response_bytes", self.max_response_bytes(), caps.max_response_bytes),
+        };
+        (limits, lowered)
+    }
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +386,12 @@ component = "hello"
         assert_eq!(chat.models, vec!["smollm2"]);
         assert_eq!(chat.limits.timeout_ms(), 1000);
         assert_eq!(chat.limits.memory_bytes(), DEFAULT_MEMORY_MB << 20);
+        let asks = ComponentLimits { timeout_ms: Some(u64::MAX), memory_mb: Some(8), ..Default::default() };
+        let caps = LimitCaps { timeout_ms: 1000, ..Default::default() };
+        let (capped, lowered) = asks.capped(&caps);
+        assert_eq!((capped.timeout_ms(), capped.memory_bytes() >> 20), (1000, 8));
+        assert_eq!(capped.max_request_bytes(), DEFAULT_MAX_REQUEST_BYTES, "defaults apply under the caps");
+        assert_eq!(lowered, ["timeout_ms"]);
         assert!(m.component["hello"].models.is_empty(), "models are denied by default");
     }
 

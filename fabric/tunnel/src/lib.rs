@@ -96,11 +96,23 @@ impl TlsIdentity {
     }
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// The transport limits of one side. A host accepts the router's request streams
+/// (bidirectional, up to 4096 at once); a router accepts from a host only its report
+/// stream (one unidirectional stream per link, two allowed) and no bidirectional one, and
+/// bounds what a link may make it buffer (64 MiB), so an authenticated but hostile host
+/// cannot open thousands of streams it never reads or fills the router's memory.
+fn transport(router_side: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(Duration::from_secs(5).try_into().expect("5 s fits")));
     t.keep_alive_interval(Some(Duration::from_secs(1)));
-    t.max_concurrent_bidi_streams(4096u32.into());
+    if router_side {
+        t.max_concurrent_bidi_streams(0u32.into());
+        t.max_concurrent_uni_streams(2u32.into());
+        t.receive_window((64u32 << 20).into());
+    } else {
+        t.max_concurrent_bidi_streams(4096u32.into());
+        t.max_concurrent_uni_streams(0u32.into());
+    }
     Arc::new(t)
 }
 
@@ -124,7 +136,7 @@ pub fn router_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, Tunn
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TunnelError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(true));
     Ok(config)
 }
 
@@ -148,7 +160,7 @@ pub fn host_config(identity: &TlsIdentity) -> Result<quinn::ClientConfig, Tunnel
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TunnelError::Tls(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport());
+    config.transport_config(transport(false));
     Ok(config)
 }
 

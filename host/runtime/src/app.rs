@@ -71,7 +71,13 @@ pub struct LoadedApp {
 impl LoadedApp {
     /// Compiles and checks every component of `manifest`; `base` is the folder
     /// component paths are relative to. Compilation runs on blocking threads.
-    pub(crate) async fn load(manifest: AppManifest, base: &Path, engines: &Arc<Engines>) -> Result<Self, AppError> {
+    /// Limits above the node's `caps` are lowered to them (logged).
+    pub(crate) async fn load(
+        manifest: AppManifest,
+        base: &Path,
+        engines: &Arc<Engines>,
+        caps: &wasmesh_api::LimitCaps,
+    ) -> Result<Self, AppError> {
         let app: Arc<str> = manifest.app.name.as_str().into();
         let mut components = BTreeMap::new();
         for (name, spec) in &manifest.component {
@@ -88,6 +94,10 @@ impl LoadedApp {
                     .await
                     .expect("compile task panicked")?
             };
+            let (limits, lowered) = spec.limits.capped(caps);
+            if !lowered.is_empty() {
+                tracing::warn!(app = %app, component = %name, ?lowered, "limits above this node's caps were lowered to them");
+            }
             components.insert(
                 name.clone(),
                 Arc::new(LoadedComponent {
@@ -95,7 +105,7 @@ impl LoadedApp {
                     name: name.as_str().into(),
                     pre,
                     engine,
-                    limits: spec.limits,
+                    limits,
                     granted: spec.models.clone().into(),
                     ai_granted: spec.ai_models.clone().into(),
                     env: spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),

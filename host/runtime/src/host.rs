@@ -27,6 +27,9 @@ pub struct HostConfig {
     /// Metrics served at `GET /metrics` (other parts of the node, such as its
     /// weights fetcher, register theirs here).
     pub metrics: prometheus::Registry,
+    /// The most any manifest may ask for (the node owner's `--cap-*`); memory is also
+    /// bounded by `max_memory_bytes`.
+    pub caps: wasmesh_api::LimitCaps,
 }
 
 impl Default for HostConfig {
@@ -36,6 +39,7 @@ impl Default for HostConfig {
             epoch_tick: Duration::from_millis(10),
             max_memory_bytes: 4 << 30,
             metrics: prometheus::Registry::new(),
+            caps: wasmesh_api::LimitCaps::default(),
         }
     }
 }
@@ -50,6 +54,7 @@ pub struct Host {
     pub(crate) served: std::sync::atomic::AtomicU64,
     stop_ticker: Arc<AtomicBool>,
     pub(crate) metrics: prometheus::Registry,
+    pub(crate) caps: wasmesh_api::LimitCaps,
 }
 
 impl Drop for Host {
@@ -108,6 +113,10 @@ impl Host {
             served: Default::default(),
             stop_ticker,
             metrics: config.metrics,
+            caps: wasmesh_api::LimitCaps {
+                memory_mb: config.caps.memory_mb.min(config.max_memory_bytes >> 20),
+                ..config.caps
+            },
         }))
     }
 

@@ -54,7 +54,7 @@ impl Host {
         mount: Mount,
         version: u64,
     ) -> Result<(), AppError> {
-        let app = LoadedApp::load(manifest, base, &self.engines).await?;
+        let app = LoadedApp::load(manifest, base, &self.engines, &self.caps).await?;
         for (name, spec) in &app.manifest.component {
             for model in &spec.models {
                 if !self.inference.has_model(model) {

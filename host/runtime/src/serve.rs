@@ -21,6 +21,7 @@ impl Host {
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
+        let connections = Arc::new(tokio::sync::Semaphore::new(wasmesh_api::limit::MAX_CONNECTIONS));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -33,15 +34,23 @@ impl Host {
                 },
                 () = &mut shutdown => return Ok(()),
             };
+            // Over the connection cap: close at once rather than hold a file open.
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many connections; closing a new one");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let host = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |req| {
                     let host = host.clone();
                     async move { Ok::<_, std::convert::Infallible>(host.handle(req).await) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(wasmesh_api::limit::HEADER_READ_TIMEOUT)
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await
                 {

@@ -43,6 +43,10 @@ pub const MAX_TENSORS: u64 = 1 << 20;
 pub const MAX_KVS: u64 = 1 << 16;
 /// Most dimensions a tensor may have (ggml's `GGML_MAX_DIMS`).
 pub const MAX_DIMS: u32 = 4;
+/// Most bytes a whole header may take (every item is capped, and so is their sum: a
+/// header of 65,536 strings of 1 MiB each is refused). The largest vocabularies take a
+/// few MiB.
+pub const MAX_HEADER_BYTES: u64 = 64 << 20;
 
 /// The type of a metadata value, as numbered in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,6 +389,7 @@ impl<R: Read> Reader<R> {
     }
 
     fn fill(&mut self, buf: &mut [u8]) -> Result<(), GgufError> {
+        self.within_cap(buf.len() as u64)?;
         match self.inner.read_exact(buf) {
             Ok(()) => {
                 self.pos += buf.len() as u64;
@@ -399,8 +404,18 @@ impl<R: Read> Reader<R> {
         GgufError::Truncated { offset: self.pos, section: self.section }
     }
 
+    /// Refuses to read `n` more bytes when that takes the header past [`MAX_HEADER_BYTES`].
+    fn within_cap(&self, n: u64) -> Result<(), GgufError> {
+        let total = self.pos.saturating_add(n);
+        if total > MAX_HEADER_BYTES {
+            return Err(GgufError::TooMany { what: "header bytes", count: total, max: MAX_HEADER_BYTES });
+        }
+        Ok(())
+    }
+
     /// Reads and discards `n` bytes.
     fn skip(&mut self, n: u64) -> Result<(), GgufError> {
+        self.within_cap(n)?;
         let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())
             .map_err(|source| GgufError::Io { offset: self.pos, source })?;
         self.pos += copied;

@@ -148,7 +148,10 @@ fn rejects_hostile_headers_without_allocating() {
     let huge_array = [4u32.to_le_bytes().to_vec(), u64::MAX.to_le_bytes().to_vec()].concat();
     assert!(matches!(err(&raw(3, 0, 1, &kv(9, &huge_array))), GgufError::TooMany { what: "array items", .. }));
     let big_array = [4u32.to_le_bytes().to_vec(), MAX_ARRAY_LEN.to_le_bytes().to_vec()].concat();
-    assert!(matches!(err(&raw(3, 0, 1, &kv(9, &big_array))), GgufError::Truncated { .. }));
+    // An array of 2^24 u32 is 64 MiB: past the whole header's cap before any read.
+    assert!(matches!(err(&raw(3, 0, 1, &kv(9, &big_array))), GgufError::TooMany { what: "header bytes", .. }));
+    let short_array = [4u32.to_le_bytes().to_vec(), 1000u64.to_le_bytes().to_vec()].concat();
+    assert!(matches!(err(&raw(3, 0, 1, &kv(9, &short_array))), GgufError::Truncated { .. }));
     let twice = [kv(7, &[1]), kv(7, &[0])].concat();
     assert!(matches!(err(&raw(3, 0, 2, &twice)), GgufError::DuplicateKey { .. }));
 
@@ -164,6 +167,19 @@ fn rejects_hostile_headers_without_allocating() {
     assert!(matches!(err(&raw(3, 1, 0, &tensor("t", &[1 << 32, 1 << 32]))), GgufError::TensorTooLarge { .. }));
     let dup = [tensor("t", &[1]), tensor("t", &[2])].concat();
     assert!(matches!(err(&raw(3, 2, 0, &dup)), GgufError::DuplicateTensor { .. }));
+
+    // Each string under its cap, their sum over the header's: refused before the
+    // header's bytes pass MAX_HEADER_BYTES.
+    let value = "x".repeat(MAX_STRING_LEN as usize);
+    let n = MAX_HEADER_BYTES / MAX_STRING_LEN + 2;
+    let mut many = Vec::new();
+    for i in 0..n {
+        many.extend(raw_str(&format!("k{i}")));
+        many.extend(8u32.to_le_bytes());
+        many.extend(raw_str(&value));
+    }
+    let big = err(&raw(3, 0, n, &many));
+    assert!(matches!(big, GgufError::TooMany { what: "header bytes", .. }), "{big}");
 }
 
 const BASE: Tensors = &[("blk.0.attn_q.weight", &[64, 64], 3), ("blk.0.ffn_up.weight", &[64, 128], 3)];

@@ -63,9 +63,10 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/loras/{name}/public", put(models::lora_publish))
         .route("/v1/nodes", get(nodes::nodes_list))
         .route("/v1/nodes/register", post(nodes::node_register))
-        .route("/v1/nodes/{id}/heartbeat", post(nodes::node_heartbeat))
-        .route("/v1/nodes/{id}/swarm", post(nodes::node_swarm))
-        .route("/v1/nodes/{id}/reports", post(nodes::node_report))
+        // A node's own messages are small: a heartbeat lists its models and hardware.
+        .route("/v1/nodes/{id}/heartbeat", post(nodes::node_heartbeat).layer(DefaultBodyLimit::max(256 << 10)))
+        .route("/v1/nodes/{id}/swarm", post(nodes::node_swarm).layer(DefaultBodyLimit::max(16 << 10)))
+        .route("/v1/nodes/{id}/reports", post(nodes::node_report).layer(DefaultBodyLimit::max(16 << 10)))
         .route("/v1/tracker/{node}/{token}/announce", get(nodes::tracker_announce))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(4 << 20))

@@ -143,6 +143,10 @@ fn check_clock(timestamp_ms: u64) -> ApiResult<()> {
     Ok(())
 }
 
+/// The most node ids one API key may register (each is a row, a heartbeat and a place
+/// in every router's table: a stolen key must not mint them without bound).
+pub const MAX_NODES_PER_KEY: i64 = 256;
+
 /// The scope a key needs to register a node of `role`: `provider` for a host (the
 /// key's owner provides machines), `router` for a router.
 pub fn register_scope(role: NodeRole) -> Scope {
@@ -178,6 +182,19 @@ pub async fn register(
     }
     if req.name.len() > 200 {
         return Err(ApiError::bad_request("invalid_request", "a node's name must be at most 200 characters"));
+    }
+    let (others,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM nodes WHERE key_id = $1 AND id <> $2")
+        .bind(provider_key)
+        .bind(&req.node_id)
+        .fetch_one(&db.pool)
+        .await?;
+    if others >= MAX_NODES_PER_KEY {
+        return Err(ApiError::forbidden(
+            "too_many_nodes",
+            format!(
+                "key {provider_key} has registered {others} nodes, the most one key may; give more machines keys of their own (`wasmesh keys create --scope provider`)"
+            ),
+        ));
     }
     let now = now_ms();
     sqlx::query(

@@ -188,6 +188,9 @@ pub async fn excluded_for(db: &Db, reporter: &str) -> ApiResult<HashSet<String>>
 
 /// Records `report` by `reporter`, about whichever node announced from its address.
 pub async fn report(db: &Db, swarms: &Swarms, reporter: &str, report: &PeerReport) -> ApiResult<ReportOutcome> {
+    if !wasmesh_api::wire::is_blake3_hex(&report.blob) {
+        return Err(ApiError::bad_request("invalid_request", "blob must be a blake3 hash (64 hex digits)"));
+    }
     let addr: SocketAddr = report.peer.parse().map_err(|_| {
         ApiError::bad_request("invalid_request", format!("'{}' is not an IP:PORT address", report.peer))
     })?;
