@@ -1021,3 +1021,75 @@ fn a_truncated_blob_is_detected_and_an_upload_repairs_it() {
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_accounts_uploads_stop_at_its_quota() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("quota");
+    let (registry, admin) = wasmesh_tests::start_registry(&dir, &["--account-quota-mb", "1"]);
+    let client = Client::new(&format!("http://{}", registry.addr), Some(admin.clone())).unwrap();
+    let deployer = runtime().block_on(client.create_key("d", &[Scope::Deploy])).unwrap().key;
+    let start = |key: &str, seed: &[u8], size: u64| {
+        let body =
+            serde_json::json!({ "blake3": blake3::hash(seed).to_hex().to_string(), "size": size, "kind": "component" });
+        let auth = format!("Bearer {key}");
+        let r = request(
+            registry.addr,
+            "POST",
+            "/v1/uploads",
+            &[("Authorization", &auth), ("Content-Type", "application/json")],
+            Some(Payload::Sized(body.to_string().as_bytes())),
+        )
+        .unwrap();
+        (r.status, r.text())
+    };
+    // Unfinished uploads count: the second 600 KiB file would take the account past 1 MiB.
+    assert_eq!(start(&deployer, b"one", 600 << 10).0, 201);
+    assert_eq!(start(&deployer, b"one", 600 << 10).0, 201, "resuming the same file is not counted twice");
+    let (status, text) = start(&deployer, b"two", 600 << 10);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("quota_exceeded") && text.contains("--account-quota-mb"), "{text}");
+    assert_eq!(start(&deployer, b"small", 100 << 10).0, 201, "what fits under the quota still goes");
+    assert_eq!(start(&admin, b"two", 600 << 10).0, 201, "the operator's admin key is exempt");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn long_polls_are_capped_per_key_and_metrics_count_nodes_without_reading_heartbeats() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = scratch("long-polls");
+    let (registry, admin) = wasmesh_tests::start_registry(&dir, &[]);
+    let client = Client::new(&format!("http://{}", registry.addr), Some(admin.clone())).unwrap();
+    let provider = runtime().block_on(client.create_key("p", &[Scope::Provider])).unwrap().key;
+    // Twelve long polls of one key: eight wait, the rest are answered at once.
+    let returned = Arc::new(AtomicU64::new(0));
+    let polls: Vec<_> = (0..12)
+        .map(|_| {
+            let (returned, addr, auth) = (returned.clone(), registry.addr, format!("Bearer {provider}"));
+            std::thread::spawn(move || {
+                let r = request(addr, "GET", "/v1/deployments?since=0&wait_s=8", &[("Authorization", &auth)], None);
+                returned.fetch_add(1, Ordering::SeqCst);
+                r.unwrap().status
+            })
+        })
+        .collect();
+    wait_for("the polls over the cap to be answered", Duration::from_secs(5), || returned.load(Ordering::SeqCst) >= 4);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(returned.load(Ordering::SeqCst), 4, "eight polls of the key still wait");
+    assert!(polls.into_iter().all(|p| p.join().unwrap() == 200));
+
+    // A node that heartbeats ready is counted online by /metrics.
+    let node = NodeIdentity::generate();
+    let as_provider = client.with_key(&provider);
+    runtime().block_on(as_provider.register_node(&node, "n")).unwrap();
+    runtime().block_on(as_provider.heartbeat(&node, &Heartbeat { ready: true, ..Default::default() })).unwrap();
+    let metrics = request(registry.addr, "GET", "/metrics", &[], None).unwrap().text();
+    assert!(metrics.contains("wasmesh_registry_nodes{status=\"online\"} 1"), "{metrics}");
+    drop(registry);
+    let _ = std::fs::remove_dir_all(&dir);
+}

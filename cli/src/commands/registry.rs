@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// revoked key's nodes lose theirs within this time.
     #[arg(long, default_value_t = 6 * 3600)]
     pub cert_ttl_secs: u64,
+    /// MiB one account may store (its artifacts and unfinished uploads; admins exempt).
+    #[arg(long, default_value_t = 1 << 20, value_name = "MIB")]
+    pub account_quota_mb: u64,
 }
 
 fn default_data() -> PathBuf {
@@ -140,6 +143,7 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.offline_after = std::time::Duration::from_secs(serve.offline_after_secs);
     config.upload_ttl = std::time::Duration::from_secs(serve.upload_ttl_secs.max(1));
     config.cert_ttl = std::time::Duration::from_secs(serve.cert_ttl_secs.max(60));
+    config.account_quota_bytes = serve.account_quota_mb.saturating_mul(1 << 20);
     let registry = Registry::open(config).await?;
     if let Some(key) = registry.create_admin_key_if_none().await? {
         hand_over_admin_key(&key, serve.state.admin_key_file.as_ref())?;

@@ -146,13 +146,11 @@ async fn health(S(state): St) -> Response {
 }
 
 async fn metrics(S(state): St) -> Response {
-    if let Ok(nodes) = crate::nodes::list(&state.db, state.config.offline_after, None).await {
-        for status in ["online", "not_ready", "offline"] {
-            let n = nodes
-                .iter()
-                .filter(|n| serde_json::to_value(n.status).ok().as_ref().and_then(|v| v.as_str()) == Some(status))
-                .count();
-            state.metrics.nodes.with_label_values(&[status]).set(n as i64);
+    if let Ok(counts) = crate::nodes::status_counts(&state.db, state.config.offline_after).await {
+        for (status, n) in counts {
+            let label =
+                serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            state.metrics.nodes.with_label_values(&[&label]).set(n);
         }
     }
     let mut out = Vec::new();

@@ -105,6 +105,25 @@ pub async fn blob_owned_by(db: &Db, hash: &str, account: &str) -> ApiResult<bool
     Ok(row.is_some())
 }
 
+/// Bytes `account` stores (the blobs it uploaded) and has in flight (unfinished
+/// uploads by its keys, less any of file `except`, which a resume would count twice).
+pub async fn account_bytes(db: &Db, account: &str, except: &str) -> ApiResult<u64> {
+    let (stored,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(b.size), 0) AS BIGINT) FROM blob_owners o JOIN blobs b ON b.hash = o.hash WHERE o.account = $1",
+    )
+    .bind(account)
+    .fetch_one(&db.pool)
+    .await?;
+    let (pending,): (i64,) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(u.size), 0) AS BIGINT) FROM uploads u JOIN keys k ON k.id = u.key_id WHERE k.account = $1 AND u.hash <> $2",
+    )
+    .bind(account)
+    .bind(except)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(stored as u64 + pending as u64)
+}
+
 /// Whether a blob with torrent info hash `info_hash` (hex) is stored.
 pub async fn has_info_hash(db: &Db, info_hash: &str) -> ApiResult<bool> {
     let row: Option<(String,)> =

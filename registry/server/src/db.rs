@@ -174,10 +174,18 @@ INSERT INTO networks (name, account) SELECT DISTINCT network, 'default' FROM key
 ALTER TABLE uploads ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0
 "#,
     ),
+    (
+        // Whether a node's last heartbeat said it was ready, as a column: `/metrics`
+        // counts nodes without parsing every stored heartbeat.
+        8,
+        r#"
+ALTER TABLE nodes ADD COLUMN ready BIGINT NOT NULL DEFAULT 0
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -56,6 +56,8 @@ pub struct RegistryConfig {
     pub upload_ttl: Duration,
     /// How long a node's certificate is valid; nodes renew it at half its life.
     pub cert_ttl: Duration,
+    /// Bytes one account may store (its blobs and its unfinished uploads); admins are exempt.
+    pub account_quota_bytes: u64,
 }
 
 impl RegistryConfig {
@@ -71,6 +73,7 @@ impl RegistryConfig {
             max_component_bytes: 64 << 20,
             upload_ttl: Duration::from_secs(24 * 3600),
             cert_ttl: Duration::from_secs(6 * 3600),
+            account_quota_bytes: 1 << 40,
         }
     }
 }
@@ -154,6 +157,8 @@ pub struct State {
     pub completing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Woken on every deploy and rollback (long polls).
     pub changed: tokio::sync::Notify,
+    /// Long polls waiting now, per key.
+    pub long_polls: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Swarms of weights: tracker, origin shares.
     pub swarms: swarm::Swarms,
     /// The Prometheus metrics `GET /metrics` serves.
@@ -191,6 +196,7 @@ impl Registry {
                 validator,
                 validate_slots: tokio::sync::Semaphore::new(1),
                 completing: std::sync::Mutex::new(std::collections::HashMap::new()),
+                long_polls: std::sync::Mutex::new(std::collections::HashMap::new()),
                 changed: tokio::sync::Notify::new(),
                 swarms: swarm::Swarms::new(ca.derive_secret("wasmesh 2026 tracker tokens")),
                 ca,

@@ -296,13 +296,32 @@ pub async fn live_registration(db: &Db, node_id: &str) -> ApiResult<Option<i64>>
 /// Stores a heartbeat.
 pub async fn heartbeat(db: &Db, node_id: &str, beat: &Heartbeat) -> ApiResult<()> {
     let json = serde_json::to_string(beat).map_err(|e| ApiError::internal("cannot encode a heartbeat", e))?;
-    sqlx::query("UPDATE nodes SET last_seen = $1, heartbeat = $2 WHERE id = $3")
+    sqlx::query("UPDATE nodes SET last_seen = $1, heartbeat = $2, ready = $3 WHERE id = $4")
         .bind(now_ms())
         .bind(json)
+        .bind(i64::from(beat.ready))
         .bind(node_id)
         .execute(&db.pool)
         .await?;
     Ok(())
+}
+
+/// How many nodes are online, not ready and offline (the rules of [`list`]), counted
+/// in SQL: no stored heartbeat is read.
+pub async fn status_counts(db: &Db, offline_after: Duration) -> ApiResult<[(NodeStatus, i64); 3]> {
+    let fresh_since = now_ms() - offline_after.as_millis() as i64;
+    let (online, not_ready, offline): (i64, i64, i64) = sqlx::query_as(
+        "SELECT
+            CAST(COALESCE(SUM(CASE WHEN live = 1 AND n.ready = 1 THEN 1 ELSE 0 END), 0) AS BIGINT),
+            CAST(COALESCE(SUM(CASE WHEN live = 1 AND n.ready = 0 THEN 1 ELSE 0 END), 0) AS BIGINT),
+            CAST(COALESCE(SUM(CASE WHEN live = 0 THEN 1 ELSE 0 END), 0) AS BIGINT)
+         FROM (SELECT n.ready AS ready, CASE WHEN COALESCE(k.revoked, 1) = 0 AND n.last_seen > 0 AND n.last_seen >= $1 THEN 1 ELSE 0 END AS live
+               FROM nodes n LEFT JOIN keys k ON k.id = n.key_id) n",
+    )
+    .bind(fresh_since)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok([(NodeStatus::Online, online), (NodeStatus::NotReady, not_ready), (NodeStatus::Offline, offline)])
 }
 
 type NodeRow = (String, String, i64, i64, Option<String>, String, i64, String);

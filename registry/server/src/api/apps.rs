@@ -109,6 +109,39 @@ pub(super) async fn rollback(
     Ok(axum::Json(app).into_response())
 }
 
+/// Long polls one key may hold waiting at once.
+const MAX_WAITERS_PER_KEY: u32 = 8;
+
+/// One long poll waiting, counted per key while it lives.
+struct Waiter<'a> {
+    state: &'a State,
+    key: String,
+}
+
+impl<'a> Waiter<'a> {
+    fn enter(state: &'a State, key: &str) -> Option<Self> {
+        let mut waiting = state.long_polls.lock().expect("long poll counts");
+        let n = waiting.entry(key.to_string()).or_default();
+        if *n >= MAX_WAITERS_PER_KEY {
+            return None;
+        }
+        *n += 1;
+        Some(Self { state, key: key.to_string() })
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.state.long_polls.lock().expect("long poll counts");
+        if let Some(n) = waiting.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// `GET /v1/deployments` parameters.
 #[derive(serde::Deserialize)]
 pub(super) struct DeploymentsQuery {
@@ -125,7 +158,12 @@ pub(super) async fn deployments(
     // Long poll: with `since`, answer when the revision moves past it (or after
     // `wait_s`, at most 60 s). Deploys through this process wake waiters at
     // once; a tick catches those through another replica.
-    if let Some(since) = q.since {
+    // At most MAX_WAITERS_PER_KEY long polls wait at once per key; more answer at once
+    // (each waiter costs a query a second).
+    let waiting = Waiter::enter(&state, &caller.key_id);
+    if let Some(since) = q.since
+        && waiting.is_some()
+    {
         let deadline = Instant::now() + Duration::from_secs(q.wait_s.unwrap_or(0).min(60));
         loop {
             let notified = state.changed.notified();

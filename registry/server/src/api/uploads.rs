@@ -71,6 +71,21 @@ pub(super) async fn upload_start(S(state): St, caller: Caller, Json(req): Json<S
         })
         .into_response());
     }
+    // The account's quota: what it stores and is uploading, plus this file.
+    if !caller.is_admin() {
+        let used = catalog::account_bytes(&state.db, &caller.account, &req.blake3).await?;
+        let quota = state.config.account_quota_bytes;
+        if used.saturating_add(req.size) > quota {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "quota_exceeded",
+                format!(
+                    "account '{}' stores or is uploading {used} bytes; {} more would pass its quota of {quota} bytes. Ask the registry's operator to raise it (--account-quota-mb)",
+                    caller.account, req.size
+                ),
+            ));
+        }
+    }
     // Resume: the same file, announced again, continues where it stopped.
     let kind = catalog::kind_str(req.kind);
     let existing: Option<(String,)> = sqlx::query_as(
