@@ -568,3 +568,64 @@ fn bad_secrets_sent_through_a_router_do_not_lock_the_keys_owner_out() {
     assert_eq!(r.status, 401, "{}", r.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// How many files this process may open (the soft limit in `/proc/self/limits`).
+fn open_file_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Max open files"))?.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(1024)
+}
+
+#[test]
+fn slowloris_connections_are_cut_off_and_real_callers_are_served() {
+    if !prerequisites() {
+        return;
+    }
+    let fabric = Fabric::start("router-slowloris", 1);
+    wait_for("the app", Duration::from_secs(30), || fabric.call(0, "GET", "/fn/demo/hello", None).status == 200);
+    let router = fabric.routers[0].0.addr;
+    let before = fabric.routers[0].0.rss_bytes();
+    // Thousands of connections (as many as this machine's file limit allows, both ends
+    // on it) each sending a request head one byte at a time, never finishing it.
+    let n = (open_file_limit() / 3).clamp(500, 3000) as usize;
+    let mut trickling: Vec<std::net::TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(router).unwrap();
+            std::io::Write::write_all(&mut s, b"GET /fn/demo/hello HTTP/1.1\r\nHost: x\r\n").unwrap();
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    let mut served = 0;
+    let mut peak = before;
+    while started.elapsed() < Duration::from_secs(13) {
+        for s in trickling.iter_mut() {
+            let _ = std::io::Write::write_all(s, b"X");
+        }
+        assert_eq!(fabric.call(0, "GET", "/fn/demo/hello", None).status, 200, "a real caller was not served");
+        served += 1;
+        peak = peak.max(fabric.routers[0].0.rss_bytes());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The router cut every one of them off at its header deadline (10 s).
+    let mut open = 0;
+    for s in &mut trickling {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 256];
+        // Closed: end of stream (or a reset). Still open: the read times out.
+        if let Err(e) = std::io::Read::read(s, &mut buf)
+            && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        {
+            open += 1;
+        }
+    }
+    let bound = 256u64 << 20;
+    eprintln!(
+        "slowloris: {n} connections, {served} real requests served, router RSS {} MiB -> peak {} MiB",
+        before >> 20,
+        peak >> 20
+    );
+    assert_eq!(open, 0, "connections still open after the header deadline");
+    assert!(peak < before + bound, "router memory grew by {} MiB (bound {} MiB)", (peak - before) >> 20, bound >> 20);
+}
