@@ -629,3 +629,64 @@ fn slowloris_connections_are_cut_off_and_real_callers_are_served() {
     assert_eq!(open, 0, "connections still open after the header deadline");
     assert!(peak < before + bound, "router memory grew by {} MiB (bound {} MiB)", (peak - before) >> 20, bound >> 20);
 }
+
+#[test]
+fn a_rogue_host_cannot_open_streams_or_fill_the_routers_memory() {
+    if !prerequisites() {
+        return;
+    }
+    let fabric = Fabric::start("router-rogue", 1);
+    wait_for("the app", Duration::from_secs(30), || fabric.call(0, "GET", "/fn/demo/hello", None).status == 200);
+    let before = fabric.routers[0].0.rss_bytes();
+    // A real, registered host identity (an authenticated provider gone rogue).
+    let client = Client::new(&fabric.registry_url(), Some(fabric.provider.clone())).unwrap();
+    let me = wasmesh_client::NodeIdentity::generate();
+    let cert = runtime().block_on(client.register_node(&me, "rogue")).unwrap();
+    let identity = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &me.pkcs8_der(), &cert.ca_pem).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (bidi, uni, flooded) = rt.block_on(async {
+        let endpoint = wasmesh_tunnel::host_endpoint(&identity).unwrap();
+        let connection = endpoint
+            .connect(fabric.routers[0].1, wasmesh_tunnel::ROUTER_NAME)
+            .unwrap()
+            .await
+            .expect("it is a real host");
+        // Every stream it can: the router grants no bidirectional stream and two
+        // unidirectional ones.
+        let wait = Duration::from_millis(500);
+        let bidi = tokio::time::timeout(wait, connection.open_bi()).await.is_ok();
+        let mut streams = Vec::new();
+        while let Ok(Ok(s)) = tokio::time::timeout(wait, connection.open_uni()).await {
+            streams.push(s);
+            if streams.len() > 100 {
+                break;
+            }
+        }
+        // Flood them: 256 MiB each, as fast as the router lets it.
+        let mut flooded = 0u64;
+        let chunk = vec![0x5au8; 1 << 20];
+        for s in &mut streams {
+            for _ in 0..256 {
+                match tokio::time::timeout(Duration::from_millis(300), s.write_all(&chunk)).await {
+                    Ok(Ok(())) => flooded += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        }
+        (bidi, streams.len(), flooded)
+    });
+    let after = fabric.routers[0].0.rss_bytes();
+    eprintln!(
+        "rogue host: bidi granted {bidi}, uni granted {uni}, {} MiB written, router RSS {} -> {} MiB",
+        flooded >> 20,
+        before >> 20,
+        after >> 20
+    );
+    assert!(!bidi, "the router granted a host a bidirectional stream");
+    assert!(uni <= 2, "the router granted {uni} unidirectional streams");
+    assert!(flooded < 512 << 20, "the router took {} MiB from one link", flooded >> 20);
+    assert!(after < before + (256 << 20), "router memory grew by {} MiB", (after - before) >> 20);
+    for _ in 0..10 {
+        assert_eq!(fabric.call(0, "GET", "/fn/demo/hello", None).status, 200, "a real caller was not served");
+    }
+}
