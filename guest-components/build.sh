@@ -12,7 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out_dir="${1:-$HOME/.cache/wasmesh/components}"
 export CARGO_TARGET_DIR="${WASMESH_GUEST_TARGET_DIR:-$HOME/.cache/wasmesh/guest-target}"
 
-components=(chat hello loop_forever memory_bomb unknown_model embeddings unknown_import openai spin_llm)
+components=(chat hello loop_forever memory_bomb tensor_flood unknown_model embeddings unknown_import openai spin_llm)
 
 cargo build --locked --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace >&2
 # `hello` (no_std) is a workspace of its own, so no other crate's std features reach it.

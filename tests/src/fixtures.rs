@@ -68,8 +68,17 @@ pub fn prerequisites() -> bool {
             missing.push(format!("{} (run `bash deploy/setup.sh`)", p.display()));
         }
     }
-    for c in ["chat", "hello", "loop_forever", "memory_bomb", "unknown_model", "embeddings", "unknown_import", "openai"]
-    {
+    for c in [
+        "chat",
+        "hello",
+        "loop_forever",
+        "memory_bomb",
+        "tensor_flood",
+        "unknown_model",
+        "embeddings",
+        "unknown_import",
+        "openai",
+    ] {
         let p = components_dir().join(format!("{c}.wasm"));
         if !p.is_file() {
             missing.push(format!("{} (run `bash guest-components/build.sh`)", p.display()));

@@ -37,6 +37,11 @@ source = "{bomb}"
 [component.memory-bomb.limits]
 memory_mb = 32
 
+[component.tensor-flood]
+source = "{flood}"
+[component.tensor-flood.limits]
+memory_mb = 32
+
 [component.unknown-model]
 source = "{unknown}"
 models = ["smollm2"]
@@ -77,6 +82,9 @@ component = "loop-forever"
 path = "/bomb"
 component = "memory-bomb"
 [[route]]
+path = "/tensors"
+component = "tensor-flood"
+[[route]]
 path = "/unknown"
 component = "unknown-model"
 [[route]]
@@ -87,6 +95,7 @@ component = "embeddings"
         hello = c.join("hello.wasm").display(),
         lp = c.join("loop_forever.wasm").display(),
         bomb = c.join("memory_bomb.wasm").display(),
+        flood = c.join("tensor_flood.wasm").display(),
         unknown = c.join("unknown_model.wasm").display(),
         embeddings = c.join("embeddings.wasm").display(),
         spin = c.join("spin_llm.wasm").display(),
@@ -191,6 +200,22 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     assert_eq!(r.status, 500, "{}", r.text());
     let err = r.json()["error"].as_str().unwrap().to_string();
     assert!(err.contains("memory limit of 32 MiB") && err.contains("memory_mb"), "{err}");
+    assert_serves_hello(&mut host);
+
+    // Tensors copied into the host count against the same limit: eight floods at once
+    // leave the host's memory bounded.
+    let before = host.rss_bytes();
+    let addr = host.addr;
+    let floods: Vec<_> =
+        (0..8).map(|_| std::thread::spawn(move || request(addr, "GET", "/tensors", &[], None).unwrap())).collect();
+    for flood in floods {
+        let r = flood.join().unwrap();
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert!(r.text().contains("wasi:nn tensors") && r.text().contains("memory_mb"), "{}", r.text());
+    }
+    let after = host.rss_bytes();
+    eprintln!("tensor floods: host RSS {} -> {} MiB", before >> 20, after >> 20);
+    assert!(after < before + (8 * 32 << 20) + (64 << 20), "host memory grew by {} MiB", (after - before) >> 20);
     assert_serves_hello(&mut host);
 
     // The loop again, while other requests are served: the stuck guest yields.

@@ -66,6 +66,9 @@ pub struct NnError {
     message: String,
 }
 
+/// Generations one instance may stream at once (each is an engine task).
+pub const MAX_STREAMS: usize = 4;
+
 /// Per-store `wasi:nn` state: the engine and what this component may use.
 pub struct NnCtx {
     engine: Arc<dyn InferenceEngine>,
@@ -73,12 +76,25 @@ pub struct NnCtx {
     granted: Arc<[String]>,
     /// Token counts of the generations this store ran, for the log line of the request.
     pub usage: wasmesh_engine::Usage,
+    /// Bytes of the tensors this instance holds in the host (outside its linear memory),
+    /// and the most it may: the component's own memory limit.
+    tensor_bytes: usize,
+    max_tensor_bytes: usize,
+    /// Streams not yet dropped.
+    streams: usize,
 }
 
 impl NnCtx {
-    /// State for one instance of `component`, allowed the models in `granted`.
-    pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
-        Self { engine, component, granted, usage: Default::default() }
+    /// State for one instance of `component`, allowed the models in `granted`, whose
+    /// tensors may hold at most `max_tensor_bytes` in the host (its memory limit: what
+    /// the guest copies out of its memory is counted against the same cap).
+    pub fn new(
+        engine: Arc<dyn InferenceEngine>,
+        component: Arc<str>,
+        granted: Arc<[String]>,
+        max_tensor_bytes: usize,
+    ) -> Self {
+        Self { engine, component, granted, usage: Default::default(), tensor_bytes: 0, max_tensor_bytes, streams: 0 }
     }
 
     fn record(&mut self, generation: &Generation) {
@@ -155,6 +171,22 @@ pub fn add_to_linker<T: WasiNnView + 'static>(linker: &mut Linker<T>) -> wasmtim
 type NnResult<T> = wasmtime::Result<Result<T, Resource<NnError>>>;
 
 impl NnView<'_> {
+    /// Keeps a tensor in the host, counted against the instance's memory limit: past it
+    /// the guest traps with a message naming the limit (a tensor has no error result).
+    fn push_tensor(&mut self, tensor: Tensor) -> wasmtime::Result<Resource<Tensor>> {
+        let total = self.ctx.tensor_bytes.saturating_add(tensor.data.len());
+        if total > self.ctx.max_tensor_bytes {
+            return Err(wasmtime::format_err!(
+                "memory limit exceeded: component '{}' holds {} MiB of wasi:nn tensors, over its limit of {} MiB (limits.memory_mb)",
+                self.ctx.component,
+                total >> 20,
+                self.ctx.max_tensor_bytes >> 20
+            ));
+        }
+        self.ctx.tensor_bytes = total;
+        Ok(self.table.push(tensor)?)
+    }
+
     fn fail<T>(&mut self, code: ErrorCode, message: impl Into<String>) -> NnResult<T> {
         let message = message.into();
         tracing::debug!(component = %self.ctx.component, ?code, %message, "wasi-nn error returned to guest");
@@ -317,13 +349,13 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
             let usage =
                 serde_json::to_vec(&serde_json::json!({"input_tokens": embedding.input_tokens, "output_tokens": 0}))
                     .expect("JSON of plain values");
-            let vector = self.table.push(Tensor {
+            let vector = self.push_tensor(Tensor {
                 dimensions: vec![embedding.vector.len() as u32],
                 ty: TensorType::Fp32,
                 data,
             })?;
             let usage =
-                self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+                self.push_tensor(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
         let return_tokens = request.params.return_tokens;
@@ -334,9 +366,9 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
         self.ctx.record(&generation);
         let usage = usage_json(&generation, return_tokens);
         let text = generation.text.into_bytes();
-        let text = self.table.push(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
+        let text = self.push_tensor(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
         let usage =
-            self.table.push(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
+            self.push_tensor(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
         Ok(Ok(vec![("text".to_string(), text), ("usage".to_string(), usage)]))
     }
 
@@ -355,7 +387,7 @@ impl generated::wasi::nn::tensor::HostTensor for NnView<'_> {
         ty: TensorType,
         data: TensorData,
     ) -> wasmtime::Result<Resource<Tensor>> {
-        Ok(self.table.push(Tensor { dimensions, ty, data })?)
+        self.push_tensor(Tensor { dimensions, ty, data })
     }
 
     fn dimensions(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<TensorDimensions> {
@@ -371,7 +403,8 @@ impl generated::wasi::nn::tensor::HostTensor for NnView<'_> {
     }
 
     fn drop(&mut self, tensor: Resource<Tensor>) -> wasmtime::Result<()> {
-        self.table.delete(tensor)?;
+        let tensor = self.table.delete(tensor)?;
+        self.ctx.tensor_bytes = self.ctx.tensor_bytes.saturating_sub(tensor.data.len());
         Ok(())
     }
 }
@@ -409,9 +442,16 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
         }
         let (sink, pieces) = tokio::sync::mpsc::unbounded_channel();
         request.stream = Some(sink);
+        if self.ctx.streams >= MAX_STREAMS {
+            return self.fail(
+                ErrorCode::RuntimeError,
+                format!("at most {MAX_STREAMS} generations stream at once per request; drop a finished stream first"),
+            );
+        }
         let return_tokens = request.params.return_tokens;
         let engine = self.ctx.engine.clone();
         let task = tokio::spawn(async move { engine.generate(request).await });
+        self.ctx.streams += 1;
         Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None })?))
     }
 }
@@ -444,6 +484,7 @@ impl generated::wasmesh::guest::streaming::HostTokenStream for NnView<'_> {
 
     fn drop(&mut self, stream: Resource<TokenStream>) -> wasmtime::Result<()> {
         self.table.delete(stream)?;
+        self.ctx.streams = self.ctx.streams.saturating_sub(1);
         Ok(())
     }
 }

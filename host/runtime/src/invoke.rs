@@ -249,7 +249,12 @@ impl Host {
         }
         let state = HostState::new(
             wasi.build(),
-            NnCtx::new(self.inference.clone(), component.name.clone(), component.granted.clone()),
+            NnCtx::new(
+                self.inference.clone(),
+                component.name.clone(),
+                component.granted.clone(),
+                usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
+            ),
             LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
             Limiter {
                 memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),

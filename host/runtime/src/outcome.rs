@@ -29,7 +29,9 @@ impl Outcome {
             memory_hit: data.limiter.memory_hit,
             instantiated,
             error: match result {
-                Ok(Err(e)) => Some(format!("{e:?}")),
+                // The root cause names what happened (a trap, a limit); the outer layers
+                // only say that the guest was running.
+                Ok(Err(e)) => Some(e.root_cause().to_string()),
                 _ => None,
             },
             usage: {
