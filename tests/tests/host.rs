@@ -215,7 +215,7 @@ fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     }
     let after = host.rss_bytes();
     eprintln!("tensor floods: host RSS {} -> {} MiB", before >> 20, after >> 20);
-    assert!(after < before + (8 * 32 << 20) + (64 << 20), "host memory grew by {} MiB", (after - before) >> 20);
+    assert!(after < before + ((8 * 32) << 20) + (64 << 20), "host memory grew by {} MiB", (after - before) >> 20);
     assert_serves_hello(&mut host);
 
     // The loop again, while other requests are served: the stuck guest yields.
