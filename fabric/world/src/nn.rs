@@ -82,6 +82,8 @@ pub struct NnCtx {
     max_tensor_bytes: usize,
     /// Streams not yet dropped.
     streams: usize,
+    /// Whose generations these are (the app), for the engine's fair share.
+    tenant: Arc<str>,
 }
 
 impl NnCtx {
@@ -94,7 +96,23 @@ impl NnCtx {
         granted: Arc<[String]>,
         max_tensor_bytes: usize,
     ) -> Self {
-        Self { engine, component, granted, usage: Default::default(), tensor_bytes: 0, max_tensor_bytes, streams: 0 }
+        let tenant = component.clone();
+        Self {
+            engine,
+            component,
+            granted,
+            usage: Default::default(),
+            tensor_bytes: 0,
+            max_tensor_bytes,
+            streams: 0,
+            tenant,
+        }
+    }
+
+    /// The same state, its generations made for `tenant` (the app).
+    pub fn with_tenant(mut self, tenant: Arc<str>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     fn record(&mut self, generation: &Generation) {
@@ -262,7 +280,7 @@ impl NnView<'_> {
                 )));
             }
         }
-        Ok(Ok(GenerateRequest::new(model, prompt, params)))
+        Ok(Ok(GenerateRequest::new(model, prompt, params).for_tenant(self.ctx.tenant.clone())))
     }
 
     fn engine_error<T>(&mut self, error: EngineError) -> NnResult<T> {

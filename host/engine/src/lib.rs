@@ -156,12 +156,21 @@ pub struct GenerateRequest {
     /// When set, text is also sent here as it is produced; the returned
     /// [`Generation`] still holds all of it.
     pub stream: Option<TokenSink>,
+    /// Whose request it is (the app): engines share their slots fairly between
+    /// tenants, so one app's flood does not starve another's requests.
+    pub tenant: std::sync::Arc<str>,
 }
 
 impl GenerateRequest {
     /// A non-streaming request.
     pub fn new(model: impl Into<String>, prompt: impl Into<String>, params: GenerateParams) -> Self {
-        Self { model: model.into(), prompt: prompt.into(), params, stream: None }
+        Self { model: model.into(), prompt: prompt.into(), params, stream: None, tenant: std::sync::Arc::from("") }
+    }
+
+    /// The same request, made for `tenant`.
+    pub fn for_tenant(mut self, tenant: std::sync::Arc<str>) -> Self {
+        self.tenant = tenant;
+        self
     }
 }
 

@@ -143,3 +143,36 @@ async fn streamed_pieces_add_up_to_the_whole_text() {
     let plain = engine.generate(request("Write a haiku about the sea.", 32)).await.unwrap();
     assert_eq!(plain.text, generation.text, "streaming changed the text");
 }
+
+/// One tenant floods a one-slot engine; another tenant's single request, sent after
+/// the flood, is admitted at the next free slot, not after the whole flood. A prompt
+/// of megabytes is refused before it is tokenized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_flood_does_not_starve_another_and_huge_prompts_are_refused_untokenized() {
+    let Some(engine) = engine(1) else { return };
+    let done = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let submit = |tenant: &str, i: usize, delay_ms: u64| {
+        let (engine, done, tenant) = (engine.clone(), done.clone(), tenant.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            let n = if tenant == "flood" { 48 } else { 8 };
+            let ask = request(PROMPTS[i % PROMPTS.len()], n).for_tenant(Arc::from(tenant.as_str()));
+            engine.generate(ask).await.expect("generate");
+            done.lock().unwrap().push(format!("{tenant}{i}"));
+        })
+    };
+    let mut tasks: Vec<_> = (0..5).map(|i| submit("flood", i, 0)).collect();
+    // Sent while the flood's first request runs and four wait.
+    tasks.push(submit("other", 0, 150));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = done.lock().unwrap().clone();
+    let other = order.iter().position(|t| t == "other0").unwrap();
+    assert!(other <= 2, "the other tenant's request finished {}th of 6: {order:?}", other + 1);
+
+    let huge =
+        GenerateRequest::new("smollm2", "x".repeat(64 << 20), GenerateParams { n_predict: 1, ..Default::default() });
+    let err = engine.generate(huge).await.unwrap_err().to_string();
+    assert!(err.contains("bytes") && err.contains("Shorten the prompt"), "{err}");
+}

@@ -254,7 +254,8 @@ impl Host {
                 component.name.clone(),
                 component.granted.clone(),
                 usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
-            ),
+            )
+            .with_tenant(component.app.clone()),
             LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
             Limiter {
                 memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),

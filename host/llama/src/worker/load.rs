@@ -112,6 +112,8 @@ pub(crate) fn run_worker(
         adapter_tick: 0,
         applied: None,
         last_group: None,
+        admitted: std::collections::HashMap::new(),
+        admissions: 0,
     };
     scheduler.run(&mut ctx, &queue);
     tracing::debug!(model = %name, "model worker stopped");

@@ -20,6 +20,9 @@ use tokio::sync::oneshot;
 use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, Generation};
 
 /// A generation waiting for a slot.
+/// Bytes per token above which a prompt is refused before it is tokenized.
+const MAX_BYTES_PER_TOKEN: usize = 64;
+
 struct Waiting {
     request: GenerateRequest,
     lora: Option<AdapterFile>,
@@ -52,6 +55,10 @@ pub(crate) struct Scheduler<'m> {
     pub(crate) applied: LoraKey,
     /// The group the last step ran, for round-robin between groups.
     pub(crate) last_group: Option<LoraKey>,
+    /// When each tenant was last admitted (an admission count), for fair admission.
+    pub(crate) admitted: std::collections::HashMap<std::sync::Arc<str>, u64>,
+    /// Admissions so far.
+    pub(crate) admissions: u64,
 }
 
 impl<'m> Scheduler<'m> {
@@ -112,29 +119,35 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    /// Moves waiting jobs into free slots, in arrival order.
+    /// Moves waiting jobs into free slots. Fair between tenants: the next one is the
+    /// first to arrive of the tenant holding the fewest slots now, so one app's flood
+    /// waits behind another app's single request, not the other way round.
     fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Waiting>) {
+        waiting.retain(|job| !job.reply.is_closed());
         while let Some(free) = self.slots.iter().position(Option::is_none) {
-            let Some(job) = waiting.front() else { return };
-            if job.reply.is_closed() {
-                waiting.pop_front();
-                continue;
-            }
+            let Some(next) = self.next_fair(waiting) else { return };
+            let job = &waiting[next];
             let t = Instant::now();
             let lora = job.lora.clone();
             let prepared = self.prepare(ctx, &job.request, lora);
             let (prompt, n_predict, sampler, lora) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
-                    let job = waiting.pop_front().expect("front exists");
+                    let job = waiting.remove(next).expect("the chosen job exists");
                     let _ = job.reply.send(Err(e));
                     continue;
                 }
             };
-            let job = waiting.pop_front().expect("front exists");
+            let job = waiting.remove(next).expect("the chosen job exists");
+            self.admissions += 1;
+            if self.admitted.len() > 4096 {
+                self.admitted.clear();
+            }
+            self.admitted.insert(job.request.tenant.clone(), self.admissions);
             let _ = ctx.kv_cache_seq_rm(free as i32, None, None);
             self.stats.active.fetch_add(1, Ordering::Relaxed);
             self.slots[free] = Some(Active {
+                tenant: job.request.tenant.clone(),
                 reply: job.reply,
                 stop: job.request.params.stop.clone(),
                 stream: job.request.stream,
@@ -156,6 +169,24 @@ impl<'m> Scheduler<'m> {
         }
     }
 
+    /// The waiting job to admit next: the earliest of the tenant holding the fewest
+    /// active slots, and among those the one admitted longest ago (round-robin).
+    fn next_fair(&self, waiting: &std::collections::VecDeque<Waiting>) -> Option<usize> {
+        let mut held: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for active in self.slots.iter().flatten() {
+            *held.entry(&*active.tenant).or_default() += 1;
+        }
+        waiting
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, job)| {
+                let tenant = &*job.request.tenant;
+                let last = self.admitted.get(tenant).copied().unwrap_or(0);
+                (held.get(tenant).copied().unwrap_or(0), last, *i)
+            })
+            .map(|(i, _)| i)
+    }
+
     /// Renders, tokenizes and checks one request; builds its sampler.
     fn prepare(
         &mut self,
@@ -169,6 +200,16 @@ impl<'m> Scheduler<'m> {
             (Some(_), _) if params.lora_scale == 0.0 => None,
             (Some(name), file) => Some((self.adapter(ctx, &request.model, name, file)?, params.lora_scale.to_bits())),
         };
+        // Measured before tokenizing: a prompt far longer than the context in bytes
+        // cannot fit (a token is rarely over a few bytes), and tokenizing hundreds of
+        // megabytes would hold this worker, and every tenant on it, for seconds.
+        let bytes = request.prompt.len() + params.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        if bytes > self.n_ctx.saturating_mul(MAX_BYTES_PER_TOKEN) {
+            return Err(EngineError::InvalidRequest(format!(
+                "the prompt is {bytes} bytes; this node's context holds {} tokens. Shorten the prompt",
+                self.n_ctx
+            )));
+        }
         let prompt = self.render_prompt(&request.prompt, params)?;
         let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
         if tokens.is_empty() {

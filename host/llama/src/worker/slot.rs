@@ -12,6 +12,8 @@ use wasmesh_engine::{EngineError, Generation};
 /// A request in flight: its sequence in the shared context and its own sampler.
 pub(crate) struct Active {
     pub(crate) reply: oneshot::Sender<Result<Generation, EngineError>>,
+    /// Whose request it is (fair admission counts slots per tenant).
+    pub(crate) tenant: std::sync::Arc<str>,
     pub(crate) stop: Vec<String>,
     /// Streaming: where pieces go, and how many bytes of `text` were sent.
     pub(crate) stream: Option<wasmesh_engine::TokenSink>,
