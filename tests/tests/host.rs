@@ -557,13 +557,25 @@ fn a_nodes_caps_bound_what_a_manifest_asks_for() {
             "24",
             "--cap-request-bytes",
             "1000",
+            "--cap-instances-per-app",
+            "1",
         ],
         addr,
         dir.join("host.log"),
     );
     host.wait_ready(Duration::from_secs(60));
-    // The node owner's caps hold.
-    let r = request(host.addr, "GET", "/loop", &[], None).unwrap();
+    // The node owner's caps hold. One request of the app at a time: a second one while
+    // the loop runs is turned away with a Retry-After, not queued behind it.
+    let addr = host.addr;
+    let looping = std::thread::spawn(move || request(addr, "GET", "/loop", &[], None).unwrap());
+    wait_for("the loop to start", Duration::from_secs(10), || {
+        request(addr, "GET", "/health", &[], None).is_ok_and(|r| r.json()["in_flight"] == 1)
+    });
+    let turned = request(host.addr, "GET", "/hello", &[], None).unwrap();
+    assert_eq!(turned.status, 503, "{}", turned.text());
+    assert!(turned.text().contains("--cap-instances-per-app"), "{}", turned.text());
+    assert!(turned.headers.iter().any(|(k, _)| k == "retry-after"), "{:?}", turned.headers);
+    let r = looping.join().unwrap();
     assert_eq!(r.status, 504, "{}", r.text());
     assert!(r.text().contains("deadline of 700 ms"), "{}", r.text());
     let r = request(host.addr, "GET", "/bomb", &[], None).unwrap();

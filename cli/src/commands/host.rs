@@ -78,6 +78,9 @@ pub struct HostArgs {
     /// The largest response body any component may write (`limits.max_response_bytes`).
     #[arg(long, default_value_t = 256 << 20, value_name = "BYTES")]
     pub cap_response_bytes: u64,
+    /// Requests of one app this node runs at once; more get 503 with Retry-After.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub cap_instances_per_app: u32,
     /// How long a request waits for a model or adapter this host must fetch first (with
     /// --registry); past it the caller gets 503 with Retry-After while the fetch goes on.
     #[arg(long, env = "WASMESH_FETCH_WAIT_SECS", default_value_t = 120, value_name = "SECS")]
@@ -149,6 +152,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
                 memory_mb: args.cap_memory_mb,
                 max_request_bytes: args.cap_request_bytes,
                 max_response_bytes: args.cap_response_bytes,
+                instances_per_app: args.cap_instances_per_app.max(1),
             },
             ..Default::default()
         },

@@ -145,11 +145,20 @@ pub struct LimitCaps {
     pub max_request_bytes: u64,
     /// Largest response body, bytes. Default 256 MiB.
     pub max_response_bytes: u64,
+    /// Requests of one app a node runs at once; more get 503 with `Retry-After`, so one
+    /// app cannot take every instance slot. Default 256 (the default instance pool).
+    pub instances_per_app: u32,
 }
 
 impl Default for LimitCaps {
     fn default() -> Self {
-        Self { timeout_ms: 300_000, memory_mb: 4096, max_request_bytes: 64 << 20, max_response_bytes: 256 << 20 }
+        Self {
+            timeout_ms: 300_000,
+            memory_mb: 4096,
+            max_request_bytes: 64 << 20,
+            max_response_bytes: 256 << 20,
+            instances_per_app: 256,
+        }
     }
 }
 

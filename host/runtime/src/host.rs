@@ -55,6 +55,8 @@ pub struct Host {
     stop_ticker: Arc<AtomicBool>,
     pub(crate) metrics: prometheus::Registry,
     pub(crate) caps: wasmesh_api::LimitCaps,
+    /// Requests in flight per app (capped at `caps.instances_per_app`).
+    pub(crate) app_in_flight: std::sync::Mutex<std::collections::HashMap<Arc<str>, u32>>,
 }
 
 impl Drop for Host {
@@ -110,6 +112,7 @@ impl Host {
             routes: RwLock::new(Arc::new(Vec::new())),
             ready: AtomicBool::new(false),
             in_flight: Default::default(),
+            app_in_flight: Default::default(),
             served: Default::default(),
             stop_ticker,
             metrics: config.metrics,

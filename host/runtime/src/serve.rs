@@ -98,9 +98,28 @@ impl Host {
         }
         let started = Instant::now();
         // In flight until the response body is done or dropped (a streamed answer
-        // counts for as long as it streams), or this future is dropped.
+        // counts for as long as it streams), or this future is dropped. One app may
+        // hold at most `caps.instances_per_app` of them.
+        {
+            let mut per_app = self.app_in_flight.lock().expect("per-app counts");
+            let n = per_app.entry(component.app.clone()).or_default();
+            if *n >= self.caps.instances_per_app {
+                let cap = self.caps.instances_per_app;
+                drop(per_app);
+                let mut response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "error": format!(
+                        "app '{}' already runs {cap} requests on this node, the most one app may (--cap-instances-per-app); retry shortly",
+                        component.app
+                    ) }),
+                );
+                response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                return response;
+            }
+            *n += 1;
+        }
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(self.clone());
+        let guard = InFlight(self.clone(), component.app.clone());
         let response = self.invoke(&component, req).await;
         self.served.fetch_add(1, Ordering::Relaxed);
         let response = response.map(|body| WithGuard { inner: body, _guard: guard }.boxed_unsync());
@@ -145,10 +164,17 @@ impl Host {
 }
 
 /// Counts a request in flight while it lives.
-struct InFlight(Arc<Host>);
+struct InFlight(Arc<Host>, Arc<str>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut per_app = self.0.app_in_flight.lock().expect("per-app counts");
+        if let Some(n) = per_app.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                per_app.remove(&self.1);
+            }
+        }
     }
 }
