@@ -87,13 +87,13 @@ pub(super) async fn lora_publish(
     caller.require(Scope::Deploy)?;
     let no_lora =
         || ApiError::not_found(format!("no adapter named '{name}' in your account; `wasmesh loras ls` lists them"));
-    let lora = catalog::loras(&state.db).await?.into_iter().find(|l| l.name == name).ok_or_else(no_lora)?;
+    let mut lora = catalog::loras(&state.db).await?.into_iter().find(|l| l.name == name).ok_or_else(no_lora)?;
     if !caller.owns(&lora.account) {
         return Err(no_lora());
     }
     catalog::set_public(&state.db, "loras", &name, req.public).await?;
     tracing::info!(lora = %name, public = req.public, by = %caller.key_id, "adapter publication set");
-    let lora = catalog::loras(&state.db).await?.into_iter().find(|l| l.name == name).ok_or_else(no_lora)?;
+    lora.public = req.public;
     Ok(axum::Json(lora).into_response())
 }
 
