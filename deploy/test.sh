@@ -37,3 +37,7 @@ cargo build --locked -p wasmesh
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 cargo test --locked --workspace -- --test-threads "${WASMESH_TEST_THREADS:-2}"
+
+# Every fuzz target for a minute from the corpus in fuzz/corpus/, two at a time; a crash
+# fails the run (deploy/fuzz.sh says how to turn it into a regression test).
+bash deploy/fuzz.sh

@@ -112,15 +112,28 @@ impl Process {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its resident memory now, in bytes (`VmRSS` of `/proc/PID/status`).
     pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS:") << 10
+    }
+
+    /// The most resident memory it has had since it started, in bytes (`VmHWM`).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") << 10
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                let line = s.lines().find(|l| l.starts_with(field))?.to_string();
                 line.split_whitespace().nth(1)?.parse::<u64>().ok()
             })
-            .map(|kib| kib << 10)
             .unwrap_or(0)
     }
 }

@@ -81,6 +81,15 @@ pub struct HostArgs {
     /// Requests of one app this node runs at once; more get 503 with Retry-After.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub cap_instances_per_app: u32,
+    /// Memory all component instances together may hold (linear memories and wasi:nn
+    /// tensors); a request that would pass it gets 503 with Retry-After. Default: half
+    /// of this machine's memory.
+    #[arg(long, value_name = "MIB")]
+    pub instance_memory_mb: Option<u64>,
+    /// What one app's instances together may hold of --instance-memory-mb, so one
+    /// tenant cannot take it all. Default: a quarter of it.
+    #[arg(long, value_name = "MIB")]
+    pub cap_app_memory_mb: Option<u64>,
     /// How long a request waits for a model or adapter this host must fetch first (with
     /// --registry); past it the caller gets 503 with Retry-After while the fetch goes on.
     #[arg(long, env = "WASMESH_FETCH_WAIT_SECS", default_value_t = 120, value_name = "SECS")]
@@ -140,6 +149,13 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     } else {
         Vec::new()
     };
+    let instance_memory_bytes = match args.instance_memory_mb {
+        Some(mb) => mb.max(1) << 20,
+        None => match wasmesh_probe::hardware().memory_bytes / 2 {
+            0 => HostConfig::default().instance_memory_bytes,
+            half => half,
+        },
+    };
     let config = wasmesh_agent::NodeConfig {
         fetch,
         agent,
@@ -154,6 +170,8 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
                 max_response_bytes: args.cap_response_bytes,
                 instances_per_app: args.cap_instances_per_app.max(1),
             },
+            instance_memory_bytes,
+            app_memory_bytes: args.cap_app_memory_mb.map_or(instance_memory_bytes / 4, |mb| mb.max(1) << 20),
             ..Default::default()
         },
         apps: args.apps.clone(),

@@ -99,6 +99,47 @@ pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// An HTTP announce's parameters (BitTorrent percent-encodes the raw 20-byte hash,
+/// which is not UTF-8, so the query is parsed here rather than by serde).
+#[derive(Debug, PartialEq)]
+pub struct Announce {
+    /// The info hash, hex.
+    pub info_hash: String,
+    /// The port the peer listens on.
+    pub port: u16,
+    /// Bytes it still needs.
+    pub left: u64,
+    /// `event=stopped`.
+    pub stopped: bool,
+}
+
+impl Announce {
+    /// Parses a raw query string.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut info_hash = None;
+        let (mut port, mut left, mut stopped) = (None, None, false);
+        for pair in query.split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            // `+` is a space in a query; a literal plus arrives as `%2B`.
+            let v: Vec<u8> = percent_encoding::percent_decode(v.replace('+', " ").as_bytes()).collect();
+            match k {
+                "info_hash" if v.len() == 20 => info_hash = Some(hex(&v)),
+                "info_hash" => return Err("info_hash must be 20 bytes".into()),
+                "port" => port = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
+                "left" => left = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
+                "event" => stopped = v == b"stopped",
+                _ => {}
+            }
+        }
+        Ok(Self {
+            info_hash: info_hash.ok_or("missing info_hash")?,
+            port: port.filter(|p| *p != 0).ok_or("missing or bad port")?,
+            left: left.ok_or("missing or bad left")?,
+            stopped,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +177,15 @@ mod tests {
         assert!(err.contains("no swarm"), "{err}");
         assert!(decode_hex("zz").is_none() && decode_hex("abc").is_none());
         assert_eq!(decode_hex("00ff").unwrap(), vec![0, 255]);
+    }
+
+    #[test]
+    fn announce_queries_parse() {
+        let q = "info_hash=%01%02%03%04%05%06%07%08%09%0a%0b%0c%0d%0e%0f%10%11%12%13A&peer_id=-rQ0000-abcdefghijkl&port=4242&uploaded=0&downloaded=0&left=77&event=started&compact=1";
+        let a = Announce::parse(q).unwrap();
+        assert_eq!(a.info_hash, "0102030405060708090a0b0c0d0e0f1011121341");
+        assert_eq!((a.port, a.left, a.stopped), (4242, 77, false));
+        assert!(Announce::parse("port=1&left=0").unwrap_err().contains("info_hash"));
+        assert!(Announce::parse("info_hash=%zz").is_err());
     }
 }

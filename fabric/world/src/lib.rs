@@ -21,6 +21,8 @@
 //! the two in step: every name [`interfaces`] lists links on the host's linker).
 
 pub mod abi;
+#[cfg(feature = "host")]
+pub mod budget;
 pub mod interfaces;
 #[cfg(feature = "host")]
 pub mod link;

@@ -84,6 +84,8 @@ pub struct NnCtx {
     streams: usize,
     /// Whose generations these are (the app), for the engine's fair share.
     tenant: Arc<str>,
+    /// The tensors' share of the node's guest memory budget.
+    charge: crate::budget::Charge,
 }
 
 impl NnCtx {
@@ -106,7 +108,15 @@ impl NnCtx {
             max_tensor_bytes,
             streams: 0,
             tenant,
+            charge: crate::budget::Charge::unlimited(),
         }
+    }
+
+    /// The same state, its tensors also counted against the app's share of the node's
+    /// memory and the node's budget.
+    pub fn with_budget(mut self, charge: crate::budget::Charge) -> Self {
+        self.charge = charge;
+        self
     }
 
     /// The same state, its generations made for `tenant` (the app).
@@ -200,6 +210,9 @@ impl NnView<'_> {
                 total >> 20,
                 self.ctx.max_tensor_bytes >> 20
             ));
+        }
+        if let Err(refused) = self.ctx.charge.take(tensor.data.len()) {
+            return Err(wasmtime::format_err!("{refused}"));
         }
         self.ctx.tensor_bytes = total;
         Ok(self.table.push(tensor)?)

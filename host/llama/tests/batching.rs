@@ -176,3 +176,53 @@ async fn one_tenants_flood_does_not_starve_another_and_huge_prompts_are_refused_
     let err = engine.generate(huge).await.unwrap_err().to_string();
     assert!(err.contains("bytes") && err.contains("Shorten the prompt"), "{err}");
 }
+
+/// A flood of embeddings queued while a generation runs waits its turn between decode
+/// steps (one per step) instead of running ahead of every step: the generation keeps
+/// stepping while the flood is answered. An input of megabytes is refused before
+/// tokenizing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedding_flood_does_not_stall_generation() {
+    let Some(engine) = engine(1) else { return };
+    const FLOOD: u64 = 200;
+    engine.preload("smollm2").await.unwrap();
+    let stats = engine.stats("smollm2").await.expect("loaded");
+    // A long generation (the model keeps counting), running through the whole flood.
+    let generation = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let params = GenerateParams { n_predict: 4000, ..Default::default() };
+            engine.generate(GenerateRequest::new("smollm2", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,", params)).await
+        })
+    };
+    while stats.steps.load(Ordering::Relaxed) < 4 {
+        tokio::task::yield_now().await;
+    }
+    // One embedding first, so the flood does not wait on the embedding context's set-up.
+    engine.embed("smollm2", PROMPTS[0]).await.expect("embed");
+    let steps_before = stats.steps.load(Ordering::Relaxed);
+    let flood: Vec<_> = (0..FLOOD as usize)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.embed("smollm2", PROMPTS[i % PROMPTS.len()]).await.expect("embed") })
+        })
+        .collect();
+    // Counted by the worker as it answers, so the count does not wait on this runtime.
+    while stats.embeddings.load(Ordering::Relaxed) < FLOOD + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let steps_during = stats.steps.load(Ordering::Relaxed) - steps_before;
+    assert_eq!(stats.active.load(Ordering::Relaxed), 1, "the generation still runs");
+    eprintln!("decode steps while {FLOOD} embeddings were answered: {steps_during}");
+    assert!(
+        steps_during >= FLOOD / 2,
+        "the generation stepped {steps_during} times while {FLOOD} embeddings were answered: the flood ran ahead of its steps"
+    );
+    for t in flood {
+        assert!(!t.await.unwrap().vector.is_empty());
+    }
+    generation.abort();
+
+    let err = engine.embed("smollm2", &"x".repeat(64 << 20)).await.unwrap_err().to_string();
+    assert!(err.contains("bytes") && err.contains("at most"), "{err}");
+}

@@ -30,7 +30,7 @@ pub(crate) fn failure_response(
     }
     let status = if outcome.timed_out {
         StatusCode::GATEWAY_TIMEOUT
-    } else if !outcome.instantiated {
+    } else if !outcome.instantiated || outcome.budget_hit {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR
@@ -41,7 +41,11 @@ pub(crate) fn failure_response(
     if let Some(key) = outcome.limit_key() {
         body["limit"] = serde_json::json!(format!("[component.{}.limits] {key}", component.name));
     }
-    json_error(status, body)
+    let mut response = json_error(status, body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+    }
+    response
 }
 
 pub(crate) fn too_large(c: &LoadedComponent, len: u64, max: u64) -> Response<HostBody> {

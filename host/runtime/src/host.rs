@@ -30,6 +30,15 @@ pub struct HostConfig {
     /// The most any manifest may ask for (the node owner's `--cap-*`); memory is also
     /// bounded by `max_memory_bytes`.
     pub caps: wasmesh_api::LimitCaps,
+    /// What all instances together may hold, bytes: their linear memories and the
+    /// `wasi:nn` tensors they copy into the host. Growth past it fails the growing
+    /// request with 503 and `Retry-After`; no other request is touched. Default 8 GiB
+    /// (`wasmesh host` defaults to half the machine's memory).
+    pub instance_memory_bytes: u64,
+    /// What one app's instances together may hold of `instance_memory_bytes`, so that
+    /// one tenant's memory bombs leave room for the others. Default 2 GiB (`wasmesh
+    /// host` defaults to a quarter of the budget).
+    pub app_memory_bytes: u64,
 }
 
 impl Default for HostConfig {
@@ -40,6 +49,8 @@ impl Default for HostConfig {
             max_memory_bytes: 4 << 30,
             metrics: prometheus::Registry::new(),
             caps: wasmesh_api::LimitCaps::default(),
+            instance_memory_bytes: 8 << 30,
+            app_memory_bytes: 2 << 30,
         }
     }
 }
@@ -57,6 +68,11 @@ pub struct Host {
     pub(crate) caps: wasmesh_api::LimitCaps,
     /// Requests in flight per app (capped at `caps.instances_per_app`).
     pub(crate) app_in_flight: std::sync::Mutex<std::collections::HashMap<Arc<str>, u32>>,
+    /// The guest memory budget every store charges.
+    pub(crate) budget: Arc<wasmesh_world::budget::MemoryBudget>,
+    /// Each app's share of it, made on the app's first request.
+    app_budgets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<wasmesh_world::budget::MemoryBudget>>>,
+    app_memory_bytes: usize,
 }
 
 impl Drop for Host {
@@ -113,6 +129,11 @@ impl Host {
             ready: AtomicBool::new(false),
             in_flight: Default::default(),
             app_in_flight: Default::default(),
+            budget: wasmesh_world::budget::MemoryBudget::new(
+                usize::try_from(config.instance_memory_bytes).unwrap_or(usize::MAX),
+            ),
+            app_budgets: Default::default(),
+            app_memory_bytes: usize::try_from(config.app_memory_bytes).unwrap_or(usize::MAX),
             served: Default::default(),
             stop_ticker,
             metrics: config.metrics,
@@ -146,5 +167,20 @@ impl Host {
     /// Marks the host ready (`GET /health` answers 200 from then on).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+}
+
+impl Host {
+    /// A new charge against `app`'s share of the node's instance memory and the node's
+    /// budget, for one store's linear memories or tensors.
+    pub(crate) fn charge(&self, app: &Arc<str>) -> wasmesh_world::budget::Charge {
+        let share = {
+            let mut shares = self.app_budgets.lock().expect("app budgets");
+            shares
+                .entry(app.clone())
+                .or_insert_with(|| wasmesh_world::budget::MemoryBudget::new(self.app_memory_bytes))
+                .clone()
+        };
+        wasmesh_world::budget::Charge::new(self.budget.clone(), share)
     }
 }

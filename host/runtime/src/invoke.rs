@@ -255,13 +255,16 @@ impl Host {
                 component.granted.clone(),
                 usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
             )
-            .with_tenant(component.app.clone()),
+            .with_tenant(component.app.clone())
+            .with_budget(self.charge(&component.app)),
             LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
             Limiter {
                 memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
                 memory_hit: false,
                 deadline: Instant::now() + Duration::from_millis(limits.timeout_ms()),
                 deadline_hit: false,
+                charge: self.charge(&component.app),
+                budget_hit: false,
             },
         );
         let mut store = Store::new(&component.engine, state);

@@ -10,10 +10,15 @@ pub(crate) struct Limiter {
     /// When the request must be done by; checked at every epoch tick.
     pub(crate) deadline: Instant,
     pub(crate) deadline_hit: bool,
+    /// This instance's share of the node's guest memory budget (given back on drop).
+    pub(crate) charge: wasmesh_world::budget::Charge,
+    /// Growth was refused because the node's budget was spent (by every instance
+    /// together, not this one alone).
+    pub(crate) budget_hit: bool,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.memory_bytes {
             self.memory_hit = true;
             return Err(wasmtime::format_err!(
@@ -21,6 +26,10 @@ impl wasmtime::ResourceLimiter for Limiter {
                 desired >> 20,
                 self.memory_bytes >> 20
             ));
+        }
+        if let Err(refused) = self.charge.take(desired.saturating_sub(current)) {
+            self.budget_hit = true;
+            return Err(wasmtime::format_err!("{refused}"));
         }
         Ok(true)
     }

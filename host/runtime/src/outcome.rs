@@ -9,6 +9,8 @@ use wasmtime::Store;
 pub(crate) struct Outcome {
     pub(crate) timed_out: bool,
     pub(crate) memory_hit: bool,
+    /// The node's memory budget for all instances was spent (not this one's limit).
+    pub(crate) budget_hit: bool,
     pub(crate) instantiated: bool,
     pub(crate) error: Option<String>,
     #[allow(dead_code, reason = "reported once billing lands")]
@@ -27,6 +29,7 @@ impl Outcome {
         Outcome {
             timed_out: result.is_err() || data.limiter.deadline_hit,
             memory_hit: data.limiter.memory_hit,
+            budget_hit: data.limiter.budget_hit || budget_spent(&result),
             instantiated,
             error: match result {
                 // The root cause names what happened (a trap, a limit); the outer layers
@@ -50,6 +53,13 @@ impl Outcome {
                 c.limits.timeout_ms(),
                 c.name
             )
+        } else if self.budget_hit {
+            match &self.error {
+                Some(e) => format!("component '{}' was stopped: {}", c.name, first_line(e)),
+                None => {
+                    format!("component '{}' was stopped: this node's instance memory is in use; retry shortly", c.name)
+                }
+            }
         } else if self.memory_hit {
             format!(
                 "component '{}' was stopped at its memory limit of {} MiB; raise limits.memory_mb in [component.{}.limits] if it needs more",
@@ -79,6 +89,11 @@ impl Outcome {
             None
         }
     }
+}
+
+/// Whether the call failed because a `wasi:nn` tensor found the node's budget spent.
+fn budget_spent<T>(result: &Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> bool {
+    matches!(result, Ok(Err(e)) if e.root_cause().to_string().starts_with("node memory budget exhausted"))
 }
 
 /// The first line of an error's text (Wasmtime's traps carry a backtrace after it).

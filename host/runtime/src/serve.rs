@@ -156,6 +156,8 @@ impl Host {
             "warm": self.inference.catalog().into_iter().filter(|e| e.residency == wasmesh_engine::Residency::Warm).map(|e| e.name).collect::<Vec<_>>(),
             "served": self.served(),
             "in_flight": self.in_flight(),
+            // Guest memory (linear memories and wasi:nn tensors) held now, and the budget.
+            "instance_memory": { "used_bytes": self.budget.used(), "limit_bytes": self.budget.limit() },
             "routes": self.routes().into_iter().map(|(app, path, component)| serde_json::json!({"app": app, "path": path, "component": component})).collect::<Vec<_>>(),
         });
         let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -221,70 +221,6 @@ pub async fn report_counts(db: &Db) -> ApiResult<HashMap<String, u64>> {
     Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
 }
 
-/// An HTTP announce's parameters (BitTorrent percent-encodes the raw 20-byte hash,
-/// which is not UTF-8, so the query is parsed here rather than by serde).
-#[derive(Debug, PartialEq)]
-pub struct Announce {
-    /// The info hash, hex.
-    pub info_hash: String,
-    /// The port the peer listens on.
-    pub port: u16,
-    /// Bytes it still needs.
-    pub left: u64,
-    /// `event=stopped`.
-    pub stopped: bool,
-}
-
-impl Announce {
-    /// Parses a raw query string.
-    pub fn parse(query: &str) -> Result<Self, String> {
-        let mut info_hash = None;
-        let (mut port, mut left, mut stopped) = (None, None, false);
-        for pair in query.split('&') {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v).ok_or_else(|| format!("bad percent-encoding in '{k}'"))?;
-            match k {
-                "info_hash" if v.len() == 20 => info_hash = Some(wasmesh_api::torrent::hex(&v)),
-                "info_hash" => return Err("info_hash must be 20 bytes".into()),
-                "port" => port = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
-                "left" => left = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()),
-                "event" => stopped = v == b"stopped",
-                _ => {}
-            }
-        }
-        Ok(Self {
-            info_hash: info_hash.ok_or("missing info_hash")?,
-            port: port.filter(|p| *p != 0).ok_or("missing or bad port")?,
-            left: left.ok_or("missing or bad left")?,
-            stopped,
-        })
-    }
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 /// A bencoded announce answer with compact peers.
 pub fn announce_response(peers: &[SocketAddr], complete: u32, incomplete: u32) -> Vec<u8> {
     let mut v4 = Vec::new();
@@ -380,13 +316,7 @@ mod tests {
     }
 
     #[test]
-    fn announce_queries_parse_and_answers_are_compact_bencode() {
-        let q = "info_hash=%01%02%03%04%05%06%07%08%09%0a%0b%0c%0d%0e%0f%10%11%12%13A&peer_id=-rQ0000-abcdefghijkl&port=4242&uploaded=0&downloaded=0&left=77&event=started&compact=1";
-        let a = Announce::parse(q).unwrap();
-        assert_eq!(a.info_hash, "0102030405060708090a0b0c0d0e0f1011121341");
-        assert_eq!((a.port, a.left, a.stopped), (4242, 77, false));
-        assert!(Announce::parse("port=1&left=0").unwrap_err().contains("info_hash"));
-        assert!(Announce::parse("info_hash=%zz").is_err());
+    fn announce_answers_are_compact_bencode() {
         let body = announce_response(&["127.0.0.1:4242".parse().unwrap()], 1, 0);
         assert!(body.ends_with(b"5:peers6:\x7f\x00\x00\x01\x10\x92e"), "{}", String::from_utf8_lossy(&body));
         assert!(body.starts_with(b"d8:completei1e10:incompletei0e8:intervali5e"));

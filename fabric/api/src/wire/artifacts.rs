@@ -85,6 +85,19 @@ pub fn piece_length_for(size: u64) -> u64 {
     len
 }
 
+/// A download's `Range` header, `bytes=A-` or `bytes=A-B` (B inclusive, clamped to
+/// the size), as `start..end`; `None` for any other form (several ranges, suffix
+/// ranges) or a range that starts at or past the end.
+pub fn parse_byte_range(range: &str, size: u64) -> Option<(u64, u64)> {
+    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
+    let start: u64 = start.parse().ok()?;
+    let end = match end {
+        "" => size,
+        end => end.parse::<u64>().ok()?.checked_add(1)?.min(size),
+    };
+    (start < end).then_some((start, end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +108,16 @@ mod tests {
         assert_eq!(piece_length_for(100 << 20), 256 << 10);
         assert_eq!(piece_length_for(4 << 30), 2 << 20);
         assert_eq!(piece_length_for(200 << 30), 16 << 20);
+    }
+
+    #[test]
+    fn byte_ranges_are_one_range_within_the_size() {
+        assert_eq!(parse_byte_range("bytes=0-", 10), Some((0, 10)));
+        assert_eq!(parse_byte_range("bytes=2-4", 10), Some((2, 5)));
+        assert_eq!(parse_byte_range("bytes=2-400", 10), Some((2, 10)));
+        assert_eq!(parse_byte_range(&format!("bytes=0-{}", u64::MAX), 10), None);
+        for bad in ["bytes=10-", "bytes=5-3", "bytes=-5", "bytes=0-1,3-4", "items=0-1", "bytes=a-b", ""] {
+            assert_eq!(parse_byte_range(bad, 10), None, "{bad}");
+        }
     }
 }

@@ -17,7 +17,9 @@ mod signing;
 mod swarm;
 
 pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
-pub use artifacts::{ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, piece_length_for};
+pub use artifacts::{
+    ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
+};
 pub use error::ErrorBody;
 pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
 pub use hex::{from_hex, is_blake3_hex, to_hex};

@@ -17,6 +17,14 @@ impl<'m> Scheduler<'m> {
         embed_ctx: &mut Option<LlamaContext<'m>>,
         input: &str,
     ) -> Result<Embedding, EngineError> {
+        // Measured before tokenizing: a huge input must not hold the worker.
+        if input.len() > self.n_batch * super::scheduler::MAX_BYTES_PER_TOKEN {
+            return Err(EngineError::InvalidRequest(format!(
+                "the input is {} bytes; embeddings take at most {} tokens (the batch size)",
+                input.len(),
+                self.n_batch
+            )));
+        }
         let tokens = self.model.vocab().tokenize(input.as_bytes(), true, true);
         if tokens.is_empty() {
             return Err(EngineError::InvalidRequest("the input is empty".into()));

@@ -19,14 +19,20 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 use wasmesh_engine::{EngineError, GenerateParams, GenerateRequest, Generation};
 
-/// A generation waiting for a slot.
 /// Bytes per token above which a prompt is refused before it is tokenized.
-const MAX_BYTES_PER_TOKEN: usize = 64;
+pub(crate) const MAX_BYTES_PER_TOKEN: usize = 64;
 
+/// A generation waiting for a slot.
 struct Waiting {
     request: GenerateRequest,
     lora: Option<AdapterFile>,
     reply: oneshot::Sender<Result<Generation, EngineError>>,
+}
+
+/// An embedding waiting for its turn between decode steps.
+struct Embedding {
+    input: String,
+    reply: oneshot::Sender<Result<wasmesh_engine::Embedding, EngineError>>,
 }
 
 /// Continuous batching over one context: requests join the running batch when a
@@ -65,18 +71,19 @@ impl<'m> Scheduler<'m> {
     pub(crate) fn run(&mut self, ctx: &mut LlamaContext<'_>, queue: &mpsc::Receiver<Job>) {
         let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
         let mut embed_ctx: Option<LlamaContext<'m>> = None;
+        let mut embeds: std::collections::VecDeque<Embedding> = std::collections::VecDeque::new();
         loop {
             // Take new jobs: block only when there is nothing else to do.
-            let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty();
+            let idle = self.slots.iter().all(Option::is_none) && waiting.is_empty() && embeds.is_empty();
             if idle {
                 match queue.recv() {
-                    Ok(job) => self.take(ctx, &mut embed_ctx, job, &mut waiting),
+                    Ok(job) => self.take(ctx, &mut embeds, job, &mut waiting),
                     Err(_) => return,
                 }
             }
             loop {
                 match queue.try_recv() {
-                    Ok(job) => self.take(ctx, &mut embed_ctx, job, &mut waiting),
+                    Ok(job) => self.take(ctx, &mut embeds, job, &mut waiting),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => {
                         if self.slots.iter().all(Option::is_none) && waiting.is_empty() {
@@ -90,28 +97,35 @@ impl<'m> Scheduler<'m> {
             if waiting.is_empty() {
                 self.compact(ctx);
             }
-            if self.slots.iter().any(Option::is_some) {
+            // Embeddings run between decode steps: all of them while nothing generates,
+            // one per step otherwise, so a flood of them delays each step by at most one
+            // embedding (of at most a batch of tokens) instead of stalling generation.
+            let generating = self.slots.iter().any(Option::is_some);
+            let turn = if generating { embeds.len().min(1) } else { embeds.len() };
+            for Embedding { input, reply } in embeds.drain(..turn) {
+                if !reply.is_closed() {
+                    let _ = reply.send(self.embed(&mut embed_ctx, &input));
+                    self.stats.embeddings.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if generating {
                 self.step(ctx);
             }
         }
     }
 
-    /// Takes one job off the queue: a generation waits for a slot; an embedding or an
-    /// adapter attach runs now, between steps.
+    /// Takes one job off the queue: a generation waits for a slot, an embedding for
+    /// its turn between steps; an adapter attach runs now.
     fn take(
         &mut self,
         ctx: &mut LlamaContext<'_>,
-        embed_ctx: &mut Option<LlamaContext<'m>>,
+        embeds: &mut std::collections::VecDeque<Embedding>,
         job: Job,
         waiting: &mut std::collections::VecDeque<Waiting>,
     ) {
         match job {
             Job::Generate { request, lora, reply } => waiting.push_back(Waiting { request, lora, reply }),
-            Job::Embed { input, reply } => {
-                if !reply.is_closed() {
-                    let _ = reply.send(self.embed(embed_ctx, &input));
-                }
-            }
+            Job::Embed { input, reply } => embeds.push_back(Embedding { input, reply }),
             Job::Attach { model, lora, reply } => {
                 let name = lora.name.clone();
                 let _ = reply.send(self.adapter(ctx, &model, &name, Some(lora)).map(|_| ()));

@@ -13,6 +13,8 @@ pub struct WorkerStats {
     pub completed: AtomicU64,
     /// Requests dropped by their caller while running (their slot was freed).
     pub cancelled: AtomicU64,
+    /// Embeddings answered.
+    pub embeddings: AtomicU64,
     /// Decode steps run.
     pub steps: AtomicU64,
     /// Tokens decoded over all steps (prompt and generated); `/ steps` is the mean batch.

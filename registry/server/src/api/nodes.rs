@@ -109,7 +109,7 @@ pub(super) async fn tracker_announce(
 ) -> Response {
     let bencoded =
         |status: StatusCode, body: Vec<u8>| (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response();
-    let announce = match crate::swarm::Announce::parse(uri.query().unwrap_or("")) {
+    let announce = match wasmesh_api::torrent::Announce::parse(uri.query().unwrap_or("")) {
         Ok(a) => a,
         Err(e) => return bencoded(StatusCode::BAD_REQUEST, crate::swarm::announce_failure(&e)),
     };

@@ -231,7 +231,7 @@ pub(super) async fn blob_get(
     };
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
-        Some(range) => match parse_range(range, blob.size) {
+        Some(range) => match wasmesh_api::wire::parse_byte_range(range, blob.size) {
             Some(r) => Some(r),
             None => {
                 return Ok((
@@ -281,15 +281,4 @@ pub(crate) fn damaged(hash: &str) -> ApiError {
             "the registry's copy of artifact {hash} is damaged; upload the file again to repair it (the operator can list damaged artifacts with `wasmesh registry scrub`)"
         ),
     )
-}
-
-/// `bytes=A-` or `bytes=A-B` (inclusive B, clamped to the size) as `start..end`.
-fn parse_range(range: &str, size: u64) -> Option<(u64, u64)> {
-    let (start, end) = range.strip_prefix("bytes=")?.split_once('-')?;
-    let start: u64 = start.parse().ok()?;
-    let end = match end {
-        "" => size,
-        end => end.parse::<u64>().ok()?.checked_add(1)?.min(size),
-    };
-    (start < end).then_some((start, end))
 }

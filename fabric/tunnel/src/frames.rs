@@ -1,0 +1,195 @@
+//! The frames on a stream (one byte of kind, a big-endian `u32` length, the payload)
+//! and the JSON messages they carry. Everything here reads bytes a peer sent: each
+//! frame is bounded before it is read, and a bad one is a [`TunnelError::Protocol`].
+
+use crate::TunnelError;
+use bytes::{Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wasmesh_api::ModelRef;
+use wasmesh_api::wire::CachedModel;
+
+/// Largest head or report frame.
+const MAX_CONTROL_FRAME: usize = 1 << 20;
+/// Largest data frame.
+const MAX_DATA_FRAME: usize = 1 << 20;
+
+/// The first frame of every stream a router opens: what the stream is for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Open {
+    /// A caller's request: body frames and `End` follow; the host answers with a
+    /// [`ResponseHead`] and the response body.
+    Request(RequestHead),
+    /// Load a model (its base, for an adapter reference) ahead of demand. The host
+    /// answers `202` and `End` at once and loads in the background.
+    Preload {
+        /// The model to load.
+        model: ModelRef,
+        /// Keep it warm too: never evicted while the registry pins it.
+        #[serde(default)]
+        pin: bool,
+    },
+}
+
+/// A caller's request as the router forwards it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestHead {
+    /// The HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path and query as the caller sent them, e.g. `/fn/demo/chat?x=1`.
+    pub uri: String,
+    /// The caller's headers, less the hop-by-hop ones and the caller's key.
+    pub headers: Vec<(String, String)>,
+}
+
+/// The start of a host's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResponseHead {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A host's state, as the router routes by it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Whether it takes requests.
+    pub ready: bool,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// Requests it serves at once.
+    pub max_concurrency: u32,
+    /// Model memory not used by loaded models.
+    pub free_model_memory_bytes: u64,
+    /// Model memory held by loaded models no request is using (and not pinned): what
+    /// evicting idle models frees at once.
+    #[serde(default)]
+    pub idle_model_memory_bytes: u64,
+    /// Models and adapters in its caches.
+    pub models: Vec<CachedModel>,
+    /// Apps it serves, with versions.
+    pub apps: BTreeMap<String, u64>,
+    /// Requests served since start (the tests' view of where requests landed).
+    pub served: u64,
+    /// Model loads started since the host started (each cold start of a model).
+    pub cold_loads: u64,
+}
+
+/// A frame on a stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A JSON head (request or response) or report.
+    Head(Bytes),
+    /// Body bytes.
+    Data(Bytes),
+    /// The body ended.
+    End,
+    /// The sender failed; the message says why.
+    Error(String),
+}
+
+const HEAD: u8 = 1;
+const DATA: u8 = 2;
+const END: u8 = 3;
+const ERROR: u8 = 4;
+
+/// Writes one frame.
+pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &Frame) -> std::io::Result<()> {
+    let (kind, payload): (u8, &[u8]) = match frame {
+        Frame::Head(b) => (HEAD, b),
+        Frame::Data(b) => (DATA, b),
+        Frame::End => (END, &[]),
+        Frame::Error(m) => (ERROR, m.as_bytes()),
+    };
+    let mut header = [0u8; 5];
+    header[0] = kind;
+    header[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.write_all(&header).await?;
+    out.write_all(payload).await
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Result<Option<Frame>, TunnelError> {
+    let mut header = [0u8; 5];
+    match input.read_exact(&mut header[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    input.read_exact(&mut header[1..]).await?;
+    let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+    let limit = match header[0] {
+        DATA => MAX_DATA_FRAME,
+        // An end carries nothing (found by the fuzz target `tunnel_frames`: a payload
+        // on it used to be read and dropped).
+        END => 0,
+        _ => MAX_CONTROL_FRAME,
+    };
+    if len > limit {
+        return Err(TunnelError::Protocol(format!("frame of {len} bytes is over the limit of {limit}")));
+    }
+    let mut payload = BytesMut::zeroed(len);
+    input.read_exact(&mut payload).await?;
+    let payload = payload.freeze();
+    Ok(Some(match header[0] {
+        HEAD => Frame::Head(payload),
+        DATA => Frame::Data(payload),
+        END => Frame::End,
+        ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
+        other => return Err(TunnelError::Protocol(format!("unknown frame kind {other}"))),
+    }))
+}
+
+/// Writes a JSON head.
+pub async fn write_json<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &impl Serialize) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    write_frame(out, &Frame::Head(bytes.into())).await
+}
+
+/// Reads a JSON head.
+pub async fn read_json<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    input: &mut R,
+) -> Result<T, TunnelError> {
+    match read_frame(input).await? {
+        Some(Frame::Head(bytes)) => {
+            serde_json::from_slice(&bytes).map_err(|e| TunnelError::Protocol(format!("bad head: {e}")))
+        }
+        Some(Frame::Error(message)) => Err(TunnelError::Protocol(message)),
+        Some(other) => Err(TunnelError::Protocol(format!("expected a head, got {other:?}"))),
+        None => Err(TunnelError::Protocol("stream ended before its head".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let mut buf = Vec::new();
+        let open = Open::Request(RequestHead { method: "GET".into(), uri: "/x".into(), headers: vec![] });
+        write_json(&mut buf, &open).await.unwrap();
+        write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
+        write_frame(&mut buf, &Frame::End).await.unwrap();
+        let mut input = &buf[..];
+        let Open::Request(head) = read_json(&mut input).await.unwrap() else { panic!("a request head") };
+        assert_eq!(head.uri, "/x");
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
+        assert_eq!(read_frame(&mut input).await.unwrap(), None);
+        let mut buf = Vec::new();
+        write_json(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap(), pin: true }).await.unwrap();
+        let Open::Preload { model, pin } = read_json(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
+        assert!(pin);
+        assert_eq!((model.model(), model.adapter()), ("smollm2", Some("sql")));
+        let huge = [DATA, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(read_frame(&mut &huge[..]).await, Err(TunnelError::Protocol(_))));
+        // Regression (fuzz target `tunnel_frames`): an end with a payload is refused,
+        // not read and dropped.
+        let loaded_end = [END, 0, 0, 0, 2, 0, 0];
+        assert!(matches!(read_frame(&mut &loaded_end[..]).await, Err(TunnelError::Protocol(_))));
+    }
+}
