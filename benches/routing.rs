@@ -5,8 +5,10 @@
 //!    models, Zipf popularity, churn); warm-hit rate and max/mean load for each, and
 //!    our routing decision's p50/p99 at 10,000 nodes.
 //! 2. A real fabric in this process (registry, router, one host joined to the router
-//!    over QUIC): `hello` requests/s and p50/p99 latency under `wrk`, through the
-//!    router and QUIC versus straight to the host.
+//!    over QUIC): `hello` requests/s and p50/p99 latency under `wrk`, in alternating
+//!    rounds: straight to the host, through nginx in front of the host (the anchor: a
+//!    reverse proxy with keep-alive upstream, Debian's nginx-light from
+//!    `benches/setup.sh`), and through the router and QUIC. Any non-2xx answer fails it.
 //!
 //! Ends with one line of JSON holding every figure. Environment (optional):
 //! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation.
@@ -128,18 +130,36 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let direct = wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, 5)?;
-    let routed = wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, 5)?;
-    println!("hello, wrk -t1 -c16 -d5s, one host on loopback:");
+    // nginx in front of the same host: the anchor for the router's hop.
+    let nginx = Nginx::start(&dir.join("nginx"), host_url.trim_start_matches("http://"))?;
+    let nginx_url = format!("http://{}", nginx.addr);
+    // Alternating rounds, so a noisy moment does not fall on one path only.
+    const ROUNDS: usize = 2;
+    let (mut direct, mut proxied, mut routed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        direct.push(wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, 5)?);
+        proxied.push(wrk_stats(&format!("{nginx_url}/fn/bench/hello"), &[], 16, 5)?);
+        routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, 5)?);
+    }
+    drop(nginx);
+    let mean = |runs: &[wasmesh_benches::WrkStats]| wasmesh_benches::WrkStats {
+        rps: runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64,
+        p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / runs.len() as f64,
+        p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / runs.len() as f64,
+    };
+    let (direct, proxied, routed) = (mean(&direct), mean(&proxied), mean(&routed));
+    println!("hello, wrk -t1 -c16 -d5s, one host on loopback, {ROUNDS} alternating rounds (means; only 2xx counted):");
+    for (name, r) in [("straight to the host:", &direct), ("nginx in front:", &proxied), ("router + QUIC:", &routed)] {
+        println!("  {name:22} {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms", r.rps, r.p50_ms, r.p99_ms);
+    }
+    let added = |r: &wasmesh_benches::WrkStats| r.p99_ms - direct.p99_ms;
     println!(
-        "  straight to the host:   {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms",
-        direct.rps, direct.p50_ms, direct.p99_ms
+        "  router/nginx throughput {:.3}, router/direct {:.3}; p99 added by the hop: router {:.3} ms, nginx {:.3} ms",
+        routed.rps / proxied.rps,
+        routed.rps / direct.rps,
+        added(&routed),
+        added(&proxied)
     );
-    println!(
-        "  through router + QUIC:  {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms",
-        routed.rps, routed.p50_ms, routed.p99_ms
-    );
-    println!("  router/direct throughput {:.3}", routed.rps / direct.rps);
     let _ = std::fs::remove_dir_all(&dir);
     drop(runtime);
     Ok(vec![
@@ -150,7 +170,62 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         ("hello_router_p50_ms", serde_json::json!(routed.p50_ms)),
         ("hello_router_p99_ms", serde_json::json!(routed.p99_ms)),
         ("hello_router_vs_direct", serde_json::json!((routed.rps / direct.rps * 1000.0).round() / 1000.0)),
+        ("hello_nginx_rps", serde_json::json!(proxied.rps.round())),
+        ("hello_nginx_p50_ms", serde_json::json!(proxied.p50_ms)),
+        ("hello_nginx_p99_ms", serde_json::json!(proxied.p99_ms)),
+        ("hello_router_vs_nginx", serde_json::json!((routed.rps / proxied.rps * 1000.0).round() / 1000.0)),
+        ("hello_p99_added_router_ms", serde_json::json!(added(&routed))),
+        ("hello_p99_added_nginx_ms", serde_json::json!(added(&proxied))),
     ])
+}
+
+/// nginx as a reverse proxy (HTTP/1.1 keep-alive to the upstream), in a folder of its
+/// own; stopped when dropped. `benches/setup.sh` installs it (Debian's nginx-light).
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, upstream: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let addr =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+        let d = dir.display();
+        let conf = format!(
+            "user root;\nworker_processes auto;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+               upstream host {{ server {upstream}; keepalive 32; }}\n\
+               server {{ listen {addr}; location / {{ proxy_pass http://host; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n"
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+        let nginx = if std::path::Path::new("/usr/sbin/nginx").is_file() { "/usr/sbin/nginx" } else { "nginx" };
+        let child = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("nginx not runnable ({e}); run `bash benches/setup.sh` (it installs nginx-light)"))?;
+        let started = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("nginx did not listen on {addr}: see {d}/error.log"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM lets the master stop its workers (a killed master would orphan them).
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
 }
 
 fn simulate() -> serde_json::Value {

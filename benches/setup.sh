@@ -6,6 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash deploy/setup.sh
+# nginx, the anchor of the router's hop in `cargo bench --bench routing`.
+if ! [ -x /usr/sbin/nginx ]; then
+  echo "[bench setup] installing nginx-light (Debian)"
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y -q nginx-light; else sudo apt-get install -y -q nginx-light; fi
+fi
 WASMTIME_VERSION=48.0.8
 tools="${WASMESH_CACHE:-$HOME/.cache/wasmesh}/tools"
 if ! "$tools/bin/wasmtime" --version 2>/dev/null | grep -q "$WASMTIME_VERSION"; then

@@ -27,7 +27,11 @@ impl RateLimiter {
             let full = Duration::from_secs_f64(self.burst / self.rate);
             buckets.retain(|_, (_, t)| now.duration_since(*t) < full);
         }
-        let (tokens, last) = buckets.entry(name.to_string()).or_insert((self.burst, now));
+        // Looked up by `&str` first: a known caller costs no allocation.
+        if !buckets.contains_key(name) {
+            buckets.insert(name.to_string(), (self.burst, now));
+        }
+        let (tokens, last) = buckets.get_mut(name).expect("inserted above");
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {

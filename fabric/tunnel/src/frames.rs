@@ -96,8 +96,11 @@ const DATA: u8 = 2;
 const END: u8 = 3;
 const ERROR: u8 = 4;
 
-/// Writes one frame.
-pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &Frame) -> std::io::Result<()> {
+/// Payloads up to this size are written with their frame header in one write (one
+/// lock of the QUIC connection, one wake of its driver); larger ones are not copied.
+const COALESCE: usize = 16 << 10;
+
+fn parts(frame: &Frame) -> ([u8; 5], &[u8]) {
     let (kind, payload): (u8, &[u8]) = match frame {
         Frame::Head(b) => (HEAD, b),
         Frame::Data(b) => (DATA, b),
@@ -107,6 +110,35 @@ pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &
     let mut header = [0u8; 5];
     header[0] = kind;
     header[1..].copy_from_slice(&(payload.len() as u32).to_be_bytes());
+    (header, payload)
+}
+
+/// Appends one frame to `out`, for writing several frames at once.
+pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
+    let (header, payload) = parts(frame);
+    out.extend_from_slice(&header);
+    out.extend_from_slice(payload);
+}
+
+/// Appends `value` as a JSON head frame to `out`.
+pub fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) -> std::io::Result<()> {
+    let at = out.len();
+    out.extend_from_slice(&[HEAD, 0, 0, 0, 0]);
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    let len = u32::try_from(out.len() - at - 5).map_err(std::io::Error::other)?;
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &Frame) -> std::io::Result<()> {
+    let (header, payload) = parts(frame);
+    if payload.len() <= COALESCE {
+        let mut buf = Vec::with_capacity(5 + payload.len());
+        buf.extend_from_slice(&header);
+        buf.extend_from_slice(payload);
+        return out.write_all(&buf).await;
+    }
     out.write_all(&header).await?;
     out.write_all(payload).await
 }
@@ -114,12 +146,16 @@ pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &
 /// Reads one frame; `None` at a clean end of stream.
 pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Result<Option<Frame>, TunnelError> {
     let mut header = [0u8; 5];
-    match input.read_exact(&mut header[..1]).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+    // Reads as much of the header as has arrived (usually all of it, in one call); a
+    // stream that ends before its first byte ended cleanly.
+    let mut got = 0;
+    while got < header.len() {
+        match input.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+            n => got += n,
+        }
     }
-    input.read_exact(&mut header[1..]).await?;
     let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
     let limit = match header[0] {
         DATA => MAX_DATA_FRAME,
@@ -145,8 +181,9 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
 
 /// Writes a JSON head.
 pub async fn write_json<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &impl Serialize) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    write_frame(out, &Frame::Head(bytes.into())).await
+    let mut buf = Vec::with_capacity(256);
+    encode_json(&mut buf, value)?;
+    out.write_all(&buf).await
 }
 
 /// Reads a JSON head.
@@ -187,6 +224,17 @@ mod tests {
         assert_eq!((model.model(), model.adapter()), ("smollm2", Some("sql")));
         let huge = [DATA, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(read_frame(&mut &huge[..]).await, Err(TunnelError::Protocol(_))));
+        // Frames encoded together read back one by one.
+        let mut buf = Vec::new();
+        encode_json(&mut buf, &ResponseHead { status: 200, headers: vec![] }).unwrap();
+        encode_frame(&mut buf, &Frame::Data(Bytes::from_static(b"hi")));
+        encode_frame(&mut buf, &Frame::End);
+        let mut input = &buf[..];
+        let head: ResponseHead = read_json(&mut input).await.unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"hi"))));
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
+        assert_eq!(read_frame(&mut input).await.unwrap(), None);
         // Regression (fuzz target `tunnel_frames`): an end with a payload is refused,
         // not read and dropped.
         let loaded_end = [END, 0, 0, 0, 2, 0, 0];

@@ -4,6 +4,7 @@
 
 use crate::jitter;
 use crate::snapshot::HostSnapshot;
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::ResourceShare;
 use wasmesh_runtime::Host;
-use wasmesh_tunnel::{Frame, HostReport, Open, ResponseHead, read_frame, read_json, write_frame, write_json};
+use wasmesh_tunnel::{
+    Frame, HostReport, Open, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame, write_json,
+};
 
 /// What the reports need besides the host.
 #[derive(Clone)]
@@ -113,24 +116,17 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
             return;
         }
     };
-    // The request body streams in as frames arrive.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<hyper_frame::Frame, std::io::Error>>(8);
-    tokio::spawn(async move {
-        loop {
-            let item = match read_frame(&mut recv).await {
-                Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
-                Ok(Some(Frame::End)) | Ok(None) => return,
-                Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    let body = http_body_util::StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // The request body streams in as the guest reads it, frame by frame.
+    let body = http_body_util::StreamBody::new(futures::stream::unfold(Some(recv), |recv| async move {
+        let mut recv = recv?;
+        let item: Result<hyper_frame::Frame, std::io::Error> = match read_frame(&mut recv).await {
+            Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
+            Ok(Some(Frame::End)) | Ok(None) => return None,
+            Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        let next = if item.is_ok() { Some(recv) } else { None };
+        Some((item, next))
     }));
     let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.uri.as_str());
     for (name, value) in &head.headers {
@@ -153,29 +149,52 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
             .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
             .collect(),
     };
-    if write_json(&mut send, &head).await.is_err() {
+    // What is ready goes out together: the head with a body that is already complete
+    // (most small answers) in one write; a streamed body as its pieces come, never
+    // held back waiting for the next.
+    let mut out = Vec::with_capacity(512);
+    if encode_json(&mut out, &head).is_err() {
         return;
     }
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && !data.is_empty()
-                    && write_frame(&mut send, &Frame::Data(data)).await.is_err()
-                {
+    loop {
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                if !out.is_empty() && send.write_all(&out).await.is_err() {
                     // The router reset the stream (its caller left): dropping the body stops the guest.
                     return;
                 }
+                out.clear();
+                body.frame().await
             }
-            Err(e) => {
-                let _ = write_frame(&mut send, &Frame::Error(e.to_string())).await;
-                let _ = send.finish();
-                return;
+        };
+        match next {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    encode_frame(&mut out, &Frame::Data(data));
+                }
+            }
+            Some(Err(e)) => {
+                encode_frame(&mut out, &Frame::Error(e.to_string()));
+                break;
+            }
+            None => {
+                encode_frame(&mut out, &Frame::End);
+                break;
             }
         }
+        if out.len() >= 1 << 16 {
+            if send.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
     }
-    let _ = write_frame(&mut send, &Frame::End).await;
-    let _ = send.finish();
+    if send.write_all(&out).await.is_ok() {
+        let _ = send.finish();
+    }
 }
 
 mod hyper_frame {

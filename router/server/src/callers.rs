@@ -9,15 +9,16 @@ use wasmesh_api::ApiKey;
 use wasmesh_api::wire::Scope;
 use wasmesh_client::ClientError;
 
-/// What the registry said of a caller's key: its scopes and account, or the refusal.
-pub(crate) type Verdict = Result<(Vec<Scope>, String), (StatusCode, String)>;
+/// What the registry said of a caller's key: its scopes and account, or the refusal
+/// (shared: a cache hit clones a pointer, not the scopes and the account).
+pub(crate) type Verdict = std::sync::Arc<Result<(Vec<Scope>, String), (StatusCode, String)>>;
 
 /// How long the router trusts the registry's verdict on a key.
 pub(crate) struct VerdictExpiry;
 
 impl moka::Expiry<String, Verdict> for VerdictExpiry {
     fn expire_after_create(&self, _key: &String, verdict: &Verdict, _created_at: Instant) -> Option<Duration> {
-        Some(if verdict.is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) })
+        Some(if verdict.as_ref().is_ok() { Duration::from_secs(30) } else { Duration::from_secs(5) })
     }
 }
 
@@ -57,7 +58,7 @@ pub(crate) async fn authorize(
                     format!("too many new keys from {source}; retry in {wait} s"),
                 ));
             }
-            let verdict = match inner.client.whoami_for(key.expose(), source).await {
+            let verdict: Verdict = std::sync::Arc::new(match inner.client.whoami_for(key.expose(), source).await {
                 Ok(me) => Ok((me.scopes, me.account)),
                 Err(ClientError::Api { status: 401, message, .. }) => Err((StatusCode::UNAUTHORIZED, message)),
                 // Not cached: a rate limit is about now, not about the key.
@@ -67,16 +68,16 @@ pub(crate) async fn authorize(
                 Err(e) => {
                     return Err(error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot check the API key: {e}")));
                 }
-            };
+            });
             inner.callers.insert(key.expose().to_string(), verdict.clone());
             verdict
         }
     };
-    match verdict {
+    match verdict.as_ref() {
         Ok((scopes, account)) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => {
             // Limit by the key's public id.
             let id = key.id();
-            inner.limiter.take(id).map(|()| Some(account)).map_err(|wait| {
+            inner.limiter.take(id).map(|()| Some(account.clone())).map_err(|wait| {
                 let mut response =
                     error(StatusCode::TOO_MANY_REQUESTS, format!("key {id} is over its rate limit; retry in {wait} s"));
                 if let Ok(v) = wait.to_string().parse() {
@@ -89,6 +90,6 @@ pub(crate) async fn authorize(
             StatusCode::FORBIDDEN,
             "this key lacks the 'invoke' scope; create one with `wasmesh keys create --scope invoke`",
         )),
-        Err((status, message)) => Err(error(status, message)),
+        Err((status, message)) => Err(error(*status, message.clone())),
     }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use wasmesh_api::wire::ModelState;
 use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, RequestHead, ResponseHead, read_frame, read_json, write_frame, write_json,
+    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame,
+    write_json,
 };
 
 struct Link {
@@ -185,6 +186,9 @@ enum Attempt {
     Failed(RouteError),
 }
 
+/// Bodies up to this size are sent with their head in one write, without a task.
+const SMALL_BODY: usize = 64 << 10;
+
 /// Sends `open` and `body` to one node while waiting for its answer (a host may
 /// answer before it has read the whole body, e.g. a 413).
 async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, first_byte: Duration) -> Attempt {
@@ -193,12 +197,43 @@ async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, fir
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
         Err(_) => return Attempt::Failed(RouteError::upstream(Kind::Connect, "opening a stream timed out")),
     };
+    // A small request goes out in one write, here: the stream's window takes it at once.
+    if body.len() <= SMALL_BODY {
+        let mut frames = Vec::with_capacity(512 + body.len());
+        let written = match encode_json(&mut frames, open) {
+            Ok(()) => {
+                if !body.is_empty() {
+                    encode_frame(&mut frames, &Frame::Data(body.clone()));
+                }
+                encode_frame(&mut frames, &Frame::End);
+                match send.write_all(&frames).await {
+                    Ok(()) => send.finish().map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            return Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e));
+        }
+        return match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut recv)).await {
+            Ok(Ok(response)) => Attempt::Answered(response, recv),
+            Ok(Err(e)) => Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e.to_string())),
+            Err(_) => Attempt::Failed(RouteError::upstream(
+                Kind::FirstByteTimeout,
+                format!("no response within {first_byte:?}"),
+            )),
+        };
+    }
     let (open, body) = (open.clone(), body.clone());
     let writer = tokio::spawn(async move {
         let write = async {
             write_json(&mut send, &open).await?;
-            for chunk in body.chunks(1 << 20) {
-                write_frame(&mut send, &Frame::Data(Bytes::copy_from_slice(chunk))).await?;
+            let mut at = 0;
+            while at < body.len() {
+                let end = (at + (1 << 20)).min(body.len());
+                write_frame(&mut send, &Frame::Data(body.slice(at..end))).await?;
+                at = end;
             }
             write_frame(&mut send, &Frame::End).await?;
             send.finish().map_err(std::io::Error::other)
