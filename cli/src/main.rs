@@ -52,6 +52,19 @@ enum Command {
     /// Create and list accounts (tenants) and their members.
     #[command(subcommand)]
     Accounts(commands::accounts::AccountsCommand),
+    /// Balances, history and grants of credits.
+    #[command(subcommand)]
+    Credits(commands::credits::CreditsCommand),
+    /// What models' tokens and calls cost.
+    #[command(subcommand)]
+    Prices(commands::credits::PricesCommand),
+    /// Check the credits ledger's books.
+    #[command(subcommand)]
+    Ledger(commands::credits::LedgerCommand),
+    /// What your nodes earned (in escrow until settled, then yours).
+    Earnings(commands::credits::EarningsArgs),
+    /// Requests, tokens and credits spent, by app, model or day; or one request.
+    Usage(commands::credits::UsageArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +92,11 @@ fn main() -> std::process::ExitCode {
             Command::Nodes(cmd) => commands::client::nodes(cmd).await,
             Command::Keys(cmd) => commands::accounts::keys(cmd).await,
             Command::Accounts(cmd) => commands::accounts::accounts(cmd).await,
+            Command::Credits(cmd) => commands::credits::credits_command(cmd).await,
+            Command::Prices(cmd) => commands::credits::prices(cmd).await,
+            Command::Ledger(cmd) => commands::credits::ledger(cmd).await,
+            Command::Earnings(args) => commands::credits::earnings(args).await,
+            Command::Usage(args) => commands::credits::usage(args).await,
         }
     });
     match result {

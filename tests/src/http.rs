@@ -16,6 +16,11 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     /// The body as JSON, or a panic that shows it.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)

@@ -39,31 +39,42 @@ pub fn start_registry(dir: &Path, extra: &[&str]) -> (Process, String) {
 /// `dir/NAME.log`; returns it (not yet ready: `wait_ready` it) and its QUIC address.
 /// Its per-key rate limit is raised: tests load it harder than one caller normally would.
 pub fn spawn_router(dir: &Path, name: &str, registry: &str, key: &str) -> (Process, SocketAddr) {
-    let http = free_addr();
     let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).expect("a free UDP port");
+    (spawn_router_at(dir, name, registry, key, free_addr(), quic, &[]), quic)
+}
+
+/// [`spawn_router`] on the given HTTP and QUIC addresses (a restart keeps them: hosts
+/// dial the same address again), with `extra` arguments.
+pub fn spawn_router_at(
+    dir: &Path,
+    name: &str,
+    registry: &str,
+    key: &str,
+    http: SocketAddr,
+    quic: SocketAddr,
+    extra: &[&str],
+) -> Process {
     let data = dir.join(name);
-    let process = Process::spawn(
-        &[
-            "router",
-            "--listen",
-            &http.to_string(),
-            "--quic",
-            &quic.to_string(),
-            "--registry",
-            registry,
-            "--key",
-            key,
-            "--data",
-            data.to_str().expect("a UTF-8 path"),
-            "--name",
-            name,
-            "--rate-per-key",
-            "100000",
-        ],
-        http,
-        dir.join(format!("{name}.log")),
-    );
-    (process, quic)
+    let (http_text, quic_text) = (http.to_string(), quic.to_string());
+    let mut args = vec![
+        "router",
+        "--listen",
+        &http_text,
+        "--quic",
+        &quic_text,
+        "--registry",
+        registry,
+        "--key",
+        key,
+        "--data",
+        data.to_str().expect("a UTF-8 path"),
+        "--name",
+        name,
+        "--rate-per-key",
+        "100000",
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn(&args, http, dir.join(format!("{name}.log")))
 }
 
 /// Spawns `wasmesh host` NAME joined to the registry at `registry` with a provider

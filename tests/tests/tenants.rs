@@ -248,6 +248,10 @@ fn isolation_matrix(postgres: bool, tag: &str) {
     let row = |method: &str, path: &str| -> (String, Option<serde_json::Value>) {
         let p = path
             .replace("/v1/accounts/{name}", "/v1/accounts/acme")
+            .replace("/v1/credits/{account}", "/v1/credits/acme")
+            .replace("/v1/prices/{model}", "/v1/prices/a-model")
+            .replace("/v1/leases/{id}", "/v1/leases/lease:0123456789ab")
+            .replace("/v1/generation", "/v1/generation?id=req-of-acme")
             .replace("/v1/apps/{name}", "/v1/apps/a-priv")
             .replace("/v1/models/{name}", "/v1/models/a-model")
             .replace("/v1/loras/{name}", "/v1/loras/a-lora")
@@ -283,6 +287,12 @@ fn isolation_matrix(postgres: bool, tag: &str) {
                 serde_json::json!({ "name": "b-lora", "base": "a-model", "blake3": wasmesh_tests::blake3_of(&lora_path(2)) }),
             ),
             ("POST", "/v1/nodes/register") => Some(register_as_a.clone()),
+            ("POST", "/v1/credits/grants") => Some(serde_json::json!({ "account": "bravo", "amount": 1_000_000 })),
+            ("PUT", "/v1/prices/{model}") => Some(serde_json::json!({ "input_per_mtok": 0 })),
+            ("POST", "/v1/leases") => {
+                Some(serde_json::json!({ "account": "acme", "amount": 1, "min_amount": 1, "ttl_s": 60 }))
+            }
+            ("POST", "/v1/receipts") => Some(serde_json::json!({ "receipts": [] })),
             _ => None,
         };
         (p, body)

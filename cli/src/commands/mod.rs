@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod client;
+pub mod credits;
 pub mod host;
 pub mod registry;
 pub mod router;

@@ -79,6 +79,22 @@ pub struct ServeArgs {
     /// MiB one account may store (its artifacts and unfinished uploads; admins exempt).
     #[arg(long, default_value_t = 1 << 20, value_name = "MIB")]
     pub account_quota_mb: u64,
+    /// The platform's share of every request's cost, in percent (e.g. 10 or 2.5).
+    #[arg(long, default_value = "10", value_parser = parse_percent)]
+    pub fee_percent: u32,
+    /// Seconds providers' earnings wait in escrow before they can spend them.
+    #[arg(long, default_value_t = 3600)]
+    pub settle_secs: u64,
+}
+
+/// A percentage with up to two decimals, as basis points.
+fn parse_percent(text: &str) -> Result<u32, String> {
+    // Credits parse with six decimals: 10.5 -> 10_500_000; basis points are 1/100 %.
+    let micros = wasmesh_api::wire::parse_credits(text)?;
+    if micros % 10_000 != 0 || micros > 100 * 1_000_000 {
+        return Err(format!("'{text}' is not a percentage from 0 to 100 with at most two decimals"));
+    }
+    Ok((micros / 10_000) as u32)
 }
 
 fn default_data() -> PathBuf {
@@ -144,6 +160,8 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     config.upload_ttl = std::time::Duration::from_secs(serve.upload_ttl_secs.max(1));
     config.cert_ttl = std::time::Duration::from_secs(serve.cert_ttl_secs.max(60));
     config.account_quota_bytes = serve.account_quota_mb.saturating_mul(1 << 20);
+    config.fee_bps = serve.fee_percent;
+    config.settle_after = std::time::Duration::from_secs(serve.settle_secs);
     let registry = Registry::open(config).await?;
     if let Some(key) = registry.create_admin_key_if_none().await? {
         hand_over_admin_key(&key, serve.state.admin_key_file.as_ref())?;

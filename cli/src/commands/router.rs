@@ -34,6 +34,16 @@ pub struct RouterArgs {
     /// Requests per second allowed per caller key (bursts of twice that).
     #[arg(long, default_value_t = 1000.0)]
     pub rate_per_key: f64,
+    /// Do not meter: no credits held or charged, no receipts (a private fabric).
+    #[arg(long)]
+    pub no_metering: bool,
+    /// Credits one lease holds at most for a calling account (e.g. 1 or 0.5).
+    #[arg(long, default_value = "1", value_parser = wasmesh_api::wire::parse_credits)]
+    pub lease_credits: u64,
+    /// Seconds after which the registry releases a lease this router never closed
+    /// (it died): how long a crashed router's holds stay held.
+    #[arg(long, default_value_t = 600)]
+    pub lease_secs: u64,
 }
 
 /// Runs `wasmesh router`.
@@ -46,6 +56,11 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
     config.name = args.name.clone();
     config.require_key = !args.open;
     config.per_key_rps = args.rate_per_key;
+    config.metering = wasmesh_router::MeterConfig {
+        enabled: !args.no_metering,
+        lease_micros: args.lease_credits.max(1),
+        lease_ttl: std::time::Duration::from_secs(args.lease_secs.max(1)),
+    };
     let router = wasmesh_router::Router::start(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)

@@ -24,6 +24,10 @@ pub use app_path::AppPath;
 /// ran, so a router may try another host (the app's deploy has not reached this one).
 pub const NO_ROUTE_HEADER: &str = "x-wasmesh-no-route";
 
+/// The response header a metering router names the request's id in (for
+/// `GET /v1/generation?id=...`).
+pub const REQUEST_ID_HEADER: &str = "x-wasmesh-request";
+
 /// The header a router sets when it checks a caller's key with the registry: the
 /// caller's address, so failed attempts lock that key id for that address only (and a
 /// caller cannot lock a key's owner out through a router). Trusted only beside

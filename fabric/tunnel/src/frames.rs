@@ -42,6 +42,9 @@ pub struct RequestHead {
     pub uri: String,
     /// The caller's headers, less the hop-by-hop ones and the caller's key.
     pub headers: Vec<(String, String)>,
+    /// The router's id for the request; the host's receipt names it.
+    #[serde(default)]
+    pub request_id: String,
 }
 
 /// The start of a host's answer.
@@ -89,12 +92,18 @@ pub enum Frame {
     End,
     /// The sender failed; the message says why.
     Error(String),
+    /// The host's signed receipt of what the request used (JSON of a
+    /// `wasmesh_api::wire::SignedReceipt`), sent just before `End`.
+    Receipt(Bytes),
 }
 
 const HEAD: u8 = 1;
 const DATA: u8 = 2;
 const END: u8 = 3;
 const ERROR: u8 = 4;
+const RECEIPT: u8 = 5;
+/// Largest receipt frame.
+const MAX_RECEIPT_FRAME: usize = 16 << 10;
 
 /// Payloads up to this size are written with their frame header in one write (one
 /// lock of the QUIC connection, one wake of its driver); larger ones are not copied.
@@ -106,6 +115,7 @@ fn parts(frame: &Frame) -> ([u8; 5], &[u8]) {
         Frame::Data(b) => (DATA, b),
         Frame::End => (END, &[]),
         Frame::Error(m) => (ERROR, m.as_bytes()),
+        Frame::Receipt(b) => (RECEIPT, b),
     };
     let mut header = [0u8; 5];
     header[0] = kind;
@@ -162,6 +172,7 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
         // An end carries nothing (found by the fuzz target `tunnel_frames`: a payload
         // on it used to be read and dropped).
         END => 0,
+        RECEIPT => MAX_RECEIPT_FRAME,
         _ => MAX_CONTROL_FRAME,
     };
     if len > limit {
@@ -175,6 +186,7 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
         DATA => Frame::Data(payload),
         END => Frame::End,
         ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
+        RECEIPT => Frame::Receipt(payload),
         other => return Err(TunnelError::Protocol(format!("unknown frame kind {other}"))),
     }))
 }
@@ -207,14 +219,21 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused() {
         let mut buf = Vec::new();
-        let open = Open::Request(RequestHead { method: "GET".into(), uri: "/x".into(), headers: vec![] });
+        let open = Open::Request(RequestHead {
+            method: "GET".into(),
+            uri: "/x".into(),
+            headers: vec![],
+            request_id: "r1".into(),
+        });
         write_json(&mut buf, &open).await.unwrap();
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
+        write_frame(&mut buf, &Frame::Receipt(Bytes::from_static(b"{}"))).await.unwrap();
         write_frame(&mut buf, &Frame::End).await.unwrap();
         let mut input = &buf[..];
         let Open::Request(head) = read_json(&mut input).await.unwrap() else { panic!("a request head") };
-        assert_eq!(head.uri, "/x");
+        assert_eq!((head.uri.as_str(), head.request_id.as_str()), ("/x", "r1"));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
+        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Receipt(Bytes::from_static(b"{}"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
         assert_eq!(read_frame(&mut input).await.unwrap(), None);
         let mut buf = Vec::new();

@@ -97,6 +97,12 @@ impl Charge {
         Self { node, app, bytes: 0 }
     }
 
+    /// Another charge, empty, against the same app share and node budget (a store's
+    /// tensors beside its linear memories): one lookup of the app's share serves both.
+    pub fn sibling(&self) -> Self {
+        Self::new(self.node.clone(), self.app.clone())
+    }
+
     /// Charges to nothing (tests and embedders that bound memory otherwise).
     pub fn unlimited() -> Self {
         Self::new(MemoryBudget::unlimited(), MemoryBudget::unlimited())

@@ -34,3 +34,15 @@ mod validate;
 
 pub use abi::{Abi, engine_config};
 pub use validate::{ComponentError, ComponentValidator, Exports, check_preamble, exports_of};
+
+/// Models a receipt lists per request, at most (a guest looping over names cannot grow it).
+#[cfg(feature = "host")]
+const MAX_MODELS_NOTED: usize = 8;
+
+/// Adds `model` to a store's list of models used, once.
+#[cfg(feature = "host")]
+fn note_model(models: &mut Vec<String>, model: String) {
+    if models.len() < MAX_MODELS_NOTED && !models.contains(&model) {
+        models.push(model);
+    }
+}

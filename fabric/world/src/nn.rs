@@ -76,6 +76,12 @@ pub struct NnCtx {
     granted: Arc<[String]>,
     /// Token counts of the generations this store ran, for the log line of the request.
     pub usage: wasmesh_engine::Usage,
+    /// The models (`MODEL` or `MODEL:ADAPTER`) it ran, in order of first use (its receipt).
+    pub models: Vec<String>,
+    /// Texts it embedded.
+    pub embeddings: u64,
+    /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
+    pub budget_hit: bool,
     /// Bytes of the tensors this instance holds in the host (outside its linear memory),
     /// and the most it may: the component's own memory limit.
     tensor_bytes: usize,
@@ -104,6 +110,9 @@ impl NnCtx {
             component,
             granted,
             usage: Default::default(),
+            models: Vec::new(),
+            embeddings: 0,
+            budget_hit: false,
             tensor_bytes: 0,
             max_tensor_bytes,
             streams: 0,
@@ -212,6 +221,7 @@ impl NnView<'_> {
             ));
         }
         if let Err(refused) = self.ctx.charge.take(tensor.data.len()) {
+            self.ctx.budget_hit = true;
             return Err(wasmtime::format_err!("{refused}"));
         }
         self.ctx.tensor_bytes = total;
@@ -293,6 +303,11 @@ impl NnView<'_> {
                 )));
             }
         }
+        let used = match &params.lora {
+            Some(lora) => format!("{model}:{lora}"),
+            None => model.clone(),
+        };
+        crate::note_model(&mut self.ctx.models, used);
         Ok(Ok(GenerateRequest::new(model, prompt, params).for_tenant(self.ctx.tenant.clone())))
     }
 
@@ -376,6 +391,7 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
                 Err(e) => return self.engine_error(e),
             };
             self.ctx.usage.input_tokens += embedding.input_tokens;
+            self.ctx.embeddings += 1;
             let data: Vec<u8> = embedding.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
             let usage =
                 serde_json::to_vec(&serde_json::json!({"input_tokens": embedding.input_tokens, "output_tokens": 0}))

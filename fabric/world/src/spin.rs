@@ -47,12 +47,16 @@ pub struct LlmCtx {
     granted: Arc<[String]>,
     /// Token counts of the calls this store made (for logs and billing).
     pub usage: Usage,
+    /// The models it used, in order of first use (its receipt).
+    pub models: Vec<String>,
+    /// Texts it embedded.
+    pub embeddings: u64,
 }
 
 impl LlmCtx {
     /// State for one instance of `component`, allowed the models in `granted` (`ai_models`).
     pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
-        Self { engine, component, granted, usage: Usage::default() }
+        Self { engine, component, granted, usage: Usage::default(), models: Vec::new(), embeddings: 0 }
     }
 
     /// Refuses a model the manifest does not grant, with the key to add (Spin answers
@@ -144,6 +148,7 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             Err(e) => return Ok(Err(engine_error(e))),
         };
         self.usage += generation.usage;
+        crate::note_model(&mut self.models, model_ref.as_str().to_string());
         tracing::debug!(
             component = %self.component,
             input_tokens = generation.usage.input_tokens,
@@ -192,6 +197,8 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             }
         }
         self.usage.input_tokens += tokens;
+        self.embeddings += text.len() as u64;
+        crate::note_model(&mut self.models, model_ref.as_str().to_string());
         Ok(Ok(EmbeddingsResult { embeddings, usage: EmbeddingsUsage { prompt_token_count: tokens } }))
     }
 }

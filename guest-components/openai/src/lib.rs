@@ -56,7 +56,16 @@ struct Completion {
     #[serde(default)]
     stream: bool,
     #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
     n: Option<u32>,
+}
+
+/// `stream_options`: `include_usage` adds a last chunk with no choices and the usage.
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,7 +182,8 @@ fn completion(out: ResponseOutparam, body: &[u8], chat: bool) {
     let options = options.to_string();
     let created = now();
     if req.stream {
-        return stream(out, &req.model, &prompt, &options, chat, created);
+        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        return stream(out, &req.model, &prompt, &options, chat, created, include_usage);
     }
     match generate(&req.model, &prompt, Some(&options)) {
         Ok((text, usage)) => {
@@ -206,7 +216,15 @@ fn completion(out: ResponseOutparam, body: &[u8], chat: bool) {
     }
 }
 
-fn stream(out: ResponseOutparam, model: &str, prompt: &str, options: &str, chat: bool, created: u64) {
+fn stream(
+    out: ResponseOutparam,
+    model: &str,
+    prompt: &str,
+    options: &str,
+    chat: bool,
+    created: u64,
+    include_usage: bool,
+) {
     let text = match generate_stream(model, prompt, Some(options)) {
         Ok(s) => s,
         Err(e) => return nn_error(out, &e),
@@ -235,10 +253,21 @@ fn stream(out: ResponseOutparam, model: &str, prompt: &str, options: &str, chat:
             Ok(None) => {
                 let reason = text.usage().map(|u| finish_reason(&u).to_string()).unwrap_or_else(|| "stop".into());
                 let mut last: Value = serde_json::from_str(&chunk(json!({}), Some(&reason))).unwrap_or_default();
-                if let Some(usage) = text.usage() {
-                    last["usage"] = usage_json(&usage);
+                let usage = text.usage().map(|u| usage_json(&u));
+                if include_usage {
+                    // OpenAI's shape: the finish chunk without usage, then a chunk with
+                    // no choices and the usage.
+                    events.send(None, &last.to_string());
+                    let mut tail: Value = serde_json::from_str(&chunk(json!({}), None)).unwrap_or_default();
+                    tail["choices"] = json!([]);
+                    tail["usage"] = usage.unwrap_or(Value::Null);
+                    events.send(None, &tail.to_string());
+                } else {
+                    if let Some(usage) = usage {
+                        last["usage"] = usage;
+                    }
+                    events.send(None, &last.to_string());
                 }
-                events.send(None, &last.to_string());
                 events.send(None, "[DONE]");
                 break;
             }

@@ -17,6 +17,7 @@ mod error;
 mod models;
 mod node;
 mod ondemand;
+mod receipts;
 mod snapshot;
 mod tunnel;
 
@@ -110,6 +111,7 @@ impl Agent {
                 host: host.clone(),
                 share: config.share.clone(),
                 under_pressure: under_pressure.clone(),
+                receipts: receipts::Receipts { identity: identity.clone() },
             };
             for router in &config.routers {
                 tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), dial.clone(), *router, source.clone())));

@@ -23,6 +23,8 @@ pub(crate) struct ReportSource {
     /// What the provider lends: concurrency and model memory.
     pub(crate) share: ResourceShare,
     pub(crate) under_pressure: Arc<AtomicBool>,
+    /// Signs what metered requests used.
+    pub(crate) receipts: crate::receipts::Receipts,
 }
 
 impl ReportSource {
@@ -49,7 +51,7 @@ pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: Socke
                     loop {
                         match connection.accept_bi().await {
                             Ok((send, recv)) => {
-                                tokio::spawn(serve(source.host.clone(), send, recv));
+                                tokio::spawn(serve(source.host.clone(), source.receipts.clone(), send, recv));
                             }
                             Err(e) => {
                                 tracing::warn!(router = %addr, "router link lost: {e}");
@@ -88,7 +90,13 @@ async fn report(connection: quinn::Connection, source: ReportSource) {
 }
 
 /// Serves one forwarded request.
-async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve(
+    host: Arc<Host>,
+    receipts: crate::receipts::Receipts,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let started = Instant::now();
     let head = match read_json(&mut recv).await {
         Ok(Open::Request(head)) => head,
         Ok(Open::Preload { model, pin }) => {
@@ -132,8 +140,18 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
     for (name, value) in &head.headers {
         builder = builder.header(name, value);
     }
+    // A router that meters the request names it; what the guest used comes back here.
+    let request_id = head.request_id;
+    let mut served = None;
     let request = match builder.body(body) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            if !request_id.is_empty() {
+                let (report, receiver) = wasmesh_runtime::ServedReport::new();
+                r.extensions_mut().insert(report);
+                served = Some(receiver);
+            }
+            r
+        }
         Err(e) => {
             let _ = write_frame(&mut send, &Frame::Error(format!("invalid request head: {e}"))).await;
             return;
@@ -141,6 +159,7 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
     };
     let response = host.handle(request).await;
     let (parts, mut body) = response.into_parts();
+    let status = parts.status.as_u16();
     let head = ResponseHead {
         status: parts.status.as_u16(),
         headers: parts
@@ -181,6 +200,21 @@ async fn serve(host: Arc<Host>, mut send: quinn::SendStream, mut recv: quinn::Re
                 break;
             }
             None => {
+                if let Some(mut receiver) = served.take() {
+                    // The guest's call ends with its body (or just after): its usage.
+                    let used = match (&mut receiver).now_or_never() {
+                        Some(used) => used.ok(),
+                        None => {
+                            if !out.is_empty() && send.write_all(&out).await.is_err() {
+                                return;
+                            }
+                            out.clear();
+                            tokio::time::timeout(Duration::from_secs(2), receiver).await.ok().and_then(Result::ok)
+                        }
+                    };
+                    let receipt = receipts.sign(&host, &request_id, used, status, started);
+                    encode_frame(&mut out, &Frame::Receipt(receipt));
+                }
                 encode_frame(&mut out, &Frame::End);
                 break;
             }

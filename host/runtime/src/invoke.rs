@@ -9,6 +9,7 @@ use crate::host::Host;
 use crate::limits::Limiter;
 use crate::nn::NnCtx;
 use crate::outcome::Outcome;
+use crate::served::ServedReport;
 use crate::spin::LlmCtx;
 use crate::state::HostState;
 use bytes::Bytes;
@@ -37,6 +38,7 @@ impl Host {
     {
         let limits = component.limits;
         let max_request = limits.max_request_bytes();
+        let report = req.extensions().get::<ServedReport>().cloned();
         if let Some(len) =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max_request
@@ -68,7 +70,7 @@ impl Host {
         let pre = match &component.pre {
             ProxyPre::P2(pre) => pre.clone(),
             ProxyPre::P3(pre) => {
-                return self.invoke_p3(component, pre.clone(), store, req, body_too_large).await;
+                return self.invoke_p3(component, pre.clone(), store, req, body_too_large, report).await;
             }
         };
 
@@ -99,7 +101,7 @@ impl Host {
             Outcome::of(&store, result, instantiated)
         });
 
-        match respond(component, receiver.await, task, &body_too_large, None).await {
+        match respond(component, receiver.await, task, &body_too_large, None, report).await {
             Ok(response) => response.map(UnsyncBoxBody::new),
             Err(error) => error,
         }
@@ -116,6 +118,7 @@ impl Host {
         mut store: Store<HostState>,
         req: http::Request<B>,
         body_too_large: Arc<AtomicBool>,
+        report: Option<ServedReport>,
     ) -> Response<HostBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -164,7 +167,7 @@ impl Host {
             })
         };
 
-        match respond(component, receiver.await, task, &body_too_large, Some(failed)).await {
+        match respond(component, receiver.await, task, &body_too_large, Some(failed), report).await {
             Ok(response) => response
                 .map(|body| UnsyncBoxBody::new(WithGuard { inner: UnsyncBoxBody::new(body), _guard: body_done })),
             Err(error) => error,
@@ -182,32 +185,58 @@ async fn respond<B, E: std::fmt::Debug>(
     task: tokio::task::JoinHandle<Outcome>,
     body_too_large: &AtomicBool,
     failed: Option<Arc<AtomicBool>>,
+    report: Option<ServedReport>,
 ) -> Result<Response<Capped<B>>, Response<HostBody>> {
+    // The guest may still be running (writing its body): what it used is reported
+    // when its call ends, whichever branch below answers.
     match received {
         Ok(Ok(response)) => {
             if body_too_large.load(Ordering::Acquire) {
+                let watch = component.clone();
+                tokio::spawn(async move {
+                    if let (Ok(outcome), Some(report)) = (task.await, report) {
+                        report.send(outcome.served(&watch.app));
+                    }
+                });
                 return Err(too_large(component, 0, component.limits.max_request_bytes()));
             }
             let watch = component.clone();
             tokio::spawn(async move {
-                if let Ok(outcome) = task.await
-                    && (outcome.timed_out || outcome.memory_hit || outcome.error.is_some())
-                {
-                    tracing::warn!(
-                        component = %watch.name,
-                        "component failed after sending its response headers: {}",
-                        outcome.describe(&watch)
-                    );
+                if let Ok(outcome) = task.await {
+                    if let Some(report) = &report {
+                        report.send(outcome.served(&watch.app));
+                    }
+                    if outcome.timed_out || outcome.memory_hit || outcome.error.is_some() {
+                        tracing::warn!(
+                            component = %watch.name,
+                            "component failed after sending its response headers: {}",
+                            outcome.describe(&watch)
+                        );
+                    }
                 }
             });
             let left = component.limits.max_response_bytes();
             Ok(response.map(|inner| Capped { inner, left, component: component.name.clone(), failed }))
         }
-        Ok(Err(code)) => Err(json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
-        )),
-        Err(_) => Err(failure_response(component, task.await, body_too_large)),
+        Ok(Err(code)) => {
+            let watch = component.clone();
+            tokio::spawn(async move {
+                if let (Ok(outcome), Some(report)) = (task.await, report) {
+                    report.send(outcome.served(&watch.app));
+                }
+            });
+            Err(json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": format!("component '{}' answered with an error: {code:?}", component.name) }),
+            ))
+        }
+        Err(_) => {
+            let outcome = task.await;
+            if let (Ok(outcome), Some(report)) = (&outcome, &report) {
+                report.send(outcome.served(&component.app));
+            }
+            Err(failure_response(component, outcome, body_too_large))
+        }
     }
 }
 
@@ -247,6 +276,8 @@ impl Host {
         if stderr {
             wasi.inherit_stderr();
         }
+        // One lookup of the app's share: linear memories and tensors charge it apart.
+        let charge = self.charge(&component.app);
         let state = HostState::new(
             wasi.build(),
             NnCtx::new(
@@ -256,14 +287,14 @@ impl Host {
                 usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
             )
             .with_tenant(component.app.clone())
-            .with_budget(self.charge(&component.app)),
+            .with_budget(charge.sibling()),
             LlmCtx::new(self.inference.clone(), component.name.clone(), component.ai_granted.clone()),
             Limiter {
                 memory_bytes: usize::try_from(limits.memory_bytes()).unwrap_or(usize::MAX),
                 memory_hit: false,
                 deadline: Instant::now() + Duration::from_millis(limits.timeout_ms()),
                 deadline_hit: false,
-                charge: self.charge(&component.app),
+                charge,
                 budget_hit: false,
             },
         );

@@ -32,11 +32,13 @@ mod limits;
 mod outcome;
 mod routes;
 mod serve;
+mod served;
 mod state;
 
 pub use app::{AppError, LoadedApp};
 pub use host::{Host, HostConfig};
 pub use routes::Mount;
+pub use served::{Served, ServedReport};
 /// The deploy-time check, as the registry runs it (from the world crate).
 pub use wasmesh_world::ComponentValidator;
 /// The guest interfaces this host links (from the world crate).

@@ -13,8 +13,9 @@ pub(crate) struct Outcome {
     pub(crate) budget_hit: bool,
     pub(crate) instantiated: bool,
     pub(crate) error: Option<String>,
-    #[allow(dead_code, reason = "reported once billing lands")]
     usage: wasmesh_engine::Usage,
+    models: Vec<String>,
+    embeddings: u64,
 }
 
 impl Outcome {
@@ -29,7 +30,7 @@ impl Outcome {
         Outcome {
             timed_out: result.is_err() || data.limiter.deadline_hit,
             memory_hit: data.limiter.memory_hit,
-            budget_hit: data.limiter.budget_hit || budget_spent(&result),
+            budget_hit: data.limiter.budget_hit || data.nn.budget_hit,
             instantiated,
             error: match result {
                 // The root cause names what happened (a trap, a limit); the outer layers
@@ -42,6 +43,24 @@ impl Outcome {
                 usage += data.llm.usage;
                 usage
             },
+            models: {
+                let mut models = data.nn.models.clone();
+                models.extend(data.llm.models.iter().filter(|m| !data.nn.models.contains(m)).cloned());
+                models
+            },
+            embeddings: data.nn.embeddings + data.llm.embeddings,
+        }
+    }
+
+    /// What the call used, for the request's receipt.
+    pub(crate) fn served(&self, app: &str) -> crate::Served {
+        crate::Served {
+            app: app.to_string(),
+            models: self.models.clone(),
+            input_tokens: u64::from(self.usage.input_tokens),
+            output_tokens: u64::from(self.usage.output_tokens),
+            embeddings: self.embeddings,
+            failed: self.timed_out || self.memory_hit || self.budget_hit || self.error.is_some(),
         }
     }
 
@@ -89,11 +108,6 @@ impl Outcome {
             None
         }
     }
-}
-
-/// Whether the call failed because a `wasi:nn` tensor found the node's budget spent.
-fn budget_spent<T>(result: &Result<wasmtime::Result<T>, tokio::time::error::Elapsed>) -> bool {
-    matches!(result, Ok(Err(e)) if e.root_cause().to_string().starts_with("node memory budget exhausted"))
 }
 
 /// The first line of an error's text (Wasmtime's traps carry a backtrace after it).

@@ -105,6 +105,11 @@ impl Host {
         self.routes.read().expect("route table lock").iter().map(|e| (e.app.to_string(), e.version)).collect()
     }
 
+    /// The version of `app` served now, if it is loaded.
+    pub fn app_version(&self, app: &str) -> Option<u64> {
+        self.routes.read().expect("route table lock").iter().find(|e| &*e.app == app).map(|e| e.version)
+    }
+
     /// The paths served now, as `(app, path, component)`; scoped apps' paths are
     /// shown under `/fn/{app}`.
     pub fn routes(&self) -> Vec<(String, String, String)> {

@@ -10,6 +10,7 @@ mod identity;
 mod accounts;
 mod apps;
 mod client;
+mod credits;
 mod downloads;
 mod error;
 mod keys;

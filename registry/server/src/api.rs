@@ -9,6 +9,7 @@
 
 mod accounts;
 mod apps;
+mod credits;
 mod keys;
 mod models;
 mod nodes;
@@ -68,6 +69,18 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/v1/nodes/{id}/swarm", post(nodes::node_swarm).layer(DefaultBodyLimit::max(16 << 10)))
         .route("/v1/nodes/{id}/reports", post(nodes::node_report).layer(DefaultBodyLimit::max(16 << 10)))
         .route("/v1/tracker/{node}/{token}/announce", get(nodes::tracker_announce))
+        .route("/v1/credits/grants", post(credits::grant))
+        .route("/v1/credits/{account}", get(credits::balance))
+        .route("/v1/credits/{account}/history", get(credits::history))
+        .route("/v1/prices", get(credits::prices_list))
+        .route("/v1/prices/{model}", put(credits::price_set))
+        .route("/v1/ledger/check", get(credits::ledger_check))
+        .route("/v1/leases", post(credits::lease))
+        .route("/v1/leases/{id}/close", post(credits::lease_close))
+        // A batch of up to 1000 receipts of about 600 bytes each.
+        .route("/v1/receipts", post(credits::receipts_post).layer(DefaultBodyLimit::max(2 << 20)))
+        .route("/v1/usage", get(credits::usage))
+        .route("/v1/generation", get(credits::generation))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(4 << 20))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))

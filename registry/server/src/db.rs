@@ -182,10 +182,28 @@ ALTER TABLE uploads ADD COLUMN touched_at BIGINT NOT NULL DEFAULT 0
 ALTER TABLE nodes ADD COLUMN ready BIGINT NOT NULL DEFAULT 0
 "#,
     ),
+    // The credits ledger (`ledger::SCHEMA`: accounts, transfers, pending transfers).
+    (9, crate::ledger::SCHEMA),
+    (
+        // Prices per model in micros per million tokens; `-` is the per-call price of
+        // requests that use no model.
+        10,
+        r#"
+CREATE TABLE prices (
+    model TEXT PRIMARY KEY,
+    input_per_mtok BIGINT NOT NULL,
+    output_per_mtok BIGINT NOT NULL,
+    per_call BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+)
+"#,
+    ),
+    // Hosts' receipts of metered requests (`receipts::SCHEMA`).
+    (11, crate::receipts::SCHEMA),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,9 +24,12 @@ pub mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod catalog;
+pub mod credits;
 pub mod db;
 pub mod error;
+pub mod ledger;
 pub mod nodes;
+pub mod receipts;
 pub mod swarm;
 
 use std::net::SocketAddr;
@@ -58,6 +61,10 @@ pub struct RegistryConfig {
     pub cert_ttl: Duration,
     /// Bytes one account may store (its blobs and its unfinished uploads); admins are exempt.
     pub account_quota_bytes: u64,
+    /// The platform's share of every request's cost, in basis points (1000: 10%).
+    pub fee_bps: u32,
+    /// How long providers' earnings wait in escrow before they are theirs to spend.
+    pub settle_after: Duration,
 }
 
 impl RegistryConfig {
@@ -74,6 +81,8 @@ impl RegistryConfig {
             upload_ttl: Duration::from_secs(24 * 3600),
             cert_ttl: Duration::from_secs(6 * 3600),
             account_quota_bytes: 1 << 40,
+            fee_bps: 1000,
+            settle_after: Duration::from_secs(3600),
         }
     }
 }
@@ -94,6 +103,10 @@ pub struct Metrics {
     pub nodes: prometheus::IntGaugeVec,
     /// Failed authentications.
     pub auth_failures: prometheus::IntCounter,
+    /// Credits (micros) reserved by leases and posted by receipts.
+    pub credits: prometheus::IntCounterVec,
+    /// Receipts by outcome (posted, duplicate, refused).
+    pub receipts: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -122,8 +135,18 @@ impl Metrics {
         registry.register(Box::new(deploys.clone()))?;
         registry.register(Box::new(uploaded_bytes.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
+        let credits = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("wasmesh_registry_credits_micros_total", "Credits (micros) reserved by leases and posted by receipts"),
+            &["what"],
+        )?;
+        let receipts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("wasmesh_registry_receipts_total", "Receipts by outcome"),
+            &["outcome"],
+        )?;
         registry.register(Box::new(auth_failures.clone()))?;
-        Ok(Self { registry, requests, latency, deploys, uploaded_bytes, nodes, auth_failures })
+        registry.register(Box::new(credits.clone()))?;
+        registry.register(Box::new(receipts.clone()))?;
+        Ok(Self { registry, requests, latency, deploys, uploaded_bytes, nodes, auth_failures, credits, receipts })
     }
 }
 
@@ -163,6 +186,8 @@ pub struct State {
     pub swarms: swarm::Swarms,
     /// The Prometheus metrics `GET /metrics` serves.
     pub metrics: Metrics,
+    /// The credits ledger.
+    pub ledger: ledger::SqlLedger,
     /// The configuration.
     pub config: RegistryConfig,
 }
@@ -188,6 +213,7 @@ impl Registry {
                 .map_err(|e| anyhow::anyhow!("cannot create the validator: {e:#}"))?,
         );
         tracing::info!(database = %db::redact(&url), store = %artifacts.describe, "registry opened");
+        let ledger = ledger::SqlLedger::new(db.clone());
         Ok(Self {
             state: Arc::new(State {
                 db,
@@ -199,6 +225,7 @@ impl Registry {
                 long_polls: std::sync::Mutex::new(std::collections::HashMap::new()),
                 changed: tokio::sync::Notify::new(),
                 swarms: swarm::Swarms::new(ca.derive_secret("wasmesh 2026 tracker tokens")),
+                ledger,
                 ca,
                 metrics,
                 config,
@@ -272,10 +299,32 @@ impl Registry {
                 }
             })
         };
+        // Release reservations whose router never came back (their timeout passed), and
+        // settle providers' earnings whose window has passed.
+        let expiry = {
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                loop {
+                    match state.ledger.expire(db::now_ms()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(transfers = n, "released expired reservations"),
+                        Err(e) => tracing::warn!("cannot release expired reservations: {e}"),
+                    }
+                    let window = state.config.settle_after.as_millis() as i64;
+                    match receipts::settle(&state.db, &state.ledger, window).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(earnings = n, "provider earnings settled"),
+                        Err(e) => tracing::warn!("cannot settle earnings: {}", e.message),
+                    }
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            })
+        };
         let served = axum::serve(listener, self.router().into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await;
         janitor.abort();
+        expiry.abort();
         served
     }
 }

@@ -23,12 +23,12 @@ impl moka::Expiry<String, Verdict> for VerdictExpiry {
 }
 
 /// Checks the caller's key (cached for 30 s; failures for 5 s); the caller's account
-/// (`None` when the router takes callers without keys).
+/// and key id (`None` when the router takes callers without keys).
 pub(crate) async fn authorize(
     inner: &Inner,
     req: &Request<Incoming>,
     source: std::net::IpAddr,
-) -> Result<Option<String>, Response<Body>> {
+) -> Result<Option<crate::meter::Caller>, Response<Body>> {
     if !inner.config.require_key {
         return Ok(None);
     }
@@ -77,7 +77,8 @@ pub(crate) async fn authorize(
         Ok((scopes, account)) if scopes.contains(&Scope::Invoke) || scopes.contains(&Scope::Admin) => {
             // Limit by the key's public id.
             let id = key.id();
-            inner.limiter.take(id).map(|()| Some(account.clone())).map_err(|wait| {
+            let caller = || crate::meter::Caller { account: account.clone(), key_id: id.to_string() };
+            inner.limiter.take(id).map(|()| Some(caller())).map_err(|wait| {
                 let mut response =
                     error(StatusCode::TOO_MANY_REQUESTS, format!("key {id} is over its rate limit; retry in {wait} s"));
                 if let Ok(v) = wait.to_string().parse() {

@@ -15,9 +15,13 @@
 //! whenever it changes (at most every 100 ms) and swapped atomically.
 
 mod callers;
+mod follow;
 mod link;
+mod meter;
 mod metrics;
 mod pins;
+mod receipt_queue;
+mod relay;
 mod renew;
 mod route_error;
 
@@ -30,12 +34,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::NodeRole;
 use wasmesh_api::{AppManifest, AppPath};
 use wasmesh_client::{Client, NodeIdentity};
 use wasmesh_policy::{ModelRef, PolicyConfig, Snapshot};
+
+pub use meter::MeterConfig;
 
 /// A response body: bytes, or an error that aborts the response.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -65,6 +71,8 @@ pub struct RouterConfig {
     pub openai_app: String,
     /// Requests per second per caller key (bursts of twice that).
     pub per_key_rps: f64,
+    /// Metering: holds on callers' credits, receipts, charges.
+    pub metering: MeterConfig,
 }
 
 impl RouterConfig {
@@ -85,6 +93,7 @@ impl RouterConfig {
             require_key: true,
             openai_app: "openai".into(),
             per_key_rps: 1000.0,
+            metering: MeterConfig::default(),
         }
     }
 }
@@ -120,6 +129,7 @@ struct Inner {
     unknown_keys: wasmesh_api::limit::RateLimiter,
     client: Client,
     metrics: metrics::Metrics,
+    meter: Arc<meter::Meter>,
 }
 
 /// A running router.
@@ -158,6 +168,10 @@ impl Router {
             cert,
         ));
         let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let meter =
+            Arc::new(meter::Meter::new(config.metering.clone(), client.clone(), &config.data_dir.join("receipts"))?);
+        let metrics = metrics::Metrics::new()?;
+        metrics.registry.register(Box::new(meter.credits.clone()))?;
         let inner = Arc::new(Inner {
             links: link::Links::default(),
             routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new(), apps: Vec::new() }),
@@ -171,16 +185,18 @@ impl Router {
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
             unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
             client,
-            metrics: metrics::Metrics::new()?,
+            metrics,
+            meter,
             config,
         });
         let mut tasks = vec![
             tokio::spawn(link::accept(inner.clone(), endpoint)),
-            tokio::spawn(rebuild_loop(inner.clone())),
-            tokio::spawn(follow_deployments(inner.clone())),
-            tokio::spawn(follow_nodes(inner.clone())),
+            tokio::spawn(follow::rebuild_loop(inner.clone())),
+            tokio::spawn(follow::follow_deployments(inner.clone())),
+            tokio::spawn(follow::follow_nodes(inner.clone())),
             tokio::spawn(pins::follow_models(inner.clone())),
             tokio::spawn(pins::keep_pins(inner.clone())),
+            tokio::spawn(follow::metering_loop(inner.clone())),
             renew,
         ];
         tasks.shrink_to_fit();
@@ -273,8 +289,7 @@ async fn handle(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
             ),
         },
     };
-    let class = format!("{}xx", response.status().as_u16() / 100);
-    inner.metrics.requests.with_label_values(&[&class]).inc();
+    inner.metrics.answered(response.status());
     inner.metrics.latency.observe(started.elapsed().as_secs_f64());
     response
 }
@@ -299,6 +314,8 @@ fn health(inner: &Inner) -> Response<Body> {
             "hosts": inner.links.len(),
             "ready": ready,
             "apps": inner.apps.load().len(),
+            "metering": inner.meter.enabled(),
+            "receipt_segments_waiting": inner.meter.waiting(),
         }),
     )
 }
@@ -361,9 +378,10 @@ async fn function(
     req: Request<Incoming>,
     source: std::net::IpAddr,
 ) -> Response<Body> {
-    if let Err(denied) = callers::authorize(inner, &req, source).await {
-        return denied;
-    }
+    let caller = match callers::authorize(inner, &req, source).await {
+        Ok(caller) => caller,
+        Err(denied) => return denied,
+    };
     let app = scoped.app();
     let (grants, network) = match grants_for(inner, app, scoped.rest()) {
         Ok(found) => found,
@@ -374,16 +392,21 @@ async fn function(
         Err(response) => return response,
     };
     let model = model_of_function(&grants, &body);
+    let hold = match hold(inner, caller, model.as_ref(), &body, false).await {
+        Ok(hold) => hold,
+        Err(refused) => return refused,
+    };
     let head = head_of(&parts, None);
-    link::forward(inner, app, network.as_deref(), model, head, body).await
+    link::forward(inner, app, network.as_deref(), model, head, body, hold).await
 }
 
 /// The OpenAI-compatible API: served by the built-in `openai` app's component on
 /// the hosts, routed by the body's `model`.
 async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source: std::net::IpAddr) -> Response<Body> {
-    if let Err(denied) = callers::authorize(inner, &req, source).await {
-        return denied;
-    }
+    let caller = match callers::authorize(inner, &req, source).await {
+        Ok(caller) => caller,
+        Err(denied) => return denied,
+    };
     let app = inner.config.openai_app.clone();
     let Some(network) = inner.apps.load().get(&app).map(|m| m.app.network.clone()) else {
         return error(
@@ -408,8 +431,27 @@ async fn openai(inner: &Arc<Inner>, path: String, req: Request<Incoming>, source
         },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
     };
+    let hold = match hold(inner, caller, Some(&model), &body, path == "/v1/embeddings").await {
+        Ok(hold) => hold,
+        Err(refused) => return refused,
+    };
     let head = head_of(&parts, Some(AppPath::uri(&app, &path)));
-    link::forward(inner, &app, network.as_deref(), Some(model), head, body).await
+    link::forward(inner, &app, network.as_deref(), Some(model), head, body, hold).await
+}
+
+/// Holds what the request may cost from the caller's credits (when metering is on and
+/// callers have keys).
+async fn hold(
+    inner: &Arc<Inner>,
+    caller: Option<meter::Caller>,
+    model: Option<&ModelRef>,
+    body: &[u8],
+    embeddings: bool,
+) -> Result<Option<meter::Hold>, Response<Body>> {
+    match caller {
+        Some(caller) if inner.meter.enabled() => inner.meter.reserve(caller, model, body, embeddings).await.map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// `GET /v1/models`: what the registry has and what hosts hold.
@@ -425,7 +467,7 @@ async fn models(inner: &Arc<Inner>, req: Request<Incoming>, source: std::net::Ip
     let visible = |name: &str| {
         let base = name.split_once(':').map_or(name, |(base, _)| base);
         match (owners.get(base), &caller) {
-            (Some((account, public)), Some(caller)) => *public || account == caller,
+            (Some((account, public)), Some(caller)) => *public || *account == caller.account,
             _ => true,
         }
     };
@@ -475,67 +517,6 @@ fn head_of(parts: &http::request::Parts, uri: Option<String>) -> wasmesh_tunnel:
             .filter(|(name, _)| *name != http::header::AUTHORIZATION && *name != http::header::CONNECTION)
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect(),
-    }
-}
-
-async fn rebuild_loop(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tick.tick().await;
-        if inner.dirty.swap(false, Ordering::AcqRel) {
-            link::rebuild(&inner);
-        }
-    }
-}
-
-/// Every 2 s, which nodes the registry considers offline. When the registry cannot
-/// be reached the last answer stands: the data plane keeps working without it.
-async fn follow_nodes(inner: Arc<Inner>) {
-    loop {
-        if let Ok(nodes) = inner.client.nodes().await {
-            let offline: std::collections::HashSet<String> = nodes
-                .into_iter()
-                .filter(|n| n.status == wasmesh_api::wire::NodeStatus::Offline)
-                .map(|n| n.node_id)
-                .collect();
-            if **inner.cut_off.load() != offline {
-                inner.cut_off.store(Arc::new(offline));
-                inner.dirty.store(true, Ordering::Release);
-            }
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-async fn follow_deployments(inner: Arc<Inner>) {
-    let mut revision = None;
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match inner.client.deployments(revision, Duration::from_secs(30)).await {
-            Ok(d) => {
-                backoff = Duration::from_millis(500);
-                if Some(d.revision) != revision {
-                    let mut apps = HashMap::new();
-                    for app in &d.apps {
-                        match AppManifest::parse(&app.manifest) {
-                            Ok(m) => {
-                                apps.insert(app.app.clone(), m);
-                            }
-                            Err(e) => {
-                                tracing::warn!(app = %app.app, "skipping an app whose manifest does not parse: {e}")
-                            }
-                        }
-                    }
-                    tracing::info!(apps = apps.len(), revision = d.revision, "deployments updated");
-                    inner.apps.store(Arc::new(apps));
-                    revision = Some(d.revision);
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot poll deployments, retrying in {backoff:?}: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(15));
-            }
-        }
+        request_id: String::new(),
     }
 }

@@ -4,8 +4,7 @@
 use crate::route_error::{Kind, RouteError};
 use crate::{Body, Inner, Routed, error};
 use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::BodyExt;
+use http::Response;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -13,8 +12,7 @@ use std::time::Duration;
 use wasmesh_api::wire::ModelState;
 use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame,
-    write_json,
+    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_json, write_frame, write_json,
 };
 
 struct Link {
@@ -150,7 +148,7 @@ pub(crate) fn rebuild(inner: &Inner) {
 }
 
 /// Ends a request's in-flight count on its snapshot when dropped.
-struct InFlight {
+pub(crate) struct InFlight {
     routed: Arc<Routed>,
     node: NodeIndex,
 }
@@ -271,9 +269,13 @@ pub(crate) async fn forward(
     app: &str,
     network: Option<&str>,
     model: Option<ModelRef>,
-    head: RequestHead,
+    mut head: RequestHead,
     body: Bytes,
+    hold: Option<crate::meter::Hold>,
 ) -> Response<Body> {
+    if let Some(hold) = &hold {
+        head.request_id = hold.request_id.clone();
+    }
     let routed = inner.routed.load_full();
     let size = model.as_ref().and_then(|m| inner.model_sizes.load().get(m.model()).copied()).unwrap_or(0);
     let key = hash(&head.uri);
@@ -341,7 +343,8 @@ pub(crate) async fn forward(
                     retries = failures.len(),
                     "routed"
                 );
-                return respond(response, recv, guard);
+                let openai = app == inner.config.openai_app;
+                return crate::relay::respond(response, recv, guard, hold, openai);
             }
             Attempt::Failed(e) if e.retry => {
                 drop(guard);
@@ -382,43 +385,6 @@ fn retry_later(status: http::StatusCode, message: String) -> Response<Body> {
     let mut response = error(status, message);
     response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
     response
-}
-
-/// The caller's response: the host's head, then its body frames as they arrive.
-/// A failure mid-body ends an event stream with an `error` event, and aborts any
-/// other body (the caller sees a truncated response, never a hang).
-fn respond(head: ResponseHead, recv: quinn::RecvStream, guard: InFlight) -> Response<Body> {
-    let sse =
-        head.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream"));
-    let mut builder = Response::builder().status(head.status);
-    for (name, value) in &head.headers {
-        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
-            continue;
-        }
-        builder = builder.header(name, value);
-    }
-    let stream = futures::stream::unfold(Some((recv, guard)), move |state| async move {
-        let (mut recv, guard) = state?;
-        let failed = |message: String| {
-            if sse {
-                let event = format!("event: error\ndata: {}\n\n", serde_json::json!({ "error": message }));
-                Some((Ok(hyper::body::Frame::data(Bytes::from(event))), None))
-            } else {
-                Some((Err(std::io::Error::other(message)), None))
-            }
-        };
-        match read_frame(&mut recv).await {
-            Ok(Some(Frame::Data(bytes))) => Some((Ok(hyper::body::Frame::data(bytes)), Some((recv, guard)))),
-            Ok(Some(Frame::End)) => None,
-            Ok(Some(Frame::Error(message))) => failed(format!("the host failed mid-response: {message}")),
-            Ok(None) => failed("the host's stream ended without finishing the response".into()),
-            Ok(Some(Frame::Head(_))) => failed("protocol error: a second head".into()),
-            Err(e) => failed(format!("the host was lost mid-response: {e}")),
-        }
-    });
-    builder
-        .body(http_body_util::StreamBody::new(stream).boxed())
-        .unwrap_or_else(|e| error(StatusCode::BAD_GATEWAY, format!("the host sent an invalid response head: {e}")))
 }
 
 #[cfg(test)]

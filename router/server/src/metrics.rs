@@ -7,7 +7,6 @@ use crate::{Body, Inner, full};
 /// The router's Prometheus counters, gauges and histogram, in their own registry.
 pub(crate) struct Metrics {
     pub(crate) registry: prometheus::Registry,
-    pub(crate) requests: prometheus::IntCounterVec,
     pub(crate) latency: prometheus::Histogram,
     pub(crate) retries: prometheus::IntCounter,
     pub(crate) errors: prometheus::IntCounterVec,
@@ -15,6 +14,16 @@ pub(crate) struct Metrics {
     pub(crate) preloads: prometheus::IntCounter,
     pub(crate) node_in_flight: prometheus::IntGaugeVec,
     pub(crate) nodes: prometheus::IntGauge,
+    /// `requests` by status class (1xx..5xx), looked up once: every request counts.
+    by_class: [prometheus::IntCounter; 5],
+}
+
+impl Metrics {
+    /// Counts one answered request by its status.
+    pub(crate) fn answered(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize;
+        self.by_class[class - 1].inc();
+    }
 }
 
 impl Metrics {
@@ -62,7 +71,8 @@ impl Metrics {
         registry.register(Box::new(preloads.clone()))?;
         registry.register(Box::new(node_in_flight.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
-        Ok(Self { registry, requests, latency, retries, errors, routed, preloads, node_in_flight, nodes })
+        let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests.with_label_values(&[c]));
+        Ok(Self { registry, latency, retries, errors, routed, preloads, node_in_flight, nodes, by_class })
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod apps;
 mod artifacts;
+mod credits;
 mod error;
 mod heartbeat;
 mod hex;
@@ -19,6 +20,10 @@ mod swarm;
 pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
 pub use artifacts::{
     ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
+};
+pub use credits::{
+    Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, MICROS_PER_CREDIT, MeteredReceipt,
+    Price, Receipt, ReceiptBatch, ReceiptOutcome, SignedReceipt, UsageRow, format_micros, parse_credits,
 };
 pub use error::ErrorBody;
 pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};

@@ -1,0 +1,48 @@
+//! The host's receipts: what each metered request used, signed with the node's key.
+//! A router asks for one by giving the request an id; the receipt goes back on the
+//! request's stream just before its end (`Frame::Receipt`).
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmesh_api::wire::{Receipt, SignedReceipt};
+use wasmesh_client::NodeIdentity;
+use wasmesh_runtime::{Host, Served};
+
+/// Signs receipts as this node.
+#[derive(Clone)]
+pub(crate) struct Receipts {
+    pub(crate) identity: Arc<NodeIdentity>,
+}
+
+impl Receipts {
+    /// The signed receipt (JSON of a [`SignedReceipt`]) of request `request_id`,
+    /// answered with `status` after running since `started`; `served` is `None` when no
+    /// guest ran (nothing used).
+    pub(crate) fn sign(
+        &self,
+        host: &Host,
+        request_id: &str,
+        served: Option<Served>,
+        status: u16,
+        started: Instant,
+    ) -> bytes::Bytes {
+        let served = served.unwrap_or_default();
+        let receipt = Receipt {
+            request_id: request_id.to_string(),
+            node: self.identity.node_id().to_string(),
+            app_version: host.app_version(&served.app).unwrap_or(0),
+            app: served.app,
+            models: served.models,
+            input_tokens: served.input_tokens,
+            output_tokens: served.output_tokens,
+            embeddings: served.embeddings,
+            wall_ms: started.elapsed().as_millis() as u64,
+            status,
+            failed: served.failed,
+            at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        };
+        let text = serde_json::to_string(&receipt).expect("JSON of plain values");
+        let signature = self.identity.sign_hex(text.as_bytes());
+        serde_json::to_vec(&SignedReceipt { receipt: text, signature }).expect("JSON of plain values").into()
+    }
+}

@@ -1,0 +1,41 @@
+//! What a request used, for its receipt: a caller (the host's router link) puts a
+//! [`ServedReport`] in the request's extensions, and the runtime sends what the guest
+//! used once its call ended, whichever way it ended. A request no guest ran for (no
+//! route, a body too large up front) drops the report unsent.
+
+use std::sync::{Arc, Mutex};
+
+/// What one request's guest used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The app.
+    pub app: String,
+    /// The models (`MODEL` or `MODEL:ADAPTER`) it ran, in order of first use.
+    pub models: Vec<String>,
+    /// Prompt tokens (generation and embeddings).
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Texts embedded.
+    pub embeddings: u64,
+    /// Whether the guest failed (trap, deadline, memory).
+    pub failed: bool,
+}
+
+/// Where the runtime sends a request's [`Served`], once.
+#[derive(Clone)]
+pub struct ServedReport(Arc<Mutex<Option<tokio::sync::oneshot::Sender<Served>>>>);
+
+impl ServedReport {
+    /// A report and the receiver that gets it.
+    pub fn new() -> (Self, tokio::sync::oneshot::Receiver<Served>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    pub(crate) fn send(&self, served: Served) {
+        if let Some(tx) = self.0.lock().expect("served report lock").take() {
+            let _ = tx.send(served);
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! Metering: routers' leases (credits held for the requests they serve), the hosts'
+//! signed receipts that spend them, settlement of providers' earnings, and the usage
+//! the receipts add up to.
+//!
+//! A receipt's cost is split as it posts: the caller pays the escrow (from the lease
+//! that held it: up to what the router reserved; any excess straight from the caller's
+//! available credits), the escrow pays the platform its fee and holds the rest for the
+//! serving node's account as a pending transfer, which the settlement job posts once
+//! the settlement window has passed (the trust issue withholds it for cheaters).
+//! Every transfer's id derives from the request id, and the receipt row is written
+//! last: a batch sent again (a router's resend, a registry crash mid-way) charges
+//! nothing twice.
+
+use crate::db::{Db, now_ms};
+use crate::error::{ApiError, ApiResult};
+use crate::ledger::{ESCROW, FEES, NO_OVERDRAFT, Outcome, Refusal, SqlLedger, Transfer};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use std::collections::{HashMap, HashSet};
+use wasmesh_api::wire::{
+    Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex,
+};
+
+/// Longest lease a router may ask for.
+const MAX_LEASE_TTL_S: u64 = 24 * 3600;
+/// Receipts per batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// The schema of receipts (a registry migration).
+pub const SCHEMA: &str = r#"
+CREATE TABLE receipts (
+    request_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    node TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    app TEXT NOT NULL,
+    app_version BIGINT NOT NULL,
+    model TEXT NOT NULL,
+    models TEXT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    embeddings BIGINT NOT NULL,
+    cost BIGINT NOT NULL,
+    unpaid BIGINT NOT NULL,
+    wall_ms BIGINT NOT NULL,
+    router_ms BIGINT NOT NULL,
+    status BIGINT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    day TEXT NOT NULL
+);
+CREATE INDEX receipts_account ON receipts (account, at_ms)
+"#;
+
+/// Holds up to `req.amount` of `req.account`'s available credits (at least
+/// `req.min_amount`) for a router: 402 when the account has less.
+pub async fn lease(ledger: &SqlLedger, req: &LeaseRequest) -> ApiResult<Lease> {
+    if req.min_amount == 0 || req.amount < req.min_amount || req.amount > i64::MAX as u64 {
+        return Err(ApiError::bad_request("invalid_amount", "a lease needs 0 < min_amount <= amount"));
+    }
+    let ttl = req.ttl_s.clamp(1, MAX_LEASE_TTL_S);
+    // Balances move between the read and the hold: a refused hold is tried again with
+    // what is available then.
+    for _ in 0..3 {
+        let available = ledger.balance(&req.account).await?.map(|c| c.available()).unwrap_or(0).max(0) as u64;
+        if available < req.min_amount {
+            return Err(payment_required(&req.account, available, req.min_amount));
+        }
+        let amount = req.amount.min(available);
+        let id = format!("lease:{}", crate::auth::random_id());
+        let expires_at = now_ms() + (ttl * 1000) as i64;
+        let hold = Transfer::pending(&id, &req.account, ESCROW, amount as i64, expires_at, "reserve");
+        match ledger.transfer(&[hold]).await?.as_slice() {
+            [Outcome::Created] => {
+                return Ok(Lease { id, account: req.account.clone(), amount, expires_at_ms: expires_at as u64 });
+            }
+            [Outcome::Refused(Refusal::InsufficientFunds { .. })] => continue,
+            other => return Err(ApiError::internal("the lease was refused", format!("{other:?}"))),
+        }
+    }
+    Err(ApiError::conflict("the account's balance changed while holding credits; retry"))
+}
+
+/// 402: the account cannot pay for the request.
+pub fn payment_required(account: &str, available: u64, needed: u64) -> ApiError {
+    use wasmesh_api::wire::format_micros;
+    ApiError::new(
+        axum::http::StatusCode::PAYMENT_REQUIRED,
+        "payment_required",
+        format!(
+            "account '{account}' has {} credits available and this request may cost up to {}; add credits (an admin runs `wasmesh credits grant {account} AMOUNT`), or ask for fewer tokens",
+            format_micros(available as i64),
+            format_micros(needed as i64)
+        ),
+    )
+}
+
+/// Releases what is left of lease `id`.
+pub async fn close_lease(ledger: &SqlLedger, id: &str) -> ApiResult<bool> {
+    if !id.starts_with("lease:") {
+        return Err(ApiError::not_found(format!("no lease '{id}'")));
+    }
+    match ledger.transfer(&[Transfer::void(format!("close:{id}"), id, "release")]).await?.as_slice() {
+        [Outcome::Created] => Ok(true),
+        [Outcome::Exists] | [Outcome::Refused(Refusal::PendingClosed(_))] => Ok(false),
+        [Outcome::Refused(Refusal::NoPending(_))] => Err(ApiError::not_found(format!("no lease '{id}'"))),
+        other => Err(ApiError::internal("closing the lease failed", format!("{other:?}"))),
+    }
+}
+
+struct Checked {
+    metered: MeteredReceipt,
+    receipt: Receipt,
+    provider: String,
+}
+
+/// Records and charges a batch of receipts; one outcome per receipt, in order.
+pub async fn post(db: &Db, ledger: &SqlLedger, fee_bps: u32, batch: Vec<MeteredReceipt>) -> ApiResult<Vec<ReceiptOutcome>> {
+    if batch.len() > MAX_BATCH {
+        return Err(ApiError::bad_request("too_many", format!("at most {MAX_BATCH} receipts per batch")));
+    }
+    let mut outcomes: Vec<Option<ReceiptOutcome>> = vec![None; batch.len()];
+    let mut nodes: HashMap<String, Option<(VerifyingKey, String)>> = HashMap::new();
+    let mut checked: Vec<(usize, Checked)> = Vec::new();
+    let mut ids = HashSet::new();
+    for (i, metered) in batch.into_iter().enumerate() {
+        let refuse = |reason: String| Some(ReceiptOutcome::Refused { reason });
+        let receipt: Receipt = match serde_json::from_str(&metered.signed.receipt) {
+            Ok(r) => r,
+            Err(e) => {
+                outcomes[i] = refuse(format!("the receipt is not valid JSON: {e}"));
+                continue;
+            }
+        };
+        if receipt.request_id.is_empty() || receipt.request_id.len() > 128 {
+            outcomes[i] = refuse("the receipt has no valid request id".into());
+            continue;
+        }
+        if !ids.insert(receipt.request_id.clone()) {
+            outcomes[i] = Some(ReceiptOutcome::Duplicate);
+            continue;
+        }
+        if !nodes.contains_key(&receipt.node) {
+            nodes.insert(receipt.node.clone(), node_key(db, &receipt.node).await?);
+        }
+        let Some((key, provider)) = nodes[&receipt.node].clone() else {
+            outcomes[i] = refuse(format!("node '{}' is not registered", receipt.node));
+            continue;
+        };
+        let signature = from_hex(&metered.signed.signature)
+            .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+            .map(|b| Signature::from_bytes(&b));
+        if !signature.is_some_and(|s| key.verify(metered.signed.receipt.as_bytes(), &s).is_ok()) {
+            outcomes[i] = refuse(format!("the receipt is not signed by node '{}'", receipt.node));
+            continue;
+        }
+        checked.push((i, Checked { metered, receipt, provider }));
+    }
+    // Replays: request ids recorded before.
+    let rids: Vec<&str> = checked.iter().map(|(_, c)| c.receipt.request_id.as_str()).collect();
+    let mut seen = HashSet::new();
+    for chunk in rids.chunks(500) {
+        let sql = format!(
+            "SELECT request_id FROM receipts WHERE request_id IN ({})",
+            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        seen.extend(q.fetch_all(&db.pool).await?.into_iter().map(|(id,)| id));
+    }
+    let mut fresh = Vec::new();
+    for (i, c) in checked {
+        if seen.contains(&c.receipt.request_id) {
+            outcomes[i] = Some(ReceiptOutcome::Duplicate);
+        } else {
+            fresh.push((i, c));
+        }
+    }
+
+    // 1. The caller pays the escrow: from the lease up to what was reserved.
+    let mut spends = Vec::new();
+    for (_, c) in &fresh {
+        let rid = &c.receipt.request_id;
+        let from_lease = c.metered.cost.min(c.metered.reserved);
+        if let (Some(lease), true) = (&c.metered.lease, from_lease > 0) {
+            spends.push(Transfer::post(format!("spend:{rid}"), lease, from_lease as i64, "spend").with_reference(rid));
+        }
+    }
+    let done = ledger.transfer(&spends).await?;
+    let mut paid: HashMap<String, u64> = HashMap::new();
+    for (t, o) in spends.iter().zip(&done) {
+        if matches!(o, Outcome::Created | Outcome::Exists) {
+            paid.insert(t.reference.clone(), t.amount as u64);
+        }
+    }
+    // 2. What the lease did not cover (more than reserved, or the lease was closed)
+    //    comes from the caller's available credits, if it has them.
+    let mut direct = Vec::new();
+    for (_, c) in &fresh {
+        let rid = &c.receipt.request_id;
+        let rest = c.metered.cost.saturating_sub(paid.get(rid).copied().unwrap_or(0));
+        if rest > 0 {
+            direct.push(
+                Transfer::posted(format!("extra:{rid}"), &c.metered.account, ESCROW, rest as i64, "spend")
+                    .with_reference(rid),
+            );
+        }
+    }
+    let done = ledger.transfer(&direct).await?;
+    for (t, o) in direct.iter().zip(&done) {
+        if matches!(o, Outcome::Created | Outcome::Exists) {
+            *paid.entry(t.reference.clone()).or_default() += t.amount as u64;
+        }
+    }
+    // 3. The escrow pays the fee and holds the provider's earning.
+    let providers: HashSet<&str> = fresh.iter().map(|(_, c)| c.provider.as_str()).collect();
+    for provider in providers {
+        ledger.ensure_account(provider, NO_OVERDRAFT).await?;
+    }
+    let mut splits = Vec::new();
+    for (_, c) in &fresh {
+        let rid = &c.receipt.request_id;
+        let charged = paid.get(rid).copied().unwrap_or(0);
+        if charged == 0 {
+            continue;
+        }
+        let fee = (u128::from(charged) * u128::from(fee_bps) / 10_000) as u64;
+        if fee > 0 {
+            splits.push(Transfer::posted(format!("fee:{rid}"), ESCROW, FEES, fee as i64, "fee").with_reference(rid));
+        }
+        if charged > fee {
+            splits.push(
+                Transfer::pending(format!("earn:{rid}"), ESCROW, &c.provider, (charged - fee) as i64, 0, "earning")
+                    .with_reference(rid),
+            );
+        }
+    }
+    let done = ledger.transfer(&splits).await?;
+    if let Some((t, o)) = splits.iter().zip(&done).find(|(_, o)| matches!(o, Outcome::Refused(_))) {
+        // Cannot happen while the books hold: the escrow just received what it pays.
+        return Err(ApiError::internal("splitting a receipt's cost failed", format!("{}: {o:?}", t.id)));
+    }
+    // 4. The receipts, last (a crash before this is answered by a resend).
+    for chunk in fresh.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO receipts (request_id, account, key_id, node, provider, app, app_version, model, models, \
+             input_tokens, output_tokens, embeddings, cost, unpaid, wall_ms, router_ms, status, at_ms, day) VALUES ",
+        );
+        sql.push_str(
+            &(0..chunk.len())
+                .map(|r| format!("({})", (1..=19).map(|i| format!("${}", r * 19 + i)).collect::<Vec<_>>().join(", ")))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
+        let mut q = sqlx::query(&sql);
+        for (_, c) in chunk {
+            let r = &c.receipt;
+            let charged = paid.get(&r.request_id).copied().unwrap_or(0);
+            q = q
+                .bind(&r.request_id)
+                .bind(&c.metered.account)
+                .bind(&c.metered.key_id)
+                .bind(&r.node)
+                .bind(&c.provider)
+                .bind(&r.app)
+                .bind(r.app_version as i64)
+                .bind(r.models.first().cloned().unwrap_or_else(|| "-".into()))
+                .bind(serde_json::to_string(&r.models).unwrap_or_default())
+                .bind(r.input_tokens as i64)
+                .bind(r.output_tokens as i64)
+                .bind(r.embeddings as i64)
+                .bind(charged as i64)
+                .bind(c.metered.cost.saturating_sub(charged) as i64)
+                .bind(r.wall_ms as i64)
+                .bind(c.metered.router_ms as i64)
+                .bind(i64::from(r.status))
+                .bind(r.at_ms as i64)
+                .bind(day_of(r.at_ms));
+        }
+        q.execute(&db.pool).await?;
+    }
+    for (i, c) in &fresh {
+        let unpaid = c.metered.cost.saturating_sub(paid.get(&c.receipt.request_id).copied().unwrap_or(0));
+        if unpaid > 0 {
+            tracing::warn!(request = %c.receipt.request_id, account = %c.metered.account, unpaid, "a receipt was not fully paid");
+        }
+        outcomes[*i] = Some(ReceiptOutcome::Posted);
+    }
+    Ok(outcomes.into_iter().map(|o| o.unwrap_or(ReceiptOutcome::Refused { reason: "not processed".into() })).collect())
+}
+
+async fn node_key(db: &Db, node: &str) -> ApiResult<Option<(VerifyingKey, String)>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT n.public_key, k.account FROM nodes n JOIN keys k ON k.id = n.key_id WHERE n.id = $1 AND n.role = 'host'",
+    )
+    .bind(node)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.and_then(|(hex, account)| {
+        let bytes: [u8; 32] = from_hex(&hex)?.try_into().ok()?;
+        Some((VerifyingKey::from_bytes(&bytes).ok()?, account))
+    }))
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix-ms time.
+fn day_of(at_ms: u64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp((at_ms / 1000) as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .date();
+    format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+}
+
+/// Posts every provider earning older than `settle_after_ms`; how many.
+pub async fn settle(db: &Db, ledger: &SqlLedger, settle_after_ms: i64) -> ApiResult<usize> {
+    let due: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT p.id, p.remaining FROM ledger_pending p JOIN ledger_transfers t ON t.id = p.id \
+         WHERE p.open = 1 AND t.code = 'earning' AND t.created_at <= $1 ORDER BY p.id LIMIT 1000",
+    )
+    .bind(now_ms() - settle_after_ms)
+    .fetch_all(&db.pool)
+    .await?;
+    let batch: Vec<Transfer> =
+        due.iter().map(|(id, left)| Transfer::post(format!("settle:{id}"), id, *left, "settle")).collect();
+    let done = ledger.transfer(&batch).await?;
+    Ok(done.iter().filter(|o| **o == Outcome::Created).count())
+}
+
+/// One request's record, if it belongs to `account` (`None` for an admin: any).
+pub async fn generation(db: &Db, id: &str, account: Option<&str>) -> ApiResult<Generation> {
+    type Row = (String, String, String, i64, String, String, i64, i64, i64, i64, i64, i64, i64, i64);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT account, app, models, app_version, node, request_id, input_tokens, output_tokens, embeddings, cost, \
+         wall_ms, router_ms, status, at_ms FROM receipts WHERE request_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await?;
+    let not_found = || ApiError::not_found(format!("no request '{id}' of your account (receipts arrive within seconds)"));
+    let Some((acct, app, models, version, node, rid, input, output, embeddings, cost, wall, router, status, at)) = row
+    else {
+        return Err(not_found());
+    };
+    if account.is_some_and(|a| a != acct) {
+        return Err(not_found());
+    }
+    Ok(Generation {
+        id: rid,
+        account: acct,
+        app,
+        app_version: version as u64,
+        models: serde_json::from_str(&models).unwrap_or_default(),
+        node,
+        input_tokens: input as u64,
+        output_tokens: output as u64,
+        embeddings: embeddings as u64,
+        cost: cost as u64,
+        wall_ms: wall as u64,
+        router_ms: router as u64,
+        status: status as u16,
+        at_ms: at as u64,
+    })
+}
+
+/// `account`'s requests, tokens and cost grouped `by` `app`, `model` or `day`.
+pub async fn usage(db: &Db, account: &str, by: &str) -> ApiResult<Vec<UsageRow>> {
+    let column = match by {
+        "app" => "app",
+        "model" => "model",
+        "day" => "day",
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("`by` is app, model or day, not '{other}'"),
+            ));
+        }
+    };
+    let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT {column}, COUNT(*), CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(cost), 0) AS BIGINT) FROM receipts WHERE account = $1 GROUP BY {column} ORDER BY {column}"
+    ))
+    .bind(account)
+    .fetch_all(&db.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, requests, input, output, cost)| UsageRow {
+            key,
+            requests: requests as u64,
+            input_tokens: input as u64,
+            output_tokens: output as u64,
+            cost: cost as u64,
+        })
+        .collect())
+}
