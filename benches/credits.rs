@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmesh_api::wire::{ArtifactKind, Price, ResourceShare, Scope};
+use wasmesh_api::wire::{ArtifactKind, Price, Scope};
 use wasmesh_benches::wrk_stats;
 use wasmesh_registry::db::Db;
 use wasmesh_registry::ledger::{ESCROW, FEES, MINT, NO_OVERDRAFT, SqlLedger, Transfer};
@@ -79,7 +79,8 @@ fn main() {
                 );
                 figures.insert("hello_unmetered_rps".into(), serde_json::json!(p.round()));
                 figures.insert("hello_metered_rps".into(), serde_json::json!(m.round()));
-                figures.insert("hello_metered_vs_unmetered".into(), serde_json::json!((m / p * 1000.0).round() / 1000.0));
+                figures
+                    .insert("hello_metered_vs_unmetered".into(), serde_json::json!((m / p * 1000.0).round() / 1000.0));
             }
         }
         Err(e) => {
@@ -177,26 +178,7 @@ async fn fabric(dir: &std::path::Path) -> Result<(String, String, String), Strin
         tokio::spawn(async move { router.serve(listener, std::future::pending()).await });
         quics.push(quic);
     }
-    let engine = Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new()));
-    let host = wasmesh_runtime::Host::new(wasmesh_runtime::HostConfig::default(), engine).map_err(|e| s(&e))?;
-    let agent = wasmesh_agent::Agent::start(
-        host.clone(),
-        wasmesh_agent::AgentConfig {
-            registry: registry_url,
-            key: provider,
-            data_dir: dir.join("host"),
-            name: "bench-host".into(),
-            heartbeat_interval: Duration::from_secs(10),
-            share: ResourceShare { model_memory_bytes: 1 << 30, max_concurrency: 256 },
-            pressure: Default::default(),
-            routers: quics,
-        },
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| s(&e))?;
-    std::mem::forget(agent);
-    host.set_ready(true);
+    wasmesh_benches::start_host(&registry_url, provider, dir.join("host"), quics).await?;
     let auth = format!("Authorization: Bearer {invoke}");
     let started = Instant::now();
     for url in &urls {

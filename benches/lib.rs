@@ -125,3 +125,35 @@ pub fn start_llama_server(model: &std::path::Path, args: &[&str], tag: &str) -> 
     process.wait_ready(Duration::from_secs(120));
     Ok(process)
 }
+
+/// A host with the fake engine in this process, joined to the registry at `registry`
+/// with a provider key and linked to `routers`, ready; it runs until the process ends.
+pub async fn start_host(
+    registry: &str,
+    provider: String,
+    data_dir: std::path::PathBuf,
+    routers: Vec<std::net::SocketAddr>,
+) -> Result<std::sync::Arc<wasmesh_runtime::Host>, String> {
+    let engine = std::sync::Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new()));
+    let host = wasmesh_runtime::Host::new(wasmesh_runtime::HostConfig::default(), engine).map_err(|e| e.to_string())?;
+    let agent = wasmesh_agent::Agent::start(
+        host.clone(),
+        wasmesh_agent::AgentConfig {
+            registry: registry.to_string(),
+            key: provider,
+            data_dir,
+            name: "bench-host".into(),
+            heartbeat_interval: Duration::from_secs(10),
+            share: wasmesh_api::wire::ResourceShare { model_memory_bytes: 1 << 30, max_concurrency: 256 },
+            pressure: Default::default(),
+            routers,
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    // The bench's process ends with it.
+    std::mem::forget(agent);
+    host.set_ready(true);
+    Ok(host)
+}

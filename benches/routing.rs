@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmesh_api::wire::{ArtifactKind, ResourceShare, Scope};
+use wasmesh_api::wire::{ArtifactKind, Scope};
 use wasmesh_benches::wrk_stats;
 use wasmesh_sim::{SimConfig, run};
 
@@ -90,26 +90,7 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
             tokio::spawn(async move { router.serve(listener, std::future::pending()).await });
         }
 
-        let engine = Arc::new(wasmesh_engine::fake::FakeEngine::new(Vec::<String>::new()));
-        let host = wasmesh_runtime::Host::new(wasmesh_runtime::HostConfig::default(), engine).map_err(|e| e.to_string())?;
-        let agent = wasmesh_agent::Agent::start(
-            host.clone(),
-            wasmesh_agent::AgentConfig {
-                registry: registry_url,
-                key: provider,
-                data_dir: dir.join("host"),
-                name: "bench-host".into(),
-                heartbeat_interval: Duration::from_secs(10),
-                share: ResourceShare { model_memory_bytes: 1 << 30, max_concurrency: 256 },
-                pressure: Default::default(),
-                routers: vec![quic],
-            },
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        std::mem::forget(agent);
-        host.set_ready(true);
+        let host = wasmesh_benches::start_host(&registry_url, provider, dir.join("host"), vec![quic]).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let host_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(async move { host.serve(listener).await });

@@ -119,3 +119,23 @@ pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> Http
     request(addr, "POST", path, &[("Content-Type", "application/json")], Some(Payload::Sized(&bytes)))
         .unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
 }
+
+/// `method path` at `addr` with `Authorization: Bearer KEY` and a JSON `body`; panics
+/// (naming the request) when it cannot be sent.
+pub fn call_with_key(
+    addr: std::net::SocketAddr,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> HttpResponse {
+    let auth = format!("Bearer {key}");
+    request(
+        addr,
+        method,
+        path,
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        body.map(Payload::Sized),
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} at {addr}: {e}"))
+}

@@ -18,10 +18,10 @@ pub use fixtures::{
     CONCURRENT_PROMPTS, cache_dir, components_dir, lora_path, model_path, prerequisites, scratch, second_model_path,
     skip_or_fail, wasmesh_bin,
 };
-pub use http::{HttpResponse, Payload, post_json, request};
+pub use http::{HttpResponse, Payload, call_with_key, post_json, request};
 pub use postgres::Postgres;
 pub use process::{Process, free_addr, runtime, wait_for};
 pub use proxy::MeteredProxy;
-pub use registry::{registry_args, spawn_host, spawn_router, spawn_router_at, start_registry};
+pub use registry::{account_key, cli_json, registry_args, spawn_host, spawn_router, spawn_router_at, start_registry};
 pub use s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};
 pub use weights::{WeightsFabric, blake3_of};

@@ -115,3 +115,38 @@ pub fn spawn_host(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Process::spawn(&args, addr, dir.join(format!("{name}.log")))
 }
+
+/// Runs `wasmesh ARGS --registry URL --key KEY --json`: its stdout as JSON (null when it
+/// printed none), or its exit code and stderr.
+pub fn cli_json(url: &str, key: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
+    let out = std::process::Command::new(crate::wasmesh_bin())
+        .args(args)
+        .args(["--registry", url, "--key", key, "--json"])
+        .env("WASMESH_CONFIG", "/nonexistent/wasmesh-config.toml")
+        .output()
+        .expect("the wasmesh binary runs");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
+    } else {
+        Err((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+    }
+}
+
+/// A new key of `account` with `scopes` (its nodes in private `network`, if any), made
+/// with the admin key `admin`.
+pub fn account_key(
+    url: &str,
+    admin: &str,
+    account: &str,
+    scopes: &[wasmesh_api::wire::Scope],
+    network: Option<&str>,
+) -> String {
+    let req = wasmesh_api::wire::CreateKey {
+        name: format!("{account}-{}", scopes[0]),
+        scopes: scopes.to_vec(),
+        network: network.map(str::to_string),
+        account: Some(account.to_string()),
+    };
+    let admin = wasmesh_client::Client::new(url, Some(admin.to_string())).expect("a client");
+    crate::runtime().block_on(admin.create_key_with(&req)).expect("the admin makes the key").key
+}

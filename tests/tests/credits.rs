@@ -180,7 +180,10 @@ fn the_check_names_a_tampered_balance() {
         ledger.ensure_account("dave", NO_OVERDRAFT).await.unwrap();
         ledger.transfer(&[Transfer::posted("g", MINT, "dave", 500, "grant")]).await.unwrap();
         assert!(ledger.check().await.unwrap().ok);
-        sqlx::query("UPDATE ledger_accounts SET credits_posted = 900 WHERE id = 'dave'").execute(&db.pool).await.unwrap();
+        sqlx::query("UPDATE ledger_accounts SET credits_posted = 900 WHERE id = 'dave'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
         let check = ledger.check().await.unwrap();
         assert!(!check.ok);
         let problem = check.problem.unwrap();
@@ -188,20 +191,7 @@ fn the_check_names_a_tampered_balance() {
     });
 }
 
-/// Runs `wasmesh ARGS --registry URL --key KEY --json`; stdout as JSON, or the exit code and stderr.
-fn cli(url: &str, key: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
-    let out = std::process::Command::new(wasmesh_tests::wasmesh_bin())
-        .args(args)
-        .args(["--registry", url, "--key", key, "--json"])
-        .env("WASMESH_CONFIG", "/nonexistent/wasmesh-config.toml")
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
-    } else {
-        Err((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
-    }
-}
+use wasmesh_tests::cli_json as cli;
 
 /// The registry's credits API through the CLI: grants (admin only, idempotent by id),
 /// balances and history (the account's own keys), prices, and `ledger check`.
@@ -210,21 +200,13 @@ fn credits_commands_end_to_end() {
     if !wasmesh_tests::prerequisites() {
         return;
     }
-    use wasmesh_api::wire::{CreateKey, Scope};
+    use wasmesh_api::wire::Scope;
     let dir = scratch("credits-cli");
     let (registry, admin) = wasmesh_tests::start_registry(&dir, &[]);
     let url = format!("http://{}", registry.addr);
     let admin_client = wasmesh_client::Client::new(&url, Some(admin.clone())).unwrap();
     runtime().block_on(admin_client.create_account("acme")).unwrap();
-    let key = |account: &str, scope: Scope| {
-        let req = CreateKey {
-            name: format!("{account}-{scope}"),
-            scopes: vec![scope],
-            network: None,
-            account: Some(account.into()),
-        };
-        runtime().block_on(admin_client.create_key_with(&req)).unwrap().key
-    };
+    let key = |account: &str, scope: Scope| wasmesh_tests::account_key(&url, &admin, account, &[scope], None);
     let acme = key("acme", Scope::Invoke);
     let other = key("default", Scope::Deploy);
 

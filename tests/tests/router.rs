@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use wasmesh_api::wire::Scope;
 use wasmesh_client::Client;
 use wasmesh_tests::{
-    Payload, Process, components_dir, free_addr, model_path, prerequisites, request, runtime, scratch, wait_for,
+    Process, components_dir, free_addr, model_path, prerequisites, request, runtime, scratch, wait_for,
 };
 
 struct Fabric {
@@ -134,15 +134,7 @@ impl Fabric {
     }
 
     fn call(&self, router: usize, method: &str, path: &str, body: Option<&[u8]>) -> wasmesh_tests::HttpResponse {
-        let auth = format!("Bearer {}", self.invoke);
-        request(
-            self.routers[router].0.addr,
-            method,
-            path,
-            &[("Authorization", &auth), ("Content-Type", "application/json")],
-            body.map(Payload::Sized),
-        )
-        .unwrap_or_else(|e| panic!("{method} {path} via router {router}: {e}"))
+        wasmesh_tests::call_with_key(self.routers[router].0.addr, &self.invoke, method, path, body)
     }
 
     fn host_health(&self, i: usize) -> serde_json::Value {

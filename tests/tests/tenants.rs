@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use wasmesh_api::wire::{self, CreateKey, Heartbeat, Scope};
+use wasmesh_api::wire::{self, Heartbeat, Scope};
 use wasmesh_client::{Client, NodeIdentity};
 use wasmesh_tests::{
     Payload, Process, components_dir, free_addr, lora_path, model_path, prerequisites, request, runtime, scratch,
@@ -30,13 +30,7 @@ fn client(url: &str, key: &str) -> Client {
 }
 
 fn make_key(url: &str, admin: &str, account: &str, scopes: &[Scope], network: Option<&str>) -> String {
-    let req = CreateKey {
-        name: format!("{account}-{}", scopes[0]),
-        scopes: scopes.to_vec(),
-        network: network.map(str::to_string),
-        account: Some(account.to_string()),
-    };
-    runtime().block_on(client(url, admin).create_key_with(&req)).unwrap().key
+    wasmesh_tests::account_key(url, admin, account, scopes, network)
 }
 
 fn tenant(url: &str, admin: &str, account: &'static str) -> Tenant {
@@ -48,19 +42,8 @@ fn tenant(url: &str, admin: &str, account: &'static str) -> Tenant {
     }
 }
 
-/// Runs `wasmesh ARGS --registry URL --key KEY --json`; stdout as JSON, or the exit code and stderr.
 fn cli(url: &str, key: &str, args: &[&str]) -> Result<serde_json::Value, (i32, String)> {
-    let out = Command::new(wasmesh_bin())
-        .args(args)
-        .args(["--registry", url, "--key", key, "--json"])
-        .env("WASMESH_CONFIG", "/nonexistent/wasmesh-config.toml")
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null))
-    } else {
-        Err((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
-    }
+    wasmesh_tests::cli_json(url, key, args)
 }
 
 /// An app folder with `components` (name, wasm file) and `text` as its manifest.

@@ -82,7 +82,9 @@ pub struct UsageArgs {
 pub enum PricesCommand {
     /// Set what a model's tokens cost, in credits per million tokens (admin); `-` as
     /// the model sets the price of requests that use no model.
-    #[command(after_help = "Examples:\n  wasmesh prices set smollm2 --input 0.1 --output 0.3\n  wasmesh prices set - --per-call 0.0001")]
+    #[command(
+        after_help = "Examples:\n  wasmesh prices set smollm2 --input 0.1 --output 0.3\n  wasmesh prices set - --per-call 0.0001"
+    )]
     Set {
         /// The model, or `-`.
         model: String,
@@ -229,7 +231,14 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
     if args.conn.json {
         return print_json(&rows);
     }
-    println!("{:<32} {:>10} {:>12} {:>12} {:>14}", args.by.to_uppercase(), "REQUESTS", "TOKENS IN", "TOKENS OUT", "CREDITS");
+    println!(
+        "{:<32} {:>10} {:>12} {:>12} {:>14}",
+        args.by.to_uppercase(),
+        "REQUESTS",
+        "TOKENS IN",
+        "TOKENS OUT",
+        "CREDITS"
+    );
     for r in rows {
         println!(
             "{:<32} {:>10} {:>12} {:>12} {:>14}",

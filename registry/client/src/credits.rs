@@ -3,7 +3,8 @@
 use crate::Client;
 use crate::error::Result;
 use wasmesh_api::wire::{
-    Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, Price, ReceiptBatch, ReceiptOutcome, UsageRow,
+    Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, Price, ReceiptBatch, ReceiptOutcome,
+    UsageRow,
 };
 
 impl Client {

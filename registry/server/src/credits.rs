@@ -67,7 +67,12 @@ pub async fn grant(db: &Db, ledger: &SqlLedger, grant: &Grant, by: &str) -> ApiR
 }
 
 /// `account`'s transfers, newest first.
-pub async fn history(ledger: &SqlLedger, account: &str, limit: u32, before_ms: Option<u64>) -> ApiResult<Vec<LedgerEntry>> {
+pub async fn history(
+    ledger: &SqlLedger,
+    account: &str,
+    limit: u32,
+    before_ms: Option<u64>,
+) -> ApiResult<Vec<LedgerEntry>> {
     let before = before_ms.map(|b| b.min(i64::MAX as u64) as i64).unwrap_or(i64::MAX);
     Ok(ledger.history(account, i64::from(limit.clamp(1, 1000)), before).await?)
 }

@@ -136,7 +136,10 @@ impl Metrics {
         registry.register(Box::new(uploaded_bytes.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         let credits = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("wasmesh_registry_credits_micros_total", "Credits (micros) reserved by leases and posted by receipts"),
+            prometheus::Opts::new(
+                "wasmesh_registry_credits_micros_total",
+                "Credits (micros) reserved by leases and posted by receipts",
+            ),
             &["what"],
         )?;
         let receipts = prometheus::IntCounterVec::new(

@@ -16,9 +16,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ledger::{ESCROW, FEES, NO_OVERDRAFT, Outcome, Refusal, SqlLedger, Transfer};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use std::collections::{HashMap, HashSet};
-use wasmesh_api::wire::{
-    Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex,
-};
+use wasmesh_api::wire::{Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex};
 
 /// Longest lease a router may ask for.
 const MAX_LEASE_TTL_S: u64 = 24 * 3600;
@@ -114,7 +112,12 @@ struct Checked {
 }
 
 /// Records and charges a batch of receipts; one outcome per receipt, in order.
-pub async fn post(db: &Db, ledger: &SqlLedger, fee_bps: u32, batch: Vec<MeteredReceipt>) -> ApiResult<Vec<ReceiptOutcome>> {
+pub async fn post(
+    db: &Db,
+    ledger: &SqlLedger,
+    fee_bps: u32,
+    batch: Vec<MeteredReceipt>,
+) -> ApiResult<Vec<ReceiptOutcome>> {
     if batch.len() > MAX_BATCH {
         return Err(ApiError::bad_request("too_many", format!("at most {MAX_BATCH} receipts per batch")));
     }
@@ -149,7 +152,7 @@ pub async fn post(db: &Db, ledger: &SqlLedger, fee_bps: u32, batch: Vec<MeteredR
         let signature = from_hex(&metered.signed.signature)
             .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
             .map(|b| Signature::from_bytes(&b));
-        if !signature.is_some_and(|s| key.verify(metered.signed.receipt.as_bytes(), &s).is_ok()) {
+        if signature.is_none_or(|s| key.verify(metered.signed.receipt.as_bytes(), &s).is_err()) {
             outcomes[i] = refuse(format!("the receipt is not signed by node '{}'", receipt.node));
             continue;
         }
@@ -337,7 +340,8 @@ pub async fn generation(db: &Db, id: &str, account: Option<&str>) -> ApiResult<G
     .bind(id)
     .fetch_optional(&db.pool)
     .await?;
-    let not_found = || ApiError::not_found(format!("no request '{id}' of your account (receipts arrive within seconds)"));
+    let not_found =
+        || ApiError::not_found(format!("no request '{id}' of your account (receipts arrive within seconds)"));
     let Some((acct, app, models, version, node, rid, input, output, embeddings, cost, wall, router, status, at)) = row
     else {
         return Err(not_found());
@@ -370,10 +374,7 @@ pub async fn usage(db: &Db, account: &str, by: &str) -> ApiResult<Vec<UsageRow>>
         "model" => "model",
         "day" => "day",
         other => {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("`by` is app, model or day, not '{other}'"),
-            ));
+            return Err(ApiError::bad_request("invalid_request", format!("`by` is app, model or day, not '{other}'")));
         }
     };
     let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(&format!(

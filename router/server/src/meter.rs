@@ -171,8 +171,15 @@ impl Meter {
         let request_id = format!("{}-{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed));
         let (input, output) = bounds(body, embeddings);
         let most = self.price_of(model.map(|m| m.as_str())).cost(input, output);
-        let mut hold =
-            Hold { meter: self.clone(), caller, request_id, lease: None, reserved: 0, started: Instant::now(), done: false };
+        let mut hold = Hold {
+            meter: self.clone(),
+            caller,
+            request_id,
+            lease: None,
+            reserved: 0,
+            started: Instant::now(),
+            done: false,
+        };
         if most == 0 {
             return Ok(hold);
         }
@@ -379,7 +386,9 @@ impl Hold {
         let cost = if useless {
             0
         } else {
-            self.meter.price_of(receipt.models.first().map(String::as_str)).cost(receipt.input_tokens, receipt.output_tokens)
+            self.meter
+                .price_of(receipt.models.first().map(String::as_str))
+                .cost(receipt.input_tokens, receipt.output_tokens)
         };
         let metered = MeteredReceipt {
             signed,

@@ -185,10 +185,8 @@ mod tests {
         let json = super::costed_json(br#"{"id":"x","usage":{"prompt_tokens":3}}"#, 1_500);
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!((v["usage"]["cost_micros"].as_u64(), v["usage"]["cost"].as_f64()), (Some(1_500), Some(0.0015)));
-        let events = super::costed_events(
-            b"data: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\ndata: [DONE]\n\n",
-            7,
-        );
+        let events =
+            super::costed_events(b"data: {\"choices\":[],\"usage\":{\"total_tokens\":4}}\n\ndata: [DONE]\n\n", 7);
         let text = String::from_utf8(events.to_vec()).unwrap();
         assert!(text.contains("\"cost_micros\":7") && text.ends_with("data: [DONE]\n\n"), "{text}");
     }

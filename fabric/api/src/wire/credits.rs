@@ -116,8 +116,9 @@ pub struct Price {
 impl Price {
     /// What `input` and `output` tokens cost, rounded up to a whole micro.
     pub fn cost(&self, input: u64, output: u64) -> u64 {
-        let tokens = u128::from(input) * u128::from(self.input_per_mtok)
-            + u128::from(output) * u128::from(self.output_per_mtok);
+        // Each product fits in a u128; their sum may not.
+        let tokens = (u128::from(input) * u128::from(self.input_per_mtok))
+            .saturating_add(u128::from(output) * u128::from(self.output_per_mtok));
         let per_tokens = tokens.div_ceil(1_000_000);
         u64::try_from(per_tokens).unwrap_or(u64::MAX).saturating_add(self.per_call)
     }

@@ -5,8 +5,8 @@
 use super::St;
 use crate::auth::Caller;
 use crate::credits;
-use crate::receipts;
 use crate::error::{ApiError, ApiResult, Json};
+use crate::receipts;
 use axum::extract::{Path, Query, State as S};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -107,12 +107,16 @@ pub(super) async fn receipts_post(S(state): St, caller: Caller, Json(req): Json<
     let outcomes = receipts::post(&state.db, &state.ledger, state.config.fee_bps, req.receipts).await?;
     let posted = outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Posted)).count();
     state.metrics.receipts.with_label_values(&["posted"]).inc_by(posted as u64);
-    state.metrics.receipts.with_label_values(&["duplicate"]).inc_by(
-        outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Duplicate)).count() as u64,
-    );
-    state.metrics.receipts.with_label_values(&["refused"]).inc_by(
-        outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Refused { .. })).count() as u64,
-    );
+    state
+        .metrics
+        .receipts
+        .with_label_values(&["duplicate"])
+        .inc_by(outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Duplicate)).count() as u64);
+    state
+        .metrics
+        .receipts
+        .with_label_values(&["refused"])
+        .inc_by(outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Refused { .. })).count() as u64);
     if posted > 0 {
         state.metrics.credits.with_label_values(&["posted"]).inc_by(costs);
     }

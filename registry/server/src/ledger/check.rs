@@ -133,7 +133,11 @@ impl SqlLedger {
                 ));
             }
             if h.closed_by > 1 || (open != 0) != (h.closed_by == 0 && remaining > 0) {
-                note(format!("pending transfer {id} is {} after {} voids", if open != 0 { "open" } else { "closed" }, h.closed_by));
+                note(format!(
+                    "pending transfer {id} is {} after {} voids",
+                    if open != 0 { "open" } else { "closed" },
+                    h.closed_by
+                ));
             }
         }
         if let Some(id) = held.keys().next() {

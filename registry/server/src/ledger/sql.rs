@@ -54,12 +54,14 @@ impl SqlLedger {
 
     /// Makes account `id` with `flags` unless it exists.
     pub async fn ensure_account(&self, id: &str, flags: i64) -> Result<(), LedgerError> {
-        sqlx::query("INSERT INTO ledger_accounts (id, flags, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-            .bind(id)
-            .bind(flags)
-            .bind(now_ms())
-            .execute(&self.db.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO ledger_accounts (id, flags, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(flags)
+        .bind(now_ms())
+        .execute(&self.db.pool)
+        .await?;
         Ok(())
     }
 
