@@ -15,7 +15,7 @@ use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{ESCROW, FEES, NO_OVERDRAFT, Outcome, Refusal, SqlLedger, Transfer};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::{Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex};
 
 /// Longest lease a router may ask for.
@@ -181,28 +181,51 @@ pub async fn post(
         }
     }
 
-    // 1. The caller pays the escrow: from the lease up to what was reserved.
-    let mut spends = Vec::new();
-    for (_, c) in &fresh {
-        let rid = &c.receipt.request_id;
-        let from_lease = c.metered.cost.min(c.metered.reserved);
-        if let (Some(lease), true) = (&c.metered.lease, from_lease > 0) {
-            spends.push(Transfer::post(format!("spend:{rid}"), lease, from_lease as i64, "spend").with_reference(rid));
+    // 1. The caller pays the escrow from its lease what each request held, in one
+    //    post per lease for the whole batch. The post's id names exactly which receipts
+    //    and amounts it pays, so a resent batch makes the same id and moves nothing. A
+    //    refusal is for good (a closed lease stays closed, what it holds only shrinks):
+    //    those receipts pay directly, one by one, below.
+    let mut groups: BTreeMap<&str, Vec<(usize, u64)>> = BTreeMap::new();
+    for (k, (_, c)) in fresh.iter().enumerate() {
+        let held = c.metered.cost.min(c.metered.reserved);
+        if let (Some(lease), true) = (c.metered.lease.as_deref(), held > 0) {
+            groups.entry(lease).or_default().push((k, held));
         }
     }
+    let digest = |items: &[(usize, u64)]| {
+        let mut h = blake3::Hasher::new();
+        for (k, amount) in items {
+            h.update(fresh[*k].1.receipt.request_id.as_bytes());
+            h.update(&amount.to_le_bytes());
+        }
+        h.finalize().to_hex()[..32].to_string()
+    };
+    let grouped: Vec<(&str, &Vec<(usize, u64)>, String)> =
+        groups.iter().map(|(lease, items)| (*lease, items, digest(items))).collect();
+    let spends: Vec<Transfer> = grouped
+        .iter()
+        .map(|(lease, items, d)| {
+            let total: u64 = items.iter().map(|(_, a)| a).sum();
+            Transfer::post(format!("spend:{lease}:{d}"), lease, total as i64, "spend")
+                .with_reference(format!("{} requests", items.len()))
+        })
+        .collect();
     let done = ledger.transfer(&spends).await?;
-    let mut paid: HashMap<String, u64> = HashMap::new();
-    for (t, o) in spends.iter().zip(&done) {
-        if matches!(o, Outcome::Created | Outcome::Exists) {
-            paid.insert(t.reference.clone(), t.amount as u64);
+    let mut from_lease: HashMap<usize, u64> = HashMap::new();
+    let mut paid_groups = Vec::new();
+    for (group, outcome) in grouped.iter().zip(&done) {
+        if matches!(outcome, Outcome::Created | Outcome::Exists) {
+            from_lease.extend(group.1.iter().copied());
+            paid_groups.push(group);
         }
     }
-    // 2. What the lease did not cover (more than reserved, or the lease was closed)
-    //    comes from the caller's available credits, if it has them.
+    // 2. What the lease did not cover (more than was held, or a closed lease) comes
+    //    from the caller's available credits, if it has them: one transfer per receipt.
     let mut direct = Vec::new();
-    for (_, c) in &fresh {
+    for (k, (_, c)) in fresh.iter().enumerate() {
         let rid = &c.receipt.request_id;
-        let rest = c.metered.cost.saturating_sub(paid.get(rid).copied().unwrap_or(0));
+        let rest = c.metered.cost.saturating_sub(from_lease.get(&k).copied().unwrap_or(0));
         if rest > 0 {
             direct.push(
                 Transfer::posted(format!("extra:{rid}"), &c.metered.account, ESCROW, rest as i64, "spend")
@@ -211,30 +234,59 @@ pub async fn post(
         }
     }
     let done = ledger.transfer(&direct).await?;
+    let mut paid_directly: HashMap<&str, u64> = HashMap::new();
     for (t, o) in direct.iter().zip(&done) {
         if matches!(o, Outcome::Created | Outcome::Exists) {
-            *paid.entry(t.reference.clone()).or_default() += t.amount as u64;
+            paid_directly.insert(t.reference.as_str(), t.amount as u64);
         }
     }
-    // 3. The escrow pays the fee and holds the provider's earning.
+    // 3. The escrow pays the platform's fee (of each request, rounded down) and holds
+    //    the rest for the serving node's account: per lease group and provider, and per
+    //    receipt for what was paid directly.
     let providers: HashSet<&str> = fresh.iter().map(|(_, c)| c.provider.as_str()).collect();
     for provider in providers {
         ledger.ensure_account(provider, NO_OVERDRAFT).await?;
     }
+    let fee_of = |amount: u64| (u128::from(amount) * u128::from(fee_bps) / 10_000) as u64;
     let mut splits = Vec::new();
-    for (_, c) in &fresh {
-        let rid = &c.receipt.request_id;
-        let charged = paid.get(rid).copied().unwrap_or(0);
-        if charged == 0 {
-            continue;
+    for (lease, items, d) in paid_groups {
+        let mut fee = 0;
+        let mut earned: BTreeMap<&str, u64> = BTreeMap::new();
+        for (k, amount) in items.iter() {
+            fee += fee_of(*amount);
+            *earned.entry(fresh[*k].1.provider.as_str()).or_default() += amount - fee_of(*amount);
         }
-        let fee = (u128::from(charged) * u128::from(fee_bps) / 10_000) as u64;
+        let reference = format!("{} requests", items.len());
+        if fee > 0 {
+            splits.push(
+                Transfer::posted(format!("fee:{lease}:{d}"), ESCROW, FEES, fee as i64, "fee")
+                    .with_reference(&reference),
+            );
+        }
+        for (provider, amount) in earned.into_iter().filter(|(_, a)| *a > 0) {
+            splits.push(
+                Transfer::pending(
+                    format!("earn:{lease}:{provider}:{d}"),
+                    ESCROW,
+                    provider,
+                    amount as i64,
+                    0,
+                    "earning",
+                )
+                .with_reference(&reference),
+            );
+        }
+    }
+    for (_, c) in &fresh {
+        let rid = c.receipt.request_id.as_str();
+        let Some(&amount) = paid_directly.get(rid) else { continue };
+        let fee = fee_of(amount);
         if fee > 0 {
             splits.push(Transfer::posted(format!("fee:{rid}"), ESCROW, FEES, fee as i64, "fee").with_reference(rid));
         }
-        if charged > fee {
+        if amount > fee {
             splits.push(
-                Transfer::pending(format!("earn:{rid}"), ESCROW, &c.provider, (charged - fee) as i64, 0, "earning")
+                Transfer::pending(format!("earn:{rid}"), ESCROW, &c.provider, (amount - fee) as i64, 0, "earning")
                     .with_reference(rid),
             );
         }
@@ -244,7 +296,18 @@ pub async fn post(
         // Cannot happen while the books hold: the escrow just received what it pays.
         return Err(ApiError::internal("splitting a receipt's cost failed", format!("{}: {o:?}", t.id)));
     }
-    // 4. The receipts, last (a crash before this is answered by a resend).
+    let paid: HashMap<String, u64> = fresh
+        .iter()
+        .enumerate()
+        .map(|(k, (_, c))| {
+            let rid = c.receipt.request_id.clone();
+            let total =
+                from_lease.get(&k).copied().unwrap_or(0) + paid_directly.get(rid.as_str()).copied().unwrap_or(0);
+            (rid, total)
+        })
+        .collect();
+    // 4. The receipts, last and all at once (a crash before this is answered by a resend).
+    let mut tx = db.pool.begin().await?;
     for chunk in fresh.chunks(100) {
         let mut sql = String::from(
             "INSERT INTO receipts (request_id, account, key_id, node, provider, app, app_version, model, models, \
@@ -282,8 +345,9 @@ pub async fn post(
                 .bind(r.at_ms as i64)
                 .bind(day_of(r.at_ms));
         }
-        q.execute(&db.pool).await?;
+        q.execute(&mut *tx).await?;
     }
+    tx.commit().await?;
     for (i, c) in &fresh {
         let unpaid = c.metered.cost.saturating_sub(paid.get(&c.receipt.request_id).copied().unwrap_or(0));
         if unpaid > 0 {
