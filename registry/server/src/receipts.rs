@@ -161,7 +161,7 @@ pub async fn post(
     // Replays: request ids recorded before.
     let rids: Vec<&str> = checked.iter().map(|(_, c)| c.receipt.request_id.as_str()).collect();
     let mut seen = HashSet::new();
-    for chunk in rids.chunks(500) {
+    for chunk in rids.chunks(crate::ledger::params_per_statement(db.backend)) {
         let sql = format!(
             "SELECT request_id FROM receipts WHERE request_id IN ({})",
             (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
@@ -308,7 +308,7 @@ pub async fn post(
         .collect();
     // 4. The receipts, last and all at once (a crash before this is answered by a resend).
     let mut tx = db.pool.begin().await?;
-    for chunk in fresh.chunks(100) {
+    for chunk in fresh.chunks(crate::ledger::params_per_statement(db.backend) / 19) {
         let mut sql = String::from(
             "INSERT INTO receipts (request_id, account, key_id, node, provider, app, app_version, model, models, \
              input_tokens, output_tokens, embeddings, cost, unpaid, wall_ms, router_ms, status, at_ms, day) VALUES ",

@@ -6,10 +6,17 @@ use sqlx::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::LedgerEntry;
 
-/// Rows per multi-row `INSERT` (9 parameters each: well under both databases' limits).
-const ROWS_PER_INSERT: usize = 200;
-/// Ids per `IN (...)` list.
-const IDS_PER_SELECT: usize = 500;
+/// Parameters per statement. sqlx binds a SQLite parameter by looking its name up among
+/// all of the statement's, so a statement's binding costs the square of its parameters:
+/// a few hundred is cheapest per row there (measured: 1,800 made
+/// `sqlite3_bind_parameter_name` the top of the registry's profile). PostgreSQL has no
+/// such cost, and each statement is a round trip: larger is better there.
+pub(crate) fn params_per_statement(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 200,
+        Backend::Postgres => 2000,
+    }
+}
 
 /// The ledger over the registry's [`Db`].
 pub struct SqlLedger {
@@ -144,13 +151,15 @@ impl SqlLedger {
             sqlx::query("UPDATE ledger_lock SET n = n + 1 WHERE id = 1").execute(&mut *tx).await?;
         }
         let lock = if sqlite { "" } else { " FOR UPDATE" };
+        let per = params_per_statement(self.db.backend);
 
         let ids: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
-        let existing: HashSet<String> = select_in(&mut tx, "SELECT id FROM ledger_transfers WHERE id IN", &ids, "")
-            .await?
-            .into_iter()
-            .map(|(id,)| id)
-            .collect();
+        let existing: HashSet<String> =
+            select_in(&mut tx, per, "SELECT id FROM ledger_transfers WHERE id IN", &ids, "")
+                .await?
+                .into_iter()
+                .map(|(id,)| id)
+                .collect();
 
         let mut pending_ids: Vec<&str> = batch.iter().filter_map(|t| t.phase.pending_id()).collect();
         pending_ids.sort_unstable();
@@ -158,6 +167,7 @@ impl SqlLedger {
         let pending_lock = if sqlite { " ORDER BY p.id" } else { " ORDER BY p.id FOR UPDATE OF p" };
         let rows: Vec<(String, String, String, i64, i64, i64)> = select_in(
             &mut tx,
+            per,
             "SELECT p.id, t.debit, t.credit, p.remaining, p.open, p.timeout_at FROM ledger_pending p \
              JOIN ledger_transfers t ON t.id = p.id WHERE p.id IN",
             &pending_ids,
@@ -182,6 +192,7 @@ impl SqlLedger {
         account_ids.dedup();
         let rows: Vec<(String, i64, i64, i64, i64, i64)> = select_in(
             &mut tx,
+            per,
             "SELECT id, flags, debits_posted, credits_posted, debits_pending, credits_pending FROM ledger_accounts WHERE id IN",
             &account_ids,
             &format!(" ORDER BY id{lock}"),
@@ -231,7 +242,8 @@ impl SqlLedger {
         }
 
         let now = now_ms();
-        for chunk in inserts.chunks(ROWS_PER_INSERT) {
+        let rows_per_insert = params_per_statement(self.db.backend) / 9;
+        for chunk in inserts.chunks(rows_per_insert) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 9 + 1, 9))).collect();
             let sql = format!(
                 "INSERT INTO ledger_transfers (id, debit, credit, amount, phase, pending_id, code, reference, created_at) VALUES {}",
@@ -253,7 +265,7 @@ impl SqlLedger {
             q.execute(&mut *tx).await?;
         }
         let new: Vec<(&String, &PendingRow)> = pendings.iter().filter(|(_, p)| p.new).collect();
-        for chunk in new.chunks(ROWS_PER_INSERT) {
+        for chunk in new.chunks(rows_per_insert) {
             let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 4 + 1, 4))).collect();
             let sql =
                 format!("INSERT INTO ledger_pending (id, remaining, open, timeout_at) VALUES {}", values.join(", "));
@@ -297,9 +309,10 @@ impl SqlLedger {
     }
 }
 
-/// `SELECT ... IN (ids)` in chunks, with `tail` after the list.
+/// `SELECT ... IN (ids)` in chunks of `per`, with `tail` after the list.
 async fn select_in<T>(
     tx: &mut sqlx::Transaction<'_, Any>,
+    per: usize,
     head: &str,
     ids: &[&str],
     tail: &str,
@@ -308,7 +321,7 @@ where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
     let mut out = Vec::new();
-    for chunk in ids.chunks(IDS_PER_SELECT) {
+    for chunk in ids.chunks(per) {
         let sql = format!("{head} ({}){tail}", placeholders(1, chunk.len()));
         let mut q = sqlx::query_as::<Any, T>(&sql);
         for id in chunk {
