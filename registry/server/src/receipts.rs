@@ -18,6 +18,10 @@ use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::{Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex};
 
+/// A lease's receipts in a batch: the lease, (receipt index, amount held) pairs, and
+/// the hash that names them in transfer ids.
+type Group<'a> = (&'a str, &'a Vec<(usize, u64)>, String);
+
 /// Longest lease a router may ask for.
 const MAX_LEASE_TTL_S: u64 = 24 * 3600;
 /// Receipts per batch.
@@ -201,8 +205,7 @@ pub async fn post(
         }
         h.finalize().to_hex()[..32].to_string()
     };
-    let grouped: Vec<(&str, &Vec<(usize, u64)>, String)> =
-        groups.iter().map(|(lease, items)| (*lease, items, digest(items))).collect();
+    let grouped: Vec<Group> = groups.iter().map(|(lease, items)| (*lease, items, digest(items))).collect();
     let spends: Vec<Transfer> = grouped
         .iter()
         .map(|(lease, items, d)| {
