@@ -90,6 +90,11 @@ pub struct HostArgs {
     /// tenant cannot take it all. Default: a quarter of it.
     #[arg(long, value_name = "MIB")]
     pub cap_app_memory_mb: Option<u64>,
+    /// Cores one app's guests may keep busy together (fractions allowed); a guest past
+    /// its app's share sleeps until the share refills, so one tenant's busy loops leave
+    /// cores to the others and to inference. Default: all cores but one, at least one.
+    #[arg(long, value_name = "CORES")]
+    pub cap_app_cores: Option<f64>,
     /// How long a request waits for a model or adapter this host must fetch first (with
     /// --registry); past it the caller gets 503 with Retry-After while the fetch goes on.
     #[arg(long, env = "WASMESH_FETCH_WAIT_SECS", default_value_t = 120, value_name = "SECS")]
@@ -172,6 +177,10 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
             },
             instance_memory_bytes,
             app_memory_bytes: args.cap_app_memory_mb.map_or(instance_memory_bytes / 4, |mb| mb.max(1) << 20),
+            app_cpu_cores: args
+                .cap_app_cores
+                .filter(|c| c.is_finite() && *c > 0.0)
+                .unwrap_or_else(wasmesh_runtime::default_app_cores),
             ..Default::default()
         },
         apps: args.apps.clone(),

@@ -56,6 +56,10 @@ pub struct EngineArgs {
     /// Requests one model serves at once (continuous batching); more wait their turn.
     #[arg(long, default_value_t = 4)]
     pub slots: u32,
+    /// Slots beyond --slots kept for apps that hold none, so one app's flood never
+    /// makes another wait for a generation to end (each costs one more KV stream).
+    #[arg(long, default_value_t = 1)]
+    pub spare_slots: u32,
     /// Memory for loaded models, in MiB.
     #[arg(long, default_value_t = 4096, value_name = "MIB")]
     pub model_memory_mb: u64,
@@ -113,6 +117,7 @@ fn build_engine(args: &EngineArgs, models: Vec<(String, PathBuf)>) -> anyhow::Re
         models: models.into_iter().collect(),
         loras,
         slots: args.slots,
+        spare_slots: args.spare_slots,
         memory_budget_bytes: args.model_memory_mb << 20,
         n_gpu_layers: args.gpu_layers,
         threads: args.threads,

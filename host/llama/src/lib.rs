@@ -88,6 +88,10 @@ pub struct LlamaConfig {
     /// Requests one model serves at once, sharing decode batches (continuous
     /// batching); more wait in arrival order. Default 4.
     pub slots: u32,
+    /// Slots beyond `slots` kept for tenants that hold none: a tenant already holding a
+    /// slot cannot take them, so one app's flood never makes another app wait for a
+    /// generation to end. Each costs one more KV stream of `n_ctx`. Default 1.
+    pub spare_slots: u32,
 }
 
 impl Default for LlamaConfig {
@@ -103,6 +107,7 @@ impl Default for LlamaConfig {
             n_ctx: 4096,
             n_batch: 512,
             slots: 4,
+            spare_slots: 1,
         }
     }
 }

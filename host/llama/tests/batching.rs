@@ -144,18 +144,15 @@ async fn streamed_pieces_add_up_to_the_whole_text() {
     assert_eq!(plain.text, generation.text, "streaming changed the text");
 }
 
-/// One tenant floods a one-slot engine; another tenant's single request, sent after
-/// the flood, is admitted at the next free slot, not after the whole flood. A prompt
-/// of megabytes is refused before it is tokenized.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_tenants_flood_does_not_starve_another_and_huge_prompts_are_refused_untokenized() {
-    let Some(engine) = engine(1) else { return };
+/// The order in which a flood of five requests from one tenant and one request from
+/// another, sent while the flood's first runs, finish on a one-slot engine.
+async fn flood_then_other(engine: Arc<LlamaEngine>) -> Vec<String> {
     let done = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let submit = |tenant: &str, i: usize, delay_ms: u64| {
         let (engine, done, tenant) = (engine.clone(), done.clone(), tenant.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-            let n = if tenant == "flood" { 48 } else { 8 };
+            let n = if tenant == "flood" { 96 } else { 8 };
             let ask = request(PROMPTS[i % PROMPTS.len()], n).for_tenant(Arc::from(tenant.as_str()));
             engine.generate(ask).await.expect("generate");
             done.lock().unwrap().push(format!("{tenant}{i}"));
@@ -167,9 +164,31 @@ async fn one_tenants_flood_does_not_starve_another_and_huge_prompts_are_refused_
     for t in tasks {
         t.await.unwrap();
     }
-    let order = done.lock().unwrap().clone();
-    let other = order.iter().position(|t| t == "other0").unwrap();
-    assert!(other <= 2, "the other tenant's request finished {}th of 6: {order:?}", other + 1);
+    done.lock().unwrap().clone()
+}
+
+/// One tenant floods a one-slot engine; another tenant's single request, sent after
+/// the flood, is admitted at once into the spare slot (no spare: at the next free
+/// slot), not after the whole flood. A prompt of megabytes is refused before it is
+/// tokenized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_flood_does_not_starve_another_and_huge_prompts_are_refused_untokenized() {
+    let Some(engine) = engine(1) else { return };
+    let order = flood_then_other(engine.clone()).await;
+    assert_eq!(order[0], "other0", "with a spare slot the other tenant runs beside the flood at once: {order:?}");
+
+    let model = wasmesh_tests::model_path();
+    let config = LlamaConfig {
+        models: [("smollm2".to_string(), model)].into(),
+        threads: Some(2),
+        slots: 1,
+        spare_slots: 0,
+        ..Default::default()
+    };
+    let unspared = flood_then_other(Arc::new(LlamaEngine::new(config).expect("engine"))).await;
+    let other = unspared.iter().position(|t| t == "other0").unwrap();
+    assert!(other >= 1, "without a spare slot the other tenant waits for the running one: {unspared:?}");
+    assert!(other <= 2, "the other tenant's request finished {}th of 6: {unspared:?}", other + 1);
 
     let huge =
         GenerateRequest::new("smollm2", "x".repeat(64 << 20), GenerateParams { n_predict: 1, ..Default::default() });

@@ -39,6 +39,9 @@ pub struct HostConfig {
     /// one tenant's memory bombs leave room for the others. Default 2 GiB (`wasmesh
     /// host` defaults to a quarter of the budget).
     pub app_memory_bytes: u64,
+    /// Cores one app's guests may use together (see `cpu.rs`); a guest past its app's
+    /// share sleeps until the share refills. Default: all cores but one, at least one.
+    pub app_cpu_cores: f64,
 }
 
 impl Default for HostConfig {
@@ -51,6 +54,7 @@ impl Default for HostConfig {
             caps: wasmesh_api::LimitCaps::default(),
             instance_memory_bytes: 8 << 30,
             app_memory_bytes: 2 << 30,
+            app_cpu_cores: crate::cpu::default_app_cores(),
         }
     }
 }
@@ -73,6 +77,10 @@ pub struct Host {
     /// Each app's share of it, made on the app's first request.
     app_budgets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<wasmesh_world::budget::MemoryBudget>>>,
     app_memory_bytes: usize,
+    /// Each app's account of guest time, made on the app's first request.
+    app_cpus: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<crate::cpu::AppCpu>>>,
+    app_cpu_cores: f64,
+    pub(crate) epoch_tick: Duration,
 }
 
 impl Drop for Host {
@@ -134,6 +142,9 @@ impl Host {
             ),
             app_budgets: Default::default(),
             app_memory_bytes: usize::try_from(config.app_memory_bytes).unwrap_or(usize::MAX),
+            app_cpus: Default::default(),
+            app_cpu_cores: config.app_cpu_cores,
+            epoch_tick: config.epoch_tick,
             served: Default::default(),
             stop_ticker,
             metrics: config.metrics,
@@ -182,5 +193,11 @@ impl Host {
                 .clone()
         };
         wasmesh_world::budget::Charge::new(self.budget.clone(), share)
+    }
+
+    /// `app`'s account of guest time (see `cpu.rs`).
+    pub(crate) fn app_cpu(&self, app: &Arc<str>) -> Arc<crate::cpu::AppCpu> {
+        let mut cpus = self.app_cpus.lock().expect("app cpus");
+        cpus.entry(app.clone()).or_insert_with(|| Arc::new(crate::cpu::AppCpu::new(self.app_cpu_cores))).clone()
     }
 }

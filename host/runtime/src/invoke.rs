@@ -301,13 +301,25 @@ impl Host {
         let mut store = Store::new(&component.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
+        let (cpu, tick) = (self.app_cpu(&component.app), self.epoch_tick);
+        let mut resumed = Instant::now();
+        store.epoch_deadline_callback(move |mut ctx| {
             let limiter = &mut ctx.data_mut().limiter;
-            if Instant::now() >= limiter.deadline {
+            let now = Instant::now();
+            if now >= limiter.deadline {
                 limiter.deadline_hit = true;
                 return Err(wasmtime::format_err!("deadline exceeded"));
             }
-            Ok(UpdateDeadline::Yield(1))
+            // Guest time since it last resumed, without what it spent waiting on the
+            // host; a guest past its app's share of the cores sleeps off the debt (but
+            // never past its deadline, which the next tick then enforces).
+            let wait = cpu.charge(now.saturating_duration_since(resumed).min(tick * 2), now);
+            let wait = wait.min(limiter.deadline.saturating_duration_since(now));
+            resumed = now + wait;
+            if wait.is_zero() {
+                return Ok(UpdateDeadline::Yield(1));
+            }
+            Ok(UpdateDeadline::YieldCustom(1, Box::pin(tokio::time::sleep(wait))))
         });
         store
     }

@@ -24,6 +24,7 @@
 
 mod app;
 mod body;
+mod cpu;
 mod engines;
 mod failure;
 mod host;
@@ -36,6 +37,7 @@ mod served;
 mod state;
 
 pub use app::{AppError, LoadedApp};
+pub use cpu::default_app_cores;
 pub use host::{Host, HostConfig};
 pub use routes::Mount;
 pub use served::{Served, ServedReport};

@@ -52,7 +52,8 @@ pub(crate) fn run_worker(
         }
     };
     let n_ctx = config.n_ctx.min(model.n_ctx_train()).max(64);
-    let slots = config.slots.max(1);
+    let regular_slots = config.slots.max(1);
+    let slots = regular_slots + config.spare_slots;
     // Each slot has its own KV stream of n_ctx cells (not one unified cache): a
     // sequence's cells then sit at the same places whether it runs alone or beside
     // others, so attention sums in the same order and a batched request gets exactly
@@ -104,6 +105,7 @@ pub(crate) fn run_worker(
         n_ctx: n_ctx as usize,
         min_tokens_to_move: min_move,
         slots: (0..slots as i32).map(|_| None).collect(),
+        regular_slots: regular_slots as usize,
         batch: LlamaBatch::new(config.n_batch as usize, 1),
         threads,
         stats,

@@ -47,6 +47,8 @@ pub(crate) struct Scheduler<'m> {
     /// Tokens a sequence must have left for [`Scheduler::compact`] to move it.
     pub(crate) min_tokens_to_move: usize,
     pub(crate) slots: Vec<Option<Active>>,
+    /// Slots any tenant may take; the rest are spare, for tenants holding none.
+    pub(crate) regular_slots: usize,
     pub(crate) batch: LlamaBatch<'static>,
     pub(crate) threads: i32,
     pub(crate) stats: Arc<WorkerStats>,
@@ -135,11 +137,13 @@ impl<'m> Scheduler<'m> {
 
     /// Moves waiting jobs into free slots. Fair between tenants: the next one is the
     /// first to arrive of the tenant holding the fewest slots now, so one app's flood
-    /// waits behind another app's single request, not the other way round.
+    /// waits behind another app's single request, not the other way round. Once the
+    /// regular slots are taken, the spare ones go only to tenants holding none.
     fn admit(&mut self, ctx: &mut LlamaContext<'_>, waiting: &mut std::collections::VecDeque<Waiting>) {
         waiting.retain(|job| !job.reply.is_closed());
         while let Some(free) = self.slots.iter().position(Option::is_none) {
-            let Some(next) = self.next_fair(waiting) else { return };
+            let spare = self.slots.iter().flatten().count() >= self.regular_slots;
+            let Some(next) = self.next_fair(waiting, spare) else { return };
             let job = &waiting[next];
             let t = Instant::now();
             let lora = job.lora.clone();
@@ -184,8 +188,9 @@ impl<'m> Scheduler<'m> {
     }
 
     /// The waiting job to admit next: the earliest of the tenant holding the fewest
-    /// active slots, and among those the one admitted longest ago (round-robin).
-    fn next_fair(&self, waiting: &std::collections::VecDeque<Waiting>) -> Option<usize> {
+    /// active slots, and among those the one admitted longest ago (round-robin); with
+    /// `newcomers_only`, only of tenants holding none.
+    fn next_fair(&self, waiting: &std::collections::VecDeque<Waiting>, newcomers_only: bool) -> Option<usize> {
         let mut held: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for active in self.slots.iter().flatten() {
             *held.entry(&*active.tenant).or_default() += 1;
@@ -193,6 +198,7 @@ impl<'m> Scheduler<'m> {
         waiting
             .iter()
             .enumerate()
+            .filter(|(_, job)| !newcomers_only || !held.contains_key(&*job.request.tenant))
             .min_by_key(|(i, job)| {
                 let tenant = &*job.request.tenant;
                 let last = self.admitted.get(tenant).copied().unwrap_or(0);
