@@ -74,11 +74,9 @@ pub struct Host {
     pub(crate) app_in_flight: std::sync::Mutex<std::collections::HashMap<Arc<str>, u32>>,
     /// The guest memory budget every store charges.
     pub(crate) budget: Arc<wasmesh_world::budget::MemoryBudget>,
-    /// Each app's share of it, made on the app's first request.
-    app_budgets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<wasmesh_world::budget::MemoryBudget>>>,
+    /// Each app's share of it and of the cores, made on the app's first request.
+    app_shares: std::sync::Mutex<std::collections::HashMap<Arc<str>, AppShare>>,
     app_memory_bytes: usize,
-    /// Each app's account of guest time, made on the app's first request.
-    app_cpus: std::sync::Mutex<std::collections::HashMap<Arc<str>, Arc<crate::cpu::AppCpu>>>,
     app_cpu_cores: f64,
     pub(crate) epoch_tick: Duration,
 }
@@ -140,9 +138,8 @@ impl Host {
             budget: wasmesh_world::budget::MemoryBudget::new(
                 usize::try_from(config.instance_memory_bytes).unwrap_or(usize::MAX),
             ),
-            app_budgets: Default::default(),
+            app_shares: Default::default(),
             app_memory_bytes: usize::try_from(config.app_memory_bytes).unwrap_or(usize::MAX),
-            app_cpus: Default::default(),
             app_cpu_cores: config.app_cpu_cores,
             epoch_tick: config.epoch_tick,
             served: Default::default(),
@@ -181,23 +178,28 @@ impl Host {
     }
 }
 
+/// One app's share of the node: of its guest memory budget and of its cores.
+#[derive(Clone)]
+struct AppShare {
+    memory: Arc<wasmesh_world::budget::MemoryBudget>,
+    cpu: Arc<crate::cpu::AppCpu>,
+}
+
 impl Host {
-    /// A new charge against `app`'s share of the node's instance memory and the node's
-    /// budget, for one store's linear memories or tensors.
-    pub(crate) fn charge(&self, app: &Arc<str>) -> wasmesh_world::budget::Charge {
+    /// `app`'s share of the node: a new charge against its share of the instance memory
+    /// and the node's budget, for one store's linear memories or tensors, and its
+    /// account of guest time (see `cpu.rs`).
+    pub(crate) fn app_share(&self, app: &Arc<str>) -> (wasmesh_world::budget::Charge, Arc<crate::cpu::AppCpu>) {
         let share = {
-            let mut shares = self.app_budgets.lock().expect("app budgets");
+            let mut shares = self.app_shares.lock().expect("app shares");
             shares
                 .entry(app.clone())
-                .or_insert_with(|| wasmesh_world::budget::MemoryBudget::new(self.app_memory_bytes))
+                .or_insert_with(|| AppShare {
+                    memory: wasmesh_world::budget::MemoryBudget::new(self.app_memory_bytes),
+                    cpu: Arc::new(crate::cpu::AppCpu::new(self.app_cpu_cores)),
+                })
                 .clone()
         };
-        wasmesh_world::budget::Charge::new(self.budget.clone(), share)
-    }
-
-    /// `app`'s account of guest time (see `cpu.rs`).
-    pub(crate) fn app_cpu(&self, app: &Arc<str>) -> Arc<crate::cpu::AppCpu> {
-        let mut cpus = self.app_cpus.lock().expect("app cpus");
-        cpus.entry(app.clone()).or_insert_with(|| Arc::new(crate::cpu::AppCpu::new(self.app_cpu_cores))).clone()
+        (wasmesh_world::budget::Charge::new(self.budget.clone(), share.memory), share.cpu)
     }
 }

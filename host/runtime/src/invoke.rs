@@ -277,7 +277,7 @@ impl Host {
             wasi.inherit_stderr();
         }
         // One lookup of the app's share: linear memories and tensors charge it apart.
-        let charge = self.charge(&component.app);
+        let (charge, cpu) = self.app_share(&component.app);
         let state = HostState::new(
             wasi.build(),
             NnCtx::new(
@@ -301,7 +301,7 @@ impl Host {
         let mut store = Store::new(&component.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        let (cpu, tick) = (self.app_cpu(&component.app), self.epoch_tick);
+        let tick = self.epoch_tick;
         let mut resumed = Instant::now();
         store.epoch_deadline_callback(move |mut ctx| {
             let limiter = &mut ctx.data_mut().limiter;
