@@ -20,6 +20,8 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# The dashboard's browser test drives Debian's Chromium (never a browser npm downloads).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # The registry's tests start PostgreSQL servers of their own (initdb + postgres).
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${WASMESH_SKIP_APT:-}" ]; then
@@ -122,3 +124,18 @@ if [ ! -x "$tools/bin/s3s-fs" ] || [ "$(cat "$tools/s3s-fs.version" 2>/dev/null)
   echo "$S3S_VERSION" > "$tools/s3s-fs.version"
 fi
 say "S3-compatible test server: $tools/bin/s3s-fs"
+
+# 6. The dashboard's browser test (tests/tests/dashboard.rs runs tests/browser/dashboard.mjs):
+#    playwright-core, pinned in tests/browser/package-lock.json, drives Debian's Chromium
+#    (installed in step 1); it never downloads a browser of its own. Needs Node.js 20+.
+browser="$(cd "$here/.." && pwd)/tests/browser"
+if ! command -v npm >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 20 ]; then
+  echo "error: the dashboard's browser test needs Node.js 20 or later with npm on PATH" >&2
+  exit 1
+fi
+# npm ci writes node_modules/.package-lock.json: older than the lock file means stale.
+if [ ! -f "$browser/node_modules/.package-lock.json" ] || [ "$browser/package-lock.json" -nt "$browser/node_modules/.package-lock.json" ]; then
+  say "installing the browser test's npm packages (npm ci --prefix tests/browser)"
+  npm ci --prefix "$browser" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+say "browser test: $(/usr/bin/chromium --version 2>/dev/null || echo 'no chromium'), playwright-core $(node -p "require('$browser/node_modules/playwright-core/package.json').version")"

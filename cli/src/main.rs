@@ -18,12 +18,17 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: boxing the larger arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the demo: the example apps on one host, on the embedded defaults.
     Up(commands::up::UpArgs),
     /// Serve apps on this machine: local manifests, or whatever a registry deploys.
     Host(commands::host::HostArgs),
+    /// Run this machine's host as a service: install, uninstall, status.
+    #[command(subcommand)]
+    Provider(commands::provider::ProviderCommand),
     /// Run the registry (the control plane).
     Registry(commands::registry::RegistryArgs),
     /// Run a router: callers' HTTP in, requests out to hosts over QUIC.
@@ -68,7 +73,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // `wasmesh host --config FILE`: the file's settings become flags before the others.
+    let args = match commands::provider::expand_host_config(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     commands::init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -81,6 +94,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => commands::up::run(args).await,
             Command::Host(args) => commands::host::run(args).await,
+            Command::Provider(cmd) => commands::provider::run(cmd).await,
             Command::Registry(args) => commands::registry::run(args).await,
             Command::Router(args) => commands::router::run(args).await,
             Command::Login(args) => commands::client::login(args).await,

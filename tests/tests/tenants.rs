@@ -198,6 +198,20 @@ fn isolation_matrix(postgres: bool, tag: &str) {
     let a_upload = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().to_string();
     let a_key_id = runtime().block_on(client(&url, &a.invoke).whoami()).unwrap().id;
     runtime().block_on(client(&url, &a.deploy).add_member("acme", "ana@acme.example", "acme passphrase one")).unwrap();
+    // Bravo's member signs in as the dashboard does: a session key of bravo's.
+    runtime()
+        .block_on(client(&url, &b.deploy).add_member("bravo", "bo@bravo.example", "bravo passphrase one"))
+        .unwrap();
+    let (status, body) = call(
+        reg,
+        "POST",
+        "/v1/sessions",
+        None,
+        Some(&serde_json::json!({ "email": "bo@bravo.example", "password": "bravo passphrase one", "session": true })),
+    );
+    assert_eq!(status, 200, "{body}");
+    let b_session =
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["session_key"].as_str().unwrap().to_string();
 
     // The fabric: a router with a router key; acme's private host, bravo's public host.
     let (mut router, quic) = spawn_router(&dir, "router", &url, &router_key);
@@ -244,14 +258,17 @@ fn isolation_matrix(postgres: bool, tag: &str) {
             .replace("{hash}", &chat_hash)
             .replace("/v1/nodes/{id}", &format!("/v1/nodes/{a_node}"))
             .replace("{node}", &a_node)
-            .replace("{token}", "00000000000000000000000000000000");
+            .replace("{token}", "00000000000000000000000000000000")
+            .replace("{asset}", "app.js");
         let body = match (method, path) {
             ("POST", "/v1/accounts") => Some(serde_json::json!({ "name": "bravo-2" })),
             ("POST", "/v1/accounts/{name}/members") => {
                 Some(serde_json::json!({ "email": "mallory@bravo.example", "password": "bravo passphrase" }))
             }
             ("POST", "/v1/sessions") => {
-                Some(serde_json::json!({ "email": "ana@acme.example", "password": "guessing it wrong" }))
+                // Not ana's email: five keys guessing hers would lock her out before the
+                // lockout test below.
+                Some(serde_json::json!({ "email": "ann@acme.example", "password": "guessing it wrong" }))
             }
             ("POST", "/v1/keys") => Some(serde_json::json!({ "name": "x", "scopes": ["deploy"], "account": "acme" })),
             ("POST", "/v1/uploads") => Some(
@@ -282,8 +299,9 @@ fn isolation_matrix(postgres: bool, tag: &str) {
     };
     // What bravo must never see: acme's private app, model, adapter, env and members.
     let secrets = ["a-priv", "a-model", "a-lora", "a-priv-env", "ana@acme", &chat_hash];
-    let keys: [(&str, Option<&str>, Vec<Scope>); 4] = [
+    let keys: [(&str, Option<&str>, Vec<Scope>); 5] = [
         ("bravo deploy", Some(&b.deploy), vec![Scope::Deploy]),
+        ("bravo session", Some(&b_session), vec![Scope::Deploy, Scope::Invoke, Scope::Provider]),
         ("bravo provider", Some(&b.provider), vec![Scope::Provider]),
         ("bravo invoke", Some(&b.invoke), vec![Scope::Invoke]),
         ("no key", None, vec![]),
@@ -315,7 +333,12 @@ fn isolation_matrix(postgres: bool, tag: &str) {
             } else {
                 match owner.as_str() {
                     // Public service paths.
-                    "none" if path == "/health" || path == "/metrics" || path == "/openapi.json" => {
+                    "none"
+                        if path == "/health"
+                            || path == "/metrics"
+                            || path == "/openapi.json"
+                            || path.starts_with("/dashboard") =>
+                    {
                         assert_eq!(status, 200, "{context}");
                     }
                     // Names nothing owned: a password, a token, a node's own signature.

@@ -10,9 +10,19 @@ use wasmesh_runtime::HostConfig;
 /// Arguments of `wasmesh host`.
 #[derive(clap::Args, Debug)]
 #[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    args_override_self = true,
     after_help = "Examples:\n  wasmesh host --app ./wasmesh.toml --model smollm2=./SmolLM2-135M-Instruct.Q4_1.gguf --listen 127.0.0.1:8080\n  wasmesh host --registry http://127.0.0.1:7070 --key wsk_... --model smollm2   # fetched from the registry, verified\n\nWith --registry the host registers (identity in --data), sends heartbeats and serves every app\nthe registry deploys under /fn/APP/..., switching versions without dropping requests."
 )]
 pub struct HostArgs {
+    /// Control a running host (through its control socket in --data).
+    #[command(subcommand)]
+    pub control: Option<super::control::HostControl>,
+    /// A config file (`wasmesh provider install` writes one): its settings apply as if
+    /// given as flags before the others, and `wasmesh host set` writes changes back.
+    #[arg(long, env = "WASMESH_HOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// An app manifest (wasmesh.toml) to serve at its own paths (repeatable).
     #[arg(long = "app", value_name = "PATH", required_unless_present = "registry")]
     pub apps: Vec<PathBuf>,
@@ -108,10 +118,10 @@ pub struct HostArgs {
 
 /// Runs `wasmesh host`: maps the flags onto [`wasmesh_agent::NodeConfig`].
 pub async fn run(args: HostArgs) -> anyhow::Result<()> {
-    let data = args.data.clone().unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        home.join(".local/share/wasmesh/host")
-    });
+    if let Some(control) = args.control {
+        return super::control::run(control).await;
+    }
+    let data = args.data.clone().unwrap_or_else(default_data_dir);
     let name = args.name.clone().unwrap_or_else(wasmesh_agent::hostname);
     let (fetch, agent) = match &args.registry {
         Some(registry) => {
@@ -186,6 +196,11 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
         apps: args.apps.clone(),
         preload: args.preload,
         listen: args.listen,
+        control: Some(wasmesh_agent::ControlConfig {
+            socket: data.join(wasmesh_api::wire::CONTROL_SOCKET),
+            config_file: args.config.clone(),
+            registry: args.registry.clone(),
+        }),
     };
     let engine_args = &args.engine;
     let node = wasmesh_agent::Node::start(
@@ -205,8 +220,17 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     for (app, path, component) in node.host.routes() {
         println!("  http://{}{path}  ({app}/{component})", node.addr);
     }
-    node.serve(super::shutdown_signal()).await?;
+    // A stop (SIGTERM from the service manager, Ctrl-C) lets running requests finish,
+    // for at most the longest deadline a component may have.
+    node.serve(super::shutdown_signal(), std::time::Duration::from_millis(args.cap_timeout_ms)).await?;
     Ok(())
+}
+
+/// Where a host keeps its identity, certificate and caches unless told otherwise
+/// (`--data`, `WASMESH_HOST_DATA`): `~/.local/share/wasmesh/host`.
+pub fn default_data_dir() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/wasmesh/host")
 }
 
 /// Transfer progress in the log: a line every 10%.

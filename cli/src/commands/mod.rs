@@ -2,8 +2,10 @@
 
 pub mod accounts;
 pub mod client;
+pub mod control;
 pub mod credits;
 pub mod host;
+pub mod provider;
 pub mod registry;
 pub mod router;
 pub mod up;

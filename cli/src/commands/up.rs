@@ -134,6 +134,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             // The engine is shared: the first node loads the model, the second finds it loaded.
             preload: true,
             listen: *listen,
+            control: None,
         };
         let node = wasmesh_agent::Node::start(
             config,
@@ -146,7 +147,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let hosts: Vec<(String, std::net::SocketAddr)> =
         nodes.iter().map(|n| (n.node_id().unwrap_or("-").to_string(), n.addr)).collect();
-    let serving: Vec<_> = nodes.into_iter().map(|n| tokio::spawn(n.serve(std::future::pending()))).collect();
+    let serving: Vec<_> =
+        nodes.into_iter().map(|n| tokio::spawn(n.serve(std::future::pending(), std::time::Duration::ZERO))).collect();
     // Ready when the router sees both hosts.
     let started = std::time::Instant::now();
     while router.ready_hosts() < hosts.len() && started.elapsed() < std::time::Duration::from_secs(20) {

@@ -14,6 +14,7 @@ pub mod limit;
 pub mod manifest;
 pub mod model_ref;
 pub mod pieces;
+pub mod share;
 pub mod torrent;
 pub mod wire;
 
@@ -23,6 +24,10 @@ pub use app_path::AppPath;
 /// The header a host sets on its 404 for a path it has no route for: no component
 /// ran, so a router may try another host (the app's deploy has not reached this one).
 pub const NO_ROUTE_HEADER: &str = "x-wasmesh-no-route";
+
+/// The header of a host's 503 while its provider paused it: no component ran, so a
+/// router tries the next node.
+pub const PAUSED_HEADER: &str = "x-wasmesh-paused";
 
 /// The response header a metering router names the request's id in (for
 /// `GET /v1/generation?id=...`).

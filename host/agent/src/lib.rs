@@ -13,6 +13,7 @@
 //!   running finish on the version they started on. A version that fails to load
 //!   leaves the previous one serving.
 
+mod control;
 mod error;
 mod models;
 mod node;
@@ -21,10 +22,16 @@ mod receipts;
 mod snapshot;
 mod tunnel;
 
+pub use control::ControlConfig;
 pub use error::AgentError;
 pub use models::{FetchConfig, FetchedModels, Fetcher, fetch_models};
 pub use node::{Node, NodeConfig};
 pub use ondemand::OnDemand;
+
+/// A copy of what the provider lends now.
+pub(crate) fn share_now(share: &Share) -> ResourceShare {
+    share.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
 use snapshot::HostSnapshot;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -56,10 +63,20 @@ pub struct AgentConfig {
     pub routers: Vec<std::net::SocketAddr>,
 }
 
+/// What the provider lends now: the agent's reports and heartbeats read it, and the
+/// control socket changes it while the node runs (`wasmesh host set`).
+pub type Share = Arc<std::sync::RwLock<ResourceShare>>;
+
 /// A running agent.
 pub struct Agent {
     /// The node's id.
     pub node_id: String,
+    /// What the provider lends now.
+    pub share: Share,
+    /// The registry's client (the provider key's).
+    pub client: Client,
+    /// Sends a heartbeat at once (after a pause or a change of share).
+    pub beat_now: Arc<tokio::sync::Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -100,6 +117,7 @@ impl Agent {
         save("ca.pem", &cert.ca_pem)?;
         tracing::info!(node = %identity.node_id(), registry = %config.registry, "node registered");
         let under_pressure = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let share: Share = Arc::new(std::sync::RwLock::new(config.share.clone()));
         let mut tasks = Vec::new();
         let mut renewal = Renewal::new(&cert, None);
         if !config.routers.is_empty() {
@@ -109,7 +127,7 @@ impl Agent {
             renewal.dial = Some(dial.clone());
             let source = tunnel::ReportSource {
                 host: host.clone(),
-                share: config.share.clone(),
+                share: share.clone(),
                 under_pressure: under_pressure.clone(),
                 receipts: receipts::Receipts { identity: identity.clone() },
             };
@@ -129,8 +147,18 @@ impl Agent {
         let node_id = identity.node_id().to_string();
         tasks.push(tokio::spawn(async move { sync.run(revision).await }));
         tasks.push(tokio::spawn(follow_unpins(host.clone(), client.clone())));
-        tasks.push(tokio::spawn(heartbeat_loop(host, client, identity, config, under_pressure, renewal)));
-        Ok(Self { node_id, tasks })
+        let beat_now = Arc::new(tokio::sync::Notify::new());
+        let beats = Beats {
+            host,
+            client: client.clone(),
+            identity,
+            config,
+            under_pressure,
+            share: share.clone(),
+            beat_now: beat_now.clone(),
+        };
+        tasks.push(tokio::spawn(heartbeat_loop(beats, renewal)));
+        Ok(Self { node_id, share, client, beat_now, tasks })
     }
 }
 
@@ -238,14 +266,19 @@ async fn follow_unpins(host: Arc<Host>, client: Client) {
     }
 }
 
-async fn heartbeat_loop(
+/// What the heartbeat loop reads and sends with.
+struct Beats {
     host: Arc<Host>,
     client: Client,
     identity: Arc<NodeIdentity>,
     config: AgentConfig,
-    under_pressure_flag: Arc<std::sync::atomic::AtomicBool>,
-    mut renewal: Renewal,
-) {
+    under_pressure: Arc<std::sync::atomic::AtomicBool>,
+    share: Share,
+    beat_now: Arc<tokio::sync::Notify>,
+}
+
+async fn heartbeat_loop(beats: Beats, mut renewal: Renewal) {
+    let Beats { host, client, identity, config, under_pressure: under_pressure_flag, share, beat_now } = beats;
     let hardware = tokio::task::spawn_blocking(wasmesh_probe::hardware).await.unwrap_or_default();
     let mut pressure = wasmesh_probe::PressureMonitor::new(config.pressure);
     let mut was_under_pressure = false;
@@ -263,7 +296,7 @@ async fn heartbeat_loop(
         }
         under_pressure_flag.store(sample.under_pressure, std::sync::atomic::Ordering::Relaxed);
         let beat =
-            HostSnapshot::read(&host, sample.under_pressure).heartbeat(hardware.clone(), config.share.clone(), sample);
+            HostSnapshot::read(&host, sample.under_pressure).heartbeat(hardware.clone(), share_now(&share), sample);
         match client.heartbeat(&identity, &beat).await {
             Ok(()) if failing => {
                 failing = false;
@@ -277,7 +310,10 @@ async fn heartbeat_loop(
             Err(_) => {}
         }
         renewal.renew_if_due(&client, &identity, &config).await;
-        tokio::time::sleep(config.heartbeat_interval).await;
+        tokio::select! {
+            () = tokio::time::sleep(config.heartbeat_interval) => {}
+            () = beat_now.notified() => {}
+        }
     }
 }
 

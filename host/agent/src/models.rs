@@ -48,6 +48,20 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
+    /// Changes the upload budget for seeding now (`0`: unlimited).
+    ///
+    /// # Errors
+    /// When this node fetches without peers (`--no-p2p`) and so seeds nothing.
+    pub fn set_upload_kib_s(&self, kib: u32) -> Result<(), String> {
+        match &self.peers {
+            Some(weights) => {
+                weights.set_upload_bps((kib > 0).then(|| kib.saturating_mul(1024)));
+                Ok(())
+            }
+            None => Err("this node seeds nothing (--no-p2p): there is no upload budget to change".into()),
+        }
+    }
+
     /// Opens the weight cache and, unless `no_p2p`, registers the node (peer fetches
     /// sign as the node) and starts BitTorrent.
     ///

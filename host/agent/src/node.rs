@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub preload: bool,
     /// Where to serve HTTP.
     pub listen: SocketAddr,
+    /// The control socket (`wasmesh host pause|resume|status|set`); `None`: none.
+    pub control: Option<crate::ControlConfig>,
 }
 
 /// A started node: ready, listening, joined. Dropping it leaves the fabric.
@@ -44,6 +46,20 @@ pub struct Node {
     listener: tokio::net::TcpListener,
     _agent: Option<Agent>,
     _fetched: Option<FetchedModels>,
+    control: Option<Control>,
+}
+
+/// The control socket's task; dropping it closes the socket and removes its file.
+struct Control {
+    task: tokio::task::JoinHandle<()>,
+    path: PathBuf,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Node {
@@ -93,9 +109,25 @@ impl Node {
             Some(agent) => Some(Agent::start(host.clone(), agent, Duration::from_secs(60)).await?),
             None => None,
         };
+        let control = match config.control {
+            Some(control) => {
+                let path = control.socket.clone();
+                let controlled = crate::control::Controlled {
+                    host: host.clone(),
+                    agent: agent.as_ref().map(crate::control::AgentHandle::of),
+                    fetcher: fetched.as_ref().map(|f| f.fetcher.clone()),
+                    config: control,
+                };
+                let task = crate::control::listen(controlled).map_err(|e| {
+                    AgentError::Engine(format!("cannot open the control socket {}: {e}", path.display()))
+                })?;
+                Some(Control { task, path })
+            }
+            None => None,
+        };
         host.set_ready(true);
         tracing::info!(%addr, engine = %host.inference().summary(), "host ready");
-        Ok(Self { host, addr, listener, _agent: agent, _fetched: fetched })
+        Ok(Self { host, addr, listener, _agent: agent, _fetched: fetched, control })
     }
 
     /// The node's id in the fabric (`None` without a registry).
@@ -103,9 +135,34 @@ impl Node {
         self._agent.as_ref().map(|a| a.node_id.as_str())
     }
 
-    /// Serves until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Self { host, listener, _agent, _fetched, .. } = self;
-        host.serve_with_shutdown(listener, shutdown).await
+    /// Serves until `shutdown` resolves, then stops cleanly: the node pauses (routers
+    /// stop sending it requests at its next report, within 100 ms), requests running
+    /// finish (for at most `drain`), and only then does it leave the fabric.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let Self { host, listener, _agent, _fetched, control, .. } = self;
+        let draining = host.clone();
+        let beat = _agent.as_ref().map(|a| a.beat_now.clone());
+        let stop = async move {
+            shutdown.await;
+            draining.set_paused(true);
+            if let Some(beat) = beat {
+                beat.notify_one();
+            }
+            let running = draining.in_flight();
+            tracing::info!(running, "stopping: paused, letting running requests finish");
+            let deadline = tokio::time::Instant::now() + drain;
+            while draining.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The routers' last report of this node said "not ready": none is mid-route.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        };
+        let served = host.serve_with_shutdown(listener, stop).await;
+        drop(control);
+        served
     }
 }

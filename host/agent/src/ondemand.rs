@@ -256,6 +256,18 @@ impl InferenceEngine for OnDemand {
         self.state.engine.memory_idle()
     }
 
+    fn memory_budget(&self) -> Option<u64> {
+        self.state.engine.memory_budget()
+    }
+
+    fn counters(&self) -> Vec<wasmesh_engine::ModelCounters> {
+        self.state.engine.counters()
+    }
+
+    fn set_memory_budget(&self, bytes: u64) -> Result<Vec<String>, EngineError> {
+        self.state.engine.set_memory_budget(bytes)
+    }
+
     fn loads(&self) -> u64 {
         self.state.engine.loads()
     }

@@ -10,8 +10,10 @@ use wasmesh_tunnel::HostReport;
 
 /// A host's state at one moment.
 pub(crate) struct HostSnapshot {
-    /// Serving, and not under memory pressure.
+    /// Serving, not paused and not under memory pressure.
     pub(crate) ready: bool,
+    /// Paused by its provider.
+    pub(crate) paused: bool,
     pub(crate) in_flight: u32,
     /// Bytes of model memory the engine holds.
     pub(crate) memory_used: u64,
@@ -29,7 +31,8 @@ impl HostSnapshot {
     pub(crate) fn read(host: &Host, under_pressure: bool) -> Self {
         let engine = host.inference();
         Self {
-            ready: host.is_ready() && !under_pressure,
+            ready: host.is_ready() && !host.is_paused() && !under_pressure,
+            paused: host.is_paused(),
             in_flight: host.in_flight(),
             memory_used: engine.memory_used(),
             memory_idle: engine.memory_idle(),
@@ -66,6 +69,7 @@ impl HostSnapshot {
             pressure,
             version: env!("CARGO_PKG_VERSION").to_string(),
             deployments_revision: 0,
+            paused: self.paused,
         }
     }
 }

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use wasmesh_api::wire::ResourceShare;
 use wasmesh_runtime::Host;
 use wasmesh_tunnel::{
     Frame, HostReport, Open, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame, write_json,
@@ -21,7 +20,7 @@ use wasmesh_tunnel::{
 pub(crate) struct ReportSource {
     pub(crate) host: Arc<Host>,
     /// What the provider lends: concurrency and model memory.
-    pub(crate) share: ResourceShare,
+    pub(crate) share: crate::Share,
     pub(crate) under_pressure: Arc<AtomicBool>,
     /// Signs what metered requests used.
     pub(crate) receipts: crate::receipts::Receipts,
@@ -29,7 +28,8 @@ pub(crate) struct ReportSource {
 
 impl ReportSource {
     fn report(&self) -> HostReport {
-        HostSnapshot::read(&self.host, self.under_pressure.load(Ordering::Relaxed)).report(&self.share)
+        HostSnapshot::read(&self.host, self.under_pressure.load(Ordering::Relaxed))
+            .report(&crate::share_now(&self.share))
     }
 }
 

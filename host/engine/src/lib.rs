@@ -106,8 +106,51 @@ pub trait InferenceEngine: Send + Sync + 'static {
         0
     }
 
+    /// Live counters of each loaded model, for `/metrics`.
+    fn counters(&self) -> Vec<ModelCounters> {
+        Vec::new()
+    }
+
+    /// The memory for loaded models, in bytes, when the engine keeps a budget.
+    fn memory_budget(&self) -> Option<u64> {
+        None
+    }
+
+    /// Changes the memory budget while the engine runs. A smaller budget evicts idle,
+    /// unpinned models (least recently used first) until what stays fits; models in use
+    /// stay until their requests end, and loads wait for room as usual. Returns the
+    /// models evicted.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidRequest`] when the engine keeps no budget.
+    fn set_memory_budget(&self, bytes: u64) -> Result<Vec<String>, EngineError> {
+        let _ = bytes;
+        Err(EngineError::InvalidRequest(format!("the {} engine has no model memory budget to change", self.summary())))
+    }
+
     /// One line describing the engine, for logs and `/health`.
     fn summary(&self) -> String;
+}
+
+/// Live counters of one loaded model (they start again at zero when it is reloaded).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelCounters {
+    /// The model.
+    pub model: String,
+    /// Requests generating now.
+    pub active: u64,
+    /// Requests waiting for a slot now.
+    pub queued: u64,
+    /// Requests answered.
+    pub completed: u64,
+    /// Prompt tokens of the requests answered.
+    pub prompt_tokens: u64,
+    /// Tokens generated for them.
+    pub generated_tokens: u64,
+    /// Decode steps run.
+    pub steps: u64,
+    /// Tokens decoded over all steps (`/ steps`: the mean batch).
+    pub batched_tokens: u64,
 }
 
 /// Where a model or adapter stands in an engine.

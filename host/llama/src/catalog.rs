@@ -55,6 +55,9 @@ pub(crate) struct Catalog {
     inner: Arc<Mutex<Inner>>,
     /// Signalled when a request lets go of a model, so a load waiting for memory looks again.
     freed: Arc<tokio::sync::Notify>,
+    /// Bytes loaded and loading models may take together (`LlamaConfig::memory_budget_bytes`
+    /// at start; `set_budget` changes it).
+    budget: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A loaded model, held for one request. Its drop tells loads waiting for memory to
@@ -78,8 +81,29 @@ enum Next {
 }
 
 impl Catalog {
-    pub(crate) fn new() -> Self {
-        Self { inner: Arc::default(), freed: Arc::new(tokio::sync::Notify::new()) }
+    pub(crate) fn new(budget: u64) -> Self {
+        Self {
+            inner: Arc::default(),
+            freed: Arc::new(tokio::sync::Notify::new()),
+            budget: Arc::new(std::sync::atomic::AtomicU64::new(budget)),
+        }
+    }
+
+    /// The memory budget now.
+    pub(crate) fn budget(&self) -> u64 {
+        self.budget.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Sets the memory budget; evicts idle, unpinned models, least recently used first,
+    /// until what is loaded fits (or no idle model is left). Returns those evicted.
+    pub(crate) fn set_budget(&self, bytes: u64) -> Vec<String> {
+        let mut inner = self.lock();
+        self.budget.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        let before: Vec<String> = warm_names(&inner);
+        shrink_to(&mut inner, bytes);
+        let after = warm_names(&inner);
+        tracing::info!(mib = bytes / MIB, "model memory budget changed");
+        before.into_iter().filter(|n| !after.contains(n)).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -258,7 +282,7 @@ impl Catalog {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        let budget = config.memory_budget_bytes;
+        let budget = self.budget();
         let available = || inner_names(&inner);
         let Some(entry) = inner.models.get(name) else {
             return Err(EngineError::ModelNotFound { name: name.to_string(), available: available() });
@@ -316,6 +340,32 @@ impl Catalog {
         .shared();
         tokio::spawn(load.clone());
         load
+    }
+}
+
+/// The models loaded or loading.
+fn warm_names(inner: &Inner) -> Vec<String> {
+    inner.models.iter().filter(|(_, e)| !matches!(e.slot, Slot::Cold)).map(|(n, _)| n.clone()).collect()
+}
+
+/// Evicts idle, unpinned models, least recently used first, until what is loaded fits
+/// in `budget` or no idle model is left.
+fn shrink_to(inner: &mut Inner, budget: u64) {
+    let mut used: u64 = inner.models.values().filter(|e| !matches!(e.slot, Slot::Cold)).map(|e| e.bytes).sum();
+    let mut idle: Vec<(u64, String, u64)> = inner
+        .models
+        .iter()
+        .filter(|(_, e)| !e.pinned && e.idle())
+        .map(|(n, e)| (e.last_used, n.clone(), e.bytes))
+        .collect();
+    idle.sort();
+    for (_, victim, victim_bytes) in idle {
+        if used <= budget {
+            break;
+        }
+        inner.models.get_mut(&victim).expect("listed").slot = Slot::Cold; // the worker's thread ends with its last handle
+        used -= victim_bytes;
+        tracing::info!(model = %victim, mib = victim_bytes / MIB, "model evicted from memory (the budget shrank)");
     }
 }
 

@@ -138,7 +138,7 @@ impl LlamaEngine {
     /// Fails when a configured file is missing, so a typo is caught at start-up.
     pub fn new(config: LlamaConfig) -> Result<Self, EngineError> {
         init_backend()?;
-        let catalog = Catalog::new();
+        let catalog = Catalog::new(config.memory_budget_bytes);
         for (name, path) in &config.models {
             catalog.add_model(name, path.clone())?;
         }
@@ -178,6 +178,35 @@ impl InferenceEngine for LlamaEngine {
 
     fn memory_idle(&self) -> u64 {
         self.catalog.memory_idle()
+    }
+
+    fn memory_budget(&self) -> Option<u64> {
+        Some(self.catalog.budget())
+    }
+
+    fn counters(&self) -> Vec<wasmesh_engine::ModelCounters> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.catalog
+            .loaded()
+            .into_iter()
+            .filter_map(|model| {
+                let s = self.catalog.warm(&model)?.stats.clone();
+                Some(wasmesh_engine::ModelCounters {
+                    model,
+                    active: s.active.load(Relaxed) as u64,
+                    queued: s.queued.load(Relaxed) as u64,
+                    completed: s.completed.load(Relaxed),
+                    prompt_tokens: s.prompt_tokens.load(Relaxed),
+                    generated_tokens: s.generated_tokens.load(Relaxed),
+                    steps: s.steps.load(Relaxed),
+                    batched_tokens: s.batched_tokens.load(Relaxed),
+                })
+            })
+            .collect()
+    }
+
+    fn set_memory_budget(&self, bytes: u64) -> Result<Vec<String>, EngineError> {
+        Ok(self.catalog.set_budget(bytes))
     }
 
     fn loads(&self) -> u64 {
@@ -251,7 +280,7 @@ impl InferenceEngine for LlamaEngine {
             } else {
                 self.config.n_gpu_layers().to_string()
             },
-            self.config.memory_budget_bytes / MIB
+            self.catalog.budget() / MIB
         )
     }
 }

@@ -82,6 +82,50 @@ async fn a_budget_of_one_model_evicts_the_idle_one_and_never_one_in_use() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_shrunk_at_run_time_evicts_idle_models_but_not_pinned_or_running_ones() {
+    let model = wasmesh_tests::model_path();
+    if !have(&[&model]) {
+        return;
+    }
+    let size = std::fs::metadata(&model).unwrap().len();
+    let config = LlamaConfig { memory_budget_bytes: size * 4, threads: Some(1), slots: 1, ..Default::default() };
+    let engine = Arc::new(LlamaEngine::new(config).unwrap());
+    for name in ["a", "b", "c"] {
+        engine.add_model(name, model.clone()).unwrap();
+        engine.generate(ask(name, 2, None)).await.unwrap();
+    }
+    assert_eq!(engine.loaded_models(), vec!["a", "b", "c"]);
+    assert_eq!(engine.memory_budget(), Some(size * 4));
+
+    // Room for two: the least recently used idle model goes at once.
+    let evicted = engine.set_memory_budget(size * 5 / 2).unwrap();
+    assert_eq!(evicted, vec!["a"]);
+    assert_eq!(engine.loaded_models(), vec!["b", "c"]);
+    assert_eq!(engine.memory_budget(), Some(size * 5 / 2));
+
+    // Room for none: a pinned model and one a request is running on both stay.
+    engine.set_pinned("b", true);
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.generate(ask("c", 48, None)).await })
+    };
+    let busy = std::time::Instant::now();
+    while engine.memory_idle() > 0 && busy.elapsed() < std::time::Duration::from_secs(30) {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let evicted = engine.set_memory_budget(1).unwrap();
+    assert!(evicted.is_empty(), "nothing idle and unpinned to evict: {evicted:?}");
+    running.await.unwrap().expect("the running request finishes");
+    assert_eq!(engine.loaded_models(), vec!["b", "c"]);
+    // Once idle, a second shrink takes it; the pinned one stays.
+    assert_eq!(engine.set_memory_budget(1).unwrap(), vec!["c"]);
+    assert_eq!(engine.loaded_models(), vec!["b"]);
+    // A load that does not fit the budget now says so.
+    let err = engine.generate(ask("a", 2, None)).await.unwrap_err().to_string();
+    assert!(err.contains("memory budget"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adapters_added_at_run_time_attach_to_the_warm_base_and_match_adapters_given_at_start() {
     let (model, one, two) = (wasmesh_tests::model_path(), wasmesh_tests::lora_path(1), wasmesh_tests::lora_path(2));
     if !have(&[&model, &one, &two]) {

@@ -65,10 +65,14 @@ pub struct Host {
     pub(crate) inference: Arc<dyn InferenceEngine>,
     pub(crate) routes: RwLock<Arc<Vec<RouteEntry>>>,
     pub(crate) ready: AtomicBool,
+    /// Paused by its provider: new requests are refused (retryable), running ones finish.
+    pub(crate) paused: AtomicBool,
     pub(crate) in_flight: std::sync::atomic::AtomicU32,
     pub(crate) served: std::sync::atomic::AtomicU64,
     stop_ticker: Arc<AtomicBool>,
     pub(crate) metrics: prometheus::Registry,
+    /// The host's own metrics in it.
+    pub(crate) host_metrics: crate::metrics::HostMetrics,
     pub(crate) caps: wasmesh_api::LimitCaps,
     /// Requests in flight per app (capped at `caps.instances_per_app`).
     pub(crate) app_in_flight: std::sync::Mutex<std::collections::HashMap<Arc<str>, u32>>,
@@ -128,11 +132,15 @@ impl Host {
                 })
                 .map_err(|e| wasmtime::format_err!("cannot start the epoch thread: {e}"))?;
         }
+        let host_metrics = crate::metrics::HostMetrics::new(&config.metrics)
+            .map_err(|e| wasmtime::format_err!("cannot register the host's metrics: {e}"))?;
         Ok(Arc::new(Self {
+            host_metrics,
             engines,
             inference,
             routes: RwLock::new(Arc::new(Vec::new())),
             ready: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             in_flight: Default::default(),
             app_in_flight: Default::default(),
             budget: wasmesh_world::budget::MemoryBudget::new(
@@ -175,6 +183,18 @@ impl Host {
     /// Marks the host ready (`GET /health` answers 200 from then on).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether its provider paused it.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses (new requests get 503 with `x-wasmesh-paused`, which routers retry on
+    /// another node; requests running finish) or resumes the host. Returns whether it
+    /// was paused before.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Ordering::AcqRel)
     }
 }
 

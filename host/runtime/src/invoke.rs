@@ -90,10 +90,13 @@ impl Host {
             }
         };
 
+        let instantiate = self.host_metrics.instantiate.clone();
         let task = tokio::spawn(async move {
             let mut instantiated = false;
             let result = tokio::time::timeout(timeout, async {
+                let started = std::time::Instant::now();
                 let proxy = pre.instantiate_async(&mut store).await?;
+                instantiate.observe(started.elapsed().as_secs_f64());
                 instantiated = true;
                 proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, out).await
             })
@@ -135,10 +138,13 @@ impl Host {
         let failed = Arc::new(AtomicBool::new(false));
         let task = {
             let failed = failed.clone();
+            let instantiate = self.host_metrics.instantiate.clone();
             tokio::spawn(async move {
                 let mut instantiated = false;
                 let result = tokio::time::timeout(timeout, async {
+                    let started = std::time::Instant::now();
                     let service = pre.instantiate_async(&mut store).await?;
+                    instantiate.observe(started.elapsed().as_secs_f64());
                     instantiated = true;
                     store
                         .run_concurrent(async move |access| -> wasmtime::Result<()> {

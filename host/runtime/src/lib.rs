@@ -30,6 +30,7 @@ mod failure;
 mod host;
 mod invoke;
 mod limits;
+mod metrics;
 mod outcome;
 mod routes;
 mod serve;

@@ -89,6 +89,16 @@ impl Host {
             response.headers_mut().insert(wasmesh_api::NO_ROUTE_HEADER, http::HeaderValue::from_static("1"));
             return response;
         };
+        if self.paused.load(Ordering::Acquire) {
+            let mut response = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({ "error": "this node is paused by its provider (`wasmesh host resume` brings it back); retry on another node" }),
+            );
+            // Tells a router that no component ran, so another node may serve it.
+            response.headers_mut().insert(wasmesh_api::PAUSED_HEADER, http::HeaderValue::from_static("1"));
+            response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+            return response;
+        }
         let mut req = req;
         if let Some(inner) = inner {
             let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -114,6 +124,7 @@ impl Host {
                     ) }),
                 );
                 response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                self.host_metrics.requests.with_label_values(&[&*component.app, "503"]).inc();
                 return response;
             }
             *n += 1;
@@ -122,6 +133,7 @@ impl Host {
         let guard = InFlight(self.clone(), component.app.clone());
         let response = self.invoke(&component, req).await;
         self.served.fetch_add(1, Ordering::Relaxed);
+        self.host_metrics.requests.with_label_values(&[&*component.app, response.status().as_str()]).inc();
         let response = response.map(|body| WithGuard { inner: body, _guard: guard }.boxed_unsync());
         tracing::debug!(
             app = %component.app,
@@ -135,6 +147,7 @@ impl Host {
     }
 
     fn metrics(&self) -> Response<HostBody> {
+        self.host_metrics.refresh(self);
         let mut text = String::new();
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&self.metrics.gather(), &mut text) {
             return json_error(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": e.to_string() }));
@@ -148,7 +161,7 @@ impl Host {
     fn health(&self) -> Response<HostBody> {
         let ready = self.ready.load(Ordering::Acquire);
         let body = serde_json::json!({
-            "status": if ready { "ready" } else { "starting" },
+            "status": if !ready { "starting" } else if self.is_paused() { "paused" } else { "ready" },
             "engine": self.inference.summary(),
             "models": self.inference.models(),
             "loaded": self.inference.loaded_models(),

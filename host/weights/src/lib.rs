@@ -20,9 +20,11 @@
 //! Peers whose pieces failed librqbit's SHA-1 check are reported to the registry
 //! ([`bad_piece_layer`] picks them out of librqbit's events).
 
+mod metrics;
 mod source;
 mod store;
 
+pub use metrics::WeightMetrics;
 pub use source::{Filled, PeerSource, StallPolicy, StoreSource, WeightSource};
 
 use librqbit::limits::LimitsConfig;
@@ -126,39 +128,6 @@ impl Default for WeightsConfig {
     }
 }
 
-/// Bytes fetched per model and source, for `/metrics`.
-#[derive(Clone)]
-pub struct WeightMetrics {
-    /// `wasmesh_host_weight_bytes_total{model, source}` (source: `peers` | `origin`).
-    pub bytes: prometheus::IntCounterVec,
-    /// `wasmesh_host_weight_fetches_total{model, outcome}` (outcome: `ok` | `failed`).
-    pub fetches: prometheus::IntCounterVec,
-    /// Peers reported for bad pieces.
-    pub bad_peers: prometheus::IntCounter,
-}
-
-impl WeightMetrics {
-    /// Creates the metrics and registers them in `registry`.
-    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let bytes = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("wasmesh_host_weight_bytes_total", "Weight bytes fetched, by model and source"),
-            &["model", "source"],
-        )?;
-        let fetches = prometheus::IntCounterVec::new(
-            prometheus::Opts::new("wasmesh_host_weight_fetches_total", "Weight fetches, by model and outcome"),
-            &["model", "outcome"],
-        )?;
-        let bad_peers = prometheus::IntCounter::new(
-            "wasmesh_host_weight_bad_peers_total",
-            "Peers reported to the registry for pieces that failed verification",
-        )?;
-        registry.register(Box::new(bytes.clone()))?;
-        registry.register(Box::new(fetches.clone()))?;
-        registry.register(Box::new(bad_peers.clone()))?;
-        Ok(Self { bytes, fetches, bad_peers })
-    }
-}
-
 /// What one fetch took from where.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FetchReport {
@@ -226,6 +195,7 @@ impl Weights {
             FetchError::Other(format!("cannot start BitTorrent on {listen}: {e:#}; pick another --p2p-listen"))
         })?;
         tracing::info!(listen = %listen, upload_budget = ?config.upload_bps, "BitTorrent session started (peers from the registry only)");
+        metrics::count_seeded(&session, metrics.seeded.clone());
         Ok(Arc::new(Self {
             store: StoreSource::new(client.clone(), config.origin_parallel),
             peers: PeerSource::new(session.clone(), config.stall),
@@ -404,6 +374,13 @@ impl Weights {
         );
         self.seed(label, blob, &info, &dest).await;
         Ok((dest, lease, report))
+    }
+
+    /// Changes the upload budget for seeding while the session runs (`None`: unlimited;
+    /// at least 16 KiB/s).
+    pub fn set_upload_bps(&self, bps: Option<u32>) {
+        self.session.ratelimits.set_upload_bps(bps.map(|b| b.max(16 << 10)).and_then(NonZeroU32::new));
+        tracing::info!(upload_budget = ?bps, "seeding upload budget changed");
     }
 
     /// Seeds the verified file `dest` (librqbit re-checks it once as it starts).

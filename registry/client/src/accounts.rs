@@ -28,6 +28,6 @@ impl Client {
 
     /// Signs member `email` in (no API key needed).
     pub async fn sign_in(&self, email: &str, password: &str) -> Result<MemberInfo> {
-        self.post("/v1/sessions", &SignIn { email: email.into(), password: password.into() }).await
+        self.post("/v1/sessions", &SignIn { email: email.into(), password: password.into(), session: false }).await
     }
 }

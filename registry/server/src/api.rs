@@ -37,6 +37,8 @@ pub fn router(state: Arc<State>) -> axum::Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/dashboard", get(crate::dashboard::index))
+        .route("/dashboard/{asset}", get(crate::dashboard::asset))
         .route("/v1/whoami", get(keys::whoami))
         .route("/v1/accounts", post(accounts::accounts_create).get(accounts::accounts_list))
         .route("/v1/accounts/{name}/members", post(accounts::members_add).get(accounts::members_list))

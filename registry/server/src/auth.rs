@@ -174,23 +174,25 @@ impl Auth {
                 wait,
             ));
         }
-        let row: Option<(String, String, i64, Option<String>, String)> =
-            sqlx::query_as("SELECT hash, scopes, revoked, network, account FROM keys WHERE id = $1")
+        let row: Option<(String, String, i64, Option<String>, String, i64)> =
+            sqlx::query_as("SELECT hash, scopes, revoked, network, account, expires_at FROM keys WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&db.pool)
                 .await?;
         let valid = match &row {
             // blake3::Hash compares in constant time.
-            Some((hash, _, 0, _, _)) => blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret)),
+            Some((hash, _, 0, _, _, expires)) if *expires == 0 || *expires > now_ms() => {
+                blake3::Hash::from_hex(hash).is_ok_and(|h| h == hash_secret(secret))
+            }
             _ => false,
         };
         if !valid {
             self.failed.inc();
             self.record_failure(&attempt);
             tracing::info!(key = %id, "authentication failed");
-            return Err(ApiError::unauthorized("invalid or revoked API key"));
+            return Err(ApiError::unauthorized("invalid, revoked or expired API key"));
         }
-        let (_, scopes, _, network, account) = row.expect("checked above");
+        let (_, scopes, _, network, account, _) = row.expect("checked above");
         if let Err(wait) = self.per_key.take(id) {
             return Err(ApiError::too_many(format!("key {id} is over its rate limit; retry in {wait} s"), wait));
         }
@@ -282,6 +284,22 @@ pub async fn create_key(
             account: account.to_string(),
         },
     })
+}
+
+/// A session key for a member of `account` who signed in (the dashboard's): deploy,
+/// invoke and provider scopes, expiring after `wire::SESSION_HOURS`.
+pub async fn create_session_key(db: &Db, account: &str, email: &str) -> ApiResult<(String, u64)> {
+    use wasmesh_api::wire::Scope;
+    let created =
+        create_key(db, account, &format!("session of {email}"), &[Scope::Deploy, Scope::Invoke, Scope::Provider], None)
+            .await?;
+    let expires = now_ms() + (wasmesh_api::wire::SESSION_HOURS * 3_600_000) as i64;
+    sqlx::query("UPDATE keys SET expires_at = $1 WHERE id = $2")
+        .bind(expires)
+        .bind(&created.info.id)
+        .execute(&db.pool)
+        .await?;
+    Ok((created.key, expires as u64))
 }
 
 type KeyRow = (String, String, String, i64, i64, Option<String>, String);

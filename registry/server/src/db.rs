@@ -200,10 +200,17 @@ CREATE TABLE prices (
     ),
     // Hosts' receipts of metered requests (`receipts::SCHEMA`).
     (11, crate::receipts::SCHEMA),
+    (
+        // Session keys (a member's dashboard sign-in) expire; other keys have 0: never.
+        12,
+        r#"
+ALTER TABLE keys ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod catalog;
 pub mod credits;
+mod dashboard;
 pub mod db;
 pub mod error;
 pub mod ledger;

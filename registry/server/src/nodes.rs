@@ -349,6 +349,7 @@ pub async fn list(db: &Db, offline_after: Duration, account: Option<&str>) -> Ap
             let heartbeat: Option<Heartbeat> = heartbeat.and_then(|h| serde_json::from_str(&h).ok());
             let fresh = revoked == 0 && last_seen > 0 && now - last_seen <= offline_after.as_millis() as i64;
             let status = match (&heartbeat, fresh) {
+                (Some(h), true) if h.paused => NodeStatus::Paused,
                 (Some(h), true) if h.ready => NodeStatus::Online,
                 (_, true) => NodeStatus::NotReady,
                 (_, false) => NodeStatus::Offline,

@@ -312,6 +312,7 @@ pub(crate) async fn forward(
     let open = Open::Request(head);
     let mut failures = Vec::new();
     let mut no_route = 0;
+    let mut paused = 0;
     // Nodes that have the app loaded first (a deploy reaches hosts one by one); the
     // rest keep their order and are tried after, in case a report is behind.
     let has_app = |c: &&Candidate| routed.apps.get(c.node.get()).is_some_and(|a| a.contains_key(app));
@@ -328,6 +329,14 @@ pub(crate) async fn forward(
                 let e = RouteError::upstream(Kind::NoRoute, format!("host {node_id} has no route for app '{app}' yet"));
                 inner.metrics.retries.inc();
                 tracing::info!(%app, node = %node_id, "host has not loaded the app yet, trying the next");
+                failures.push(format!("{node_id}: {e}"));
+            }
+            Attempt::Answered(response, _) if is_paused(&response) => {
+                drop(guard);
+                paused += 1;
+                let e = RouteError::upstream(Kind::Paused, format!("host {node_id} is paused by its provider"));
+                inner.metrics.retries.inc();
+                tracing::info!(%app, node = %node_id, "host is paused, trying the next");
                 failures.push(format!("{node_id}: {e}"));
             }
             Attempt::Answered(response, recv) => {
@@ -370,6 +379,14 @@ pub(crate) async fn forward(
         inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
         return retry_later(e.status(), e.message);
     }
+    if paused > 0 && no_route + paused == failures.len() {
+        let e = RouteError::upstream(
+            Kind::Paused,
+            format!("every host that could serve app '{app}' is paused; retry shortly"),
+        );
+        inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
+        return retry_later(e.status(), e.message);
+    }
     let e = RouteError::internal(Kind::AllFailed, format!("every candidate host failed: {}", failures.join("; ")));
     inner.metrics.errors.with_label_values(&[e.origin_label()]).inc();
     error(e.status(), e.message)
@@ -378,6 +395,11 @@ pub(crate) async fn forward(
 /// Whether a host's answer is its "no route for this path" 404 (no component ran).
 fn is_no_route(head: &ResponseHead) -> bool {
     head.status == 404 && head.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(wasmesh_api::NO_ROUTE_HEADER))
+}
+
+/// Whether a host's answer is its "paused by its provider" 503 (no component ran).
+fn is_paused(head: &ResponseHead) -> bool {
+    head.status == 503 && head.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(wasmesh_api::PAUSED_HEADER))
 }
 
 /// An error the caller should retry: with `Retry-After` (seconds).

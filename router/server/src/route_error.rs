@@ -30,6 +30,9 @@ pub(crate) enum Kind {
     /// The host has no route for the path (the app's deploy has not reached it): no
     /// component ran.
     NoRoute,
+    /// The host is paused by its provider (its report saying so had not arrived yet):
+    /// no component ran.
+    Paused,
     /// No host could take the request.
     NoCandidate,
     /// Every candidate failed before answering.
@@ -51,7 +54,7 @@ pub(crate) struct RouteError {
 impl RouteError {
     /// A host's failure.
     pub(crate) fn upstream(kind: Kind, message: impl Into<String>) -> Self {
-        let retry = matches!(kind, Kind::Connect | Kind::BeforeHead | Kind::NoRoute);
+        let retry = matches!(kind, Kind::Connect | Kind::BeforeHead | Kind::NoRoute | Kind::Paused);
         Self { origin: Origin::Upstream, kind, retry, message: message.into() }
     }
 
@@ -64,7 +67,7 @@ impl RouteError {
     pub(crate) fn status(&self) -> StatusCode {
         match self.kind {
             Kind::FirstByteTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Kind::NoCandidate => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::NoCandidate | Kind::Paused => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NoRoute => StatusCode::NOT_FOUND,
             Kind::Connect | Kind::BeforeHead | Kind::AllFailed => StatusCode::BAD_GATEWAY,
         }

@@ -102,4 +102,8 @@ pub struct Heartbeat {
     /// The deployments revision the node serves.
     #[serde(default)]
     pub deployments_revision: u64,
+    /// Paused by its provider (`wasmesh host pause`): it takes no new requests but
+    /// keeps its registration and caches.
+    #[serde(default)]
+    pub paused: bool,
 }

@@ -144,6 +144,27 @@ pub struct SignIn {
     pub email: String,
     /// Their password.
     pub password: String,
+    /// Also make a session key (the dashboard's): a key of the member's account with the
+    /// deploy, invoke and provider scopes that expires after [`SESSION_HOURS`].
+    #[serde(default)]
+    pub session: bool,
+}
+
+/// How long a session key lasts.
+pub const SESSION_HOURS: u64 = 12;
+
+/// `POST /v1/sessions`'s answer: the member, and a session key when one was asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedIn {
+    /// Who signed in.
+    #[serde(flatten)]
+    pub member: MemberInfo,
+    /// The session key (`wsk_...`), shown this once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    /// When it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// `GET /v1/whoami`: the key a request was made with.

@@ -7,6 +7,7 @@
 
 mod apps;
 mod artifacts;
+mod control;
 mod credits;
 mod error;
 mod heartbeat;
@@ -21,6 +22,7 @@ pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
 pub use artifacts::{
     ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
 };
+pub use control::{CONTROL_SOCKET, ControlAnswer, ControlRequest, HostState, HostStatus};
 pub use credits::{
     Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, MICROS_PER_CREDIT, MeteredReceipt,
     Price, Receipt, ReceiptBatch, ReceiptOutcome, SignedReceipt, UsageRow, format_micros, parse_credits,
@@ -29,8 +31,8 @@ pub use error::ErrorBody;
 pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};
 pub use hex::{from_hex, is_blake3_hex, to_hex};
 pub use keys::{
-    AccountInfo, AddMember, CreateAccount, CreateKey, CreatedKey, DEFAULT_ACCOUNT, KeyInfo, MemberInfo, Scope, SignIn,
-    WhoAmI,
+    AccountInfo, AddMember, CreateAccount, CreateKey, CreatedKey, DEFAULT_ACCOUNT, KeyInfo, MemberInfo, SESSION_HOURS,
+    Scope, SignIn, SignedIn, WhoAmI,
 };
 pub use models::{LoraInfo, ModelFacts, ModelInfo, PinModel, Publish, PushLora, PushModel};
 pub use nodes::{

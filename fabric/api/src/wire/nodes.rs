@@ -73,6 +73,8 @@ pub enum NodeStatus {
     NotReady,
     /// It missed its heartbeats.
     Offline,
+    /// Heartbeats arrive but its provider paused it (`wasmesh host pause`).
+    Paused,
 }
 
 /// A node as listed.

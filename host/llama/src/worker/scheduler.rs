@@ -96,6 +96,7 @@ impl<'m> Scheduler<'m> {
                 }
             }
             self.admit(ctx, &mut waiting);
+            self.stats.queued.store(waiting.len(), Ordering::Relaxed);
             if waiting.is_empty() {
                 self.compact(ctx);
             }

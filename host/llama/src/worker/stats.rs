@@ -9,8 +9,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 pub struct WorkerStats {
     /// Requests in a slot now.
     pub active: AtomicUsize,
+    /// Requests waiting for a slot now.
+    pub queued: AtomicUsize,
     /// Requests answered.
     pub completed: AtomicU64,
+    /// Prompt tokens of the requests answered.
+    pub prompt_tokens: AtomicU64,
+    /// Tokens generated for the requests answered.
+    pub generated_tokens: AtomicU64,
     /// Requests dropped by their caller while running (their slot was freed).
     pub cancelled: AtomicU64,
     /// Embeddings answered.

@@ -132,6 +132,8 @@ impl Scheduler<'_> {
             return;
         };
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        self.stats.prompt_tokens.fetch_add(a.prompt.len() as u64, Ordering::Relaxed);
+        self.stats.generated_tokens.fetch_add(a.tokens.len() as u64, Ordering::Relaxed);
         let _ = a.reply.send(Ok(Generation {
             text: String::from_utf8_lossy(&a.text).into_owned(),
             usage: Usage { input_tokens: a.prompt.len() as u32, output_tokens: a.tokens.len() as u32 },

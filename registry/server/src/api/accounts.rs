@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, Path, State as S};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
-use wasmesh_api::wire::{AddMember, CreateAccount, Scope, SignIn};
+use wasmesh_api::wire::{AddMember, CreateAccount, Scope, SignIn, SignedIn};
 
 pub(super) async fn accounts_create(
     S(state): St,
@@ -55,13 +55,21 @@ pub(super) async fn members_list(S(state): St, caller: Caller, Path(account): Pa
     Ok(axum::Json(accounts::members(&state.db, &account).await?).into_response())
 }
 
-/// A member signs in: 200 with who they are, 401 for a wrong email or password, 429
-/// after repeated failures from one address.
+/// A member signs in: 200 with who they are (and a session key when asked for one, as
+/// the dashboard does), 401 for a wrong email or password, 429 after repeated failures
+/// from one address.
 pub(super) async fn sign_in(
     S(state): St,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<SignIn>,
 ) -> ApiResult<Response> {
     let member = accounts::sign_in(&state.db, &state.auth, &req.email, &req.password, peer.ip()).await?;
-    Ok(axum::Json(member).into_response())
+    let (session_key, expires_at_ms) = if req.session {
+        let (key, expires) = crate::auth::create_session_key(&state.db, &member.account, &member.email).await?;
+        tracing::info!(account = %member.account, "member signed in (session key made)");
+        (Some(key), Some(expires))
+    } else {
+        (None, None)
+    };
+    Ok(axum::Json(SignedIn { member, session_key, expires_at_ms }).into_response())
 }
