@@ -288,6 +288,7 @@ fn books_balance(postgres: bool, tag: &str) {
     let g = rt.block_on(caller.generation(&id)).unwrap();
     assert_eq!((g.app.as_str(), g.output_tokens, g.models.as_slice()), ("demo", 3, &["smollm2".to_string()][..]));
     assert_eq!(g.cost, g.input_tokens * 1_000 + 3 * 3_000, "{g:?}");
+    assert_eq!(g.finish_reason.as_deref(), Some("length"), "3 tokens of max_tokens 3: {g:?}");
     assert!(rt.block_on(provider.generation(&id)).is_err(), "another account does not see it");
 
     // The OpenAI API answers with the cost in `usage`, and a last usage chunk when asked.

@@ -18,8 +18,9 @@ pub enum HostControl {
     /// State, models, requests served and earnings of the running host.
     Status(ControlArgs),
     /// Change what the node lends while it runs: `memory=40%` or `memory=8GiB` (a
-    /// smaller share evicts idle models at once), `requests=8`, `upload_kib_s=512`;
-    /// `threads` and `cache` are written to the config file for the next start.
+    /// smaller share evicts idle models at once), `requests=8`, `upload_kib_s=512`,
+    /// `cache=64GiB` (evicts unused weights); `threads` is written to the config file for
+    /// the next start.
     Set {
         /// The setting, as KEY=VALUE.
         #[arg(value_name = "KEY=VALUE")]

@@ -210,7 +210,7 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
             return print_json(&g);
         }
         println!(
-            "request {}: app {} v{} on node {}, models {:?}; {} tokens in, {} out, {} embedded; cost {} credits; host {} ms, router {} ms; status {}",
+            "request {}: app {} v{} on node {}, models {:?}; {} tokens in, {} out, {} embedded; cost {} credits; host {} ms, router {} ms; status {}{}",
             g.id,
             g.app,
             g.app_version,
@@ -222,7 +222,8 @@ pub async fn usage(args: UsageArgs) -> anyhow::Result<()> {
             format_micros(g.cost as i64),
             g.wall_ms,
             g.router_ms,
-            g.status
+            g.status,
+            g.finish_reason.as_deref().map(|f| format!(", finished: {f}")).unwrap_or_default()
         );
         return Ok(());
     }

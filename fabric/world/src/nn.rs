@@ -80,6 +80,8 @@ pub struct NnCtx {
     pub models: Vec<String>,
     /// Texts it embedded.
     pub embeddings: u64,
+    /// Why its last generation ended.
+    pub finish: Option<wasmesh_engine::FinishReason>,
     /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
     pub budget_hit: bool,
     /// Bytes of the tensors this instance holds in the host (outside its linear memory),
@@ -112,6 +114,7 @@ impl NnCtx {
             usage: Default::default(),
             models: Vec::new(),
             embeddings: 0,
+            finish: None,
             budget_hit: false,
             tensor_bytes: 0,
             max_tensor_bytes,
@@ -136,6 +139,7 @@ impl NnCtx {
 
     fn record(&mut self, generation: &Generation) {
         self.usage += generation.usage;
+        self.finish = Some(generation.finish);
         tracing::debug!(
             component = %self.component,
             input_tokens = generation.usage.input_tokens,

@@ -51,12 +51,14 @@ pub struct LlmCtx {
     pub models: Vec<String>,
     /// Texts it embedded.
     pub embeddings: u64,
+    /// Why its last generation ended.
+    pub finish: Option<wasmesh_engine::FinishReason>,
 }
 
 impl LlmCtx {
     /// State for one instance of `component`, allowed the models in `granted` (`ai_models`).
     pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
-        Self { engine, component, granted, usage: Usage::default(), models: Vec::new(), embeddings: 0 }
+        Self { engine, component, granted, usage: Usage::default(), models: Vec::new(), embeddings: 0, finish: None }
     }
 
     /// Refuses a model the manifest does not grant, with the key to add (Spin answers
@@ -148,6 +150,7 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             Err(e) => return Ok(Err(engine_error(e))),
         };
         self.usage += generation.usage;
+        self.finish = Some(generation.finish);
         crate::note_model(&mut self.models, model_ref.as_str().to_string());
         tracing::debug!(
             component = %self.component,

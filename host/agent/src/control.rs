@@ -190,13 +190,22 @@ impl Controlled {
                     format!("seeding upload is now at most {kib} KiB/s")
                 }
             }
-            "threads" | "cache" => {
+            "cache" => {
+                let bytes = wasmesh_api::share::parse_memory(value, 0)?;
+                let Some(fetcher) = &self.fetcher else {
+                    return Err("this node fetches no weights from a registry: it has no weight cache".into());
+                };
+                let evicted = fetcher.set_cache_bytes(bytes)?;
+                format!("the weight cache may now hold {} MiB; evicted {evicted} file(s) not in use", bytes >> 20)
+            }
+            "threads" => {
+                // llama-cpp-2 does not expose llama_set_n_threads on a live context (and its
+                // context is no single pointer the FFI module could hand to llama.cpp).
+                wasmesh_api::share::parse_count("thread count", value)?;
                 if self.config.config_file.is_none() {
-                    return Err(format!(
-                        "{key} takes effect at the next start: run the host from a config file (wasmesh provider install) to keep it"
-                    ));
+                    return Err("threads takes effect at the next start: run the host from a config file (wasmesh provider install) to keep it".into());
                 }
-                format!("{key} is written to the config file and takes effect at the next restart")
+                "threads is written to the config file and takes effect at the next restart".into()
             }
             _ => {
                 return Err(format!(

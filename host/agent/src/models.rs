@@ -48,6 +48,15 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
+    /// Changes the disk bound of the weight cache now; a smaller one evicts unleased
+    /// files at once. Returns how many were evicted.
+    ///
+    /// # Errors
+    /// When files in use alone pass the new bound (it applies anyway).
+    pub fn set_cache_bytes(&self, bytes: u64) -> Result<usize, String> {
+        self.cache.set_bound(bytes).map(|evicted| evicted.len()).map_err(|e| e.to_string())
+    }
+
     /// Changes the upload budget for seeding now (`0`: unlimited).
     ///
     /// # Errors

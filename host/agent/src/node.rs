@@ -118,10 +118,21 @@ impl Node {
                     fetcher: fetched.as_ref().map(|f| f.fetcher.clone()),
                     config: control,
                 };
-                let task = crate::control::listen(controlled).map_err(|e| {
-                    AgentError::Engine(format!("cannot open the control socket {}: {e}", path.display()))
-                })?;
-                Some(Control { task, path })
+                match crate::control::listen(controlled) {
+                    Ok(task) => Some(Control { task, path }),
+                    // A node of the fabric owns its data directory (its identity is there).
+                    Err(e) if agent.is_some() => {
+                        return Err(AgentError::Engine(format!(
+                            "cannot open the control socket {}: {e}",
+                            path.display()
+                        )));
+                    }
+                    // Local hosts (no registry) may share the default one: the first keeps it.
+                    Err(e) => {
+                        tracing::warn!(socket = %path.display(), "this host has no control socket (pause, status): {e}");
+                        None
+                    }
+                }
             }
             None => None,
         };

@@ -40,6 +40,7 @@ impl Receipts {
             status,
             failed: served.failed,
             at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            finish_reason: served.finish_reason,
         };
         let text = serde_json::to_string(&receipt).expect("JSON of plain values");
         let signature = self.identity.sign_hex(text.as_bytes());

@@ -16,6 +16,7 @@ pub(crate) struct Outcome {
     usage: wasmesh_engine::Usage,
     models: Vec<String>,
     embeddings: u64,
+    finish: Option<wasmesh_engine::FinishReason>,
 }
 
 impl Outcome {
@@ -49,18 +50,27 @@ impl Outcome {
                 models
             },
             embeddings: data.nn.embeddings + data.llm.embeddings,
+            finish: data.nn.finish.or(data.llm.finish),
         }
     }
 
     /// What the call used, for the request's receipt.
     pub(crate) fn served(&self, app: &str) -> crate::Served {
+        let failed = self.timed_out || self.memory_hit || self.budget_hit || self.error.is_some();
+        let finish_reason = match self.finish {
+            _ if failed => Some("error".to_string()),
+            Some(wasmesh_engine::FinishReason::Length) => Some("length".to_string()),
+            Some(_) => Some("stop".to_string()),
+            None => None,
+        };
         crate::Served {
             app: app.to_string(),
             models: self.models.clone(),
             input_tokens: u64::from(self.usage.input_tokens),
             output_tokens: u64::from(self.usage.output_tokens),
             embeddings: self.embeddings,
-            failed: self.timed_out || self.memory_hit || self.budget_hit || self.error.is_some(),
+            failed,
+            finish_reason,
         }
     }
 

@@ -20,6 +20,9 @@ pub struct Served {
     pub embeddings: u64,
     /// Whether the guest failed (trap, deadline, memory).
     pub failed: bool,
+    /// Why its last generation ended (`stop`, `length`), or `error` when the guest
+    /// failed; `None` when it generated nothing.
+    pub finish_reason: Option<String>,
 }
 
 /// Where the runtime sends a request's [`Served`], once.

@@ -72,7 +72,8 @@ pub struct WeightCache {
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
-    bound: u64,
+    /// Bytes the cache may hold (`set_bound` changes it while the host runs).
+    bound: std::sync::atomic::AtomicU64,
     leases: Mutex<HashMap<String, usize>>,
 }
 
@@ -111,7 +112,7 @@ impl WeightCache {
     pub fn open(dir: impl Into<PathBuf>, bound: u64) -> Result<Self, CacheError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        Ok(Self { inner: Arc::new(Inner { dir, bound, leases: Mutex::new(HashMap::new()) }) })
+        Ok(Self { inner: Arc::new(Inner { dir, bound: bound.into(), leases: Mutex::new(HashMap::new()) }) })
     }
 
     /// The folder.
@@ -121,7 +122,20 @@ impl WeightCache {
 
     /// The size bound in bytes.
     pub fn bound(&self) -> u64 {
-        self.inner.bound
+        self.inner.bound.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the size bound while the host runs: a smaller one evicts unleased files,
+    /// least recently used first, at once. Returns the hashes evicted.
+    ///
+    /// # Errors
+    /// [`CacheError::Full`] when leased files alone pass the new bound (the bound is
+    /// changed anyway; they are evicted once no longer in use and another fetch needs
+    /// room).
+    pub fn set_bound(&self, bytes: u64) -> Result<Vec<String>, CacheError> {
+        self.inner.bound.store(bytes, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(mib = bytes >> 20, "weight cache bound changed");
+        self.make_room("", "the cache's files in use", 0)
     }
 
     /// Where the complete file for `hash` lives.
@@ -201,7 +215,7 @@ impl WeightCache {
         let files = self.files()?;
         let own: u64 = files.iter().filter(|f| f.hash == hash).map(|f| f.size).sum();
         let mut used: u64 = files.iter().filter(|f| f.hash != hash).map(|f| f.size).sum();
-        let bound = self.inner.bound;
+        let bound = self.bound();
         let held: Vec<&CachedFile> = files.iter().filter(|f| f.hash != hash && f.in_use).collect();
         let in_use: u64 = held.iter().map(|f| f.size).sum();
         if in_use + needed.max(own) > bound {
@@ -281,6 +295,27 @@ mod tests {
             other => panic!("expected Full, got {other:?}"),
         }
         assert_eq!(hashes(&cache), ["older", "recent"], "a refused request evicts nothing");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_smaller_bound_set_at_run_time_evicts_unleased_files_at_once() {
+        let dir = std::env::temp_dir().join(format!("wasmesh-cache-bound-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cache = WeightCache::open(&dir, 1000).unwrap();
+        put(&cache, "a", 300, 300);
+        put(&cache, "b", 300, 200);
+        put(&cache, "c", 300, 100);
+        let held = cache.lease("a");
+        assert_eq!(cache.set_bound(700).unwrap(), ["b"], "the oldest unleased file goes first");
+        assert_eq!(cache.bound(), 700);
+        // Leased files alone pass a bound of 200: said, and the bound holds anyway.
+        assert!(matches!(cache.set_bound(200), Err(CacheError::Full { .. })));
+        assert_eq!(cache.bound(), 200);
+        // Released, "a" is the most recently used (leasing touched it): "c" goes.
+        drop(held);
+        assert_eq!(cache.set_bound(300).unwrap(), ["c"]);
+        assert_eq!(hashes(&cache), ["a"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -207,10 +207,17 @@ CREATE TABLE prices (
 ALTER TABLE keys ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0
 "#,
     ),
+    (
+        // Why a request's generation ended (`GET /v1/generation`): stop, length, error.
+        13,
+        r#"
+ALTER TABLE receipts ADD COLUMN finish_reason TEXT NOT NULL DEFAULT ''
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

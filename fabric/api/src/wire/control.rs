@@ -21,7 +21,8 @@ pub enum ControlRequest {
     Status,
     /// Change a share of the machine while the node runs (`memory=40%`, `requests=8`).
     Set {
-        /// What to change: `memory`, `requests` or `upload_kib_s` (now); `threads`, `cache` (at the next start).
+        /// What to change: `memory`, `requests`, `upload_kib_s` or `cache` (now); `threads`
+        /// (at the next start).
         key: String,
         /// Its new value.
         value: String,

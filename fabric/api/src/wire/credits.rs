@@ -186,6 +186,10 @@ pub struct Receipt {
     /// When it ended (Unix ms, the host's clock).
     #[serde(default)]
     pub at_ms: u64,
+    /// Why its last generation ended: `stop` (end of text or a stop string), `length`
+    /// (`max_tokens`), `error` (the guest failed); none when nothing was generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 /// A receipt as the host signed it: its JSON text and the Ed25519 signature over
@@ -301,6 +305,10 @@ pub struct Generation {
     pub status: u16,
     /// When (Unix ms).
     pub at_ms: u64,
+    /// Why its last generation ended: `stop`, `length` or `error` (none when nothing was
+    /// generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 /// One row of `GET /v1/usage`: requests, tokens and cost of one group.
