@@ -85,6 +85,20 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM (what a service manager sends to stop a service) and waits up to
+    /// `timeout` for the process to exit; its exit status, or `None` if it did not.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Waits until `GET /health` answers 200, or panics with the process's log.
     pub fn wait_ready(&mut self, timeout: Duration) {
         let start = Instant::now();

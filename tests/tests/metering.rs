@@ -289,6 +289,21 @@ fn books_balance(postgres: bool, tag: &str) {
     assert_eq!((g.app.as_str(), g.output_tokens, g.models.as_slice()), ("demo", 3, &["smollm2".to_string()][..]));
     assert_eq!(g.cost, g.input_tokens * 1_000 + 3 * 3_000, "{g:?}");
     assert_eq!(g.finish_reason.as_deref(), Some("length"), "3 tokens of max_tokens 3: {g:?}");
+    // Its receipt commits to what it asked and generated, on which engine build and CPU
+    // class: the same request again (through the other router, on whichever node) commits
+    // alike; another prompt does not.
+    let commitment = g.commitment.clone().expect("a generation commits");
+    assert!(wasmesh_api::wire::is_blake3_hex(&commitment), "{g:?}");
+    assert!(g.engine.starts_with("llama.cpp") && g.cpu_class.starts_with(std::env::consts::ARCH), "{g:?}");
+    let again = |router: usize, body: &[u8]| {
+        let r = fabric.call(router, &fabric.caller, "POST", "/fn/demo/chat", Some(body));
+        let id = r.header(wasmesh_api::REQUEST_ID_HEADER).unwrap().to_string();
+        wait_for("the request's receipt", Duration::from_secs(30), || rt.block_on(caller.generation(&id)).is_ok());
+        rt.block_on(caller.generation(&id)).unwrap().commitment
+    };
+    assert_eq!(again(1, CHAT), Some(commitment.clone()), "the same request commits alike");
+    let other = br#"{"prompt": "Name a fruit.", "max_tokens": 3, "temperature": 0, "chat": true}"#;
+    assert_ne!(again(0, other), Some(commitment), "another request commits otherwise");
     assert!(rt.block_on(provider.generation(&id)).is_err(), "another account does not see it");
 
     // The OpenAI API answers with the cost in `usage`, and a last usage chunk when asked.

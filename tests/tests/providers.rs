@@ -1,7 +1,8 @@
 //! What a provider does to a running node: pause it (routers stop sending it requests,
 //! running ones finish, no caller sees a failure), resume it (traffic comes back), and
 //! shrink its memory share (the engine's budget shrinks and an idle model is evicted),
-//! through `wasmesh host pause|resume|set|status` on the node's control socket.
+//! through `wasmesh host pause|resume|set|status` on the node's control socket; and stop
+//! it as a service manager does (SIGTERM: the running request finishes first).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -244,6 +245,37 @@ fn pause_drains_a_node_without_failing_a_caller_and_a_smaller_memory_share_evict
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // A stop (SIGTERM, as systemd sends it) lets the running request finish, then the
+    // host exits cleanly.
+    let chat = {
+        let auth = auth.clone();
+        std::thread::spawn(move || {
+            let body = br#"{"prompt": "Count from one to twenty in words.", "max_tokens": 128, "temperature": 0, "chat": true}"#;
+            let r = request(
+                router_addr,
+                "POST",
+                "/fn/demo/chat",
+                &[("Authorization", &auth)],
+                Some(wasmesh_tests::Payload::Sized(body)),
+            )
+            .unwrap();
+            (r.status, r.text())
+        })
+    };
+    let mut running = None;
+    wait_for("the chat to run on a node", Duration::from_secs(60), || {
+        running = nodes.iter().position(|n| n.health()["in_flight"].as_u64() > Some(0));
+        running.is_some() || chat.is_finished()
+    });
+    if let Some(i) = running {
+        let status = nodes[i].process.terminate(Duration::from_secs(60)).expect("the host exits after SIGTERM");
+        assert!(status.success(), "a stopped host exits cleanly: {status}\n{}", nodes[i].process.log());
+        assert!(nodes[i].process.log().contains("letting running requests finish"), "{}", nodes[i].process.log());
+    }
+    let (status, text) = chat.join().unwrap();
+    assert_eq!(status, 200, "the chat running when its host was stopped finishes: {text}");
+    assert!(running.is_some(), "the chat ended before the host could be stopped; nothing was shown");
 
     drop(nodes);
     let _ = std::fs::remove_dir_all(&dir);

@@ -23,6 +23,8 @@
 pub mod abi;
 #[cfg(feature = "host")]
 pub mod budget;
+#[cfg(feature = "host")]
+pub mod commit;
 pub mod interfaces;
 #[cfg(feature = "host")]
 pub mod link;

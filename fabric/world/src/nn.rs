@@ -82,6 +82,8 @@ pub struct NnCtx {
     pub embeddings: u64,
     /// Why its last generation ended.
     pub finish: Option<wasmesh_engine::FinishReason>,
+    /// What its generations asked for and produced (its receipt's commitment).
+    pub commitment: crate::commit::Commitment,
     /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
     pub budget_hit: bool,
     /// Bytes of the tensors this instance holds in the host (outside its linear memory),
@@ -115,6 +117,7 @@ impl NnCtx {
             models: Vec::new(),
             embeddings: 0,
             finish: None,
+            commitment: Default::default(),
             budget_hit: false,
             tensor_bytes: 0,
             max_tensor_bytes,
@@ -137,9 +140,10 @@ impl NnCtx {
         self
     }
 
-    fn record(&mut self, generation: &Generation) {
+    fn record(&mut self, asked: &blake3::Hash, generation: &Generation) {
         self.usage += generation.usage;
         self.finish = Some(generation.finish);
+        self.commitment.add(asked, generation);
         tracing::debug!(
             component = %self.component,
             input_tokens = generation.usage.input_tokens,
@@ -170,6 +174,8 @@ pub struct TokenStream {
     task: Option<tokio::task::JoinHandle<Result<Generation, EngineError>>>,
     return_tokens: bool,
     usage: Option<String>,
+    /// What it was asked for (its commitment).
+    asked: blake3::Hash,
 }
 
 impl Drop for TokenStream {
@@ -410,11 +416,12 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
         let return_tokens = request.params.return_tokens;
+        let asked = crate::commit::request_digest(&request);
         let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return self.engine_error(e),
         };
-        self.ctx.record(&generation);
+        self.ctx.record(&asked, &generation);
         let usage = usage_json(&generation, return_tokens);
         let text = generation.text.into_bytes();
         let text = self.push_tensor(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
@@ -500,10 +507,11 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
             );
         }
         let return_tokens = request.params.return_tokens;
+        let asked = crate::commit::request_digest(&request);
         let engine = self.ctx.engine.clone();
         let task = tokio::spawn(async move { engine.generate(request).await });
         self.ctx.streams += 1;
-        Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None })?))
+        Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None, asked })?))
     }
 }
 
@@ -516,10 +524,10 @@ impl generated::wasmesh::guest::streaming::HostTokenStream for NnView<'_> {
         let Some(task) = s.task.take() else {
             return Ok(Ok(None)); // already finished
         };
-        let return_tokens = s.return_tokens;
+        let (return_tokens, asked) = (s.return_tokens, s.asked);
         match task.await {
             Ok(Ok(generation)) => {
-                self.ctx.record(&generation);
+                self.ctx.record(&asked, &generation);
                 let usage = String::from_utf8(usage_json(&generation, return_tokens)).expect("JSON is UTF-8");
                 self.table.get_mut(&stream)?.usage = Some(usage);
                 Ok(Ok(None))

@@ -53,12 +53,23 @@ pub struct LlmCtx {
     pub embeddings: u64,
     /// Why its last generation ended.
     pub finish: Option<wasmesh_engine::FinishReason>,
+    /// What its generations asked for and produced (its receipt's commitment).
+    pub commitment: crate::commit::Commitment,
 }
 
 impl LlmCtx {
     /// State for one instance of `component`, allowed the models in `granted` (`ai_models`).
     pub fn new(engine: Arc<dyn InferenceEngine>, component: Arc<str>, granted: Arc<[String]>) -> Self {
-        Self { engine, component, granted, usage: Usage::default(), models: Vec::new(), embeddings: 0, finish: None }
+        Self {
+            engine,
+            component,
+            granted,
+            usage: Usage::default(),
+            models: Vec::new(),
+            embeddings: 0,
+            finish: None,
+            commitment: Default::default(),
+        }
     }
 
     /// Refuses a model the manifest does not grant, with the key to add (Spin answers
@@ -145,12 +156,15 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
         };
         params.lora = model_ref.adapter().map(str::to_string);
         let engine = self.engine.clone();
-        let generation = match engine.generate(GenerateRequest::new(model_ref.model(), prompt, params)).await {
+        let request = GenerateRequest::new(model_ref.model(), prompt, params);
+        let asked = crate::commit::request_digest(&request);
+        let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return Ok(Err(engine_error(e))),
         };
         self.usage += generation.usage;
         self.finish = Some(generation.finish);
+        self.commitment.add(&asked, &generation);
         crate::note_model(&mut self.models, model_ref.as_str().to_string());
         tracing::debug!(
             component = %self.component,

@@ -129,7 +129,11 @@ impl Agent {
                 host: host.clone(),
                 share: share.clone(),
                 under_pressure: under_pressure.clone(),
-                receipts: receipts::Receipts { identity: identity.clone() },
+                receipts: receipts::Receipts {
+                    identity: identity.clone(),
+                    engine: host.inference().build_id().into(),
+                    cpu_class: wasmesh_probe::cpu_class().into(),
+                },
             };
             for router in &config.routers {
                 tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), dial.clone(), *router, source.clone())));

@@ -260,6 +260,10 @@ impl InferenceEngine for OnDemand {
         self.state.engine.memory_budget()
     }
 
+    fn build_id(&self) -> String {
+        self.state.engine.build_id()
+    }
+
     fn counters(&self) -> Vec<wasmesh_engine::ModelCounters> {
         self.state.engine.counters()
     }

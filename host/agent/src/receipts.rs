@@ -12,6 +12,9 @@ use wasmesh_runtime::{Host, Served};
 #[derive(Clone)]
 pub(crate) struct Receipts {
     pub(crate) identity: Arc<NodeIdentity>,
+    /// The engine's build and this machine's CPU class, the same in every receipt.
+    pub(crate) engine: Arc<str>,
+    pub(crate) cpu_class: Arc<str>,
 }
 
 impl Receipts {
@@ -41,6 +44,9 @@ impl Receipts {
             failed: served.failed,
             at_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
             finish_reason: served.finish_reason,
+            commitment: served.commitment,
+            engine: self.engine.to_string(),
+            cpu_class: self.cpu_class.to_string(),
         };
         let text = serde_json::to_string(&receipt).expect("JSON of plain values");
         let signature = self.identity.sign_hex(text.as_bytes());

@@ -128,6 +128,12 @@ pub trait InferenceEngine: Send + Sync + 'static {
         Err(EngineError::InvalidRequest(format!("the {} engine has no model memory budget to change", self.summary())))
     }
 
+    /// The engine's build: what must match for two nodes to give a request the same
+    /// tokens (receipts carry it; auditors replay on the same build).
+    fn build_id(&self) -> String {
+        format!("wasmesh-engine {}", env!("CARGO_PKG_VERSION"))
+    }
+
     /// One line describing the engine, for logs and `/health`.
     fn summary(&self) -> String;
 }

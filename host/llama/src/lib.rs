@@ -184,6 +184,12 @@ impl InferenceEngine for LlamaEngine {
         Some(self.catalog.budget())
     }
 
+    fn build_id(&self) -> String {
+        // llama-cpp-sys-2 is pinned to an exact version (its vendored llama.cpp), built
+        // with fixed CPU flags (GGML_NATIVE off) and llamafile off.
+        format!("llama.cpp (llama-cpp-sys-2 0.1.161) wasmesh-llama {}", env!("CARGO_PKG_VERSION"))
+    }
+
     fn counters(&self) -> Vec<wasmesh_engine::ModelCounters> {
         use std::sync::atomic::Ordering::Relaxed;
         self.catalog

@@ -51,8 +51,50 @@ fn cpu_and_memory() -> (String, u32, u64) {
     (String::new(), 0, 0)
 }
 
+/// The CPU feature class of this machine: its architecture and the instruction-set
+/// extensions inference kernels use (`x86_64+avx+avx2+f16c+fma`). Replays of a request
+/// are compared bit for bit only between nodes of one class.
+pub fn cpu_class() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    parse_cpu_class(&cpuinfo, std::env::consts::ARCH)
+}
+
+/// [`cpu_class`] from the text of `/proc/cpuinfo` (its first `flags` or `Features` line)
+/// and the architecture.
+pub fn parse_cpu_class(cpuinfo: &str, arch: &str) -> String {
+    const KERNEL_FEATURES: [&str; 18] = [
+        "sse4_2",
+        "avx",
+        "avx2",
+        "bmi2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "asimd",
+        "asimddp",
+        "i8mm",
+        "sve",
+        "sve2",
+        "bf16",
+    ];
+    let flags: Vec<&str> = proc_fields(cpuinfo)
+        .find(|(k, _)| *k == "flags" || *k == "Features")
+        .map(|(_, v)| v.split_whitespace().collect())
+        .unwrap_or_default();
+    let mut class = arch.to_string();
+    for feature in KERNEL_FEATURES.iter().filter(|f| flags.contains(f)) {
+        class.push('+');
+        class.push_str(feature);
+    }
+    class
+}
+
 /// `key : value` pairs of a `/proc` file, keys and values trimmed.
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn proc_fields(text: &str) -> impl Iterator<Item = (&str, &str)> {
     text.lines().filter_map(|line| line.split_once(':')).map(|(k, v)| (k.trim(), v.trim()))
 }
@@ -147,6 +189,16 @@ mod tests {
         assert_eq!(arm_core_name("0xc0", "0xac3"), "Ampere-1");
         let board_only = "processor\t: 0\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 3\n";
         assert_eq!(parse_cpu_model(board_only).as_deref(), Some("BCM2835"));
+    }
+
+    #[test]
+    fn cpu_class_names_the_kernels_features_in_a_fixed_order() {
+        let x86 =
+            "processor\t: 0\nflags\t\t: fpu fma avx2 sse4_2 avx f16c bmi2 pni\n\nprocessor\t: 1\nflags\t\t: fpu\n";
+        assert_eq!(parse_cpu_class(x86, "x86_64"), "x86_64+sse4_2+avx+avx2+bmi2+fma+f16c");
+        let arm = "processor\t: 0\nFeatures\t: fp asimd asimddp sve i8mm\n";
+        assert_eq!(parse_cpu_class(arm, "aarch64"), "aarch64+asimd+asimddp+i8mm+sve");
+        assert_eq!(parse_cpu_class("", "x86_64"), "x86_64");
     }
 
     #[test]

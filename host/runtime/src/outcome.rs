@@ -17,6 +17,7 @@ pub(crate) struct Outcome {
     models: Vec<String>,
     embeddings: u64,
     finish: Option<wasmesh_engine::FinishReason>,
+    commitment: Option<String>,
 }
 
 impl Outcome {
@@ -51,6 +52,7 @@ impl Outcome {
             },
             embeddings: data.nn.embeddings + data.llm.embeddings,
             finish: data.nn.finish.or(data.llm.finish),
+            commitment: data.nn.commitment.clone().and(&data.llm.commitment).hex(),
         }
     }
 
@@ -71,6 +73,7 @@ impl Outcome {
             embeddings: self.embeddings,
             failed,
             finish_reason,
+            commitment: self.commitment.clone(),
         }
     }
 

@@ -23,6 +23,9 @@ pub struct Served {
     /// Why its last generation ended (`stop`, `length`), or `error` when the guest
     /// failed; `None` when it generated nothing.
     pub finish_reason: Option<String>,
+    /// What its generations asked for and produced, hashed (`wasmesh_world::commit`);
+    /// `None` when it generated nothing.
+    pub commitment: Option<String>,
 }
 
 /// Where the runtime sends a request's [`Served`], once.

@@ -214,10 +214,20 @@ ALTER TABLE keys ADD COLUMN expires_at BIGINT NOT NULL DEFAULT 0
 ALTER TABLE receipts ADD COLUMN finish_reason TEXT NOT NULL DEFAULT ''
 "#,
     ),
+    (
+        // What a receipt commits to (its generations' asks and tokens, hashed) and on what
+        // engine build and CPU class: what an audit replays and compares.
+        14,
+        r#"
+ALTER TABLE receipts ADD COLUMN commitment TEXT NOT NULL DEFAULT '';
+ALTER TABLE receipts ADD COLUMN engine TEXT NOT NULL DEFAULT '';
+ALTER TABLE receipts ADD COLUMN cpu_class TEXT NOT NULL DEFAULT ''
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 13;
+pub const SCHEMA_VERSION: i64 = 14;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -311,14 +311,15 @@ pub async fn post(
         .collect();
     // 4. The receipts, last and all at once (a crash before this is answered by a resend).
     let mut tx = db.pool.begin().await?;
-    for chunk in fresh.chunks(crate::ledger::params_per_statement(db.backend) / 20) {
+    for chunk in fresh.chunks(crate::ledger::params_per_statement(db.backend) / 23) {
         let mut sql = String::from(
             "INSERT INTO receipts (request_id, account, key_id, node, provider, app, app_version, model, models, \
-             input_tokens, output_tokens, embeddings, cost, unpaid, wall_ms, router_ms, status, at_ms, day, finish_reason) VALUES ",
+             input_tokens, output_tokens, embeddings, cost, unpaid, wall_ms, router_ms, status, at_ms, day, finish_reason, \
+             commitment, engine, cpu_class) VALUES ",
         );
         sql.push_str(
             &(0..chunk.len())
-                .map(|r| format!("({})", (1..=20).map(|i| format!("${}", r * 20 + i)).collect::<Vec<_>>().join(", ")))
+                .map(|r| format!("({})", (1..=23).map(|i| format!("${}", r * 23 + i)).collect::<Vec<_>>().join(", ")))
                 .collect::<Vec<_>>()
                 .join(", "),
         );
@@ -347,7 +348,10 @@ pub async fn post(
                 .bind(i64::from(r.status))
                 .bind(r.at_ms as i64)
                 .bind(day_of(r.at_ms))
-                .bind(r.finish_reason.clone().unwrap_or_default());
+                .bind(r.finish_reason.clone().unwrap_or_default())
+                .bind(r.commitment.clone().unwrap_or_default())
+                .bind(&r.engine)
+                .bind(&r.cpu_class);
         }
         q.execute(&mut *tx).await?;
     }
@@ -400,39 +404,30 @@ pub async fn settle(db: &Db, ledger: &SqlLedger, settle_after_ms: i64) -> ApiRes
 
 /// One request's record, if it belongs to `account` (`None` for an admin: any).
 pub async fn generation(db: &Db, id: &str, account: Option<&str>) -> ApiResult<Generation> {
-    type Row = (String, String, String, i64, String, String, i64, i64, i64, i64, i64, i64, i64, i64, String);
+    type Row = (String, String, String, i64, String, String, i64, i64, i64, i64, i64, i64, i64, i64);
     let row: Option<Row> = sqlx::query_as(
         "SELECT account, app, models, app_version, node, request_id, input_tokens, output_tokens, embeddings, cost, \
-         wall_ms, router_ms, status, at_ms, finish_reason FROM receipts WHERE request_id = $1",
+         wall_ms, router_ms, status, at_ms FROM receipts WHERE request_id = $1",
     )
     .bind(id)
     .fetch_optional(&db.pool)
     .await?;
     let not_found =
         || ApiError::not_found(format!("no request '{id}' of your account (receipts arrive within seconds)"));
-    let Some((
-        acct,
-        app,
-        models,
-        version,
-        node,
-        rid,
-        input,
-        output,
-        embeddings,
-        cost,
-        wall,
-        router,
-        status,
-        at,
-        finish,
-    )) = row
+    let Some((acct, app, models, version, node, rid, input, output, embeddings, cost, wall, router, status, at)) = row
     else {
         return Err(not_found());
     };
     if account.is_some_and(|a| a != acct) {
         return Err(not_found());
     }
+    // What it generated and on what (sqlx's row tuples stop at 16 columns).
+    let (finish, commitment, engine, cpu_class): (String, String, String, String) =
+        sqlx::query_as("SELECT finish_reason, commitment, engine, cpu_class FROM receipts WHERE request_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await?;
+    let some = |s: String| (!s.is_empty()).then_some(s);
     Ok(Generation {
         id: rid,
         account: acct,
@@ -448,7 +443,10 @@ pub async fn generation(db: &Db, id: &str, account: Option<&str>) -> ApiResult<G
         router_ms: router as u64,
         status: status as u16,
         at_ms: at as u64,
-        finish_reason: (!finish.is_empty()).then_some(finish),
+        finish_reason: some(finish),
+        commitment: some(commitment),
+        engine,
+        cpu_class,
     })
 }
 

@@ -190,6 +190,19 @@ pub struct Receipt {
     /// (`max_tokens`), `error` (the guest failed); none when nothing was generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// What its generations asked for (model, prompt, options with the seed) and
+    /// produced (token ids, ending), hashed: an auditor replaying the request on the same
+    /// engine build and CPU class gets the same hash (hex blake3; none when nothing was
+    /// generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    /// The engine build that served it (`InferenceEngine::build_id`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
+    /// The node's CPU feature class (`wasmesh_probe::cpu_class`): replays compare only
+    /// within one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu_class: String,
 }
 
 /// A receipt as the host signed it: its JSON text and the Ed25519 signature over
@@ -309,6 +322,15 @@ pub struct Generation {
     /// generated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// The receipt's commitment to what was generated (see [`Receipt::commitment`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    /// The engine build and CPU class that produced it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub engine: String,
+    /// The serving node's CPU feature class.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu_class: String,
 }
 
 /// One row of `GET /v1/usage`: requests, tokens and cost of one group.
