@@ -201,16 +201,22 @@ async fn serve(
             }
             None => {
                 if let Some(mut receiver) = served.take() {
-                    // The guest's call ends with its body (or just after): its usage.
+                    // The guest's call ends with its body (or just after): its usage. What is
+                    // held back waits a moment for it, so a small answer leaves in one write
+                    // with its receipt and end (a host killed in between leaves no answer
+                    // half-sent); a guest still running after its body gets its body sent.
                     let used = match (&mut receiver).now_or_never() {
                         Some(used) => used.ok(),
-                        None => {
-                            if !out.is_empty() && send.write_all(&out).await.is_err() {
-                                return;
+                        None => match tokio::time::timeout(Duration::from_millis(20), &mut receiver).await {
+                            Ok(used) => used.ok(),
+                            Err(_) => {
+                                if !out.is_empty() && send.write_all(&out).await.is_err() {
+                                    return;
+                                }
+                                out.clear();
+                                tokio::time::timeout(Duration::from_secs(2), receiver).await.ok().and_then(Result::ok)
                             }
-                            out.clear();
-                            tokio::time::timeout(Duration::from_secs(2), receiver).await.ok().and_then(Result::ok)
-                        }
+                        },
                     };
                     let receipt = receipts.sign(&host, &request_id, used, status, started);
                     encode_frame(&mut out, &Frame::Receipt(receipt));

@@ -306,15 +306,18 @@ type KeyRow = (String, String, String, i64, i64, Option<String>, String);
 
 /// The keys of `account`, or every key for `None` (without secrets).
 pub async fn list_keys(db: &Db, account: Option<&str>) -> ApiResult<Vec<KeyInfo>> {
-    let sql = "SELECT id, name, scopes, created_at, revoked, network, account FROM keys";
+    // Expired session keys (members' dashboard sign-ins) are no longer keys: not listed.
+    let sql = "SELECT id, name, scopes, created_at, revoked, network, account FROM keys \
+               WHERE (expires_at = 0 OR expires_at > $1)";
     let rows: Vec<KeyRow> = match account {
         Some(a) => {
-            sqlx::query_as(&format!("{sql} WHERE account = $1 ORDER BY created_at, id"))
+            sqlx::query_as(&format!("{sql} AND account = $2 ORDER BY created_at, id"))
+                .bind(now_ms())
                 .bind(a)
                 .fetch_all(&db.pool)
                 .await?
         }
-        None => sqlx::query_as(&format!("{sql} ORDER BY created_at, id")).fetch_all(&db.pool).await?,
+        None => sqlx::query_as(&format!("{sql} ORDER BY created_at, id")).bind(now_ms()).fetch_all(&db.pool).await?,
     };
     Ok(rows
         .into_iter()
@@ -360,6 +363,28 @@ pub fn random_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_session_key_works_until_it_expires_then_is_refused_and_unlisted() {
+        let dir = std::env::temp_dir().join(format!("wasmesh-auth-session-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Db::open(&Db::sqlite_url(&dir)).await.unwrap();
+        let auth = Auth::new(AuthLimits::default(), prometheus::IntCounter::new("f", "f").unwrap());
+        let (key, expires) = create_session_key(&db, "acme", "ana@acme.example").await.unwrap();
+        let hours = (expires as i64 - now_ms()) / 3_600_000;
+        assert!((11..=12).contains(&hours), "a session lasts 12 h: {hours}");
+        let local = std::net::IpAddr::from([127, 0, 0, 1]);
+        let caller = auth.authenticate(&db, Some(&format!("Bearer {key}")), local).await.unwrap();
+        assert_eq!(caller.account, "acme");
+        assert!(caller.has(Scope::Deploy) && caller.has(Scope::Invoke) && !caller.is_admin());
+        assert_eq!(list_keys(&db, Some("acme")).await.unwrap().len(), 1);
+        sqlx::query("UPDATE keys SET expires_at = 1").execute(&db.pool).await.unwrap();
+        let err = auth.authenticate(&db, Some(&format!("Bearer {key}")), local).await.unwrap_err();
+        assert!(err.message.contains("expired"), "{}", err.message);
+        assert!(list_keys(&db, Some("acme")).await.unwrap().is_empty(), "an expired session is not listed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn admin_passes_every_scope_check_and_others_name_the_missing_scope() {
