@@ -42,6 +42,24 @@ impl Node {
     }
 }
 
+/// A 128-token chat through the router, on a thread of its own: (status, body).
+fn long_chat(router: SocketAddr, auth: &str) -> std::thread::JoinHandle<(u16, String)> {
+    let auth = auth.to_string();
+    std::thread::spawn(move || {
+        let body =
+            br#"{"prompt": "Count from one to twenty in words.", "max_tokens": 128, "temperature": 0, "chat": true}"#;
+        let r = request(
+            router,
+            "POST",
+            "/fn/demo/chat",
+            &[("Authorization", &auth)],
+            Some(wasmesh_tests::Payload::Sized(body)),
+        )
+        .unwrap();
+        (r.status, r.text())
+    })
+}
+
 #[test]
 fn pause_drains_a_node_without_failing_a_caller_and_a_smaller_memory_share_evicts_an_idle_model() {
     if !prerequisites() {
@@ -109,21 +127,7 @@ fn pause_drains_a_node_without_failing_a_caller_and_a_smaller_memory_share_evict
         .collect();
 
     // A chat running on a node when it is paused finishes.
-    let chat = {
-        let auth = auth.clone();
-        std::thread::spawn(move || {
-            let body = br#"{"prompt": "Count from one to twenty in words.", "max_tokens": 128, "temperature": 0, "chat": true}"#;
-            let r = request(
-                router_addr,
-                "POST",
-                "/fn/demo/chat",
-                &[("Authorization", &auth), ("Content-Type", "application/json")],
-                Some(wasmesh_tests::Payload::Sized(body)),
-            )
-            .unwrap();
-            (r.status, r.text())
-        })
-    };
+    let chat = long_chat(router_addr, &auth);
     let mut busy = None;
     wait_for("the chat to start on a node", Duration::from_secs(60), || {
         // The first chat loads the model on the node it runs on (hosts load lazily).
@@ -248,21 +252,7 @@ fn pause_drains_a_node_without_failing_a_caller_and_a_smaller_memory_share_evict
 
     // A stop (SIGTERM, as systemd sends it) lets the running request finish, then the
     // host exits cleanly.
-    let chat = {
-        let auth = auth.clone();
-        std::thread::spawn(move || {
-            let body = br#"{"prompt": "Count from one to twenty in words.", "max_tokens": 128, "temperature": 0, "chat": true}"#;
-            let r = request(
-                router_addr,
-                "POST",
-                "/fn/demo/chat",
-                &[("Authorization", &auth)],
-                Some(wasmesh_tests::Payload::Sized(body)),
-            )
-            .unwrap();
-            (r.status, r.text())
-        })
-    };
+    let chat = long_chat(router_addr, &auth);
     let mut running = None;
     wait_for("the chat to run on a node", Duration::from_secs(60), || {
         running = nodes.iter().position(|n| n.health()["in_flight"].as_u64() > Some(0));

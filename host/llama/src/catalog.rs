@@ -352,13 +352,7 @@ fn warm_names(inner: &Inner) -> Vec<String> {
 /// in `budget` or no idle model is left.
 fn shrink_to(inner: &mut Inner, budget: u64) {
     let mut used: u64 = inner.models.values().filter(|e| !matches!(e.slot, Slot::Cold)).map(|e| e.bytes).sum();
-    let mut idle: Vec<(u64, String, u64)> = inner
-        .models
-        .iter()
-        .filter(|(_, e)| !e.pinned && e.idle())
-        .map(|(n, e)| (e.last_used, n.clone(), e.bytes))
-        .collect();
-    idle.sort();
+    let idle = idle_by_age(inner);
     for (_, victim, victim_bytes) in idle {
         if used <= budget {
             break;
@@ -367,6 +361,19 @@ fn shrink_to(inner: &mut Inner, budget: u64) {
         used -= victim_bytes;
         tracing::info!(model = %victim, mib = victim_bytes / MIB, "model evicted from memory (the budget shrank)");
     }
+}
+
+/// Idle, unpinned models as (last use, name, bytes), least recently used first: what
+/// may be evicted.
+fn idle_by_age(inner: &Inner) -> Vec<(u64, String, u64)> {
+    let mut idle: Vec<(u64, String, u64)> = inner
+        .models
+        .iter()
+        .filter(|(_, e)| !e.pinned && e.idle())
+        .map(|(n, e)| (e.last_used, n.clone(), e.bytes))
+        .collect();
+    idle.sort();
+    idle
 }
 
 fn inner_names(inner: &Inner) -> Vec<String> {
@@ -380,13 +387,7 @@ fn make_room(inner: &mut Inner, bytes: u64, budget: u64) -> bool {
     if used + bytes <= budget {
         return true;
     }
-    let mut idle: Vec<(u64, String, u64)> = inner
-        .models
-        .iter()
-        .filter(|(_, e)| !e.pinned && e.idle())
-        .map(|(n, e)| (e.last_used, n.clone(), e.bytes))
-        .collect();
-    idle.sort();
+    let idle = idle_by_age(inner);
     let freeable: u64 = idle.iter().map(|(_, _, b)| b).sum();
     if used - freeable + bytes > budget {
         return false;
