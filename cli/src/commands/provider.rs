@@ -76,7 +76,7 @@ impl ProviderConfig {
             flags.extend(["--listen".into(), listen.clone()]);
         }
         if let Some(memory) = &self.memory {
-            let total = wasmesh_probe::hardware().memory_bytes;
+            let total = wasmesh_probe::memory_bytes();
             let bytes = wasmesh_api::share::parse_memory(memory, total).map_err(anyhow::Error::msg)?;
             flags.extend(["--model-memory-mb".into(), (bytes >> 20).max(1).to_string()]);
         }

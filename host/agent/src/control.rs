@@ -159,7 +159,7 @@ impl Controlled {
     fn set(&self, key: &str, value: &str) -> Result<String, String> {
         let message = match key {
             "memory" => {
-                let total = wasmesh_probe::hardware().memory_bytes;
+                let total = wasmesh_probe::memory_bytes();
                 let bytes = wasmesh_api::share::parse_memory(value, total)?;
                 let evicted = self.host.inference().set_memory_budget(bytes).map_err(|e| e.to_string())?;
                 if let Some(agent) = &self.agent {
@@ -223,7 +223,7 @@ impl Controlled {
 
     async fn status(&self) -> HostStatus {
         let engine = self.host.inference();
-        let models = crate::snapshot::HostSnapshot::read(&self.host, false).models;
+        let models = crate::snapshot::model_states(engine.as_ref());
         let state = if self.host.is_paused() {
             HostState::Paused
         } else if self.host.is_ready() {

@@ -75,7 +75,7 @@ impl HostSnapshot {
 }
 
 /// The models and adapters of `engine`, and where each stands.
-fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
+pub(crate) fn model_states(engine: &dyn wasmesh_engine::InferenceEngine) -> Vec<CachedModel> {
     engine
         .catalog()
         .into_iter()

@@ -12,6 +12,12 @@ pub use gpu::{gpus, parse_nvidia_smi, parse_rocm_smi, parse_system_profiler};
 pub use pressure::{PressureMonitor, PressureThresholds, VmCounters, parse_vmstat, rates};
 pub use wasmesh_api::wire::{Gpu, Hardware, MemoryPressure};
 
+/// This machine's memory in bytes (0 when it cannot be read), without probing GPUs:
+/// what a share such as `memory = "50%"` is a share of.
+pub fn memory_bytes() -> u64 {
+    cpu_and_memory().2
+}
+
 /// This machine's CPU model, logical cores, memory, GPUs, OS and architecture.
 ///
 /// On Linux this reads `/proc/cpuinfo` and `/proc/meminfo`; on macOS it asks `sysctl`. GPUs come
