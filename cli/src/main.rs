@@ -50,7 +50,7 @@ enum Command {
     Loras(commands::client::LorasCommand),
     /// List the fabric's nodes.
     #[command(subcommand)]
-    Nodes(commands::client::NodesCommand),
+    Nodes(commands::nodes::NodesCommand),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(commands::accounts::KeysCommand),
@@ -103,7 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Rollback(args) => commands::client::rollback(args).await,
             Command::Models(cmd) => commands::client::models(cmd).await,
             Command::Loras(cmd) => commands::client::loras(cmd).await,
-            Command::Nodes(cmd) => commands::client::nodes(cmd).await,
+            Command::Nodes(cmd) => commands::nodes::nodes(cmd).await,
             Command::Keys(cmd) => commands::accounts::keys(cmd).await,
             Command::Accounts(cmd) => commands::accounts::accounts(cmd).await,
             Command::Credits(cmd) => commands::credits::credits_command(cmd).await,

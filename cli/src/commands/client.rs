@@ -74,7 +74,7 @@ pub(super) fn ago(ms: u64) -> String {
     }
 }
 
-fn size(bytes: u64) -> String {
+pub(super) fn size(bytes: u64) -> String {
     match bytes {
         0..1024 => format!("{bytes} B"),
         1024..1_048_576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
@@ -451,51 +451,6 @@ async fn publish_lora(name: &str, public: bool, conn: &Connection) -> anyhow::Re
 fn check_file(path: &Path) -> anyhow::Result<()> {
     if !path.is_file() {
         anyhow::bail!("{} does not exist or is not a file", path.display());
-    }
-    Ok(())
-}
-
-/// `wasmesh nodes`.
-#[derive(clap::Subcommand, Debug)]
-pub enum NodesCommand {
-    /// List nodes, their status, hardware and load.
-    Ls(Connection),
-}
-
-/// Runs `wasmesh nodes ...`.
-pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<()> {
-    let NodesCommand::Ls(conn) = cmd;
-    let nodes = conn.client()?.nodes().await?;
-    if conn.json {
-        return print_json(&nodes);
-    }
-    println!(
-        "{:<12} {:<16} {:<10} {:<10} {:>5} {:>9} {:>8}  MODELS",
-        "NODE", "NAME", "STATUS", "SEEN", "CORES", "MEMORY", "IN-FLIGHT"
-    );
-    for n in nodes {
-        let status =
-            serde_json::to_value(n.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-        let (cores, memory, in_flight, models) = match &n.heartbeat {
-            Some(h) => (
-                h.hardware.cpu_cores.to_string(),
-                size(h.hardware.memory_bytes),
-                h.in_flight.to_string(),
-                h.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(","),
-            ),
-            None => ("-".into(), "-".into(), "-".into(), String::new()),
-        };
-        println!(
-            "{:<12} {:<16} {:<10} {:<10} {:>5} {:>9} {:>8}  {}",
-            &n.node_id[..12.min(n.node_id.len())],
-            n.name,
-            status,
-            ago(n.last_seen_ms),
-            cores,
-            memory,
-            in_flight,
-            models
-        );
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod client;
 pub mod control;
 pub mod credits;
 pub mod host;
+pub mod nodes;
 pub mod provider;
 pub mod registry;
 pub mod router;

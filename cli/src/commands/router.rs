@@ -44,6 +44,30 @@ pub struct RouterArgs {
     /// (it died): how long a crashed router's holds stay held.
     #[arg(long, default_value_t = 600)]
     pub lease_secs: u64,
+    /// Share of metered requests replayed on an auditor (`wasmesh nodes trust`) to check
+    /// the serving node's answer (0 to 1).
+    #[arg(long, default_value_t = 0.02, value_parser = share)]
+    pub audit_share: f64,
+    /// Share replayed while a node is new (on probation) or flagged (another node of its
+    /// provider was caught).
+    #[arg(long, default_value_t = 0.2, value_parser = share)]
+    pub audit_probation_share: f64,
+    /// A model's own audit share, as MODEL=SHARE (repeatable).
+    #[arg(long = "audit-share-model", value_name = "MODEL=SHARE", value_parser = model_share)]
+    pub audit_share_model: Vec<(String, f64)>,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("'{text}' is not a share between 0 and 1 (e.g. 0.02 for 2%)")),
+    }
+}
+
+fn model_share(text: &str) -> Result<(String, f64), String> {
+    let (model, value) =
+        text.split_once('=').ok_or_else(|| format!("'{text}' is not MODEL=SHARE (e.g. llama-3-8b=0.05)"))?;
+    Ok((model.to_string(), share(value)?))
 }
 
 /// Runs `wasmesh router`.
@@ -61,6 +85,9 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
         lease_micros: args.lease_credits.max(1),
         lease_ttl: std::time::Duration::from_secs(args.lease_secs.max(1)),
     };
+    config.trust.base_share = args.audit_share;
+    config.trust.probation_share = args.audit_probation_share;
+    config.audit_share_by_model = args.audit_share_model.iter().cloned().collect();
     let router = wasmesh_router::Router::start(config).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}; is another process using it? pick another with --listen", args.listen)

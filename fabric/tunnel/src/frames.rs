@@ -45,6 +45,15 @@ pub struct RequestHead {
     /// The router's id for the request; the host's receipt names it.
     #[serde(default)]
     pub request_id: String,
+    /// The seed of the request's sampled generations that name none, chosen by the
+    /// router for every request (so the few it replays on auditors are like the rest):
+    /// a replay with the same seed samples the same tokens. 0: none (the engine's own).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The start of a host's answer.
@@ -79,6 +88,12 @@ pub struct HostReport {
     pub served: u64,
     /// Model loads started since the host started (each cold start of a model).
     pub cold_loads: u64,
+    /// Its engine build (`InferenceEngine::build_id`): audits replay on the same one.
+    #[serde(default)]
+    pub engine: String,
+    /// Its CPU feature class (`wasmesh_probe::cpu_class`): audits replay within one.
+    #[serde(default)]
+    pub cpu_class: String,
 }
 
 /// A frame on a stream.
@@ -224,6 +239,7 @@ mod tests {
             uri: "/x".into(),
             headers: vec![],
             request_id: "r1".into(),
+            seed: 7,
         });
         write_json(&mut buf, &open).await.unwrap();
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();

@@ -20,6 +20,40 @@ pub fn request_digest(request: &GenerateRequest) -> blake3::Hash {
     h.finalize()
 }
 
+/// The seeds of a request's sampled generations that name none: the router's seed
+/// for the request mixed with each generation's place in it, so a replay of the request
+/// with the same seed samples the same tokens. Greedy generations and those that name a
+/// seed are left as they are (each still takes its place in the count).
+#[derive(Clone, Copy, Default)]
+pub struct RequestSeed {
+    seed: u64,
+    next: u32,
+}
+
+impl RequestSeed {
+    /// The seeds of a request the router gave `seed` (0: none, the engine picks), for
+    /// one interface (`domain`: `nn` or `llm`, so the two never share seeds).
+    pub fn new(seed: u64, domain: &str) -> Self {
+        let seed = if seed == 0 { 0 } else { seed ^ u64::from_le_bytes(blake3::hash(domain.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes")) };
+        Self { seed, next: 0 }
+    }
+
+    /// Fills in the seed of the request's next generation, if it samples and names none.
+    pub fn apply(&mut self, params: &mut wasmesh_engine::GenerateParams) {
+        let n = self.next;
+        self.next = self.next.wrapping_add(1);
+        if self.seed == 0 || params.is_greedy() || params.seed != u32::MAX {
+            return;
+        }
+        let mut h = blake3::Hasher::new();
+        h.update(&self.seed.to_le_bytes());
+        h.update(&n.to_le_bytes());
+        let derived = u32::from_le_bytes(h.finalize().as_bytes()[..4].try_into().expect("4 bytes"));
+        // u32::MAX asks the engine for a random seed.
+        params.seed = derived.min(u32::MAX - 1);
+    }
+}
+
 /// A request's running commitment.
 #[derive(Clone, Default)]
 pub struct Commitment(Option<blake3::Hasher>);
@@ -78,6 +112,26 @@ mod tests {
         let base = commit(vec![1, 2, 3], FinishReason::Length);
         assert_eq!(base, commit(vec![1, 2, 3], FinishReason::Length));
         assert_ne!(base, commit(vec![1, 2], FinishReason::Length), "truncated");
+        // The router's seed fills in sampled generations that name none, the same on a replay.
+        let sampled = || GenerateParams { temp: 0.8, ..GenerateParams::default() };
+        let (mut a, mut b, mut other) =
+            (RequestSeed::new(7, "nn"), RequestSeed::new(7, "nn"), RequestSeed::new(8, "nn"));
+        let (mut pa, mut pb, mut po) = (sampled(), sampled(), sampled());
+        a.apply(&mut pa);
+        b.apply(&mut pb);
+        other.apply(&mut po);
+        assert_eq!(pa.seed, pb.seed);
+        assert_ne!(pa.seed, u32::MAX);
+        assert_ne!(pa.seed, po.seed);
+        let mut second = sampled();
+        a.apply(&mut second);
+        assert_ne!(second.seed, pa.seed, "each generation of a request has its own seed");
+        let mut named = GenerateParams { seed: 42, ..sampled() };
+        a.apply(&mut named);
+        assert_eq!(named.seed, 42);
+        let mut none = sampled();
+        RequestSeed::new(0, "nn").apply(&mut none);
+        assert_eq!(none.seed, u32::MAX);
         assert_ne!(base, commit(vec![1, 2, 4], FinishReason::Length), "another token");
         assert_ne!(base, commit(vec![1, 2, 3], FinishReason::Stop), "another ending");
         let seeded = GenerateParams { seed: 7, ..Default::default() };

@@ -84,6 +84,8 @@ pub struct NnCtx {
     pub finish: Option<wasmesh_engine::FinishReason>,
     /// What its generations asked for and produced (its receipt's commitment).
     pub commitment: crate::commit::Commitment,
+    /// The seeds of its sampled generations that name none (the router's request seed).
+    seed: crate::commit::RequestSeed,
     /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
     pub budget_hit: bool,
     /// Bytes of the tensors this instance holds in the host (outside its linear memory),
@@ -118,6 +120,7 @@ impl NnCtx {
             embeddings: 0,
             finish: None,
             commitment: Default::default(),
+            seed: Default::default(),
             budget_hit: false,
             tensor_bytes: 0,
             max_tensor_bytes,
@@ -132,6 +135,12 @@ impl NnCtx {
     pub fn with_budget(mut self, charge: crate::budget::Charge) -> Self {
         self.charge = charge;
         self
+    }
+
+    /// Seeds its sampled generations that name no seed from the router's request
+    /// `seed` (0: none).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = crate::commit::RequestSeed::new(seed, "nn");
     }
 
     /// The same state, its generations made for `tenant` (the app).
@@ -390,7 +399,7 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
         exec: Resource<ExecutionContext>,
         inputs: Vec<(String, Resource<Tensor>)>,
     ) -> NnResult<Vec<(String, Resource<Tensor>)>> {
-        let request = match self.parse_inputs(&exec, inputs)? {
+        let mut request = match self.parse_inputs(&exec, inputs)? {
             Ok(r) => r,
             Err((code, message)) => return self.fail(code, message),
         };
@@ -415,6 +424,7 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
                 self.push_tensor(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
+        self.ctx.seed.apply(&mut request.params);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);
         let generation = match engine.generate(request).await {
@@ -506,6 +516,7 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
                 format!("at most {MAX_STREAMS} generations stream at once per request; drop a finished stream first"),
             );
         }
+        self.ctx.seed.apply(&mut request.params);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);
         let engine = self.ctx.engine.clone();

@@ -55,6 +55,8 @@ pub struct LlmCtx {
     pub finish: Option<wasmesh_engine::FinishReason>,
     /// What its generations asked for and produced (its receipt's commitment).
     pub commitment: crate::commit::Commitment,
+    /// The seeds of its sampled generations that name none (the router's request seed).
+    seed: crate::commit::RequestSeed,
 }
 
 impl LlmCtx {
@@ -69,7 +71,14 @@ impl LlmCtx {
             embeddings: 0,
             finish: None,
             commitment: Default::default(),
+            seed: Default::default(),
         }
+    }
+
+    /// Seeds its sampled generations that name none from the router's request `seed`
+    /// (0: none).
+    pub fn set_seed(&mut self, seed: u64) {
+        self.seed = crate::commit::RequestSeed::new(seed, "llm");
     }
 
     /// Refuses a model the manifest does not grant, with the key to add (Spin answers
@@ -155,6 +164,7 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             Err(e) => return Ok(Err(e)),
         };
         params.lora = model_ref.adapter().map(str::to_string);
+        self.seed.apply(&mut params);
         let engine = self.engine.clone();
         let request = GenerateRequest::new(model_ref.model(), prompt, params);
         let asked = crate::commit::request_digest(&request);

@@ -55,6 +55,8 @@ impl HostSnapshot {
             apps: self.apps,
             served: self.served,
             cold_loads: self.loads,
+            engine: String::new(),
+            cpu_class: String::new(),
         }
     }
 

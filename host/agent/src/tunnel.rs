@@ -28,8 +28,11 @@ pub(crate) struct ReportSource {
 
 impl ReportSource {
     fn report(&self) -> HostReport {
-        HostSnapshot::read(&self.host, self.under_pressure.load(Ordering::Relaxed))
-            .report(&crate::share_now(&self.share))
+        let mut report = HostSnapshot::read(&self.host, self.under_pressure.load(Ordering::Relaxed))
+            .report(&crate::share_now(&self.share));
+        report.engine = self.receipts.engine.to_string();
+        report.cpu_class = self.receipts.cpu_class.to_string();
+        report
     }
 }
 
@@ -145,6 +148,9 @@ async fn serve(
     let mut served = None;
     let request = match builder.body(body) {
         Ok(mut r) => {
+            if head.seed != 0 {
+                r.extensions_mut().insert(wasmesh_runtime::RouterSeed(head.seed));
+            }
             if !request_id.is_empty() {
                 let (report, receiver) = wasmesh_runtime::ServedReport::new();
                 r.extensions_mut().insert(report);

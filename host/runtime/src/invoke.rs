@@ -39,6 +39,7 @@ impl Host {
         let limits = component.limits;
         let max_request = limits.max_request_bytes();
         let report = req.extensions().get::<ServedReport>().cloned();
+        let seed = req.extensions().get::<crate::RouterSeed>().map_or(0, |s| s.0);
         if let Some(len) =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max_request
@@ -67,6 +68,10 @@ impl Host {
 
         let timeout = Duration::from_millis(limits.timeout_ms());
         let mut store = self.new_store(component, true);
+        if seed != 0 {
+            store.data_mut().nn.set_seed(seed);
+            store.data_mut().llm.set_seed(seed);
+        }
         let pre = match &component.pre {
             ProxyPre::P2(pre) => pre.clone(),
             ProxyPre::P3(pre) => {

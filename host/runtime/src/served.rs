@@ -28,6 +28,12 @@ pub struct Served {
     pub commitment: Option<String>,
 }
 
+/// The router's seed for a request (in its extensions): the request's sampled
+/// generations that name no seed are seeded from it, so an auditor replaying the request
+/// with the same seed samples the same tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouterSeed(pub u64);
+
 /// Where the runtime sends a request's [`Served`], once.
 #[derive(Clone)]
 pub struct ServedReport(Arc<Mutex<Option<tokio::sync::oneshot::Sender<Served>>>>);

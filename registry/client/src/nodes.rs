@@ -11,6 +11,21 @@ impl Client {
         self.get("/v1/nodes").await
     }
 
+    /// Makes host `node` an auditor, or not (admin).
+    pub async fn trust_node(&self, node: &str, trusted: bool) -> Result<wasmesh_api::wire::TrustNode> {
+        self.put(&format!("/v1/nodes/{node}/trust"), &wasmesh_api::wire::TrustNode { trusted }).await
+    }
+
+    /// Host `node`'s audits and standing.
+    pub async fn node_audits(&self, node: &str) -> Result<wasmesh_api::wire::NodeAudits> {
+        self.get(&format!("/v1/nodes/{node}/audits")).await
+    }
+
+    /// Reports an audit (router).
+    pub async fn post_audit(&self, report: &wasmesh_api::wire::AuditReport) -> Result<wasmesh_api::wire::AuditOutcome> {
+        self.post("/v1/audits", report).await
+    }
+
     /// Registers this node; the answer holds its certificate.
     pub async fn register_node(&self, identity: &NodeIdentity, name: &str) -> Result<NodeCertificate> {
         self.register(identity, name, wasmesh_api::wire::NodeRole::Host).await

@@ -224,10 +224,13 @@ ALTER TABLE receipts ADD COLUMN engine TEXT NOT NULL DEFAULT '';
 ALTER TABLE receipts ADD COLUMN cpu_class TEXT NOT NULL DEFAULT ''
 "#,
     ),
+    // Trust: auditors, caught nodes, audits, and each receipt's share of the escrowed
+    // earnings (`crate::audits`).
+    (15, crate::audits::SCHEMA),
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 14;
+pub const SCHEMA_VERSION: i64 = 15;
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ pub mod access;
 pub mod accounts;
 pub mod api;
 pub mod artifacts;
+pub mod audits;
 pub mod auth;
 pub mod catalog;
 pub mod credits;
@@ -313,6 +314,12 @@ impl Registry {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(transfers = n, "released expired reservations"),
                         Err(e) => tracing::warn!("cannot release expired reservations: {e}"),
+                    }
+                    // A caught node's earnings go back to its callers before anything settles.
+                    match audits::forfeit_evicted(&state.db, &state.ledger).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(refunded = n, "refunded what caught nodes still held in escrow"),
+                        Err(e) => tracing::warn!("cannot forfeit caught nodes' earnings: {}", e.message),
                     }
                     let window = state.config.settle_after.as_millis() as i64;
                     match receipts::settle(&state.db, &state.ledger, window).await {

@@ -343,6 +343,7 @@ pub async fn list(db: &Db, offline_after: Duration, account: Option<&str>) -> Ap
     };
     let now = now_ms();
     let reports = crate::swarm::report_counts(db).await?;
+    let mut standings = crate::audits::standings(db).await?;
     Ok(rows
         .into_iter()
         .map(|(node_id, name, registered, last_seen, heartbeat, role, revoked, _account)| {
@@ -361,6 +362,7 @@ pub async fn list(db: &Db, offline_after: Duration, account: Option<&str>) -> Ap
                 registered_at_ms: registered as u64,
                 last_seen_ms: last_seen as u64,
                 peer_reports: reports.get(&node_id).copied().unwrap_or(0),
+                trust: standings.remove(&node_id).unwrap_or_else(crate::audits::new_node_trust),
                 heartbeat,
                 node_id,
             }

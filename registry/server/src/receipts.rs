@@ -252,12 +252,20 @@ pub async fn post(
     }
     let fee_of = |amount: u64| (u128::from(amount) * u128::from(fee_bps) / 10_000) as u64;
     let mut splits = Vec::new();
+    // Each receipt's share of the pending earnings that hold its provider's part (what a
+    // caught node forfeits: `crate::audits::forfeit`), by receipt index.
+    let mut earnings: HashMap<usize, BTreeMap<String, u64>> = HashMap::new();
     for (lease, items, d) in paid_groups {
         let mut fee = 0;
         let mut earned: BTreeMap<&str, u64> = BTreeMap::new();
         for (k, amount) in items.iter() {
             fee += fee_of(*amount);
-            *earned.entry(fresh[*k].1.provider.as_str()).or_default() += amount - fee_of(*amount);
+            let provider = fresh[*k].1.provider.as_str();
+            let share = amount - fee_of(*amount);
+            *earned.entry(provider).or_default() += share;
+            if share > 0 {
+                earnings.entry(*k).or_default().insert(format!("earn:{lease}:{provider}:{d}"), share);
+            }
         }
         let reference = format!("{} requests", items.len());
         if fee > 0 {
@@ -280,9 +288,12 @@ pub async fn post(
             );
         }
     }
-    for (_, c) in &fresh {
+    for (k, (_, c)) in fresh.iter().enumerate() {
         let rid = c.receipt.request_id.as_str();
         let Some(&amount) = paid_directly.get(rid) else { continue };
+        if amount > fee_of(amount) {
+            earnings.entry(k).or_default().insert(format!("earn:{rid}"), amount - fee_of(amount));
+        }
         let fee = fee_of(amount);
         if fee > 0 {
             splits.push(Transfer::posted(format!("fee:{rid}"), ESCROW, FEES, fee as i64, "fee").with_reference(rid));
@@ -311,22 +322,31 @@ pub async fn post(
         .collect();
     // 4. The receipts, last and all at once (a crash before this is answered by a resend).
     let mut tx = db.pool.begin().await?;
-    for chunk in fresh.chunks(crate::ledger::params_per_statement(db.backend) / 23) {
+    let columns = 24;
+    for (n, chunk) in fresh.chunks(crate::ledger::params_per_statement(db.backend) / columns).enumerate() {
+        let first = n * (crate::ledger::params_per_statement(db.backend) / columns);
         let mut sql = String::from(
             "INSERT INTO receipts (request_id, account, key_id, node, provider, app, app_version, model, models, \
              input_tokens, output_tokens, embeddings, cost, unpaid, wall_ms, router_ms, status, at_ms, day, finish_reason, \
-             commitment, engine, cpu_class) VALUES ",
+             commitment, engine, cpu_class, earnings) VALUES ",
         );
         sql.push_str(
             &(0..chunk.len())
-                .map(|r| format!("({})", (1..=23).map(|i| format!("${}", r * 23 + i)).collect::<Vec<_>>().join(", ")))
+                .map(|r| {
+                    format!(
+                        "({})",
+                        (1..=columns).map(|i| format!("${}", r * columns + i)).collect::<Vec<_>>().join(", ")
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         );
         sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
         let mut q = sqlx::query(&sql);
-        for (_, c) in chunk {
+        for (j, (_, c)) in chunk.iter().enumerate() {
             let r = &c.receipt;
+            let earned = serde_json::to_string(&earnings.get(&(first + j)).cloned().unwrap_or_default())
+                .expect("JSON of plain values");
             let charged = paid.get(&r.request_id).copied().unwrap_or(0);
             q = q
                 .bind(&r.request_id)
@@ -351,7 +371,8 @@ pub async fn post(
                 .bind(r.finish_reason.clone().unwrap_or_default())
                 .bind(r.commitment.clone().unwrap_or_default())
                 .bind(&r.engine)
-                .bind(&r.cpu_class);
+                .bind(&r.cpu_class)
+                .bind(earned);
         }
         q.execute(&mut *tx).await?;
     }

@@ -42,6 +42,9 @@ pub struct NodeState {
     pub memory_idle: u64,
     /// The models and adapters it holds, and where. A key listed twice counts as its warmest.
     pub models: Vec<(ModelRef, Warmth)>,
+    /// Its reputation (audits passed; `wasmesh_trust::Standing::score`): among warm holders
+    /// of a model, higher reputation comes first. Default 0 (all equal).
+    pub reputation: u32,
 }
 
 impl NodeState {
@@ -57,6 +60,7 @@ impl NodeState {
             memory_free,
             memory_idle: 0,
             models: Vec::new(),
+            reputation: 0,
         }
     }
 
@@ -87,6 +91,12 @@ impl NodeState {
     /// Sets [`NodeState::memory_idle`].
     pub fn with_memory_idle(mut self, bytes: u64) -> Self {
         self.memory_idle = bytes;
+        self
+    }
+
+    /// Sets [`NodeState::reputation`].
+    pub fn with_reputation(mut self, reputation: u32) -> Self {
+        self.reputation = reputation;
         self
     }
 

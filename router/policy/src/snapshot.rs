@@ -32,6 +32,8 @@ struct Node {
     mem_room: u64,
     /// Hash of its id: its ring points and its rank in holder lists derive from it.
     hash: u64,
+    /// Its reputation: ranks it before holders of lower reputation.
+    reputation: u32,
     /// Its models: `held[held_start..held_end]`, sorted by model id.
     held_start: u32,
     held_end: u32,

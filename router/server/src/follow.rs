@@ -40,16 +40,23 @@ pub(crate) async fn rebuild_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Every 2 s, which nodes the registry considers offline. When the registry cannot
+/// Every 2 s, which nodes the registry considers offline, and every node's standing
+/// (auditors, caught nodes, reputation). When the registry cannot
 /// be reached the last answer stands: the data plane keeps working without it.
 pub(crate) async fn follow_nodes(inner: Arc<Inner>) {
     loop {
         if let Ok(nodes) = inner.client.nodes().await {
+            let standing: HashMap<String, wasmesh_api::wire::NodeTrust> =
+                nodes.iter().map(|n| (n.node_id.clone(), n.trust)).collect();
             let offline: std::collections::HashSet<String> = nodes
                 .into_iter()
                 .filter(|n| n.status == wasmesh_api::wire::NodeStatus::Offline)
                 .map(|n| n.node_id)
                 .collect();
+            if **inner.standing.load() != standing {
+                inner.standing.store(Arc::new(standing));
+                inner.dirty.store(true, Ordering::Release);
+            }
             if **inner.cut_off.load() != offline {
                 inner.cut_off.store(Arc::new(offline));
                 inner.dirty.store(true, Ordering::Release);

@@ -14,6 +14,7 @@
 //! ([`wasmesh_tunnel::HostReport`]); the policy snapshot is rebuilt from it
 //! whenever it changes (at most every 100 ms) and swapped atomically.
 
+mod audit;
 mod callers;
 mod follow;
 mod link;
@@ -73,6 +74,11 @@ pub struct RouterConfig {
     pub per_key_rps: f64,
     /// Metering: holds on callers' credits, receipts, charges.
     pub metering: MeterConfig,
+    /// Audits: how large a share of requests is replayed on auditors, and when a node
+    /// stops getting traffic.
+    pub trust: wasmesh_trust::TrustConfig,
+    /// Audit shares of particular models (instead of [`TrustConfig::base_share`](wasmesh_trust::TrustConfig)).
+    pub audit_share_by_model: HashMap<String, f64>,
 }
 
 impl RouterConfig {
@@ -94,6 +100,8 @@ impl RouterConfig {
             openai_app: "openai".into(),
             per_key_rps: 1000.0,
             metering: MeterConfig::default(),
+            trust: wasmesh_trust::TrustConfig::default(),
+            audit_share_by_model: HashMap::new(),
         }
     }
 }
@@ -122,6 +130,10 @@ struct Inner {
     /// or a node cut off from the control plane): never routed to, even if their
     /// certificate still opens a link.
     cut_off: ArcSwap<std::collections::HashSet<String>>,
+    /// Nodes' audit records and standing, as the registry lists them (auditors, caught
+    /// nodes, reputation).
+    standing: ArcSwap<HashMap<String, wasmesh_api::wire::NodeTrust>>,
+    audits: Arc<audit::Audits>,
     /// Callers' keys as the registry judged them: kept 30 s when valid, 5 s when
     /// refused (so a new or revoked key takes effect soon), at most 10,000.
     callers: moka::sync::Cache<String, callers::Verdict>,
@@ -168,10 +180,17 @@ impl Router {
             cert,
         ));
         let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let meter =
-            Arc::new(meter::Meter::new(config.metering.clone(), client.clone(), &config.data_dir.join("receipts"))?);
+        let (audits, audit_jobs) = audit::Audits::new()?;
+        let audits = Arc::new(audits);
+        let meter = Arc::new(meter::Meter::new(
+            config.metering.clone(),
+            client.clone(),
+            &config.data_dir.join("receipts"),
+            audits.clone(),
+        )?);
         let metrics = metrics::Metrics::new()?;
         metrics.registry.register(Box::new(meter.credits.clone()))?;
+        metrics.registry.register(Box::new(audits.counts.clone()))?;
         let inner = Arc::new(Inner {
             links: link::Links::default(),
             routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new(), apps: Vec::new() }),
@@ -181,6 +200,8 @@ impl Router {
             model_owners: ArcSwap::from_pointee(HashMap::new()),
             pins: ArcSwap::from_pointee(HashMap::new()),
             cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
+            standing: ArcSwap::from_pointee(HashMap::new()),
+            audits,
             callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(callers::VerdictExpiry).build(),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
             unknown_keys: wasmesh_api::limit::RateLimiter::new(20.0),
@@ -197,6 +218,7 @@ impl Router {
             tokio::spawn(pins::follow_models(inner.clone())),
             tokio::spawn(pins::keep_pins(inner.clone())),
             tokio::spawn(follow::metering_loop(inner.clone())),
+            tokio::spawn(audit::run(inner.clone(), audit_jobs)),
             renew,
         ];
         tasks.shrink_to_fit();
@@ -518,5 +540,6 @@ fn head_of(parts: &http::request::Parts, uri: Option<String>) -> wasmesh_tunnel:
             .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
             .collect(),
         request_id: String::new(),
+        seed: 0,
     }
 }

@@ -33,6 +33,17 @@ impl Links {
     pub(crate) fn reports(&self) -> Vec<(String, HostReport)> {
         self.0.lock().expect("links lock").iter().map(|(id, l)| (id.clone(), l.report.clone())).collect()
     }
+
+    /// Every link: the node, its last report and its connection.
+    pub(crate) fn connections(&self) -> Vec<(String, HostReport, quinn::Connection)> {
+        self.0
+            .lock()
+            .expect("links lock")
+            .iter()
+            .filter(|(_, l)| l.connection.close_reason().is_none())
+            .map(|(id, l)| (id.clone(), l.report.clone(), l.connection.clone()))
+            .collect()
+    }
 }
 
 /// Accepts hosts until the endpoint closes.
@@ -123,8 +134,15 @@ pub(crate) fn rebuild(inner: &Inner) {
             tracing::debug!(node = %id, "not routing to a node the registry lists as offline");
             continue;
         }
+        // Auditors serve audits only; caught nodes and those of too low a reputation nothing.
+        let (routable, reputation) = crate::audit::routing_standing(inner, id);
+        if !routable {
+            tracing::debug!(node = %id, "not routing callers to an auditor, or to a node caught or of low reputation");
+            continue;
+        }
         let r = &link.report;
         let mut node = NodeState::new(id.clone(), r.max_concurrency, r.free_model_memory_bytes)
+            .with_reputation(reputation)
             .with_ready(r.ready)
             .with_in_flight(r.in_flight)
             .with_memory_idle(r.idle_model_memory_bytes);
@@ -177,7 +195,7 @@ fn hash(s: &str) -> u64 {
 }
 
 /// How one attempt on one node went.
-enum Attempt {
+pub(crate) enum Attempt {
     /// The node answered: its head, and the stream its body follows on.
     Answered(ResponseHead, quinn::RecvStream),
     /// The node failed; [`RouteError::retry`] says whether the next may be tried.
@@ -189,7 +207,7 @@ const SMALL_BODY: usize = 64 << 10;
 
 /// Sends `open` and `body` to one node while waiting for its answer (a host may
 /// answer before it has read the whole body, e.g. a 413).
-async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, first_byte: Duration) -> Attempt {
+pub(crate) async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, first_byte: Duration) -> Attempt {
     let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), connection.open_bi()).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
@@ -275,6 +293,9 @@ pub(crate) async fn forward(
 ) -> Response<Body> {
     if let Some(hold) = &hold {
         head.request_id = hold.request_id.clone();
+        // Every metered request carries a seed of the router's: the few replayed on
+        // auditors sample the same tokens, and look like the rest.
+        head.seed = crate::audit::seed();
     }
     let routed = inner.routed.load_full();
     let size = model.as_ref().and_then(|m| inner.model_sizes.load().get(m.model()).copied()).unwrap_or(0);
@@ -353,6 +374,12 @@ pub(crate) async fn forward(
                     "routed"
                 );
                 let openai = app == inner.config.openai_app;
+                let hold = hold.map(|mut hold| {
+                    if let Open::Request(head) = open {
+                        hold.keep_for_audit(head, body, model.map(|m| m.model().to_string()));
+                    }
+                    hold
+                });
                 return crate::relay::respond(response, recv, guard, hold, openai);
             }
             Attempt::Failed(e) if e.retry => {

@@ -91,6 +91,8 @@ pub(crate) struct Meter {
     prefix: String,
     next: AtomicU64,
     pub(crate) credits: prometheus::IntCounterVec,
+    /// Where finished requests go to be drawn for audit.
+    audits: Arc<crate::audit::Audits>,
 }
 
 /// One request's hold: released (nothing charged) if dropped before [`Hold::finish`].
@@ -102,6 +104,8 @@ pub(crate) struct Hold {
     reserved: u64,
     started: Instant,
     done: bool,
+    /// What an audit would replay: the head (with its seed), the body and the model.
+    kept: Option<(wasmesh_tunnel::RequestHead, bytes::Bytes, Option<String>)>,
 }
 
 /// What a request may cost at most: `max_tokens` (or `max_completion_tokens`) out, as
@@ -125,7 +129,12 @@ fn bounds(body: &[u8], embeddings: bool) -> (u64, u64) {
 }
 
 impl Meter {
-    pub(crate) fn new(config: MeterConfig, client: Client, queue_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        config: MeterConfig,
+        client: Client,
+        queue_dir: &std::path::Path,
+        audits: Arc<crate::audit::Audits>,
+    ) -> anyhow::Result<Self> {
         let mut prefix = [0u8; 6];
         getrandom::fill(&mut prefix).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
         let credits = prometheus::IntCounterVec::new(
@@ -146,6 +155,7 @@ impl Meter {
             prefix: wasmesh_api::wire::to_hex(&prefix),
             next: AtomicU64::new(0),
             credits,
+            audits,
         })
     }
 
@@ -179,6 +189,7 @@ impl Meter {
             reserved: 0,
             started: Instant::now(),
             done: false,
+            kept: None,
         };
         if most == 0 {
             return Ok(hold);
@@ -364,6 +375,13 @@ impl Meter {
 }
 
 impl Hold {
+    /// Keeps what an audit of the request would replay, until its answer ends.
+    pub(crate) fn keep_for_audit(&mut self, head: wasmesh_tunnel::RequestHead, body: bytes::Bytes, model: Option<String>) {
+        if body.len() <= 64 << 10 {
+            self.kept = Some((head, body, model));
+        }
+    }
+
     /// Ends the request with the host's receipt (JSON of a [`SignedReceipt`]), or
     /// without one (the host failed, or sent none): nothing is charged then. What it
     /// cost (micros).
@@ -381,6 +399,20 @@ impl Hold {
                 return 0;
             }
         };
+        // A request that generated, and answered without failing, may be drawn for audit.
+        if let Some((head, body, model)) = self.kept.take()
+            && receipt.commitment.is_some()
+            && receipt.status < 400
+            && !receipt.failed
+        {
+            self.meter.audits.offer(crate::audit::Job {
+                head,
+                body,
+                model,
+                signed: signed.clone(),
+                receipt: receipt.clone(),
+            });
+        }
         // A request that failed before any output costs nothing.
         let useless = receipt.status >= 500 && receipt.output_tokens == 0 && receipt.embeddings == 0;
         let cost = if useless {

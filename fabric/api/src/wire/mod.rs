@@ -6,6 +6,7 @@
 //! named `wire::X`.
 
 mod apps;
+mod audits;
 mod artifacts;
 mod control;
 mod credits;
@@ -19,6 +20,7 @@ mod signing;
 mod swarm;
 
 pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
+pub use audits::{AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, TrustNode, replay_id};
 pub use artifacts::{
     ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
 };

@@ -100,6 +100,9 @@ pub struct NodeInfo {
     /// reported node is no longer given to anyone as a peer.
     #[serde(default)]
     pub peer_reports: u64,
+    /// Its audits and standing (trust).
+    #[serde(default)]
+    pub trust: super::NodeTrust,
 }
 
 /// A node's id: `n` followed by the first 20 bytes of the blake3 of its Ed25519

@@ -158,3 +158,29 @@ pub(super) async fn nodes_list(S(state): St, caller: Caller) -> ApiResult<Respon
     let account = (!caller.reads_everything()).then_some(caller.account.as_str());
     Ok(axum::Json(crate::nodes::list(&state.db, state.config.offline_after, account).await?).into_response())
 }
+
+/// Makes a host an auditor (admin): it then serves audits only.
+pub(super) async fn node_trust(
+    S(state): St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<wire::TrustNode>,
+) -> ApiResult<Response> {
+    caller.require(Scope::Admin)?;
+    crate::audits::set_trusted(&state.db, &id, req.trusted).await?;
+    tracing::info!(node = %id, trusted = req.trusted, by = %caller.key_id, "node trust changed");
+    Ok(axum::Json(req).into_response())
+}
+
+/// A node's audits and standing: its own account's keys, admins and routers.
+pub(super) async fn node_audits(S(state): St, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    caller.require_any(&[Scope::Provider, Scope::Deploy])?;
+    let account = (!caller.reads_everything()).then_some(caller.account.as_str());
+    Ok(axum::Json(crate::audits::node_audits(&state.db, &id, account).await?).into_response())
+}
+
+/// A router reports an audit: the node's signed receipt and the auditors' replays.
+pub(super) async fn audits_post(S(state): St, caller: Caller, Json(report): Json<wire::AuditReport>) -> ApiResult<Response> {
+    caller.require(Scope::Router)?;
+    Ok(axum::Json(crate::audits::record(&state.db, &state.ledger, &report).await?).into_response())
+}

@@ -95,6 +95,7 @@ impl Snapshot {
                 memory_free,
                 memory_idle,
                 models: list,
+                reputation,
             } = state;
             let id = id.into_boxed_str();
             if ids.contains_key(&id) {
@@ -147,6 +148,7 @@ impl Snapshot {
                 mem_free: memory_free,
                 mem_room: memory_free.saturating_add(memory_idle),
                 hash: 0,
+                reputation,
                 held_start: start as u32,
                 held_end: held.len() as u32,
             });
@@ -202,7 +204,9 @@ impl Snapshot {
             pool.by_room.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         }
         for (mid, per_pool) in holders.iter_mut().enumerate() {
-            let rank = |&n: &u32| combine(home[mid], nodes[n as usize].hash);
+            // Higher reputation first (audits passed), then the model's own order of nodes.
+            let rank =
+                |&n: &u32| (std::cmp::Reverse(nodes[n as usize].reputation), combine(home[mid], nodes[n as usize].hash));
             for h in per_pool {
                 h.warm.sort_by_cached_key(rank);
                 h.loading.sort_by_cached_key(rank);

@@ -1,0 +1,213 @@
+//! Audits: a share of the requests a router served is replayed on an auditor (a node
+//! an admin trusts) and the two answers' commitments compared.
+//!
+//! The router keeps each metered request's head (with the seed it chose for it) and body
+//! until its answer ends. Only then does it draw whether to audit, so the serving node
+//! cannot tell an audited request from any other. The replay goes to a trusted node of the
+//! same engine build and CPU class, under the id `REQUEST/audit-1`. Its signed receipt
+//! commits to what the replay generated. A replay that differs is confirmed by a second
+//! one, on another auditor where there is one. Every audit goes to the registry with the
+//! signed receipts (`POST /v1/audits`); the registry judges it itself and deals with a
+//! node that was caught.
+
+use crate::Inner;
+use crate::link::{Attempt, try_node};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmesh_api::wire::{AuditReport, NodeTrust, Receipt, SignedReceipt, replay_id};
+use wasmesh_trust::{Standing, needs_confirmation, should_audit};
+use wasmesh_tunnel::{Frame, Open, RequestHead, read_frame};
+
+/// Audits waiting for a replay; past this, new ones are dropped (and counted).
+const QUEUE: usize = 1024;
+/// Replays running at once.
+const CONCURRENT: usize = 4;
+/// How long a replay may take.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a request's audit needs: what was asked and what the node signed.
+pub(crate) struct Job {
+    pub(crate) head: RequestHead,
+    pub(crate) body: Bytes,
+    pub(crate) model: Option<String>,
+    pub(crate) signed: SignedReceipt,
+    pub(crate) receipt: Receipt,
+}
+
+/// The router's side of audits: where finished requests go to be considered.
+pub(crate) struct Audits {
+    queue: tokio::sync::mpsc::Sender<Job>,
+    pub(crate) counts: prometheus::IntCounterVec,
+}
+
+impl Audits {
+    /// The queue and its receiving end (for [`run`]).
+    pub(crate) fn new() -> anyhow::Result<(Self, tokio::sync::mpsc::Receiver<Job>)> {
+        let (queue, jobs) = tokio::sync::mpsc::channel(QUEUE);
+        let counts = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "wasmesh_router_audits_total",
+                "Requests considered for audit, by what became of them: skipped (not drawn), no_auditor, dropped (queue full), error, passed, failed, inconclusive",
+            ),
+            &["outcome"],
+        )?;
+        Ok((Self { queue, counts }, jobs))
+    }
+
+    /// Offers a finished request: it is drawn (or not) once the audit task takes it.
+    pub(crate) fn offer(&self, job: Job) {
+        if self.queue.try_send(job).is_err() {
+            self.counts.with_label_values(&["dropped"]).inc();
+        }
+    }
+}
+
+/// A request's seed: random, never 0 (0 is "none").
+pub(crate) fn seed() -> u64 {
+    draw().max(1)
+}
+
+fn draw() -> u64 {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+fn standing_of(trust: Option<&NodeTrust>) -> Standing {
+    trust.map_or_else(Standing::default, |t| Standing {
+        passed: t.passed,
+        failed: t.failed,
+        inconclusive: t.inconclusive,
+        trusted: t.trusted,
+        evicted: t.evicted,
+        flagged: t.flagged,
+    })
+}
+
+/// Whether routing may send callers' requests to `node`, and its reputation band (0–10).
+pub(crate) fn routing_standing(inner: &Inner, node: &str) -> (bool, u32) {
+    let standings = inner.standing.load();
+    let trust = standings.get(node);
+    let standing = standing_of(trust);
+    (standing.routable(&inner.config.trust), standing.score(&inner.config.trust) / 100)
+}
+
+/// Takes finished requests, draws which to audit, and audits them.
+pub(crate) async fn run(inner: Arc<Inner>, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+    while let Some(job) = jobs.recv().await {
+        let standing = standing_of(inner.standing.load().get(&job.receipt.node));
+        let model_share = job.model.as_deref().and_then(|m| inner.config.audit_share_by_model.get(m).copied());
+        let share = standing.audit_share(&inner.config.trust, model_share);
+        if !should_audit(share, draw()) {
+            inner.audits.counts.with_label_values(&["skipped"]).inc();
+            continue;
+        }
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let outcome = audit(&inner, job).await;
+            inner.audits.counts.with_label_values(&[outcome]).inc();
+            drop(slot);
+        });
+    }
+}
+
+/// Auditors connected now that can replay `receipt`: trusted, ready, same engine build and
+/// CPU class, not the node itself; in a random order.
+fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, quinn::Connection)> {
+    let standings = inner.standing.load();
+    let mut found: Vec<(String, quinn::Connection)> = inner
+        .links
+        .connections()
+        .into_iter()
+        .filter(|(id, report, _)| {
+            id != &receipt.node
+                && standings.get(id).is_some_and(|t| t.trusted)
+                && report.ready
+                && report.engine == receipt.engine
+                && report.cpu_class == receipt.cpu_class
+        })
+        .map(|(id, _, connection)| (id, connection))
+        .collect();
+    if found.len() > 1 {
+        let at = (draw() % found.len() as u64) as usize;
+        found.rotate_left(at);
+    }
+    found
+}
+
+/// Replays the request on `connection` as replay `n`; the auditor's signed receipt.
+async fn replay(inner: &Inner, connection: &quinn::Connection, job: &Job, n: usize) -> Option<SignedReceipt> {
+    let mut head = job.head.clone();
+    head.request_id = replay_id(&job.receipt.request_id, n);
+    let open = Open::Request(head);
+    let run = async {
+        let Attempt::Answered(_, mut recv) = try_node(connection, &open, &job.body, inner.config.first_byte_timeout).await
+        else {
+            return None;
+        };
+        let mut receipt = None;
+        loop {
+            match read_frame(&mut recv).await {
+                Ok(Some(Frame::Receipt(bytes))) => receipt = Some(bytes),
+                Ok(Some(Frame::Data(_))) => {}
+                Ok(Some(Frame::End)) => break,
+                _ => return None,
+            }
+        }
+        serde_json::from_slice::<SignedReceipt>(&receipt?).ok()
+    };
+    tokio::time::timeout(REPLAY_TIMEOUT, run).await.ok().flatten()
+}
+
+fn commitment_of(signed: &SignedReceipt) -> String {
+    serde_json::from_str::<Receipt>(&signed.receipt).ok().and_then(|r| r.commitment).unwrap_or_default()
+}
+
+/// One audit: replays, then the report to the registry. What became of it (a metric label).
+async fn audit(inner: &Inner, job: Job) -> &'static str {
+    let Some(original) = job.receipt.commitment.clone() else { return "skipped" };
+    let auditors = auditors_for(inner, &job.receipt);
+    if auditors.is_empty() {
+        tracing::debug!(node = %job.receipt.node, "no auditor of this node's engine build and CPU class is connected");
+        return "no_auditor";
+    }
+    let mut replays = Vec::new();
+    for n in 1..=2 {
+        let (auditor, connection) = &auditors[(n - 1) % auditors.len()];
+        match replay(inner, connection, &job, n).await {
+            Some(signed) => replays.push(signed),
+            None => {
+                tracing::warn!(auditor = %auditor, request = %job.receipt.request_id, "an audit replay failed");
+                return "error";
+            }
+        }
+        let commitments: Vec<String> = replays.iter().map(commitment_of).collect();
+        let commitments: Vec<&str> = commitments.iter().map(String::as_str).collect();
+        if !needs_confirmation(&original, &commitments) {
+            break;
+        }
+    }
+    let report = AuditReport { original: job.signed, replays };
+    for attempt in 0..5u32 {
+        match inner.client.post_audit(&report).await {
+            Ok(outcome) => {
+                if outcome.evicted {
+                    tracing::warn!(node = %job.receipt.node, refunded = outcome.refunded, "an audit caught a node; it is evicted");
+                }
+                return match outcome.verdict.as_str() {
+                    "passed" => "passed",
+                    "failed" => "failed",
+                    _ => "inconclusive",
+                };
+            }
+            Err(e) => {
+                tracing::warn!(request = %job.receipt.request_id, "cannot report an audit (try {attempt}): {e}");
+                tokio::time::sleep(Duration::from_secs(1 << attempt.min(4))).await;
+            }
+        }
+    }
+    "error"
+}
