@@ -19,6 +19,7 @@ rules=(
   "wasmesh-registry | wasmesh-runtime wasmtime-wasi-http wasmtime-wasi wasmesh-llama llama-cpp-2 wasmesh-router wasmesh-agent quinn librqbit"
   "wasmesh-client   | wasmtime sqlx llama-cpp-2 wasmesh-runtime wasmesh-registry"
   "wasmesh-policy   | tokio hyper quinn sqlx reqwest wasmtime llama-cpp-2 object_store"
+  "wasmesh-trust    | tokio hyper quinn sqlx reqwest wasmtime llama-cpp-2 wasmesh-api"
   "wasmesh-sim      | tokio hyper quinn sqlx reqwest wasmtime llama-cpp-2"
   "wasmesh-router   | wasmtime llama-cpp-2 sqlx wasmesh-runtime wasmesh-registry wasmesh-llama"
   "wasmesh-tunnel   | wasmtime llama-cpp-2 sqlx hyper"

@@ -29,8 +29,7 @@ impl Fabric {
     /// audits every metered request, and two trusted auditors.
     fn start(tag: &str) -> Self {
         let dir = scratch(tag);
-        let (registry, admin) =
-            wasmesh_tests::start_registry(&dir, &["--fee-percent", "10", "--settle-secs", "3600"]);
+        let (registry, admin) = wasmesh_tests::start_registry(&dir, &["--fee-percent", "10", "--settle-secs", "3600"]);
         let url = format!("http://{}", registry.addr);
         let rt = runtime();
         let client = Client::new(&url, Some(admin.clone())).unwrap();
@@ -137,7 +136,12 @@ impl Fabric {
     fn node_id(&self, name: &str) -> String {
         let mut id = None;
         wait_for(&format!("node {name} registered"), Duration::from_secs(30), || {
-            id = runtime().block_on(self.admin().nodes()).unwrap().into_iter().find(|n| n.name == name).map(|n| n.node_id);
+            id = runtime()
+                .block_on(self.admin().nodes())
+                .unwrap()
+                .into_iter()
+                .find(|n| n.name == name)
+                .map(|n| n.node_id);
             id.is_some()
         });
         id.unwrap()
@@ -252,7 +256,8 @@ fn a_cheater_is_caught_evicted_and_refunded_while_honest_hosts_pass() {
     // The honest hosts were audited and never accused; the cheater's provider's other
     // node is audited more from now on.
     wait_for("every audit of the first round reported", Duration::from_secs(240), || {
-        let reported: u64 = ids.iter().map(|id| fabric.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
+        let reported: u64 =
+            ids.iter().map(|id| fabric.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
         reported + fabric.router_metric("error") + fabric.router_metric("no_auditor") >= 48
     });
     for (i, id) in ids[..2].iter().enumerate() {
@@ -295,9 +300,9 @@ fn a_thousand_audited_honest_requests_accuse_nobody() {
     let n = 1000;
     fabric.chats(n, 8, 4);
     let total = || -> (u64, u64, u64) {
-        ids.iter().map(|id| fabric.audits(id).trust).fold((0, 0, 0), |(p, f, i), t| {
-            (p + t.passed, f + t.failed, i + t.inconclusive)
-        })
+        ids.iter()
+            .map(|id| fabric.audits(id).trust)
+            .fold((0, 0, 0), |(p, f, i), t| (p + t.passed, f + t.failed, i + t.inconclusive))
     };
     wait_for("every request audited", Duration::from_secs(600), || {
         let (p, f, i) = total();

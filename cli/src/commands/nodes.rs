@@ -40,7 +40,9 @@ pub async fn nodes(cmd: NodesCommand) -> anyhow::Result<()> {
                 return print_json(&done);
             }
             if done.trusted {
-                println!("node {node} is an auditor: routers send it audits only (undo: wasmesh nodes trust {node} --off)");
+                println!(
+                    "node {node} is an auditor: routers send it audits only (undo: wasmesh nodes trust {node} --off)"
+                );
             } else {
                 println!("node {node} is no longer an auditor: it serves callers again");
             }

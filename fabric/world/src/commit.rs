@@ -34,7 +34,11 @@ impl RequestSeed {
     /// The seeds of a request the router gave `seed` (0: none, the engine picks), for
     /// one interface (`domain`: `nn` or `llm`, so the two never share seeds).
     pub fn new(seed: u64, domain: &str) -> Self {
-        let seed = if seed == 0 { 0 } else { seed ^ u64::from_le_bytes(blake3::hash(domain.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes")) };
+        let seed = if seed == 0 {
+            0
+        } else {
+            seed ^ u64::from_le_bytes(blake3::hash(domain.as_bytes()).as_bytes()[..8].try_into().expect("8 bytes"))
+        };
         Self { seed, next: 0 }
     }
 

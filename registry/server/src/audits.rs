@@ -197,8 +197,10 @@ pub async fn forfeit(db: &Db, ledger: &SqlLedger, node: &str) -> ApiResult<i64> 
         .bind(earning)
         .fetch_optional(&db.pool)
         .await?;
-        let done_before: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM ledger_transfers WHERE id = $1").bind(&void_id).fetch_optional(&db.pool).await?;
+        let done_before: Option<(String,)> = sqlx::query_as("SELECT id FROM ledger_transfers WHERE id = $1")
+            .bind(&void_id)
+            .fetch_optional(&db.pool)
+            .await?;
         let Some((remaining, open, provider)) = pending else { continue };
         if open == 0 && done_before.is_none() {
             // Settled (or voided) before the node was caught: nothing left to take back.
@@ -262,13 +264,12 @@ pub async fn forfeit(db: &Db, ledger: &SqlLedger, node: &str) -> ApiResult<i64> 
     }
     for (earning, rest) in &rewritten {
         let like = format!("%\"{earning}\"%");
-        let others: Vec<(String, String)> = sqlx::query_as(
-            "SELECT request_id, earnings FROM receipts WHERE node <> $1 AND earnings LIKE $2",
-        )
-        .bind(node)
-        .bind(&like)
-        .fetch_all(&mut *tx)
-        .await?;
+        let others: Vec<(String, String)> =
+            sqlx::query_as("SELECT request_id, earnings FROM receipts WHERE node <> $1 AND earnings LIKE $2")
+                .bind(node)
+                .bind(&like)
+                .fetch_all(&mut *tx)
+                .await?;
         for (rid, earnings) in others {
             let mut shares: BTreeMap<String, u64> = serde_json::from_str(&earnings).unwrap_or_default();
             if let Some(share) = shares.remove(earning) {
@@ -361,11 +362,12 @@ pub async fn set_trusted(db: &Db, node: &str, trusted: bool) -> ApiResult<()> {
 
 /// Node `node`'s audits, if `account` may read them (`None`: any node).
 pub async fn node_audits(db: &Db, node: &str, account: Option<&str>) -> ApiResult<NodeAudits> {
-    let owner: Option<(String,)> =
-        sqlx::query_as("SELECT k.account FROM nodes n JOIN keys k ON k.id = n.key_id WHERE n.id = $1 AND n.role = 'host'")
-            .bind(node)
-            .fetch_optional(&db.pool)
-            .await?;
+    let owner: Option<(String,)> = sqlx::query_as(
+        "SELECT k.account FROM nodes n JOIN keys k ON k.id = n.key_id WHERE n.id = $1 AND n.role = 'host'",
+    )
+    .bind(node)
+    .fetch_optional(&db.pool)
+    .await?;
     match (owner, account) {
         (Some((owner,)), Some(account)) if owner != account => {}
         (Some(_), _) => {

@@ -144,7 +144,8 @@ async fn replay(inner: &Inner, connection: &quinn::Connection, job: &Job, n: usi
     head.request_id = replay_id(&job.receipt.request_id, n);
     let open = Open::Request(head);
     let run = async {
-        let Attempt::Answered(_, mut recv) = try_node(connection, &open, &job.body, inner.config.first_byte_timeout).await
+        let Attempt::Answered(_, mut recv) =
+            try_node(connection, &open, &job.body, inner.config.first_byte_timeout).await
         else {
             return None;
         };

@@ -207,7 +207,12 @@ const SMALL_BODY: usize = 64 << 10;
 
 /// Sends `open` and `body` to one node while waiting for its answer (a host may
 /// answer before it has read the whole body, e.g. a 413).
-pub(crate) async fn try_node(connection: &quinn::Connection, open: &Open, body: &Bytes, first_byte: Duration) -> Attempt {
+pub(crate) async fn try_node(
+    connection: &quinn::Connection,
+    open: &Open,
+    body: &Bytes,
+    first_byte: Duration,
+) -> Attempt {
     let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), connection.open_bi()).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),

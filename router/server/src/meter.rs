@@ -376,7 +376,12 @@ impl Meter {
 
 impl Hold {
     /// Keeps what an audit of the request would replay, until its answer ends.
-    pub(crate) fn keep_for_audit(&mut self, head: wasmesh_tunnel::RequestHead, body: bytes::Bytes, model: Option<String>) {
+    pub(crate) fn keep_for_audit(
+        &mut self,
+        head: wasmesh_tunnel::RequestHead,
+        body: bytes::Bytes,
+        model: Option<String>,
+    ) {
         if body.len() <= 64 << 10 {
             self.kept = Some((head, body, model));
         }

@@ -183,9 +183,11 @@ async fn main() -> anyhow::Result<()> {
         listen: listen.parse()?,
         control: None,
     };
-    let node = wasmesh_agent::Node::start(node_config, move |_| Ok(engine), |_| {
-        Arc::new(wasmesh_client::NoProgress) as Arc<dyn wasmesh_client::Progress>
-    })
+    let node = wasmesh_agent::Node::start(
+        node_config,
+        move |_| Ok(engine),
+        |_| Arc::new(wasmesh_client::NoProgress) as Arc<dyn wasmesh_client::Progress>,
+    )
     .await?;
     eprintln!("cheating host {} serving on {}", node.node_id().unwrap_or("?"), node.addr);
     node.serve(std::future::pending(), std::time::Duration::from_secs(1)).await?;

@@ -6,8 +6,8 @@
 //! named `wire::X`.
 
 mod apps;
-mod audits;
 mod artifacts;
+mod audits;
 mod control;
 mod credits;
 mod error;
@@ -20,10 +20,10 @@ mod signing;
 mod swarm;
 
 pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
-pub use audits::{AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, TrustNode, replay_id};
 pub use artifacts::{
     ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
 };
+pub use audits::{AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, TrustNode, replay_id};
 pub use control::{CONTROL_SOCKET, ControlAnswer, ControlRequest, HostState, HostStatus};
 pub use credits::{
     Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, MICROS_PER_CREDIT, MeteredReceipt,

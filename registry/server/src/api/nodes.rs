@@ -180,7 +180,11 @@ pub(super) async fn node_audits(S(state): St, caller: Caller, Path(id): Path<Str
 }
 
 /// A router reports an audit: the node's signed receipt and the auditors' replays.
-pub(super) async fn audits_post(S(state): St, caller: Caller, Json(report): Json<wire::AuditReport>) -> ApiResult<Response> {
+pub(super) async fn audits_post(
+    S(state): St,
+    caller: Caller,
+    Json(report): Json<wire::AuditReport>,
+) -> ApiResult<Response> {
     caller.require(Scope::Router)?;
     Ok(axum::Json(crate::audits::record(&state.db, &state.ledger, &report).await?).into_response())
 }

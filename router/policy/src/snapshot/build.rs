@@ -205,8 +205,9 @@ impl Snapshot {
         }
         for (mid, per_pool) in holders.iter_mut().enumerate() {
             // Higher reputation first (audits passed), then the model's own order of nodes.
-            let rank =
-                |&n: &u32| (std::cmp::Reverse(nodes[n as usize].reputation), combine(home[mid], nodes[n as usize].hash));
+            let rank = |&n: &u32| {
+                (std::cmp::Reverse(nodes[n as usize].reputation), combine(home[mid], nodes[n as usize].hash))
+            };
             for h in per_pool {
                 h.warm.sort_by_cached_key(rank);
                 h.loading.sort_by_cached_key(rank);

@@ -1,0 +1,269 @@
+//! `cargo bench --bench trust`: what audits catch and what they cost.
+//!
+//! 1. A simulation of a fabric of 10,000 nodes, 1% of them cheaters of four kinds, each
+//!    node serving 10,000 requests, through the router's and the registry's real decision
+//!    code (`wasmesh_trust`: the audit share of a node's standing, the draw, the judgement
+//!    of a replay and its confirmation, the standing that follows). An honest node's replay
+//!    commits to what it served (the engine's exactness, which `tests/tests/trust.rs`
+//!    checks on 1,000 real audited requests); a cheated request's does not. Then, for each
+//!    kind, 20,000 more cheaters alone, for the probability of being caught within 250
+//!    requests (for a node that starts cheating late, 250 from its first cheat).
+//! 2. The cost, on this machine with the real llama.cpp engine, of checking a request
+//!    teacher-forced (one pass over the prompt and the returned tokens) against
+//!    regenerating it, which is what an audit does today.
+//!
+//! Ends with one line of JSON.
+
+use std::sync::Arc;
+use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
+use wasmesh_llama::{LlamaConfig, LlamaEngine};
+use wasmesh_trust::{Standing, TrustConfig, Verdict, judge, needs_confirmation, should_audit};
+
+const NODES: usize = 10_000;
+const CHEATERS: usize = NODES / 100;
+const REQUESTS: u64 = 10_000;
+const WITHIN: u64 = 250;
+/// Requests a node serves in the settlement window (an hour at one request a second):
+/// earnings older than that have left escrow.
+const SETTLEMENT: u64 = 3_600;
+/// Share of requests that ask for an adapter (what an adapter-skipper cheats on).
+const ADAPTER_SHARE: f64 = 0.3;
+/// How often a part-time cheater cheats.
+const PART_TIME: f64 = 0.1;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Honest,
+    /// Serves a smaller model for every request.
+    Substitute,
+    /// Cuts every generation short.
+    Truncate,
+    /// Skips the adapter of requests that ask for one.
+    SkipAdapter,
+    /// Substitutes on 10% of requests.
+    PartTime,
+    /// Honest for its first 1,000 requests (past probation), then substitutes on every one.
+    Late,
+}
+
+/// When a late cheater starts.
+const LATE_START: u64 = 1_000;
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Honest => "honest",
+            Kind::Substitute => "substitute",
+            Kind::Truncate => "truncate",
+            Kind::SkipAdapter => "skip_adapter",
+            Kind::PartTime => "part_time",
+            Kind::Late => "late",
+        }
+    }
+    const CHEATS: [Kind; 5] = [Kind::Substitute, Kind::Truncate, Kind::SkipAdapter, Kind::PartTime, Kind::Late];
+}
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        should_audit(p, self.next())
+    }
+}
+
+/// One node's life: requests served, replays run, when it was caught, what it cheated.
+#[derive(Default)]
+struct Life {
+    served: u64,
+    replays: u64,
+    caught_at: Option<u64>,
+    cheated: u64,
+    /// Cheated requests whose earnings left escrow before the node was caught.
+    cheated_settled: u64,
+    slashed: bool,
+}
+
+fn live(kind: Kind, config: &TrustConfig, rng: &mut Rng, requests: u64) -> Life {
+    let mut standing = Standing::default();
+    let mut life = Life::default();
+    let mut cheated_at = Vec::new();
+    for i in 0..requests {
+        life.served += 1;
+        let cheats = match kind {
+            Kind::Honest => false,
+            Kind::Substitute | Kind::Truncate => true,
+            Kind::SkipAdapter => rng.chance(ADAPTER_SHARE),
+            Kind::PartTime => rng.chance(PART_TIME),
+            Kind::Late => i >= LATE_START,
+        };
+        if cheats {
+            life.cheated += 1;
+            cheated_at.push(i);
+        }
+        if !should_audit(standing.audit_share(config, None), rng.next()) {
+            continue;
+        }
+        // Commitments: an honest answer and every auditor's replay agree.
+        let original = if cheats { "cheated" } else { "served" };
+        let mut replays = vec!["served"];
+        if needs_confirmation(original, &replays) {
+            replays.push("served");
+        }
+        life.replays += replays.len() as u64;
+        match judge(original, &replays) {
+            Verdict::Passed => standing.passed += 1,
+            Verdict::Inconclusive => standing.inconclusive += 1,
+            Verdict::Failed => {
+                life.caught_at = Some(i);
+                life.slashed = kind == Kind::Honest;
+                life.cheated_settled = cheated_at.iter().filter(|&&at| at + SETTLEMENT < i).count() as u64;
+                return life;
+            }
+        }
+    }
+    life.cheated_settled = cheated_at.iter().filter(|&&at| at + SETTLEMENT < requests).count() as u64;
+    life
+}
+
+/// The cost of a teacher-forced check against regenerating, measured: (regenerate ms,
+/// teacher-forced ms, ratio) for `tokens` generated tokens, medians of 5.
+fn teacher_forced_cost(runtime: &tokio::runtime::Runtime, engine: &Arc<LlamaEngine>, tokens: u32) -> (f64, f64, f64) {
+    let prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle. Begin:";
+    let (mut regen, mut forced) = (Vec::new(), Vec::new());
+    for round in 0..6 {
+        let params = GenerateParams { n_predict: tokens, temp: 0.0, ..Default::default() };
+        let g = runtime.block_on(engine.generate(GenerateRequest::new("smollm2", prompt, params))).expect("generate");
+        // One pass over the prompt and the returned tokens: the logits of every position at
+        // once, which is what checking each returned token needs.
+        let check = GenerateParams { n_predict: 1, temp: 0.0, ..Default::default() };
+        let f = runtime
+            .block_on(engine.generate(GenerateRequest::new("smollm2", format!("{prompt}{}", g.text), check)))
+            .expect("teacher-forced pass");
+        if round > 0 {
+            regen.push(g.compute_time.as_secs_f64() * 1000.0);
+            forced.push(f.compute_time.as_secs_f64() * 1000.0);
+        }
+    }
+    let (r, f) = (wasmesh_benches::median(&mut regen), wasmesh_benches::median(&mut forced));
+    (r, f, f / r)
+}
+
+fn main() {
+    let config = TrustConfig::default();
+    let mut rng = Rng(0x5eed);
+    println!(
+        "trust: {NODES} nodes ({CHEATERS} cheaters of {} kinds), {REQUESTS} requests each; audit share {}% ({}% on probation, until {} audits pass); settlement window {SETTLEMENT} requests",
+        Kind::CHEATS.len(),
+        config.base_share * 100.0,
+        config.probation_share * 100.0,
+        config.probation_audits
+    );
+
+    // 1. The fabric.
+    let (mut served, mut replays, mut slashed) = (0u64, 0u64, 0u64);
+    let (mut cheated, mut settled) = (0u64, 0u64);
+    let mut caught_in_fabric = 0;
+    let started = std::time::Instant::now();
+    for n in 0..NODES {
+        let kind = if n < CHEATERS { Kind::CHEATS[n % Kind::CHEATS.len()] } else { Kind::Honest };
+        let life = live(kind, &config, &mut rng, REQUESTS);
+        served += life.served;
+        replays += life.replays;
+        slashed += u64::from(life.slashed);
+        cheated += life.cheated;
+        settled += life.cheated_settled;
+        caught_in_fabric += usize::from(kind != Kind::Honest && life.caught_at.is_some());
+    }
+    let audit_share = replays as f64 / served as f64;
+    println!(
+        "fabric: {served} requests, {replays} replays ({:.2}% of the compute when a replay regenerates), {caught_in_fabric} of {CHEATERS} cheaters caught, {slashed} honest nodes slashed, {cheated} cheated requests of which {settled} settled before their node was caught ({:.1} s)",
+        audit_share * 100.0,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Per kind: 20,000 cheaters each.
+    let mut per_kind = serde_json::Map::new();
+    for kind in Kind::CHEATS {
+        let trials = 20_000;
+        let (mut within, mut before_catch, mut caught) = (0u64, 0u64, 0u64);
+        for _ in 0..trials {
+            let life = live(kind, &config, &mut rng, REQUESTS);
+            // Counted from its first cheated request for one that starts late.
+            let start = if kind == Kind::Late { LATE_START } else { 0 };
+            if let Some(at) = life.caught_at {
+                caught += 1;
+                before_catch += at + 1 - start;
+                within += u64::from(at < start + WITHIN);
+            }
+        }
+        let p = within as f64 / trials as f64;
+        let mean = before_catch as f64 / caught.max(1) as f64;
+        println!(
+            "{:<13} caught within {WITHIN} requests: {:.2}%, caught at all: {:.2}%, mean requests before caught: {mean:.0}",
+            kind.name(),
+            p * 100.0,
+            caught as f64 / trials as f64 * 100.0
+        );
+        per_kind.insert(
+            format!("caught_within_{WITHIN}_{}", kind.name()),
+            serde_json::json!((p * 10_000.0).round() / 10_000.0),
+        );
+        per_kind.insert(format!("mean_requests_to_catch_{}", kind.name()), serde_json::json!(mean.round()));
+    }
+
+    // 2. Teacher-forced against regenerating, on this machine.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let engine = Arc::new(
+        LlamaEngine::new(LlamaConfig {
+            models: [("smollm2".to_string(), wasmesh_tests::model_path())].into(),
+            threads: Some(2),
+            ..Default::default()
+        })
+        .expect("engine"),
+    );
+    runtime.block_on(engine.preload("smollm2")).expect("load");
+    let mut ratios = Vec::new();
+    let mut figures = serde_json::Map::new();
+    for tokens in [64u32, 128] {
+        let (regen, forced, ratio) = teacher_forced_cost(&runtime, &engine, tokens);
+        println!(
+            "a {tokens}-token request: regenerate {regen:.1} ms, teacher-forced pass {forced:.1} ms: {:.3}× the cost",
+            ratio
+        );
+        figures.insert(format!("regenerate_{tokens}_ms"), serde_json::json!((regen * 10.0).round() / 10.0));
+        figures.insert(format!("teacher_forced_{tokens}_ms"), serde_json::json!((forced * 10.0).round() / 10.0));
+        ratios.push(ratio);
+    }
+    let ratio = ratios.iter().copied().fold(0.0, f64::max);
+    println!(
+        "audit compute: {:.2}% of all compute when audits regenerate (today), {:.2}% if they were teacher-forced (the worse ratio, {ratio:.3})",
+        audit_share * 100.0,
+        audit_share * ratio * 100.0
+    );
+    let mut line = serde_json::Map::new();
+    line.insert("nodes".into(), NODES.into());
+    line.insert("cheaters".into(), CHEATERS.into());
+    line.insert("cheaters_caught".into(), caught_in_fabric.into());
+    line.insert("honest_slashed".into(), slashed.into());
+    line.insert(
+        "audit_compute_share_regenerate".into(),
+        serde_json::json!((audit_share * 10_000.0).round() / 10_000.0),
+    );
+    line.insert(
+        "audit_compute_share_teacher_forced".into(),
+        serde_json::json!((audit_share * ratio * 10_000.0).round() / 10_000.0),
+    );
+    line.insert("cheated_requests".into(), cheated.into());
+    line.insert("cheated_requests_settled_before_caught".into(), settled.into());
+    line.extend(per_kind);
+    line.extend(figures);
+    println!("{}", serde_json::Value::Object(line));
+}
