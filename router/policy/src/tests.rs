@@ -498,3 +498,17 @@ fn fewer_candidates_when_configured() {
     let snap = Snapshot::build(table, &cfg).unwrap();
     assert_eq!(snap.route(&Request::for_model(&m, GIB)).candidates().len(), 2);
 }
+
+#[test]
+fn among_warm_holders_higher_reputation_comes_first() {
+    let m = key("llama");
+    // Whatever the hash order of the ids, the node of the higher band is first.
+    for (a, b) in [("alpha", "beta"), ("beta", "alpha"), ("n1", "n2"), ("n2", "n1")] {
+        let snap = build(vec![
+            node(a).with_reputation(1).with_model(m.clone(), Warmth::Ram),
+            node(b).with_reputation(5).with_model(m.clone(), Warmth::Ram),
+        ]);
+        let d = snap.route(&Request::for_model(&m, GIB));
+        assert_eq!(ids(&snap, &d).first(), Some(&b), "{d:?}");
+    }
+}
