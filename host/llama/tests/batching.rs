@@ -159,8 +159,18 @@ async fn flood_then_other(engine: Arc<LlamaEngine>) -> Vec<String> {
         })
     };
     let mut tasks: Vec<_> = (0..5).map(|i| submit("flood", i, 0)).collect();
-    // Sent while the flood's first request runs and four wait.
-    tasks.push(submit("other", 0, 150));
+    // Sent while the flood's first request runs and four wait: watched, not timed (a
+    // loaded machine may take longer than any fixed delay to load the model and admit).
+    loop {
+        if let Some(stats) = engine.stats("smollm2").await
+            && stats.active.load(Ordering::Relaxed) >= 1
+            && stats.queued.load(Ordering::Relaxed) >= 4
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tasks.push(submit("other", 0, 0));
     for t in tasks {
         t.await.unwrap();
     }
