@@ -186,6 +186,24 @@ fn requests_through_either_router_reach_the_app_and_land_where_the_model_is_warm
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     assert!(warm >= 3, "most chats through router 0 went to a warm node:\n{metrics}");
+    // Requests one after another go on the streams earlier ones left open.
+    let streams = |how: &str| -> u64 {
+        let line = format!("wasmesh_router_host_streams_total{{how=\"{how}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(
+        streams("reused") >= 10 && streams("opened") <= 6,
+        "router 0 reuses its streams to hosts:\n{metrics}\n{}",
+        fabric.routers[0].0.log()
+    );
+    // A body over what goes in one write (64 KiB) streams to the host on a stream of its
+    // own; smaller ones after it still go on kept streams.
+    let large = vec![b'x'; 200 << 10];
+    assert_eq!(fabric.call(0, "POST", "/fn/demo/hello", Some(&large)).text(), "hello from wasmesh\n");
+    let small = vec![b'y'; 30 << 10];
+    for _ in 0..3 {
+        assert_eq!(fabric.call(0, "POST", "/fn/demo/hello", Some(&small)).text(), "hello from wasmesh\n");
+    }
 
     // Callers without a key, with bad requests: clear 4xx, and the router stays up.
     let r = request(fabric.routers[0].0.addr, "GET", "/fn/demo/hello", &[], None).unwrap();

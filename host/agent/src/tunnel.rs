@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmesh_runtime::Host;
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame, write_json,
+    Frame, HostReport, Open, ResponseHead, encode_frame, encode_json, read_frame, write_frame, write_json,
 };
 
 /// What the reports need besides the host.
@@ -54,7 +54,7 @@ pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: Socke
                     loop {
                         match connection.accept_bi().await {
                             Ok((send, recv)) => {
-                                tokio::spawn(serve(source.host.clone(), source.receipts.clone(), send, recv));
+                                tokio::spawn(serve_stream(source.host.clone(), source.receipts.clone(), send, recv));
                             }
                             Err(e) => {
                                 tracing::warn!(router = %addr, "router link lost: {e}");
@@ -92,53 +92,140 @@ async fn report(connection: quinn::Connection, source: ReportSource) {
     }
 }
 
-/// Serves one forwarded request.
-async fn serve(
+/// Bodies up to this size are read whole before the guest runs (the router sends
+/// them with their head in one write); a larger one streams in as the guest reads it.
+const WHOLE_BODY: usize = 64 << 10;
+
+/// Serves the requests a router sends on one stream, one after another: the router
+/// keeps a stream whose answer ended and sends its next request on it (no stream to
+/// open, accept and spawn a task for per request). A stream ends when the router
+/// finishes it, when a request's body is large (it streamed in), or on an error.
+async fn serve_stream(
     host: Arc<Host>,
     receipts: crate::receipts::Receipts,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let started = Instant::now();
-    let head = match read_json(&mut recv).await {
-        Ok(Open::Request(head)) => head,
-        Ok(Open::Preload { model, pin }) => {
-            let engine = host.inference().clone();
-            tokio::spawn(async move {
-                tracing::info!(%model, pin, "pre-loading at a router's request");
-                if pin {
-                    engine.set_pinned(model.model(), true);
+    loop {
+        let open = match read_frame(&mut recv).await {
+            Ok(None) => return,
+            Ok(Some(Frame::Head(bytes))) => match serde_json::from_slice::<Open>(&bytes) {
+                Ok(open) => open,
+                Err(e) => {
+                    tracing::debug!("bad request head from a router: {e}");
+                    let _ = write_frame(&mut send, &Frame::Error(format!("bad head: {e}"))).await;
+                    return;
                 }
-                let done = match model.adapter() {
-                    Some(adapter) => engine.preload_adapter(model.model(), adapter).await,
-                    None => engine.preload(model.model()).await,
-                };
-                if let Err(e) = done {
-                    tracing::warn!(%model, "pre-load failed: {e}");
-                }
-            });
-            let _ = write_json(&mut send, &ResponseHead { status: 202, headers: Vec::new() }).await;
-            let _ = write_frame(&mut send, &Frame::End).await;
-            let _ = send.finish();
-            return;
-        }
-        Err(e) => {
-            tracing::debug!("bad request stream from a router: {e}");
-            return;
-        }
-    };
-    // The request body streams in as the guest reads it, frame by frame.
-    let body = http_body_util::StreamBody::new(futures::stream::unfold(Some(recv), |recv| async move {
-        let mut recv = recv?;
-        let item: Result<hyper_frame::Frame, std::io::Error> = match read_frame(&mut recv).await {
-            Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
-            Ok(Some(Frame::End)) | Ok(None) => return None,
-            Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),
-            Err(e) => Err(std::io::Error::other(e.to_string())),
+            },
+            Ok(Some(other)) => {
+                tracing::debug!("a router's stream began with {other:?}, not a head");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("bad request stream from a router: {e}");
+                return;
+            }
         };
-        let next = if item.is_ok() { Some(recv) } else { None };
-        Some((item, next))
-    }));
+        let head = match open {
+            Open::Request(head) => head,
+            Open::Preload { model, pin } => {
+                preload(&host, model, pin);
+                let mut out = Vec::with_capacity(64);
+                if encode_json(&mut out, &ResponseHead { status: 202, headers: Vec::new() }).is_err() {
+                    return;
+                }
+                encode_frame(&mut out, &Frame::End);
+                if send.write_all(&out).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        // The body: whole when it is small (the usual case), else streamed.
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
+        let mut size = 0;
+        let whole = loop {
+            match read_frame(&mut recv).await {
+                Ok(Some(Frame::Data(bytes))) => {
+                    size += bytes.len();
+                    chunks.push(bytes);
+                    if size > WHOLE_BODY {
+                        break false;
+                    }
+                }
+                Ok(Some(Frame::End)) => break true,
+                Ok(Some(other)) => {
+                    let _ = write_frame(&mut send, &Frame::Error(format!("unexpected frame {other:?}"))).await;
+                    return;
+                }
+                Ok(None) | Err(_) => return,
+            }
+        };
+        if whole {
+            let body = match chunks.len() {
+                0 => bytes::Bytes::new(),
+                1 => chunks.pop().expect("one chunk"),
+                _ => chunks.concat().into(),
+            };
+            let body = http_body_util::Full::new(body);
+            if !serve(&host, &receipts, &mut send, head, body).await {
+                return;
+            }
+            continue;
+        }
+        // A large body: what came so far, then the rest frame by frame as the guest reads it.
+        let rest = futures::stream::unfold(Some(recv), |recv| async move {
+            let mut recv = recv?;
+            let item: Result<hyper_frame::Frame, std::io::Error> = match read_frame(&mut recv).await {
+                Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
+                Ok(Some(Frame::End)) | Ok(None) => return None,
+                Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            let next = if item.is_ok() { Some(recv) } else { None };
+            Some((item, next))
+        });
+        let first = futures::stream::iter(chunks.into_iter().map(|b| Ok(http_body::Frame::data(b))));
+        let body = http_body_util::StreamBody::new(futures::StreamExt::chain(first, rest));
+        if serve(&host, &receipts, &mut send, head, body).await {
+            let _ = send.finish();
+        }
+        return;
+    }
+}
+
+/// Loads a model (its base, for an adapter reference) in the background, at a router's request.
+fn preload(host: &Arc<Host>, model: wasmesh_api::ModelRef, pin: bool) {
+    let engine = host.inference().clone();
+    tokio::spawn(async move {
+        tracing::info!(%model, pin, "pre-loading at a router's request");
+        if pin {
+            engine.set_pinned(model.model(), true);
+        }
+        let done = match model.adapter() {
+            Some(adapter) => engine.preload_adapter(model.model(), adapter).await,
+            None => engine.preload(model.model()).await,
+        };
+        if let Err(e) = done {
+            tracing::warn!(%model, "pre-load failed: {e}");
+        }
+    });
+}
+
+/// Serves one forwarded request and writes its answer, ending with `End`; whether the
+/// stream can carry the next request (false once a write failed or the answer failed).
+async fn serve<B>(
+    host: &Arc<Host>,
+    receipts: &crate::receipts::Receipts,
+    send: &mut quinn::SendStream,
+    head: wasmesh_tunnel::RequestHead,
+    body: B,
+) -> bool
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
     let mut builder = http::Request::builder().method(head.method.as_str()).uri(head.uri.as_str());
     for (name, value) in &head.headers {
         builder = builder.header(name, value);
@@ -159,8 +246,8 @@ async fn serve(
             r
         }
         Err(e) => {
-            let _ = write_frame(&mut send, &Frame::Error(format!("invalid request head: {e}"))).await;
-            return;
+            let _ = write_frame(send, &Frame::Error(format!("invalid request head: {e}"))).await;
+            return false;
         }
     };
     let response = host.handle(request).await;
@@ -179,15 +266,16 @@ async fn serve(
     // held back waiting for the next.
     let mut out = Vec::with_capacity(512);
     if encode_json(&mut out, &head).is_err() {
-        return;
+        return false;
     }
+    let mut reusable = true;
     loop {
         let next = match body.frame().now_or_never() {
             Some(next) => next,
             None => {
                 if !out.is_empty() && send.write_all(&out).await.is_err() {
-                    // The router reset the stream (its caller left): dropping the body stops the guest.
-                    return;
+                    // The router stopped the stream (its caller left): dropping the body stops the guest.
+                    return false;
                 }
                 out.clear();
                 body.frame().await
@@ -203,6 +291,7 @@ async fn serve(
             }
             Some(Err(e)) => {
                 encode_frame(&mut out, &Frame::Error(e.to_string()));
+                reusable = false;
                 break;
             }
             None => {
@@ -217,14 +306,14 @@ async fn serve(
                             Ok(used) => used.ok(),
                             Err(_) => {
                                 if !out.is_empty() && send.write_all(&out).await.is_err() {
-                                    return;
+                                    return false;
                                 }
                                 out.clear();
                                 tokio::time::timeout(Duration::from_secs(2), receiver).await.ok().and_then(Result::ok)
                             }
                         },
                     };
-                    let receipt = receipts.sign(&host, &request_id, used, status, started);
+                    let receipt = receipts.sign(host, &request_id, used, status, started);
                     encode_frame(&mut out, &Frame::Receipt(receipt));
                 }
                 encode_frame(&mut out, &Frame::End);
@@ -233,14 +322,18 @@ async fn serve(
         }
         if out.len() >= 1 << 16 {
             if send.write_all(&out).await.is_err() {
-                return;
+                return false;
             }
             out.clear();
         }
     }
-    if send.write_all(&out).await.is_ok() {
+    if send.write_all(&out).await.is_err() {
+        return false;
+    }
+    if !reusable {
         let _ = send.finish();
     }
+    reusable
 }
 
 mod hyper_frame {

@@ -11,7 +11,7 @@
 //! node that was caught.
 
 use crate::Inner;
-use crate::link::{Attempt, try_node};
+use crate::link::{Attempt, HostConn, try_node};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,9 +116,9 @@ pub(crate) async fn run(inner: Arc<Inner>, mut jobs: tokio::sync::mpsc::Receiver
 
 /// Auditors connected now that can replay `receipt`: trusted, ready, same engine build and
 /// CPU class, not the node itself; in a random order.
-fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, quinn::Connection)> {
+fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, Arc<HostConn>)> {
     let standings = inner.standing.load();
-    let mut found: Vec<(String, quinn::Connection)> = inner
+    let mut found: Vec<(String, Arc<HostConn>)> = inner
         .links
         .connections()
         .into_iter()
@@ -139,16 +139,17 @@ fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, quinn::Connect
 }
 
 /// Replays the request on `connection` as replay `n`; the auditor's signed receipt.
-async fn replay(inner: &Inner, connection: &quinn::Connection, job: &Job, n: usize) -> Option<SignedReceipt> {
+async fn replay(inner: &Inner, connection: &Arc<HostConn>, job: &Job, n: usize) -> Option<SignedReceipt> {
     let mut head = job.head.clone();
     head.request_id = replay_id(&job.receipt.request_id, n);
     let open = Open::Request(head);
     let run = async {
-        let Attempt::Answered(_, mut recv) =
-            try_node(connection, &open, &job.body, inner.config.first_byte_timeout).await
+        let Attempt::Answered(_, exchange) =
+            try_node(connection, &open, &job.body, inner.config.first_byte_timeout, false).await
         else {
             return None;
         };
+        let mut recv = exchange.recv;
         let mut receipt = None;
         loop {
             match read_frame(&mut recv).await {

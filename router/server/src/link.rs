@@ -15,8 +15,55 @@ use wasmesh_tunnel::{
     Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_json, write_frame, write_json,
 };
 
+/// A host's connection and the request streams it keeps open between requests.
+pub(crate) struct HostConn {
+    pub(crate) connection: quinn::Connection,
+    /// Streams whose last answer ended: the next request goes on one of them (no stream
+    /// to open, and on the host none to accept and no task to spawn), as HTTP/1.1
+    /// keep-alive reuses connections.
+    idle: Mutex<Vec<Exchange>>,
+}
+
+/// Idle streams kept per host at most (more than the requests a host serves at once).
+const MAX_IDLE_STREAMS: usize = 256;
+
+impl HostConn {
+    pub(crate) fn new(connection: quinn::Connection) -> Arc<Self> {
+        Arc::new(Self { connection, idle: Mutex::new(Vec::new()) })
+    }
+
+    fn take_idle(&self) -> Option<Exchange> {
+        self.idle.lock().expect("idle streams lock").pop()
+    }
+}
+
+/// One request stream to a host: the request goes out on `send`, the answer comes
+/// back on `recv`.
+pub(crate) struct Exchange {
+    /// None once the request's writer has it (a large body, written as the host reads it).
+    send: Option<quinn::SendStream>,
+    pub(crate) recv: quinn::RecvStream,
+    /// Where the stream goes back when its answer has ended (none: it carries one request).
+    pool: Option<Arc<HostConn>>,
+    /// Whether it carried an earlier request.
+    pub(crate) reused: bool,
+}
+
+impl Exchange {
+    /// The answer ended cleanly: the stream can carry the next request.
+    pub(crate) fn release(mut self) {
+        // An idle stream does not hold its connection (no cycle through the pool).
+        if let Some(pool) = self.pool.take() {
+            let mut idle = pool.idle.lock().expect("idle streams lock");
+            if idle.len() < MAX_IDLE_STREAMS && pool.connection.close_reason().is_none() {
+                idle.push(self);
+            }
+        }
+    }
+}
+
 struct Link {
-    connection: quinn::Connection,
+    connection: Arc<HostConn>,
     network: Option<String>,
     report: HostReport,
 }
@@ -35,12 +82,12 @@ impl Links {
     }
 
     /// Every link: the node, its last report and its connection.
-    pub(crate) fn connections(&self) -> Vec<(String, HostReport, quinn::Connection)> {
+    pub(crate) fn connections(&self) -> Vec<(String, HostReport, Arc<HostConn>)> {
         self.0
             .lock()
             .expect("links lock")
             .iter()
-            .filter(|(_, l)| l.connection.close_reason().is_none())
+            .filter(|(_, l)| l.connection.connection.close_reason().is_none())
             .map(|(id, l)| (id.clone(), l.report.clone(), l.connection.clone()))
             .collect()
     }
@@ -78,6 +125,7 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
         }
     };
     let id = connection.stable_id();
+    let conn = HostConn::new(connection.clone());
     tracing::info!(%node, peer = %connection.remote_address(), network = network.as_deref().unwrap_or("public"), "host connected");
     loop {
         // Hosts report at least every second; silence means the link is dead.
@@ -86,8 +134,9 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
         match next {
             Ok(report) => {
                 let mut links = inner.links.0.lock().expect("links lock");
-                let changed = links.get(&node).is_none_or(|l| l.report != report || l.connection.stable_id() != id);
-                links.insert(node.clone(), Link { connection: connection.clone(), network: network.clone(), report });
+                let changed =
+                    links.get(&node).is_none_or(|l| l.report != report || l.connection.connection.stable_id() != id);
+                links.insert(node.clone(), Link { connection: conn.clone(), network: network.clone(), report });
                 drop(links);
                 if changed {
                     inner.dirty.store(true, Ordering::Release);
@@ -103,7 +152,7 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
     // link that gets no requests.
     connection.close(0u32.into(), b"link ended");
     let mut links = inner.links.0.lock().expect("links lock");
-    if links.get(&node).is_some_and(|l| l.connection.stable_id() == id) {
+    if links.get(&node).is_some_and(|l| l.connection.connection.stable_id() == id) {
         links.remove(&node);
     }
     drop(links);
@@ -127,7 +176,7 @@ pub(crate) fn rebuild(inner: &Inner) {
     let mut connections = Vec::with_capacity(links.len());
     let mut apps = Vec::with_capacity(links.len());
     for (id, link) in links.iter() {
-        if link.connection.close_reason().is_some() {
+        if link.connection.connection.close_reason().is_some() {
             continue;
         }
         if cut_off.contains(id) {
@@ -197,7 +246,7 @@ fn hash(s: &str) -> u64 {
 /// How one attempt on one node went.
 pub(crate) enum Attempt {
     /// The node answered: its head, and the stream its body follows on.
-    Answered(ResponseHead, quinn::RecvStream),
+    Answered(ResponseHead, Exchange),
     /// The node failed; [`RouteError::retry`] says whether the next may be tried.
     Failed(RouteError),
 }
@@ -206,46 +255,46 @@ pub(crate) enum Attempt {
 const SMALL_BODY: usize = 64 << 10;
 
 /// Sends `open` and `body` to one node while waiting for its answer (a host may
-/// answer before it has read the whole body, e.g. a 413).
+/// answer before it has read the whole body, e.g. a 413). A small request goes on a
+/// stream kept from an earlier one when there is one (`keep`: and the stream is kept
+/// for the next once its answer ends).
 pub(crate) async fn try_node(
-    connection: &quinn::Connection,
+    conn: &Arc<HostConn>,
     open: &Open,
     body: &Bytes,
     first_byte: Duration,
+    keep: bool,
 ) -> Attempt {
-    let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), connection.open_bi()).await {
+    let small = body.len() <= SMALL_BODY;
+    if keep && small {
+        // A kept stream the host has since ended fails before any answer: the request
+        // goes again on a new stream (the host did not run it; it runs a stream's
+        // requests one after another, and ended this one before reading it).
+        while let Some(mut exchange) = conn.take_idle() {
+            exchange.reused = true;
+            exchange.pool = Some(conn.clone());
+            match send_small(exchange, open, body, first_byte).await {
+                Ok(answered) => return answered,
+                Err(stale) => tracing::debug!("a kept stream to the host had ended: {stale}"),
+            }
+        }
+    }
+    let (send, recv) = match tokio::time::timeout(Duration::from_secs(5), conn.connection.open_bi()).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
         Err(_) => return Attempt::Failed(RouteError::upstream(Kind::Connect, "opening a stream timed out")),
     };
-    // A small request goes out in one write, here: the stream's window takes it at once.
-    if body.len() <= SMALL_BODY {
-        let mut frames = Vec::with_capacity(512 + body.len());
-        let written = match encode_json(&mut frames, open) {
-            Ok(()) => {
-                if !body.is_empty() {
-                    encode_frame(&mut frames, &Frame::Data(body.clone()));
-                }
-                encode_frame(&mut frames, &Frame::End);
-                match send.write_all(&frames).await {
-                    Ok(()) => send.finish().map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = written {
-            return Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e));
-        }
-        return match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut recv)).await {
-            Ok(Ok(response)) => Attempt::Answered(response, recv),
-            Ok(Err(e)) => Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e.to_string())),
-            Err(_) => Attempt::Failed(RouteError::upstream(
-                Kind::FirstByteTimeout,
-                format!("no response within {first_byte:?}"),
-            )),
+    let pool = (keep && small).then(|| conn.clone());
+    let exchange = Exchange { send: Some(send), recv, pool, reused: false };
+    if small {
+        return match send_small(exchange, open, body, first_byte).await {
+            Ok(answered) => answered,
+            Err(e) => Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e)),
         };
     }
+    let (Some(mut send), mut recv) = (exchange.send, exchange.recv) else {
+        unreachable!("a new stream has its send half")
+    };
     let (open, body) = (open.clone(), body.clone());
     let writer = tokio::spawn(async move {
         let write = async {
@@ -265,7 +314,7 @@ pub(crate) async fn try_node(
         }
     });
     match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut recv)).await {
-        Ok(Ok(response)) => Attempt::Answered(response, recv),
+        Ok(Ok(response)) => Attempt::Answered(response, Exchange { send: None, recv, pool: None, reused: false }),
         Ok(Err(e)) => {
             writer.abort();
             Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e.to_string()))
@@ -277,12 +326,42 @@ pub(crate) async fn try_node(
     }
 }
 
+/// A small request in one write (the stream's window takes it at once), then the head
+/// of its answer. `Err`: the stream failed before any answer (a timeout is an answer of
+/// its own: `Failed`, not retried on another stream).
+async fn send_small(
+    mut exchange: Exchange,
+    open: &Open,
+    body: &Bytes,
+    first_byte: Duration,
+) -> Result<Attempt, String> {
+    let mut frames = Vec::with_capacity(512 + body.len());
+    encode_json(&mut frames, open).map_err(|e| e.to_string())?;
+    if !body.is_empty() {
+        encode_frame(&mut frames, &Frame::Data(body.clone()));
+    }
+    encode_frame(&mut frames, &Frame::End);
+    let send = exchange.send.as_mut().ok_or("the stream's send half is gone")?;
+    send.write_all(&frames).await.map_err(|e| e.to_string())?;
+    if exchange.pool.is_none() {
+        send.finish().map_err(|e| e.to_string())?;
+    }
+    match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut exchange.recv)).await {
+        Ok(Ok(response)) => Ok(Attempt::Answered(response, exchange)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Ok(Attempt::Failed(RouteError::upstream(
+            Kind::FirstByteTimeout,
+            format!("no response within {first_byte:?}"),
+        ))),
+    }
+}
+
 /// Asks a cold node to load `model` ahead of demand (fire and forget); `pin` asks it to
 /// keep the model warm too (a pinned model, see `pins`).
-pub(crate) fn preload(connection: quinn::Connection, model: &ModelRef, pin: bool) {
+pub(crate) fn preload(conn: Arc<HostConn>, model: &ModelRef, pin: bool) {
     let open = Open::Preload { model: model.clone(), pin };
     tokio::spawn(async move {
-        let _ = try_node(&connection, &open, &Bytes::new(), Duration::from_secs(5)).await;
+        let _ = try_node(&conn, &open, &Bytes::new(), Duration::from_secs(5), false).await;
     });
 }
 
@@ -348,7 +427,7 @@ pub(crate) async fn forward(
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
         routed.snapshot.begin(node);
         let guard = InFlight { routed: routed.clone(), node };
-        match try_node(&routed.links[node.get()], &open, &body, inner.config.first_byte_timeout).await {
+        match try_node(&routed.links[node.get()], &open, &body, inner.config.first_byte_timeout, true).await {
             Attempt::Answered(response, _) if is_no_route(&response) => {
                 drop(guard);
                 no_route += 1;
@@ -365,8 +444,9 @@ pub(crate) async fn forward(
                 tracing::info!(%app, node = %node_id, "host is paused, trying the next");
                 failures.push(format!("{node_id}: {e}"));
             }
-            Attempt::Answered(response, recv) => {
+            Attempt::Answered(response, exchange) => {
                 let tier = tier_name(candidate.tier);
+                inner.metrics.streams[usize::from(exchange.reused)].inc();
                 inner.metrics.routed.with_label_values(&[tier]).inc();
                 tracing::info!(
                     %app,
@@ -385,7 +465,7 @@ pub(crate) async fn forward(
                     }
                     hold
                 });
-                return crate::relay::respond(response, recv, guard, hold, openai);
+                return crate::relay::respond(response, exchange, guard, hold, openai);
             }
             Attempt::Failed(e) if e.retry => {
                 drop(guard);

@@ -16,6 +16,8 @@ pub(crate) struct Metrics {
     pub(crate) nodes: prometheus::IntGauge,
     /// `requests` by status class (1xx..5xx), looked up once: every request counts.
     by_class: [prometheus::IntCounter; 5],
+    /// Request streams to hosts: `[opened, reused]`.
+    pub(crate) streams: [prometheus::IntCounter; 2],
 }
 
 impl Metrics {
@@ -63,6 +65,14 @@ impl Metrics {
             &["node"],
         )?;
         let nodes = prometheus::IntGauge::new("wasmesh_router_nodes", "Hosts connected")?;
+        let streams = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "wasmesh_router_host_streams_total",
+                "Requests answered on a new stream to their host (opened) or on one kept from an earlier request (reused)",
+            ),
+            &["how"],
+        )?;
+        registry.register(Box::new(streams.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(retries.clone()))?;
@@ -72,7 +82,8 @@ impl Metrics {
         registry.register(Box::new(node_in_flight.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests.with_label_values(&[c]));
-        Ok(Self { registry, latency, retries, errors, routed, preloads, node_in_flight, nodes, by_class })
+        let streams = ["opened", "reused"].map(|how| streams.with_label_values(&[how]));
+        Ok(Self { registry, latency, retries, errors, routed, preloads, node_in_flight, nodes, by_class, streams })
     }
 }
 

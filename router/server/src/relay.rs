@@ -8,7 +8,7 @@
 //! held until its end (it is complete by then anyway), an event stream from its first
 //! `usage` event on (the last events, with `stream_options.include_usage`).
 
-use crate::link::InFlight;
+use crate::link::{Exchange, InFlight};
 use crate::meter::Hold;
 use crate::{Body, error};
 use bytes::Bytes;
@@ -31,13 +31,18 @@ enum Costing {
 }
 
 struct Relay {
-    recv: quinn::RecvStream,
+    /// The host's stream; handed back for the next request once the answer has ended.
+    exchange: Option<Exchange>,
     _guard: InFlight,
     hold: Option<Hold>,
     receipt: Option<Bytes>,
     costing: Costing,
     out: VecDeque<Bytes>,
     ended: bool,
+    /// Body bytes still to come when the caller's answer has a length: the caller's
+    /// connection stops reading the body once it has that many, so the last bytes wait
+    /// here until the host's end (its receipt, and the stream's release) is read too.
+    remaining: Option<u64>,
 }
 
 /// `usage` with the cost added.
@@ -79,7 +84,9 @@ impl Relay {
     /// The next piece for the caller: `Some(Ok)` bytes, `Some(Err)` an abort, `None` the end.
     async fn next(&mut self, sse: bool) -> Option<Result<Bytes, std::io::Error>> {
         loop {
-            if let Some(bytes) = self.out.pop_front() {
+            if (self.ended || self.remaining != Some(0))
+                && let Some(bytes) = self.out.pop_front()
+            {
                 return Some(Ok(bytes));
             }
             if self.ended {
@@ -94,10 +101,19 @@ impl Relay {
                     Some(Err(std::io::Error::other(message)))
                 }
             };
-            match read_frame(&mut self.recv).await {
+            let Some(exchange) = self.exchange.as_mut() else {
+                return failed(self, "the host's stream is gone".into());
+            };
+            match read_frame(&mut exchange.recv).await {
                 Ok(Some(Frame::Receipt(bytes))) if self.receipt.is_none() => self.receipt = Some(bytes),
                 Ok(Some(Frame::Data(bytes))) if self.receipt.is_none() => match &mut self.costing {
-                    Costing::None => return Some(Ok(bytes)),
+                    Costing::None => match &mut self.remaining {
+                        Some(left) => {
+                            *left = left.saturating_sub(bytes.len() as u64);
+                            self.out.push_back(bytes);
+                        }
+                        None => return Some(Ok(bytes)),
+                    },
                     Costing::Json(held) => {
                         held.extend_from_slice(&bytes);
                         if held.len() > MAX_HELD {
@@ -114,6 +130,9 @@ impl Relay {
                 },
                 Ok(Some(Frame::End)) => {
                     self.ended = true;
+                    if let Some(exchange) = self.exchange.take() {
+                        exchange.release();
+                    }
                     let cost = self.hold.take().map(|hold| hold.finish(self.receipt.as_deref()));
                     match (std::mem::replace(&mut self.costing, Costing::None), cost) {
                         (Costing::Json(held), Some(cost)) => self.out.push_back(costed_json(&held, cost)),
@@ -140,10 +159,10 @@ impl Relay {
     }
 }
 
-/// The caller's response for the host's `head` and the rest of its stream `recv`.
+/// The caller's response for the host's `head` and the rest of its stream.
 pub(crate) fn respond(
     head: ResponseHead,
-    recv: quinn::RecvStream,
+    exchange: Exchange,
     guard: InFlight,
     hold: Option<Hold>,
     openai: bool,
@@ -158,8 +177,22 @@ pub(crate) fn respond(
         _ => Costing::None,
     };
     let mut builder = Response::builder().status(head.status);
+    // A body that passes as it came keeps its length (no chunked framing); one whose
+    // usage gets its cost written in changes length. An empty one is sent chunked, so
+    // that its body is still read to the host's end (see `Relay::remaining`).
+    let length = match costing {
+        Costing::None => head
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+            .filter(|n| *n > 0),
+        _ => None,
+    };
     for (name, value) in &head.headers {
-        if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding") {
+        if (length.is_none() && name.eq_ignore_ascii_case("content-length"))
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
             continue;
         }
         builder = builder.header(name, value);
@@ -168,7 +201,16 @@ pub(crate) fn respond(
         // The id `GET /v1/generation?id=...` (and `wasmesh usage --request`) looks up.
         builder = builder.header(wasmesh_api::REQUEST_ID_HEADER, hold.request_id.as_str());
     }
-    let relay = Relay { recv, _guard: guard, hold, receipt: None, costing, out: VecDeque::new(), ended: false };
+    let relay = Relay {
+        exchange: Some(exchange),
+        _guard: guard,
+        hold,
+        receipt: None,
+        costing,
+        out: VecDeque::new(),
+        ended: false,
+        remaining: length,
+    };
     let stream = futures::stream::unfold(relay, move |mut relay| async move {
         let next = relay.next(sse).await?;
         Some((next.map(hyper::body::Frame::data), relay))
