@@ -1,5 +1,10 @@
 //! Shared helpers for wasmesh's benchmarks (see `benches/*.rs`).
 
+/// The allocator of the `wasmesh` binary (see `cli/src/main.rs`), so that a fabric run
+/// in a bench's process allocates as the real one does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 /// The p-th percentile (0..=100) of `samples`, which it sorts.

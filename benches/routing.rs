@@ -11,7 +11,9 @@
 //!    `benches/setup.sh`), and through the router and QUIC. Any non-2xx answer fails it.
 //!
 //! Ends with one line of JSON holding every figure. Environment (optional):
-//! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation.
+//! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation;
+//! `ROUTING_BENCH_HOLD=SECONDS` keeps the fabric up that long after the rounds, its
+//! addresses printed, to profile one path under a load of one's own (`perf record -p`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +125,14 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         direct.push(wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, 5)?);
         proxied.push(wrk_stats(&format!("{nginx_url}/fn/bench/hello"), &[], 16, 5)?);
         routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, 5)?);
+    }
+    let hold: u64 = env_or("ROUTING_BENCH_HOLD", 0);
+    if hold > 0 {
+        println!(
+            "holding for {hold} s: direct {host_url}, nginx {nginx_url}, router {router_url} (pid {}; header {auth:?})",
+            std::process::id()
+        );
+        std::thread::sleep(Duration::from_secs(hold));
     }
     drop(nginx);
     let mean = |runs: &[wasmesh_benches::WrkStats]| wasmesh_benches::WrkStats {
