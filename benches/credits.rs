@@ -51,6 +51,16 @@ fn main() {
     match runtime.block_on(fabric(&dir)) {
         Ok((on, off, invoke)) => {
             let auth = format!("Authorization: Bearer {invoke}");
+            // CREDITS_BENCH_HOLD=SECONDS: the fabric stays up that long first, its addresses
+            // printed, to profile a path under a load of one's own (`perf record -p`).
+            let hold: u64 = std::env::var("CREDITS_BENCH_HOLD").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            if hold > 0 {
+                println!(
+                    "holding for {hold} s: metered {on}, unmetered {off} (pid {}; header {auth:?})",
+                    std::process::id()
+                );
+                std::thread::sleep(std::time::Duration::from_secs(hold));
+            }
             const ROUNDS: usize = 2;
             let (mut metered, mut plain) = (Vec::new(), Vec::new());
             for _ in 0..ROUNDS {

@@ -401,7 +401,8 @@ fn forged_and_replayed_receipts_charge_nothing() {
     rt.block_on(client.grant("acme", 1_000_000, "", None)).unwrap();
     let provider = rt.block_on(client.create_key("p", &[Scope::Provider])).unwrap().key;
     let node = NodeIdentity::generate();
-    rt.block_on(Client::new(&url, Some(provider)).unwrap().register_node(&node, "n1")).unwrap();
+    let cert = rt.block_on(Client::new(&url, Some(provider)).unwrap().register_node(&node, "n1")).unwrap();
+    let mac_key: [u8; 32] = wasmesh_api::wire::from_hex(&cert.receipt_key).unwrap().try_into().unwrap();
     let lease = rt
         .block_on(client.lease(&wasmesh_api::wire::LeaseRequest {
             account: "acme".into(),
@@ -410,7 +411,8 @@ fn forged_and_replayed_receipts_charge_nothing() {
             ttl_s: 60,
         }))
         .unwrap();
-    let receipt = |signer: &NodeIdentity, id: &str| {
+    use wasmesh_api::wire::{ReceiptBatch, ReceiptOutcome};
+    let text_of = |id: &str| {
         let r = wasmesh_api::wire::Receipt {
             request_id: id.into(),
             node: node.node_id().into(),
@@ -419,9 +421,48 @@ fn forged_and_replayed_receipts_charge_nothing() {
             status: 200,
             ..Default::default()
         };
-        let text = serde_json::to_string(&r).unwrap();
+        serde_json::to_string(&r).unwrap()
+    };
+    let metered = |signed: wasmesh_api::wire::SignedReceipt| wasmesh_api::wire::MeteredReceipt {
+        signed,
+        account: "acme".into(),
+        key_id: "k".into(),
+        lease: Some(lease.id.clone()),
+        cost: 100,
+        reserved: 100,
+        router_ms: 1,
+    };
+    // Receipts with a MAC under the node's receipt key (what hosts send): one under
+    // another key, and one whose text changed after its MAC was made, are refused.
+    let with_mac = |key: &[u8; 32], id: &str, claimed: Option<&str>| {
+        let text = text_of(id);
+        let mac = wasmesh_api::wire::receipt_mac(key, &text);
+        let receipt = claimed.map(|c| text.replace("\"output_tokens\":3", c)).unwrap_or(text);
+        metered(wasmesh_api::wire::SignedReceipt { receipt, signature: String::new(), mac })
+    };
+    let outcomes = rt
+        .block_on(client.post_receipts(&ReceiptBatch {
+            receipts: vec![
+                with_mac(&[7; 32], "m1", None),
+                with_mac(&mac_key, "m2", Some("\"output_tokens\":3000")),
+                with_mac(&mac_key, "m3", None),
+            ],
+        }))
+        .unwrap();
+    assert!(
+        matches!((&outcomes[0], &outcomes[1]), (ReceiptOutcome::Refused { reason: a }, ReceiptOutcome::Refused { reason: b })
+            if a.contains("not signed") && b.contains("not signed")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[2], ReceiptOutcome::Posted);
+    let receipt = |signer: &NodeIdentity, id: &str| {
+        let text = text_of(id);
         wasmesh_api::wire::MeteredReceipt {
-            signed: wasmesh_api::wire::SignedReceipt { signature: signer.sign_hex(text.as_bytes()), receipt: text },
+            signed: wasmesh_api::wire::SignedReceipt {
+                signature: signer.sign_hex(text.as_bytes()),
+                receipt: text,
+                mac: String::new(),
+            },
             account: "acme".into(),
             key_id: "k".into(),
             lease: Some(lease.id.clone()),
@@ -430,7 +471,6 @@ fn forged_and_replayed_receipts_charge_nothing() {
             router_ms: 1,
         }
     };
-    use wasmesh_api::wire::{ReceiptBatch, ReceiptOutcome};
     let forger = NodeIdentity::generate();
     let outcomes = rt
         .block_on(client.post_receipts(&ReceiptBatch { receipts: vec![receipt(&forger, "r1"), receipt(&node, "r2")] }))
@@ -443,13 +483,13 @@ fn forged_and_replayed_receipts_charge_nothing() {
     let again = rt.block_on(client.post_receipts(&ReceiptBatch { receipts: vec![receipt(&node, "r2")] })).unwrap();
     assert_eq!(again, [ReceiptOutcome::Duplicate]);
     let b = rt.block_on(client.balance("acme")).unwrap();
-    assert_eq!((b.debits_posted, b.reserved), (100, 900), "one charge of 100, the rest of the lease still held");
+    assert_eq!((b.debits_posted, b.reserved), (200, 800), "two charges of 100, the rest of the lease still held");
     rt.block_on(client.close_lease(&lease.id)).unwrap();
     let b = rt.block_on(client.balance("acme")).unwrap();
-    assert_eq!((b.debits_posted, b.reserved, b.available), (100, 0, 999_900));
+    assert_eq!((b.debits_posted, b.reserved, b.available), (200, 0, 999_800));
     let check = rt.block_on(client.ledger_check()).unwrap();
     assert!(check.ok, "{check:?}");
-    assert_eq!((check.fees, check.escrow), (10, 90), "a tenth to the fee, the rest held for the provider");
+    assert_eq!((check.fees, check.escrow), (20, 180), "a tenth to the fee, the rest held for the provider");
     drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -131,6 +131,7 @@ impl Agent {
                 under_pressure: under_pressure.clone(),
                 receipts: receipts::Receipts {
                     identity: identity.clone(),
+                    mac_key: wasmesh_api::wire::from_hex(&cert.receipt_key).and_then(|k| k.try_into().ok()),
                     engine: host.inference().build_id().into(),
                     cpu_class: wasmesh_probe::cpu_class().into(),
                 },

@@ -12,7 +12,7 @@
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{ESCROW, NO_OVERDRAFT, Outcome, SqlLedger, Transfer};
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeMap, HashMap};
 use wasmesh_api::wire::{
     AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, Receipt, SignedReceipt, from_hex, replay_id,
@@ -59,43 +59,42 @@ async fn host_key(db: &Db, node: &str) -> ApiResult<Option<HostKey>> {
     }))
 }
 
-/// The receipt inside `signed`, if node `key` signed it.
-fn verified(signed: &SignedReceipt, key: &VerifyingKey) -> Option<Receipt> {
-    let signature = from_hex(&signed.signature)
-        .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
-        .map(|b| Signature::from_bytes(&b))?;
-    key.verify(signed.receipt.as_bytes(), &signature).ok()?;
+/// The receipt inside `signed`, if node `node` (of `key`) made it.
+fn verified(signed: &SignedReceipt, node: &str, key: &VerifyingKey, master: &[u8; 32]) -> Option<Receipt> {
+    if !crate::receipts::authentic(signed, node, key, master) {
+        return None;
+    }
     serde_json::from_str(&signed.receipt).ok()
 }
 
 /// The receipt inside `signed` as its node `node` signed it, or a 400 naming what is wrong.
-async fn checked(db: &Db, signed: &SignedReceipt, what: &str) -> ApiResult<(Receipt, HostKey)> {
+async fn checked(db: &Db, master: &[u8; 32], signed: &SignedReceipt, what: &str) -> ApiResult<(Receipt, HostKey)> {
     let bad = |m: String| ApiError::bad_request("invalid_audit", m);
     let claimed: Receipt =
         serde_json::from_str(&signed.receipt).map_err(|e| bad(format!("the {what} receipt is not valid JSON: {e}")))?;
     let node = host_key(db, &claimed.node)
         .await?
         .ok_or_else(|| bad(format!("the {what} receipt names node '{}', which is not registered", claimed.node)))?;
-    let receipt = verified(signed, &node.key)
+    let receipt = verified(signed, &claimed.node, &node.key, master)
         .ok_or_else(|| bad(format!("the {what} receipt is not signed by node '{}'", claimed.node)))?;
     Ok((receipt, node))
 }
 
 /// Records an audit a router reports, judges it, and on a conviction evicts the node,
 /// flags its provider's other nodes and forfeits its escrowed earnings.
-pub async fn record(db: &Db, ledger: &SqlLedger, report: &AuditReport) -> ApiResult<AuditOutcome> {
+pub async fn record(db: &Db, ledger: &SqlLedger, master: &[u8; 32], report: &AuditReport) -> ApiResult<AuditOutcome> {
     let bad = |m: String| ApiError::bad_request("invalid_audit", m);
     if report.replays.is_empty() || report.replays.len() > 4 {
         return Err(bad("an audit has one to four replays".into()));
     }
-    let (original, node) = checked(db, &report.original, "audited").await?;
+    let (original, node) = checked(db, master, &report.original, "audited").await?;
     let Some(commitment) = original.commitment.clone() else {
         return Err(bad("the audited receipt commits to nothing (no generation): there is nothing to compare".into()));
     };
     let mut replays = Vec::new();
     let mut auditors = Vec::new();
     for (i, signed) in report.replays.iter().enumerate() {
-        let (replay, auditor) = checked(db, signed, "replay").await?;
+        let (replay, auditor) = checked(db, master, signed, "replay").await?;
         if !auditor.trusted || replay.node == original.node {
             return Err(bad(format!("replay {} comes from node '{}', which is not an auditor", i + 1, replay.node)));
         }

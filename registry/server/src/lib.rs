@@ -176,6 +176,8 @@ pub struct State {
     pub auth: auth::Auth,
     /// The node CA.
     pub ca: nodes::Ca,
+    /// What hosts' receipt keys derive from (`Ca::receipt_master`, derived once).
+    pub receipt_master: [u8; 32],
     /// Checks components at deploy.
     pub validator: Arc<wasmesh_world::ComponentValidator>,
     /// Validations at once (each compiles a component).
@@ -231,6 +233,7 @@ impl Registry {
                 changed: tokio::sync::Notify::new(),
                 swarms: swarm::Swarms::new(ca.derive_secret("wasmesh 2026 tracker tokens")),
                 ledger,
+                receipt_master: ca.receipt_master(),
                 ca,
                 metrics,
                 config,

@@ -64,6 +64,11 @@ impl Ca {
         Ok(Some(Self { cert_pem: cert_pem.to_string(), key: KeyPair::from_pem(key_pem)? }))
     }
 
+    /// The secret hosts' receipt keys derive from ([`wire::receipt_key`]).
+    pub fn receipt_master(&self) -> [u8; 32] {
+        self.derive_secret("wasmesh 2026 receipt keys")
+    }
+
     /// The CA's certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
@@ -224,6 +229,10 @@ pub async fn register(
         certificate_pem,
         ca_pem: ca.cert_pem().to_string(),
         expires_at_ms,
+        receipt_key: match req.role {
+            NodeRole::Host => wire::to_hex(&wire::receipt_key(&ca.receipt_master(), &req.node_id)),
+            _ => String::new(),
+        },
     })
 }
 

@@ -16,7 +16,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::ledger::{ESCROW, FEES, NO_OVERDRAFT, Outcome, Refusal, SqlLedger, Transfer};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use wasmesh_api::wire::{Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, UsageRow, from_hex};
+use wasmesh_api::wire::{
+    Generation, Lease, LeaseRequest, MeteredReceipt, Receipt, ReceiptOutcome, SignedReceipt, UsageRow, from_hex,
+    receipt_key,
+};
 
 /// A lease's receipts in a batch: the lease, (receipt index, amount held) pairs, and
 /// the hash that names them in transfer ids.
@@ -119,6 +122,7 @@ struct Checked {
 pub async fn post(
     db: &Db,
     ledger: &SqlLedger,
+    master: &[u8; 32],
     fee_bps: u32,
     batch: Vec<MeteredReceipt>,
 ) -> ApiResult<Vec<ReceiptOutcome>> {
@@ -153,10 +157,7 @@ pub async fn post(
             outcomes[i] = refuse(format!("node '{}' is not registered", receipt.node));
             continue;
         };
-        let signature = from_hex(&metered.signed.signature)
-            .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
-            .map(|b| Signature::from_bytes(&b));
-        if signature.is_none_or(|s| key.verify(metered.signed.receipt.as_bytes(), &s).is_err()) {
+        if !authentic(&metered.signed, &receipt.node, &key, master) {
             outcomes[i] = refuse(format!("the receipt is not signed by node '{}'", receipt.node));
             continue;
         }
@@ -385,6 +386,17 @@ pub async fn post(
         outcomes[*i] = Some(ReceiptOutcome::Posted);
     }
     Ok(outcomes.into_iter().map(|o| o.unwrap_or(ReceiptOutcome::Refused { reason: "not processed".into() })).collect())
+}
+
+/// Whether node `node` (of Ed25519 `key`) made `signed`: its MAC under the node's
+/// receipt key (derived from `master`), or else its signature.
+pub(crate) fn authentic(signed: &SignedReceipt, node: &str, key: &VerifyingKey, master: &[u8; 32]) -> bool {
+    if !signed.mac.is_empty() {
+        return wasmesh_api::wire::receipt_mac_valid(&receipt_key(master, node), &signed.receipt, &signed.mac);
+    }
+    from_hex(&signed.signature)
+        .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok())
+        .is_some_and(|b| key.verify(signed.receipt.as_bytes(), &Signature::from_bytes(&b)).is_ok())
 }
 
 async fn node_key(db: &Db, node: &str) -> ApiResult<Option<(VerifyingKey, String)>> {

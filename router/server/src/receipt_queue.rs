@@ -94,7 +94,11 @@ mod tests {
 
     fn receipt(n: u64) -> MeteredReceipt {
         MeteredReceipt {
-            signed: SignedReceipt { receipt: format!("{{\"request_id\":\"r{n}\"}}"), signature: "00".into() },
+            signed: SignedReceipt {
+                receipt: format!("{{\"request_id\":\"r{n}\"}}"),
+                signature: "00".into(),
+                mac: String::new(),
+            },
             account: "a".into(),
             key_id: "k".into(),
             lease: None,

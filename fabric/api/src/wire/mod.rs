@@ -27,7 +27,8 @@ pub use audits::{AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, 
 pub use control::{CONTROL_SOCKET, ControlAnswer, ControlRequest, HostState, HostStatus};
 pub use credits::{
     Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, MICROS_PER_CREDIT, MeteredReceipt,
-    Price, Receipt, ReceiptBatch, ReceiptOutcome, SignedReceipt, UsageRow, format_micros, parse_credits,
+    Price, Receipt, ReceiptBatch, ReceiptOutcome, SignedReceipt, UsageRow, format_micros, parse_credits, receipt_key,
+    receipt_mac, receipt_mac_valid,
 };
 pub use error::ErrorBody;
 pub use heartbeat::{CachedModel, Gpu, Hardware, Heartbeat, MemoryPressure, ModelState, ResourceShare};

@@ -61,6 +61,10 @@ pub struct NodeCertificate {
     /// (certificates live hours, so a revoked key's nodes lose theirs soon).
     #[serde(default)]
     pub expires_at_ms: u64,
+    /// A host's receipt key (hex, 32 bytes): it authenticates its usage receipts with it
+    /// ([`receipt_mac`](super::receipt_mac)). The same at every registration; none for routers.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub receipt_key: String,
 }
 
 /// A node's status as the registry sees it.

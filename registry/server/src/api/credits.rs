@@ -104,7 +104,8 @@ pub(super) async fn lease_close(S(state): St, caller: Caller, Path(id): Path<Str
 pub(super) async fn receipts_post(S(state): St, caller: Caller, Json(req): Json<ReceiptBatch>) -> ApiResult<Response> {
     caller.require(Scope::Router)?;
     let costs: u64 = req.receipts.iter().map(|r| r.cost).sum();
-    let outcomes = receipts::post(&state.db, &state.ledger, state.config.fee_bps, req.receipts).await?;
+    let outcomes =
+        receipts::post(&state.db, &state.ledger, &state.receipt_master, state.config.fee_bps, req.receipts).await?;
     let posted = outcomes.iter().filter(|o| matches!(o, ReceiptOutcome::Posted)).count();
     state.metrics.receipts.with_label_values(&["posted"]).inc_by(posted as u64);
     state

@@ -186,5 +186,6 @@ pub(super) async fn audits_post(
     Json(report): Json<wire::AuditReport>,
 ) -> ApiResult<Response> {
     caller.require(Scope::Router)?;
-    Ok(axum::Json(crate::audits::record(&state.db, &state.ledger, &report).await?).into_response())
+    Ok(axum::Json(crate::audits::record(&state.db, &state.ledger, &state.receipt_master, &report).await?)
+        .into_response())
 }
