@@ -169,7 +169,7 @@ pub async fn post(
     for chunk in rids.chunks(crate::ledger::params_per_statement(db.backend)) {
         let sql = format!(
             "SELECT request_id FROM receipts WHERE request_id IN ({})",
-            (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+            crate::ledger::placeholders(db.backend, 1, chunk.len())
         );
         let mut q = sqlx::query_as::<_, (String,)>(&sql);
         for id in chunk {
@@ -333,12 +333,7 @@ pub async fn post(
         );
         sql.push_str(
             &(0..chunk.len())
-                .map(|r| {
-                    format!(
-                        "({})",
-                        (1..=columns).map(|i| format!("${}", r * columns + i)).collect::<Vec<_>>().join(", ")
-                    )
-                })
+                .map(|r| format!("({})", crate::ledger::placeholders(db.backend, r * columns + 1, columns)))
                 .collect::<Vec<_>>()
                 .join(", "),
         );

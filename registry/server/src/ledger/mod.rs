@@ -24,7 +24,7 @@ mod check;
 mod sql;
 
 pub use sql::SqlLedger;
-pub(crate) use sql::params_per_statement;
+pub(crate) use sql::{params_per_statement, placeholders};
 
 /// Where granted credits come from; its balance is minus everything granted.
 pub const MINT: &str = "platform/mint";

@@ -6,15 +6,26 @@ use sqlx::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::LedgerEntry;
 
-/// Parameters per statement. sqlx binds a SQLite parameter by looking its name up among
-/// all of the statement's, so a statement's binding costs the square of its parameters:
-/// a few hundred is cheapest per row there (measured: 1,800 made
-/// `sqlite3_bind_parameter_name` the top of the registry's profile). PostgreSQL has no
-/// such cost, and each statement is a round trip: larger is better there.
+/// Parameters per statement. On SQLite they are anonymous (`?`, see [`placeholders`]),
+/// and a statement is a call, not a round trip: a few hundred is plenty. PostgreSQL's
+/// statements are round trips: larger is better there.
 pub(crate) fn params_per_statement(backend: Backend) -> usize {
     match backend {
-        Backend::Sqlite => 200,
+        Backend::Sqlite => 500,
         Backend::Postgres => 2000,
+    }
+}
+
+/// `n` parameters, the first being number `from`: `$from, $from+1, ...` on PostgreSQL;
+/// anonymous `?, ?, ...` on SQLite (bound in order). sqlx binds a numbered SQLite
+/// parameter by looking its name up among all of the statement's (SQLite walks a list
+/// for each), so numbered parameters cost the square of their count per statement:
+/// `sqlite3_bind_parameter_name` was 3% of a metered fabric's profile with 200 per
+/// statement. An anonymous one has no name to look up.
+pub(crate) fn placeholders(backend: Backend, from: usize, n: usize) -> String {
+    match backend {
+        Backend::Sqlite => vec!["?"; n].join(", "),
+        Backend::Postgres => (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", "),
     }
 }
 
@@ -47,10 +58,6 @@ struct Row<'a> {
     pending_id: Option<&'a str>,
     code: &'static str,
     reference: &'a str,
-}
-
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 impl SqlLedger {
@@ -155,7 +162,7 @@ impl SqlLedger {
 
         let ids: Vec<&str> = batch.iter().map(|t| t.id.as_str()).collect();
         let existing: HashSet<String> =
-            select_in(&mut tx, per, "SELECT id FROM ledger_transfers WHERE id IN", &ids, "")
+            select_in(&mut tx, self.db.backend, per, "SELECT id FROM ledger_transfers WHERE id IN", &ids, "")
                 .await?
                 .into_iter()
                 .map(|(id,)| id)
@@ -167,6 +174,7 @@ impl SqlLedger {
         let pending_lock = if sqlite { " ORDER BY p.id" } else { " ORDER BY p.id FOR UPDATE OF p" };
         let rows: Vec<(String, String, String, i64, i64, i64)> = select_in(
             &mut tx,
+            self.db.backend,
             per,
             "SELECT p.id, t.debit, t.credit, p.remaining, p.open, p.timeout_at FROM ledger_pending p \
              JOIN ledger_transfers t ON t.id = p.id WHERE p.id IN",
@@ -192,6 +200,7 @@ impl SqlLedger {
         account_ids.dedup();
         let rows: Vec<(String, i64, i64, i64, i64, i64)> = select_in(
             &mut tx,
+            self.db.backend,
             per,
             "SELECT id, flags, debits_posted, credits_posted, debits_pending, credits_pending FROM ledger_accounts WHERE id IN",
             &account_ids,
@@ -244,7 +253,8 @@ impl SqlLedger {
         let now = now_ms();
         let rows_per_insert = params_per_statement(self.db.backend) / 9;
         for chunk in inserts.chunks(rows_per_insert) {
-            let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 9 + 1, 9))).collect();
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("({})", placeholders(self.db.backend, i * 9 + 1, 9))).collect();
             let sql = format!(
                 "INSERT INTO ledger_transfers (id, debit, credit, amount, phase, pending_id, code, reference, created_at) VALUES {}",
                 values.join(", ")
@@ -266,7 +276,8 @@ impl SqlLedger {
         }
         let new: Vec<(&String, &PendingRow)> = pendings.iter().filter(|(_, p)| p.new).collect();
         for chunk in new.chunks(rows_per_insert) {
-            let values: Vec<String> = (0..chunk.len()).map(|i| format!("({})", placeholders(i * 4 + 1, 4))).collect();
+            let values: Vec<String> =
+                (0..chunk.len()).map(|i| format!("({})", placeholders(self.db.backend, i * 4 + 1, 4))).collect();
             let sql =
                 format!("INSERT INTO ledger_pending (id, remaining, open, timeout_at) VALUES {}", values.join(", "));
             let mut q = sqlx::query::<Any>(&sql);
@@ -312,6 +323,7 @@ impl SqlLedger {
 /// `SELECT ... IN (ids)` in chunks of `per`, with `tail` after the list.
 async fn select_in<T>(
     tx: &mut sqlx::Transaction<'_, Any>,
+    backend: Backend,
     per: usize,
     head: &str,
     ids: &[&str],
@@ -322,7 +334,7 @@ where
 {
     let mut out = Vec::new();
     for chunk in ids.chunks(per) {
-        let sql = format!("{head} ({}){tail}", placeholders(1, chunk.len()));
+        let sql = format!("{head} ({}){tail}", placeholders(backend, 1, chunk.len()));
         let mut q = sqlx::query_as::<Any, T>(&sql);
         for id in chunk {
             q = q.bind(*id);
