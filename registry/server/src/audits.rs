@@ -13,7 +13,7 @@ use crate::db::{Db, now_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::ledger::{ESCROW, NO_OVERDRAFT, Outcome, SqlLedger, Transfer};
 use ed25519_dalek::VerifyingKey;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::{
     AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, Receipt, SignedReceipt, from_hex, replay_id,
 };
@@ -185,22 +185,42 @@ pub async fn forfeit(db: &Db, ledger: &SqlLedger, node: &str) -> ApiResult<i64> 
             by_earning.entry(earning).or_default().push((rid.clone(), account.clone(), share));
         }
     }
+    // The pending earnings and the voids of an earlier run, read in a few statements.
+    let earnings: Vec<&str> = by_earning.keys().map(String::as_str).collect();
+    let void_ids: Vec<String> = earnings.iter().map(|e| format!("forfeit:{node}:{e}")).collect();
+    let mut pendings: HashMap<String, (i64, i64, String)> = HashMap::new();
+    let mut voided: HashSet<String> = HashSet::new();
+    let per = crate::ledger::params_per_statement(db.backend);
+    for chunk in earnings.chunks(per) {
+        let sql = format!(
+            "SELECT p.id, p.remaining, p.open, t.credit FROM ledger_pending p JOIN ledger_transfers t ON t.id = p.id \
+             WHERE p.id IN ({})",
+            crate::ledger::placeholders(db.backend, 1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String, i64, i64, String)>(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        pendings.extend(q.fetch_all(&db.pool).await?.into_iter().map(|(id, r, o, c)| (id, (r, o, c))));
+    }
+    for chunk in void_ids.chunks(per) {
+        let sql = format!(
+            "SELECT id FROM ledger_transfers WHERE id IN ({})",
+            crate::ledger::placeholders(db.backend, 1, chunk.len())
+        );
+        let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        voided.extend(q.fetch_all(&db.pool).await?.into_iter().map(|(id,)| id));
+    }
     let mut transfers = Vec::new();
     let mut refunded_by_receipt: HashMap<String, i64> = HashMap::new();
     let mut rewritten: Vec<(String, String)> = Vec::new();
     for (earning, shares) in &by_earning {
         let void_id = format!("forfeit:{node}:{earning}");
-        let pending: Option<(i64, i64, String)> = sqlx::query_as(
-            "SELECT p.remaining, p.open, t.credit FROM ledger_pending p JOIN ledger_transfers t ON t.id = p.id WHERE p.id = $1",
-        )
-        .bind(earning)
-        .fetch_optional(&db.pool)
-        .await?;
-        let done_before: Option<(String,)> = sqlx::query_as("SELECT id FROM ledger_transfers WHERE id = $1")
-            .bind(&void_id)
-            .fetch_optional(&db.pool)
-            .await?;
-        let Some((remaining, open, provider)) = pending else { continue };
+        let done_before = voided.contains(&void_id).then_some(());
+        let Some((remaining, open, provider)) = pendings.remove(earning) else { continue };
         if open == 0 && done_before.is_none() {
             // Settled (or voided) before the node was caught: nothing left to take back.
             for (rid, _, _) in shares {
@@ -304,19 +324,44 @@ pub async fn forfeit_evicted(db: &Db, ledger: &SqlLedger) -> ApiResult<i64> {
 /// Every node's standing (nodes never audited and neither trusted, evicted nor flagged
 /// are left out: they stand at the default).
 pub async fn standings(db: &Db) -> ApiResult<HashMap<String, NodeTrust>> {
+    standings_of(db, None).await
+}
+
+/// Standings of every node, or of `only` (the others left out, so a look at one node
+/// reads only its rows).
+async fn standings_of(db: &Db, only: Option<&str>) -> ApiResult<HashMap<String, NodeTrust>> {
     let config = TrustConfig::default();
     let mut out: HashMap<String, Standing> = HashMap::new();
-    let flags: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "SELECT id, trusted, evicted_at, flagged FROM nodes WHERE trusted <> 0 OR evicted_at <> 0 OR flagged <> 0",
-    )
-    .fetch_all(&db.pool)
-    .await?;
+    let flags: Vec<(String, i64, i64, i64)> = match only {
+        None => sqlx::query_as(
+            "SELECT id, trusted, evicted_at, flagged FROM nodes WHERE trusted <> 0 OR evicted_at <> 0 OR flagged <> 0",
+        )
+        .fetch_all(&db.pool)
+        .await?,
+        Some(node) => {
+            sqlx::query_as("SELECT id, trusted, evicted_at, flagged FROM nodes WHERE id = $1")
+                .bind(node)
+                .fetch_all(&db.pool)
+                .await?
+        }
+    };
     for (id, trusted, evicted, flagged) in flags {
         let s = out.entry(id).or_default();
         (s.trusted, s.evicted, s.flagged) = (trusted != 0, evicted != 0, flagged != 0);
     }
-    let counts: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT node, verdict, COUNT(*) FROM audits GROUP BY node, verdict").fetch_all(&db.pool).await?;
+    let counts: Vec<(String, String, i64)> = match only {
+        None => {
+            sqlx::query_as("SELECT node, verdict, COUNT(*) FROM audits GROUP BY node, verdict")
+                .fetch_all(&db.pool)
+                .await?
+        }
+        Some(node) => {
+            sqlx::query_as("SELECT node, verdict, COUNT(*) FROM audits WHERE node = $1 GROUP BY node, verdict")
+                .bind(node)
+                .fetch_all(&db.pool)
+                .await?
+        }
+    };
     for (node, verdict, n) in counts {
         let s = out.entry(node).or_default();
         match verdict.as_str() {
@@ -384,7 +429,7 @@ pub async fn node_audits(db: &Db, node: &str, account: Option<&str>) -> ApiResul
             .bind(node)
             .fetch_one(&db.pool)
             .await?;
-            let trust = standings(db).await?.remove(node).unwrap_or_else(new_node_trust);
+            let trust = standings_of(db, Some(node)).await?.remove(node).unwrap_or_else(new_node_trust);
             return Ok(NodeAudits {
                 node: node.to_string(),
                 trust,
