@@ -359,6 +359,54 @@ fn the_openai_client_completes_a_chat_a_streamed_chat_and_embeddings() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A caller who leaves in the middle of a streamed answer stops its generation on the
+/// host, and the stream it was on is not reused: the requests after it (which go on kept
+/// streams) get their own answers, whole.
+#[test]
+fn a_caller_who_leaves_mid_stream_frees_the_host_and_later_requests_get_their_own_answers() {
+    if !prerequisites() {
+        return;
+    }
+    let fabric = Fabric::start("router-leave", 1);
+    wait_for("the router to learn the app", Duration::from_secs(30), || {
+        fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
+    });
+    let (router, key) = (fabric.routers[0].0.addr, format!("Bearer {}", fabric.invoke));
+    for round in 0..2 {
+        use std::io::{Read, Write};
+        let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
+        let mut conn = std::net::TcpStream::connect(router).unwrap();
+        write!(
+            conn,
+            "POST /fn/demo/chat HTTP/1.1\r\nHost: {router}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+        while !String::from_utf8_lossy(&seen).contains("data: {\"text\"") {
+            let n = conn.read(&mut buf).expect("tokens stream");
+            assert!(n > 0, "the stream ended before its first token: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(fabric.host_health(0)["in_flight"].as_u64().unwrap_or(0) > 0, "round {round}: the host generates");
+        drop(conn);
+        wait_for("the host to stop the generation its caller left", Duration::from_secs(30), || {
+            fabric.host_health(0)["in_flight"].as_u64() == Some(0)
+        });
+        for _ in 0..5 {
+            let r = fabric.call(0, "GET", "/fn/demo/hello", None);
+            assert_eq!((r.status, r.text().as_str()), (200, "hello from wasmesh\n"));
+        }
+        let prompt = br#"{"prompt": "Name a colour.", "max_tokens": 4, "temperature": 0, "chat": true}"#;
+        let r = fabric.call(0, "POST", "/fn/demo/chat", Some(prompt));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["text"].as_str().is_some_and(|t| !t.contains("sea")), "its own answer: {}", r.text());
+    }
+    let metrics = request(router, "GET", "/metrics", &[], None).unwrap().text();
+    assert!(metrics.contains("wasmesh_router_host_streams_total{how=\"reused\"}"), "{metrics}");
+}
+
 #[test]
 fn a_stream_whose_host_dies_ends_with_an_error_event_not_a_hang() {
     if !prerequisites() {
