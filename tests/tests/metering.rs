@@ -457,19 +457,11 @@ fn forged_and_replayed_receipts_charge_nothing() {
     assert_eq!(outcomes[2], ReceiptOutcome::Posted);
     let receipt = |signer: &NodeIdentity, id: &str| {
         let text = text_of(id);
-        wasmesh_api::wire::MeteredReceipt {
-            signed: wasmesh_api::wire::SignedReceipt {
-                signature: signer.sign_hex(text.as_bytes()),
-                receipt: text,
-                mac: String::new(),
-            },
-            account: "acme".into(),
-            key_id: "k".into(),
-            lease: Some(lease.id.clone()),
-            cost: 100,
-            reserved: 100,
-            router_ms: 1,
-        }
+        metered(wasmesh_api::wire::SignedReceipt {
+            signature: signer.sign_hex(text.as_bytes()),
+            receipt: text,
+            mac: String::new(),
+        })
     };
     let forger = NodeIdentity::generate();
     let outcomes = rt
