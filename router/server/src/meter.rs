@@ -287,8 +287,9 @@ impl Meter {
                 return;
             }
         };
+        let mut cached = self.queue.take_closed();
         for segment in segments {
-            let receipts = match ReceiptQueue::read(&segment) {
+            let receipts = match cached.remove(&segment).map_or_else(|| ReceiptQueue::read(&segment), Ok) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(segment = %segment.display(), "cannot read a receipt segment: {e}");
@@ -436,7 +437,7 @@ impl Hold {
             reserved: self.reserved,
             router_ms: self.started.elapsed().as_millis() as u64,
         };
-        let queued = match self.meter.queue.push(&metered) {
+        let queued = match self.meter.queue.push(metered) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(request = %self.request_id, "cannot queue a receipt; the request is not charged: {e}");

@@ -1,10 +1,13 @@
 //! The router's durable queue of receipts on their way to the registry: one JSON line
 //! per receipt, appended (one `write`, so a killed router keeps every receipt it
 //! wrote) to the open segment file; every few hundred milliseconds the segment is
-//! closed, posted in batches and deleted once the registry took it. Segments left by
+//! closed, posted in batches and deleted once the registry took it. The receipts of the
+//! segment just closed are posted from memory (the file is the record, not read back);
+//! a segment not posted at once is read from its file the next time. Segments left by
 //! a router that died are posted at its next start. The registry ignores a request
 //! id it has recorded, so a segment posted twice charges nothing twice.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,13 +16,16 @@ use wasmesh_api::wire::MeteredReceipt;
 struct Segment {
     seq: u64,
     file: std::fs::File,
-    count: usize,
+    /// What the file holds, line for line.
+    receipts: Vec<MeteredReceipt>,
 }
 
 /// The queue's folder and open segment.
 pub(crate) struct ReceiptQueue {
     dir: PathBuf,
     open: Mutex<Segment>,
+    /// The receipts of segments closed since the last [`ReceiptQueue::take_closed`].
+    closed: Mutex<HashMap<PathBuf, Vec<MeteredReceipt>>>,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -32,7 +38,7 @@ fn seq_of(path: &Path) -> Option<u64> {
 
 fn open_segment(dir: &Path, seq: u64) -> std::io::Result<Segment> {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(segment_path(dir, seq))?;
-    Ok(Segment { seq, file, count: 0 })
+    Ok(Segment { seq, file, receipts: Vec::new() })
 }
 
 impl ReceiptQueue {
@@ -40,7 +46,11 @@ impl ReceiptQueue {
     pub(crate) fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let last = Self::segments_in(dir)?.last().and_then(|p| seq_of(p)).unwrap_or(0);
-        Ok(Self { dir: dir.to_path_buf(), open: Mutex::new(open_segment(dir, last + 1)?) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            open: Mutex::new(open_segment(dir, last + 1)?),
+            closed: Mutex::new(HashMap::new()),
+        })
     }
 
     fn segments_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -51,13 +61,19 @@ impl ReceiptQueue {
     }
 
     /// Appends a receipt (one `write` of one line).
-    pub(crate) fn push(&self, receipt: &MeteredReceipt) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(receipt).map_err(std::io::Error::other)?;
+    pub(crate) fn push(&self, receipt: MeteredReceipt) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(&receipt).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut open = self.open.lock().expect("receipt queue lock");
         open.file.write_all(&line)?;
-        open.count += 1;
+        open.receipts.push(receipt);
         Ok(())
+    }
+
+    /// The receipts of the segments closed since the last call, by segment path (those
+    /// not posted from here are read from their files next time).
+    pub(crate) fn take_closed(&self) -> HashMap<PathBuf, Vec<MeteredReceipt>> {
+        std::mem::take(&mut *self.closed.lock().expect("receipt queue lock"))
     }
 
     /// Closes the open segment if it holds anything, and lists every closed segment,
@@ -65,9 +81,14 @@ impl ReceiptQueue {
     pub(crate) fn rotate(&self) -> std::io::Result<Vec<PathBuf>> {
         {
             let mut open = self.open.lock().expect("receipt queue lock");
-            if open.count > 0 {
+            if !open.receipts.is_empty() {
                 let next = open_segment(&self.dir, open.seq + 1)?;
-                *open = next;
+                let done = std::mem::replace(&mut *open, next);
+                drop(open);
+                self.closed
+                    .lock()
+                    .expect("receipt queue lock")
+                    .insert(segment_path(&self.dir, done.seq), done.receipts);
             }
         }
         let current = self.open.lock().expect("receipt queue lock").seq;
@@ -114,13 +135,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let queue = ReceiptQueue::open(&dir).unwrap();
         assert!(queue.rotate().unwrap().is_empty(), "nothing to post yet");
-        queue.push(&receipt(1)).unwrap();
-        queue.push(&receipt(2)).unwrap();
+        queue.push(receipt(1)).unwrap();
+        queue.push(receipt(2)).unwrap();
         let closed = queue.rotate().unwrap();
         assert_eq!(closed.len(), 1);
         assert_eq!(ReceiptQueue::read(&closed[0]).unwrap(), vec![receipt(1), receipt(2)]);
+        // What was posted from memory is what the file holds.
+        let mut cached = queue.take_closed();
+        assert_eq!(cached.remove(&closed[0]), Some(vec![receipt(1), receipt(2)]));
+        assert!(cached.is_empty() && queue.take_closed().is_empty(), "taken once");
         // A crash: one more receipt in the open segment, then half a line.
-        queue.push(&receipt(3)).unwrap();
+        queue.push(receipt(3)).unwrap();
         drop(queue);
         let open = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).max().unwrap();
         std::fs::OpenOptions::new()
