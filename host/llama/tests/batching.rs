@@ -152,8 +152,16 @@ async fn flood_then_other(engine: Arc<LlamaEngine>) -> Vec<String> {
         let (engine, done, tenant) = (engine.clone(), done.clone(), tenant.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-            let n = if tenant == "flood" { 96 } else { 8 };
-            let ask = request(PROMPTS[i % PROMPTS.len()], n).for_tenant(Arc::from(tenant.as_str()));
+            // Every flood request asks for a long story, so none ends early: whichever of
+            // them the engine admits first (the five are sent at once) runs its 96 tokens.
+            // (A flood of short questions once let "What is the capital of France?" run
+            // first, finish in a few tokens and beat the other tenant's request.)
+            let (prompt, n) = if tenant == "flood" {
+                ("Write a very long story about the sea.", 96)
+            } else {
+                (PROMPTS[i % PROMPTS.len()], 8)
+            };
+            let ask = request(prompt, n).for_tenant(Arc::from(tenant.as_str()));
             engine.generate(ask).await.expect("generate");
             done.lock().unwrap().push(format!("{tenant}{i}"));
         })
