@@ -219,9 +219,9 @@ pub async fn forfeit(db: &Db, ledger: &SqlLedger, node: &str) -> ApiResult<i64> 
     let mut rewritten: Vec<(String, String)> = Vec::new();
     for (earning, shares) in &by_earning {
         let void_id = format!("forfeit:{node}:{earning}");
-        let done_before = voided.contains(&void_id).then_some(());
+        let done_before = voided.contains(&void_id);
         let Some((remaining, open, provider)) = pendings.remove(earning) else { continue };
-        if open == 0 && done_before.is_none() {
+        if open == 0 && !done_before {
             // Settled (or voided) before the node was caught: nothing left to take back.
             for (rid, _, _) in shares {
                 refunded_by_receipt.entry(rid.clone()).or_insert(-1);
@@ -230,8 +230,8 @@ pub async fn forfeit(db: &Db, ledger: &SqlLedger, node: &str) -> ApiResult<i64> 
         }
         let owed: i64 = shares.iter().map(|(_, _, s)| *s as i64).sum();
         // A run cut short after its transfers: they moved what was owed then.
-        let cheat = if done_before.is_some() { owed } else { owed.min(remaining.max(0)) };
-        if done_before.is_none() {
+        let cheat = if done_before { owed } else { owed.min(remaining.max(0)) };
+        if !done_before {
             transfers.push(Transfer::void(void_id, earning, "forfeit"));
             if remaining > cheat {
                 let rest = format!("rearn:{node}:{earning}");

@@ -279,22 +279,19 @@ pub(crate) async fn try_node(
             }
         }
     }
-    let (send, recv) = match tokio::time::timeout(Duration::from_secs(5), conn.connection.open_bi()).await {
+    let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), conn.connection.open_bi()).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
         Err(_) => return Attempt::Failed(RouteError::upstream(Kind::Connect, "opening a stream timed out")),
     };
-    let pool = (keep && small).then(|| conn.clone());
-    let exchange = Exchange { send: Some(send), recv, pool, reused: false };
     if small {
+        let pool = keep.then(|| conn.clone());
+        let exchange = Exchange { send: Some(send), recv, pool, reused: false };
         return match send_small(exchange, open, body, first_byte).await {
             Ok(answered) => answered,
             Err(e) => Attempt::Failed(RouteError::upstream(Kind::BeforeHead, e)),
         };
     }
-    let (Some(mut send), mut recv) = (exchange.send, exchange.recv) else {
-        unreachable!("a new stream has its send half")
-    };
     let (open, body) = (open.clone(), body.clone());
     let writer = tokio::spawn(async move {
         let write = async {
