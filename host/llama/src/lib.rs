@@ -14,6 +14,9 @@
 //!   KV stream; concurrent requests share each decode step, join when a slot is
 //!   free, and leave as soon as they finish, each with its own sampler. A request
 //!   gets exactly the tokens it gets alone (greedy decoding is batch-invariant).
+//! * **Mixed adapters in one step.** Each sequence carries its own LoRA adapter (or
+//!   none) inside one `llama_decode` (our llama.cpp patch, `deploy/patches/`), so k
+//!   different adapters in flight cost one pass over the base weights, not k.
 //! * **Off the async runtime.** Loads and decode loops run on the worker's own
 //!   thread; callers await a oneshot. Dropping the future cancels the request: the
 //!   worker checks between tokens and skips requests cancelled while queued.
@@ -92,6 +95,11 @@ pub struct LlamaConfig {
     /// slot cannot take them, so one app's flood never makes another app wait for a
     /// generation to end. Each costs one more KV stream of `n_ctx`. Default 1.
     pub spare_slots: u32,
+    /// Sequences with different LoRA adapters (or none) share each decode step, each
+    /// with its own adapter (`llama_set_adapter_lora_seq`, our llama.cpp patch), and
+    /// still get exactly their solo tokens. `false`: the context carries one adapter at
+    /// a time and steps rotate between adapter groups (the fallback). Default `true`.
+    pub mixed_lora: bool,
 }
 
 impl Default for LlamaConfig {
@@ -108,6 +116,7 @@ impl Default for LlamaConfig {
             n_batch: 512,
             slots: 4,
             spare_slots: 1,
+            mixed_lora: true,
         }
     }
 }

@@ -114,6 +114,8 @@ pub(crate) fn run_worker(
         adapter_tick: 0,
         applied: None,
         last_group: None,
+        mixed_lora: config.mixed_lora,
+        seq_lora: vec![None; slots as usize],
         admitted: std::collections::HashMap::new(),
         admissions: 0,
     };

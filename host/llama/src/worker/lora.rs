@@ -1,6 +1,7 @@
 //! LoRA adapters on a warm model: the adapter cache (attached on first use, the least
-//! recently used idle one freed when the cache is full), adapter groups, and switching
-//! the context's adapter between steps.
+//! recently used idle one freed when the cache is full), and putting adapters on the
+//! context before each step: each sequence's own (mixed mode, our llama.cpp patch), or
+//! one group's adapter on the whole context, rotating between groups (the fallback).
 
 use super::AdapterFile;
 use super::scheduler::Scheduler;
@@ -12,8 +13,8 @@ use std::time::Instant;
 use wasmesh_engine::EngineError;
 
 /// Which adapter (place in [`Scheduler::adapters`], scale bits) a sequence runs with;
-/// `None` is the base model. llama.cpp applies adapters to a whole context, so each
-/// decode step runs the sequences of one key, and steps rotate between keys.
+/// `None` is the base model. In mixed mode each sequence carries its key into every
+/// step; in rotation mode a step runs the sequences of one key.
 pub(crate) type LoraKey = Option<(usize, u32)>;
 
 /// An adapter attached to the worker's model.
@@ -85,6 +86,16 @@ impl Scheduler<'_> {
         let victim = (0..self.adapters.len())
             .filter(|&i| !in_use(i))
             .min_by_key(|&i| self.adapters[i].as_ref().map_or(0, |a| a.last_used))?;
+        // Finished sequences may still carry it on the context until the next step.
+        for seq in 0..self.seq_lora.len() {
+            if self.seq_lora[seq].is_some_and(|(i, _)| i == victim) {
+                if let Err(e) = ctx.lora_adapter_set_seq(seq as i32, None, 0.0) {
+                    tracing::warn!("cannot take the LoRA adapter off sequence {seq}: {e}");
+                    return None;
+                }
+                self.seq_lora[seq] = None;
+            }
+        }
         if self.applied.is_some_and(|(i, _)| i == victim) {
             // Set on the context by the last step, but no sequence runs with it now.
             let adapter = self.adapters[victim].as_mut().expect("applied");
@@ -112,8 +123,41 @@ impl Scheduler<'_> {
         *self.stats.attached.lock().unwrap_or_else(|p| p.into_inner()) = names;
     }
 
-    /// The adapter group to run next: the one after the last, in key order.
-    pub(crate) fn next_group(&mut self) -> LoraKey {
+    /// Puts the adapters of the next step on the context. Returns the adapter group the
+    /// step runs (`None`: every sequence, each with its own adapter), and whether the
+    /// adapters are in place (else a message for the requests of that group).
+    pub(crate) fn prepare_adapters(&mut self, ctx: &mut LlamaContext<'_>) -> (Option<LoraKey>, Result<(), String>) {
+        if self.mixed_lora {
+            return (None, self.sync_adapters(ctx));
+        }
+        let group = self.next_group();
+        let ready = self.apply(ctx, group);
+        (Some(group), ready)
+    }
+
+    /// Mixed mode: sets each sequence's adapter on the context where it changed since
+    /// the last step (a request admitted or finished, a sequence moved by compaction).
+    /// Each set is a few stores in llama.cpp; the graph is rebuilt only when the set of
+    /// adapters in the batch changes.
+    fn sync_adapters(&mut self, ctx: &mut LlamaContext<'_>) -> Result<(), String> {
+        for seq in 0..self.slots.len() {
+            let want = self.slots[seq].as_ref().and_then(|a| a.lora);
+            if self.seq_lora[seq] == want {
+                continue;
+            }
+            let scale = want.map_or(0.0, |(_, scale)| f32::from_bits(scale));
+            let adapter = want.map(|(index, _)| {
+                &mut self.adapters[index].as_mut().expect("a running sequence's adapter stays attached").handle
+            });
+            ctx.lora_adapter_set_seq(seq as i32, adapter, scale)
+                .map_err(|e| format!("cannot set the LoRA adapter of sequence {seq}: {e}"))?;
+            self.seq_lora[seq] = want;
+        }
+        Ok(())
+    }
+
+    /// Rotation mode: the adapter group to run next, the one after the last in key order.
+    fn next_group(&mut self) -> LoraKey {
         if self.adapters.is_empty() {
             return None; // the common case: no per-step work at all
         }
@@ -128,8 +172,8 @@ impl Scheduler<'_> {
         group
     }
 
-    /// Puts `group`'s adapter on the context, if another one is there.
-    pub(crate) fn apply(&mut self, ctx: &mut LlamaContext<'_>, group: LoraKey) -> Result<(), String> {
+    /// Rotation mode: puts `group`'s adapter on the context, if another one is there.
+    fn apply(&mut self, ctx: &mut LlamaContext<'_>, group: LoraKey) -> Result<(), String> {
         if self.applied == group {
             return Ok(());
         }

@@ -59,10 +59,15 @@ pub(crate) struct Scheduler<'m> {
     pub(crate) max_adapters: usize,
     /// Counts adapter uses, for least-recently-used freeing.
     pub(crate) adapter_tick: u64,
-    /// The adapter set on the context now.
+    /// The adapter set on the whole context now (rotation mode).
     pub(crate) applied: LoraKey,
     /// The group the last step ran, for round-robin between groups.
     pub(crate) last_group: Option<LoraKey>,
+    /// Per-sequence adapters ([`crate::LlamaConfig::mixed_lora`]): every step runs
+    /// every sequence, each with its own adapter; else one adapter group per step.
+    pub(crate) mixed_lora: bool,
+    /// The adapter set on each sequence of the context now (mixed mode).
+    pub(crate) seq_lora: Vec<LoraKey>,
     /// When each tenant was last admitted (an admission count), for fair admission.
     pub(crate) admitted: std::collections::HashMap<std::sync::Arc<str>, u64>,
     /// Admissions so far.

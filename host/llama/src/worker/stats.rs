@@ -25,7 +25,10 @@ pub struct WorkerStats {
     pub steps: AtomicU64,
     /// Tokens decoded over all steps (prompt and generated); `/ steps` is the mean batch.
     pub batched_tokens: AtomicU64,
-    /// Times the context's LoRA adapter changed between steps.
+    /// Decode steps whose batch carried sequences of more than one adapter (or of an
+    /// adapter and the base): the per-sequence adapters at work.
+    pub mixed_lora_steps: AtomicU64,
+    /// Times the context's LoRA adapter changed between steps (rotation mode).
     pub lora_switches: AtomicU64,
     /// Nanoseconds spent changing adapters.
     pub lora_switch_ns: AtomicU64,

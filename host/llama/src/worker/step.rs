@@ -1,6 +1,7 @@
-//! The decode step: one batch for the active sequences of one adapter group
-//! (generating tokens first, then prompt chunks), sampling each sequence's next
-//! token, and freeing slots as requests finish.
+//! The decode step: one batch for the active sequences, each with its own adapter
+//! (or those of one adapter group, in rotation mode), generating tokens first, then
+//! prompt chunks; sampling each sequence's next token, and freeing slots as requests
+//! finish.
 
 use super::sampling::first_max;
 use super::scheduler::Scheduler;
@@ -11,13 +12,14 @@ use std::time::Instant;
 use wasmesh_engine::{EngineError, FinishReason, Generation, Usage};
 
 impl Scheduler<'_> {
-    /// One decode step for the active sequences of one adapter group.
+    /// One decode step for the active sequences (of one adapter group in rotation mode).
     pub(crate) fn step(&mut self, ctx: &mut LlamaContext<'_>) {
         self.batch.clear();
-        let group = self.next_group();
-        if let Err(message) = self.apply(ctx, group) {
+        let (group, ready) = self.prepare_adapters(ctx);
+        let runs = |a: &super::slot::Active| group.is_none_or(|g| a.lora == g);
+        if let Err(message) = ready {
             for seq in 0..self.slots.len() {
-                if self.slots[seq].as_ref().is_some_and(|a| a.lora == group) {
+                if self.slots[seq].as_ref().is_some_and(runs) {
                     let a = self.slots[seq].take().expect("checked");
                     self.stats.active.fetch_sub(1, Ordering::Relaxed);
                     let _ = a.reply.send(Err(EngineError::Internal(message.clone())));
@@ -27,16 +29,23 @@ impl Scheduler<'_> {
             return;
         }
         let mut budget = self.n_batch;
+        // Whether the batch carries more than one adapter key.
+        let (mut first_key, mut mixed) = (None, false);
+        let mut note = |key: super::lora::LoraKey| match first_key {
+            None => first_key = Some(key),
+            Some(first) => mixed |= first != key,
+        };
         // Generating sequences first, one token each: running streams never stall
         // behind a long prompt.
         for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(a) = slot else { continue };
             a.logits_at = None;
-            if a.lora != group {
+            if !runs(a) {
                 continue;
             }
             if let Some(token) = a.pending.take() {
                 a.logits_at = Some(self.batch.n_tokens());
+                note(a.lora);
                 self.batch.add(token, a.pos as i32, &[seq as i32], true).expect("batch has room");
                 a.pos += 1;
                 budget -= 1;
@@ -45,10 +54,11 @@ impl Scheduler<'_> {
         // Then prompt chunks, in slot order, as far as the batch has room.
         for (seq, slot) in self.slots.iter_mut().enumerate() {
             let Some(a) = slot else { continue };
-            if a.lora != group || a.prefilled == a.prompt.len() || budget == 0 {
+            if !runs(a) || a.prefilled == a.prompt.len() || budget == 0 {
                 continue;
             }
             let take = (a.prompt.len() - a.prefilled).min(budget);
+            note(a.lora);
             for i in a.prefilled..a.prefilled + take {
                 let last = i + 1 == a.prompt.len();
                 if last {
@@ -64,6 +74,9 @@ impl Scheduler<'_> {
             return;
         }
         self.stats.steps.fetch_add(1, Ordering::Relaxed);
+        if mixed {
+            self.stats.mixed_lora_steps.fetch_add(1, Ordering::Relaxed);
+        }
         self.stats.batched_tokens.fetch_add(self.batch.n_tokens() as u64, Ordering::Relaxed);
         if let Err(e) = ctx.decode(&mut self.batch) {
             let message = format!("decode failed: {e}");

@@ -1,0 +1,157 @@
+//! The mixed-LoRA figures of `cargo bench --bench engine`: 8 concurrent greedy requests
+//! (64 tokens each) over 0, 2, 4 and 8 different adapters, request `i` taking adapter
+//! `i % k`, each mix's aggregate tokens/s against the same 8 requests without adapters
+//! in the same run. Measured three ways, rounds alternating between the mixes:
+//!
+//! * the engine with per-sequence adapters (our llama.cpp patch: every request in
+//!   every step, each with its own adapter);
+//! * the engine's fallback, one adapter on the whole context with steps rotating
+//!   between adapter groups (what the engine did before the patch);
+//! * llama.cpp's `llama-server`, all 8 adapters loaded (`--lora`, not applied), each
+//!   request naming its own (`"lora": [{"id": j, "scale": 1}]`), when it is built.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+use wasmesh_benches::median;
+use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
+use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec};
+use wasmesh_tests::{lora_path, model_path};
+
+/// Concurrent requests per round, and the adapter counts of the mixes (0: none).
+const REQUESTS: usize = 8;
+const MIXES: [usize; 4] = [0, 2, 4, 8];
+
+fn adapter(i: usize, k: usize) -> Option<usize> {
+    (k > 0).then(|| i % k)
+}
+
+/// Aggregate tokens/s per mix (median of `rounds`), for one engine mode.
+fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, mixed: bool) -> Vec<f64> {
+    let config = LlamaConfig {
+        models: [("smollm2".to_string(), model_path())].into(),
+        loras: (0..REQUESTS)
+            .map(|j| (format!("a{j}"), LoraSpec { base: "smollm2".into(), path: lora_path(j as u32 + 1) }))
+            .collect(),
+        threads: Some(threads),
+        slots: REQUESTS as u32,
+        mixed_lora: mixed,
+        ..Default::default()
+    };
+    let engine = Arc::new(LlamaEngine::new(config).expect("engine"));
+    runtime.block_on(engine.preload("smollm2")).expect("load");
+    let round = |k: usize| {
+        let started = Instant::now();
+        let tokens: usize = runtime.block_on(async {
+            let runs = (0..REQUESTS).map(|i| {
+                let engine = engine.clone();
+                async move {
+                    let params = GenerateParams {
+                        n_predict: super::TOKENS,
+                        lora: adapter(i, k).map(|j| format!("a{j}")),
+                        ..Default::default()
+                    };
+                    engine.generate(GenerateRequest::new("smollm2", super::prompt(i), params)).await.expect("generate")
+                }
+            });
+            futures::future::join_all(runs).await.iter().map(|g| g.tokens.len()).sum()
+        });
+        tokens as f64 / started.elapsed().as_secs_f64()
+    };
+    // Attach every adapter before timing (a first use attaches it).
+    round(REQUESTS);
+    let mut rates = vec![Vec::new(); MIXES.len()];
+    for _ in 0..rounds {
+        for (m, &k) in MIXES.iter().enumerate() {
+            rates[m].push(round(k));
+            super::settle();
+        }
+    }
+    rates.iter_mut().map(|r| median(r)).collect()
+}
+
+/// The same rounds against llama-server with the 8 adapters loaded.
+fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
+    let (threads_s, slots_s, ctx) = (threads.to_string(), REQUESTS.to_string(), (4096 * REQUESTS).to_string());
+    let loras: Vec<String> = (0..REQUESTS).map(|j| lora_path(j as u32 + 1).display().to_string()).collect();
+    let mut args: Vec<&str> = vec![
+        "-t",
+        &threads_s,
+        "-tb",
+        &threads_s,
+        "-c",
+        &ctx,
+        "-np",
+        &slots_s,
+        "-b",
+        "512",
+        "-ub",
+        "512",
+        "--no-kv-unified",
+        "--lora-init-without-apply",
+    ];
+    for l in &loras {
+        args.extend_from_slice(&["--lora", l]);
+    }
+    let server = wasmesh_benches::start_llama_server(&model_path(), &args, "mixed-lora")?;
+    let addr = server.addr;
+    let round = |k: usize| {
+        let started = Instant::now();
+        let tokens: u64 = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..REQUESTS)
+                .map(|i| {
+                    scope.spawn(move || {
+                        // Every adapter named, the request's own at scale 1 (none: all at 0).
+                        let lora: Vec<_> = (0..REQUESTS)
+                            .map(|j| json!({"id": j, "scale": if adapter(i, k) == Some(j) { 1.0 } else { 0.0 }}))
+                            .collect();
+                        let body = json!({
+                            "prompt": super::prompt(i), "n_predict": super::TOKENS, "temperature": 0.0,
+                            "cache_prompt": false, "lora": lora,
+                        });
+                        let r = wasmesh_tests::post_json(addr, "/completion", &body);
+                        assert_eq!(r.status, 200, "llama-server: {}", r.text());
+                        r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().expect("request thread")).sum()
+        });
+        tokens as f64 / started.elapsed().as_secs_f64()
+    };
+    round(REQUESTS);
+    let mut rates = vec![Vec::new(); MIXES.len()];
+    for _ in 0..rounds {
+        for (m, &k) in MIXES.iter().enumerate() {
+            rates[m].push(round(k));
+            super::settle();
+        }
+    }
+    Ok(rates.iter_mut().map(|r| median(r)).collect())
+}
+
+/// Prints one line per way, and returns the figures for the bench's JSON.
+pub(crate) fn run(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize) -> serde_json::Value {
+    let show = |name: &str, rates: &[f64]| -> serde_json::Value {
+        let cells: Vec<String> =
+            MIXES.iter().zip(rates).map(|(k, r)| format!("{k} adapters {r:6.1} ({:.2}×)", r / rates[0])).collect();
+        println!("{name:<28}{}", cells.join("; "));
+        json!({
+            "tok_s": MIXES.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r * 10.0).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
+            "vs_none": MIXES.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r / rates[0] * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+        })
+    };
+    println!("mixed LoRA, {REQUESTS} concurrent requests of {} tokens, request i on adapter i % k:", super::TOKENS);
+    let mixed = show("  engine, per-sequence:", &engine_rates(runtime, threads, rounds, true));
+    super::settle();
+    let rotation = show("  engine, rotation fallback:", &engine_rates(runtime, threads, rounds, false));
+    super::settle();
+    let server = match server_rates(threads, rounds) {
+        Ok(rates) => show("  llama-server:", &rates),
+        Err(why) => {
+            println!("  llama-server: absent ({why})");
+            json!(null)
+        }
+    };
+    json!({"engine": mixed, "rotation": rotation, "llama_server": server})
+}
