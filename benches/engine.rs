@@ -20,7 +20,8 @@
 //!
 //! Ends with one line of JSON holding the figures. `WASMESH_BENCH_LEVELS=1,8` runs
 //! some levels only, `WASMESH_BENCH_ROUNDS=9` more rounds per level,
-//! `WASMESH_BENCH_ONLY=mixed_lora` the mixed-LoRA figures only.
+//! `WASMESH_BENCH_ONLY=mixed_lora` the mixed-LoRA figures only (`WASMESH_BENCH_MIXES=8`,
+//! `WASMESH_BENCH_WAYS=engine,rotation,llama-server` narrow those).
 
 #[path = "engine_mixed_lora.rs"]
 mod mixed_lora;

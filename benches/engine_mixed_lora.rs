@@ -18,9 +18,24 @@ use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec};
 use wasmesh_tests::{lora_path, model_path};
 
-/// Concurrent requests per round, and the adapter counts of the mixes (0: none).
+/// Concurrent requests per round, and the adapter counts of the mixes (0: none, the
+/// baseline, always measured).
 const REQUESTS: usize = 8;
 const MIXES: [usize; 4] = [0, 2, 4, 8];
+
+/// The mixes measured: `WASMESH_BENCH_MIXES=8` narrows them (0 is always kept).
+fn mixes() -> Vec<usize> {
+    let chosen: Vec<usize> = std::env::var("WASMESH_BENCH_MIXES")
+        .ok()
+        .map(|m| m.split(',').filter_map(|k| k.trim().parse().ok()).filter(|k| MIXES.contains(k)).collect())
+        .unwrap_or_else(|| MIXES.to_vec());
+    MIXES.iter().copied().filter(|k| *k == 0 || chosen.contains(k)).collect()
+}
+
+/// Whether to measure a way: `WASMESH_BENCH_WAYS=engine` (of engine, rotation, llama-server).
+fn wanted(way: &str) -> bool {
+    std::env::var("WASMESH_BENCH_WAYS").map_or(true, |w| w.split(',').any(|x| x.trim() == way))
+}
 
 fn adapter(i: usize, k: usize) -> Option<usize> {
     (k > 0).then(|| i % k)
@@ -60,9 +75,10 @@ fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, 
     };
     // Attach every adapter before timing (a first use attaches it).
     round(REQUESTS);
-    let mut rates = vec![Vec::new(); MIXES.len()];
+    let mixes = mixes();
+    let mut rates = vec![Vec::new(); mixes.len()];
     for _ in 0..rounds {
-        for (m, &k) in MIXES.iter().enumerate() {
+        for (m, &k) in mixes.iter().enumerate() {
             rates[m].push(round(k));
             super::settle();
         }
@@ -120,9 +136,10 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
         tokens as f64 / started.elapsed().as_secs_f64()
     };
     round(REQUESTS);
-    let mut rates = vec![Vec::new(); MIXES.len()];
+    let mixes = mixes();
+    let mut rates = vec![Vec::new(); mixes.len()];
     for _ in 0..rounds {
-        for (m, &k) in MIXES.iter().enumerate() {
+        for (m, &k) in mixes.iter().enumerate() {
             rates[m].push(round(k));
             super::settle();
         }
@@ -133,25 +150,35 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
 /// Prints one line per way, and returns the figures for the bench's JSON.
 pub(crate) fn run(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize) -> serde_json::Value {
     let show = |name: &str, rates: &[f64]| -> serde_json::Value {
+        let mixes = mixes();
         let cells: Vec<String> =
-            MIXES.iter().zip(rates).map(|(k, r)| format!("{k} adapters {r:6.1} ({:.2}×)", r / rates[0])).collect();
+            mixes.iter().zip(rates).map(|(k, r)| format!("{k} adapters {r:6.1} ({:.2}×)", r / rates[0])).collect();
         println!("{name:<28}{}", cells.join("; "));
         json!({
-            "tok_s": MIXES.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r * 10.0).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
-            "vs_none": MIXES.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r / rates[0] * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
+            "tok_s": mixes.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r * 10.0).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
+            "vs_none": mixes.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r / rates[0] * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
         })
     };
     println!("mixed LoRA, {REQUESTS} concurrent requests of {} tokens, request i on adapter i % k:", super::TOKENS);
-    let mixed = show("  engine, per-sequence:", &engine_rates(runtime, threads, rounds, true));
-    super::settle();
-    let rotation = show("  engine, rotation fallback:", &engine_rates(runtime, threads, rounds, false));
-    super::settle();
-    let server = match server_rates(threads, rounds) {
-        Ok(rates) => show("  llama-server:", &rates),
-        Err(why) => {
-            println!("  llama-server: absent ({why})");
-            json!(null)
-        }
-    };
+    let mut mixed = json!(null);
+    if wanted("engine") {
+        mixed = show("  engine, per-sequence:", &engine_rates(runtime, threads, rounds, true));
+        super::settle();
+    }
+    let mut rotation = json!(null);
+    if wanted("rotation") {
+        rotation = show("  engine, rotation fallback:", &engine_rates(runtime, threads, rounds, false));
+        super::settle();
+    }
+    let mut server = json!(null);
+    if wanted("llama-server") {
+        server = match server_rates(threads, rounds) {
+            Ok(rates) => show("  llama-server:", &rates),
+            Err(why) => {
+                println!("  llama-server: absent ({why})");
+                json!(null)
+            }
+        };
+    }
     json!({"engine": mixed, "rotation": rotation, "llama_server": server})
 }

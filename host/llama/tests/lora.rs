@@ -114,11 +114,18 @@ async fn eight_requests_over_four_adapters_and_none_share_steps_and_each_get_the
     let stats = engine.stats("smollm2").await.unwrap();
     let (mixed0, switches0) =
         (stats.mixed_lora_steps.load(Ordering::Relaxed), stats.lora_switches.load(Ordering::Relaxed));
+    // The second half arrives while the first half generates: their prompts are decoded
+    // in the same steps as the others' tokens (only some rows of those steps are outputs).
     let handles: Vec<_> = (0..mix.len())
         .map(|i| {
             let engine = engine.clone();
             let request = request(i);
-            tokio::spawn(async move { engine.generate(request).await.unwrap().tokens })
+            tokio::spawn(async move {
+                if i >= 4 {
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                }
+                engine.generate(request).await.unwrap().tokens
+            })
         })
         .collect();
     for (i, h) in handles.into_iter().enumerate() {
