@@ -13,7 +13,7 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
-use wasmesh_benches::median;
+use wasmesh_benches::{median, min_max};
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec};
 use wasmesh_tests::{lora_path, model_path};
@@ -37,12 +37,28 @@ fn wanted(way: &str) -> bool {
     std::env::var("WASMESH_BENCH_WAYS").map_or(true, |w| w.split(',').any(|x| x.trim() == way))
 }
 
+/// Prompts that the base model answers at length: every request, with or without an
+/// adapter, generates all its tokens (an early end of text would make a mix look faster).
+fn prompt(i: usize) -> String {
+    const TOPICS: [&str; REQUESTS] = [
+        "a lighthouse keeper",
+        "a lost robot",
+        "two rival bakers",
+        "a dragon who could not fly",
+        "a city under the sea",
+        "a detective cat",
+        "a winter journey",
+        "a clockmaker's apprentice",
+    ];
+    format!("<|im_start|>user\nTell me a long story about {}.<|im_end|>\n<|im_start|>assistant\n", TOPICS[i])
+}
+
 fn adapter(i: usize, k: usize) -> Option<usize> {
     (k > 0).then(|| i % k)
 }
 
-/// Aggregate tokens/s per mix (median of `rounds`), for one engine mode.
-fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, mixed: bool) -> Vec<f64> {
+/// Aggregate tokens/s of each round, per mix, for one engine mode.
+fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, mixed: bool) -> Vec<Vec<f64>> {
     let config = LlamaConfig {
         models: [("smollm2".to_string(), model_path())].into(),
         loras: (0..REQUESTS)
@@ -66,11 +82,14 @@ fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, 
                         lora: adapter(i, k).map(|j| format!("a{j}")),
                         ..Default::default()
                     };
-                    engine.generate(GenerateRequest::new("smollm2", super::prompt(i), params)).await.expect("generate")
+                    engine.generate(GenerateRequest::new("smollm2", prompt(i), params)).await.expect("generate")
                 }
             });
             futures::future::join_all(runs).await.iter().map(|g| g.tokens.len()).sum()
         });
+        if std::env::var_os("WASMESH_BENCH_VERBOSE").is_some() {
+            println!("    {k} adapters: {tokens} tokens in {:.2} s", started.elapsed().as_secs_f64());
+        }
         tokens as f64 / started.elapsed().as_secs_f64()
     };
     // Attach every adapter before timing (a first use attaches it).
@@ -83,11 +102,11 @@ fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, 
             super::settle();
         }
     }
-    rates.iter_mut().map(|r| median(r)).collect()
+    rates
 }
 
 /// The same rounds against llama-server with the 8 adapters loaded.
-fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
+fn server_rates(threads: u32, rounds: usize) -> Result<Vec<Vec<f64>>, String> {
     let (threads_s, slots_s, ctx) = (threads.to_string(), REQUESTS.to_string(), (4096 * REQUESTS).to_string());
     let loras: Vec<String> = (0..REQUESTS).map(|j| lora_path(j as u32 + 1).display().to_string()).collect();
     let mut args: Vec<&str> = vec![
@@ -122,7 +141,7 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
                             .map(|j| json!({"id": j, "scale": if adapter(i, k) == Some(j) { 1.0 } else { 0.0 }}))
                             .collect();
                         let body = json!({
-                            "prompt": super::prompt(i), "n_predict": super::TOKENS, "temperature": 0.0,
+                            "prompt": prompt(i), "n_predict": super::TOKENS, "temperature": 0.0,
                             "cache_prompt": false, "lora": lora,
                         });
                         let r = wasmesh_tests::post_json(addr, "/completion", &body);
@@ -144,20 +163,34 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<f64>, String> {
             super::settle();
         }
     }
-    Ok(rates.iter_mut().map(|r| median(r)).collect())
+    Ok(rates)
 }
 
 /// Prints one line per way, and returns the figures for the bench's JSON.
 pub(crate) fn run(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize) -> serde_json::Value {
-    let show = |name: &str, rates: &[f64]| -> serde_json::Value {
+    // Medians per mix, and each round's rate over the same round's rate without adapters
+    // (rounds alternate between the mixes, so drift between rounds cancels in the ratio).
+    let show = |name: &str, rounds: &[Vec<f64>]| -> serde_json::Value {
         let mixes = mixes();
-        let cells: Vec<String> =
-            mixes.iter().zip(rates).map(|(k, r)| format!("{k} adapters {r:6.1} ({:.2}×)", r / rates[0])).collect();
-        println!("{name:<28}{}", cells.join("; "));
-        json!({
-            "tok_s": mixes.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r * 10.0).round() / 10.0))).collect::<serde_json::Map<_, _>>(),
-            "vs_none": mixes.iter().zip(rates).map(|(k, r)| (k.to_string(), json!((r / rates[0] * 1000.0).round() / 1000.0))).collect::<serde_json::Map<_, _>>(),
-        })
+        let rates: Vec<f64> = rounds.iter().map(|r| median(&mut r.clone())).collect();
+        let paired: Vec<Vec<f64>> =
+            rounds.iter().map(|r| r.iter().zip(&rounds[0]).map(|(k, none)| k / none).collect()).collect();
+        let ratio: Vec<f64> = paired.iter().map(|p| median(&mut p.clone())).collect();
+        let cells: Vec<String> = mixes
+            .iter()
+            .zip(&rates)
+            .zip(&paired)
+            .skip(1)
+            .map(|((k, r), p)| {
+                let (low, high) = min_max(p);
+                format!("{k}: {r:5.1} ({:.2}×, rounds {low:.2}–{high:.2})", median(&mut p.clone()))
+            })
+            .collect();
+        println!("{name:<28}none {:5.1} tok/s; {}", rates[0], cells.join("; "));
+        let map = |values: &[f64], scale: f64| -> serde_json::Map<String, serde_json::Value> {
+            mixes.iter().zip(values).map(|(k, v)| (k.to_string(), json!((v * scale).round() / scale))).collect()
+        };
+        json!({"tok_s": map(&rates, 10.0), "vs_none": map(&ratio, 1000.0)})
     };
     println!("mixed LoRA, {REQUESTS} concurrent requests of {} tokens, request i on adapter i % k:", super::TOKENS);
     let mut mixed = json!(null);
