@@ -261,6 +261,16 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
 
+/// llama-server's flags for the engine's settings: `slots` slots of 4096 tokens each, the
+/// engine's threads, per-slot KV streams (as the engine uses), batches of 512.
+fn llama_server_args(threads: u32, slots: usize) -> Vec<String> {
+    let (threads, slots, ctx) = (threads.to_string(), slots.to_string(), (4096 * slots).to_string());
+    let (threads, slots, ctx) = (threads.as_str(), slots.as_str(), ctx.as_str());
+    ["-t", threads, "-tb", threads, "-c", ctx, "-np", slots, "-b", "512", "-ub", "512", "--no-kv-unified"]
+        .map(String::from)
+        .to_vec()
+}
+
 /// llama-server with the engine's slots (16), context per slot (4096), batch (512),
 /// threads and per-slot KV streams, prompt cache off.
 struct LlamaServer {
@@ -269,24 +279,8 @@ struct LlamaServer {
 
 impl LlamaServer {
     fn start(threads: u32) -> Result<Self, String> {
-        let slots = LEVELS[LEVELS.len() - 1];
-        let (ctx, threads_s, slots_s) = ((4096 * slots).to_string(), threads.to_string(), slots.to_string());
-        // Per-slot KV streams, as the engine uses; batches of 512 like the engine's.
-        let args = [
-            "-t",
-            &threads_s,
-            "-tb",
-            &threads_s,
-            "-c",
-            &ctx,
-            "-np",
-            &slots_s,
-            "-b",
-            "512",
-            "-ub",
-            "512",
-            "--no-kv-unified",
-        ];
+        let args = llama_server_args(threads, LEVELS[LEVELS.len() - 1]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let process = wasmesh_benches::start_llama_server(&model_path(), &args, "engine")
             .inspect_err(|why| println!("llama-server anchor: {why}"))?;
         Ok(Self { process })

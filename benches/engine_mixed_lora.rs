@@ -94,6 +94,11 @@ fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, 
     };
     // Attach every adapter before timing (a first use attaches it).
     round(REQUESTS);
+    alternate(rounds, round)
+}
+
+/// `rounds` rounds, each running every mix once in turn: per mix, each round's rate.
+fn alternate(rounds: usize, mut round: impl FnMut(usize) -> f64) -> Vec<Vec<f64>> {
     let mixes = mixes();
     let mut rates = vec![Vec::new(); mixes.len()];
     for _ in 0..rounds {
@@ -107,27 +112,12 @@ fn engine_rates(runtime: &tokio::runtime::Runtime, threads: u32, rounds: usize, 
 
 /// The same rounds against llama-server with the 8 adapters loaded.
 fn server_rates(threads: u32, rounds: usize) -> Result<Vec<Vec<f64>>, String> {
-    let (threads_s, slots_s, ctx) = (threads.to_string(), REQUESTS.to_string(), (4096 * REQUESTS).to_string());
-    let loras: Vec<String> = (0..REQUESTS).map(|j| lora_path(j as u32 + 1).display().to_string()).collect();
-    let mut args: Vec<&str> = vec![
-        "-t",
-        &threads_s,
-        "-tb",
-        &threads_s,
-        "-c",
-        &ctx,
-        "-np",
-        &slots_s,
-        "-b",
-        "512",
-        "-ub",
-        "512",
-        "--no-kv-unified",
-        "--lora-init-without-apply",
-    ];
-    for l in &loras {
-        args.extend_from_slice(&["--lora", l]);
+    let mut args = super::llama_server_args(threads, REQUESTS);
+    args.push("--lora-init-without-apply".into());
+    for j in 0..REQUESTS {
+        args.extend(["--lora".to_string(), lora_path(j as u32 + 1).display().to_string()]);
     }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let server = wasmesh_benches::start_llama_server(&model_path(), &args, "mixed-lora")?;
     let addr = server.addr;
     let round = |k: usize| {
@@ -155,15 +145,7 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<Vec<f64>>, String> {
         tokens as f64 / started.elapsed().as_secs_f64()
     };
     round(REQUESTS);
-    let mixes = mixes();
-    let mut rates = vec![Vec::new(); mixes.len()];
-    for _ in 0..rounds {
-        for (m, &k) in mixes.iter().enumerate() {
-            rates[m].push(round(k));
-            super::settle();
-        }
-    }
-    Ok(rates)
+    Ok(alternate(rounds, round))
 }
 
 /// Prints one line per way, and returns the figures for the bench's JSON.
