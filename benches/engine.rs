@@ -288,25 +288,32 @@ impl LlamaServer {
 
     /// One round: `n` requests at once; aggregate generated tokens/s.
     fn round(&self, n: usize) -> f64 {
-        let addr = self.process.addr;
-        let started = Instant::now();
-        let tokens: u64 = std::thread::scope(|scope| {
-            let runs: Vec<_> = (0..n)
-                .map(|i| {
-                    scope.spawn(move || {
-                        let body = json!({
-                            "prompt": prompt(i), "n_predict": TOKENS, "temperature": 0.0, "cache_prompt": false,
-                        });
-                        let r = wasmesh_tests::post_json(addr, "/completion", &body);
-                        assert_eq!(r.status, 200, "llama-server: {}", r.text());
-                        r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
-                    })
-                })
-                .collect();
-            runs.into_iter().map(|r| r.join().expect("request thread")).sum()
-        });
-        tokens as f64 / started.elapsed().as_secs_f64()
+        server_round(
+            self.process.addr,
+            n,
+            |i| json!({"prompt": prompt(i), "n_predict": TOKENS, "temperature": 0.0, "cache_prompt": false}),
+        )
     }
+}
+
+/// One round against llama-server: `n` requests at once to `/completion`, request `i`
+/// with `body(i)`; aggregate generated tokens/s.
+fn server_round(addr: std::net::SocketAddr, n: usize, body: impl Fn(usize) -> serde_json::Value + Sync) -> f64 {
+    let started = Instant::now();
+    let tokens: u64 = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..n)
+            .map(|i| {
+                let body = &body;
+                scope.spawn(move || {
+                    let r = wasmesh_tests::post_json(addr, "/completion", &body(i));
+                    assert_eq!(r.status, 200, "llama-server: {}", r.text());
+                    r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().expect("request thread")).sum()
+    });
+    tokens as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The anchor: the 16 requests of the top level, one after another, with a plain

@@ -121,28 +121,16 @@ fn server_rates(threads: u32, rounds: usize) -> Result<Vec<Vec<f64>>, String> {
     let server = wasmesh_benches::start_llama_server(&model_path(), &args, "mixed-lora")?;
     let addr = server.addr;
     let round = |k: usize| {
-        let started = Instant::now();
-        let tokens: u64 = std::thread::scope(|scope| {
-            let runs: Vec<_> = (0..REQUESTS)
-                .map(|i| {
-                    scope.spawn(move || {
-                        // Every adapter named, the request's own at scale 1 (none: all at 0).
-                        let lora: Vec<_> = (0..REQUESTS)
-                            .map(|j| json!({"id": j, "scale": if adapter(i, k) == Some(j) { 1.0 } else { 0.0 }}))
-                            .collect();
-                        let body = json!({
-                            "prompt": prompt(i), "n_predict": super::TOKENS, "temperature": 0.0,
-                            "cache_prompt": false, "lora": lora,
-                        });
-                        let r = wasmesh_tests::post_json(addr, "/completion", &body);
-                        assert_eq!(r.status, 200, "llama-server: {}", r.text());
-                        r.json()["tokens_predicted"].as_u64().expect("tokens_predicted")
-                    })
-                })
+        super::server_round(addr, REQUESTS, |i| {
+            // Every adapter named, the request's own at scale 1 (none: all at 0).
+            let lora: Vec<_> = (0..REQUESTS)
+                .map(|j| json!({"id": j, "scale": if adapter(i, k) == Some(j) { 1.0 } else { 0.0 }}))
                 .collect();
-            runs.into_iter().map(|r| r.join().expect("request thread")).sum()
-        });
-        tokens as f64 / started.elapsed().as_secs_f64()
+            json!({
+                "prompt": prompt(i), "n_predict": super::TOKENS, "temperature": 0.0,
+                "cache_prompt": false, "lora": lora,
+            })
+        })
     };
     round(REQUESTS);
     Ok(alternate(rounds, round))
