@@ -1,6 +1,6 @@
 //! `cargo bench --bench trust`: what audits catch and what they cost.
 //!
-//! 1. A simulation of a fabric of 10,000 nodes, 1% of them cheaters of four kinds, each
+//! 1. A simulation of a fabric of 10,000 nodes, 1% of them cheaters of six kinds, each
 //!    node serving 10,000 requests, through the router's and the registry's real decision
 //!    code (`wasmesh_trust`: the audit share of a node's standing, the draw, the judgement
 //!    of a replay and its confirmation, the standing that follows). An honest node's replay
@@ -8,9 +8,11 @@
 //!    checks on 1,000 real audited requests); a cheated request's does not. Then, for each
 //!    kind, 20,000 more cheaters alone, for the probability of being caught within 250
 //!    requests (for a node that starts cheating late, 250 from its first cheat).
-//! 2. The cost, on this machine with the real llama.cpp engine, of checking a request
-//!    teacher-forced (one pass over the prompt and the returned tokens) against
-//!    regenerating it, which is what an audit does today.
+//! 2. The cost, on this machine with the real llama.cpp engine, of checking a request's
+//!    tokens teacher-forced (`GenerateRequest::checking`: one pass over the prompt and the
+//!    returned tokens, what an audit's first replay does) against regenerating it (what a
+//!    confirmation does), checking that both give the same tokens. Audit compute is
+//!    counted with that measured ratio.
 //!
 //! Ends with one line of JSON.
 
@@ -44,6 +46,8 @@ enum Kind {
     PartTime,
     /// Honest for its first 1,000 requests (past probation), then substitutes on every one.
     Late,
+    /// Honest for its first 1,000 requests, then substitutes on 10% of them.
+    LatePartTime,
 }
 
 /// When a late cheater starts.
@@ -58,9 +62,11 @@ impl Kind {
             Kind::SkipAdapter => "skip_adapter",
             Kind::PartTime => "part_time",
             Kind::Late => "late",
+            Kind::LatePartTime => "late_part_time",
         }
     }
-    const CHEATS: [Kind; 5] = [Kind::Substitute, Kind::Truncate, Kind::SkipAdapter, Kind::PartTime, Kind::Late];
+    const CHEATS: [Kind; 6] =
+        [Kind::Substitute, Kind::Truncate, Kind::SkipAdapter, Kind::PartTime, Kind::Late, Kind::LatePartTime];
 }
 
 /// splitmix64.
@@ -83,7 +89,10 @@ impl Rng {
 #[derive(Default)]
 struct Life {
     served: u64,
+    /// First replays (checked, teacher-forced, in the fabric).
     replays: u64,
+    /// Second replays, confirming a difference (generated).
+    confirmations: u64,
     caught_at: Option<u64>,
     cheated: u64,
     /// Cheated requests whose earnings left escrow before the node was caught.
@@ -103,6 +112,7 @@ fn live(kind: Kind, config: &TrustConfig, rng: &mut Rng, requests: u64) -> Life 
             Kind::SkipAdapter => rng.chance(ADAPTER_SHARE),
             Kind::PartTime => rng.chance(PART_TIME),
             Kind::Late => i >= LATE_START,
+            Kind::LatePartTime => i >= LATE_START && rng.chance(PART_TIME),
         };
         if cheats {
             life.cheated += 1;
@@ -117,7 +127,8 @@ fn live(kind: Kind, config: &TrustConfig, rng: &mut Rng, requests: u64) -> Life 
         if needs_confirmation(original, &replays) {
             replays.push("served");
         }
-        life.replays += replays.len() as u64;
+        life.replays += 1;
+        life.confirmations += replays.len() as u64 - 1;
         match judge(original, &replays) {
             Verdict::Passed => standing.passed += 1,
             Verdict::Inconclusive => standing.inconclusive += 1,
@@ -133,20 +144,19 @@ fn live(kind: Kind, config: &TrustConfig, rng: &mut Rng, requests: u64) -> Life 
     life
 }
 
-/// The cost of a teacher-forced check against regenerating, measured: (regenerate ms,
-/// teacher-forced ms, ratio) for `tokens` generated tokens, medians of 5.
+/// The cost of checking a request's tokens (teacher-forced, as an audit's first replay
+/// does) against regenerating them, measured: (regenerate ms, check ms, ratio) for
+/// `tokens` generated tokens, medians of 5. Panics if a check does not give exactly the
+/// generated tokens (the audit would then accuse an honest node's answer wrongly).
 fn teacher_forced_cost(runtime: &tokio::runtime::Runtime, engine: &Arc<LlamaEngine>, tokens: u32) -> (f64, f64, f64) {
     let prompt = "Write a short story about a lighthouse keeper who finds a message in a bottle. Begin:";
     let (mut regen, mut forced) = (Vec::new(), Vec::new());
     for round in 0..6 {
         let params = GenerateParams { n_predict: tokens, temp: 0.0, ..Default::default() };
-        let g = runtime.block_on(engine.generate(GenerateRequest::new("smollm2", prompt, params))).expect("generate");
-        // One pass over the prompt and the returned tokens: the logits of every position at
-        // once, which is what checking each returned token needs.
-        let check = GenerateParams { n_predict: 1, temp: 0.0, ..Default::default() };
-        let f = runtime
-            .block_on(engine.generate(GenerateRequest::new("smollm2", format!("{prompt}{}", g.text), check)))
-            .expect("teacher-forced pass");
+        let ask = GenerateRequest::new("smollm2", prompt, params);
+        let g = runtime.block_on(engine.generate(ask.clone())).expect("generate");
+        let f = runtime.block_on(engine.generate(ask.checking(g.tokens.clone().into()))).expect("check");
+        assert_eq!((&f.tokens, f.finish), (&g.tokens, g.finish), "checking the tokens gave others");
         if round > 0 {
             regen.push(g.compute_time.as_secs_f64() * 1000.0);
             forced.push(f.compute_time.as_secs_f64() * 1000.0);
@@ -168,7 +178,7 @@ fn main() {
     );
 
     // 1. The fabric.
-    let (mut served, mut replays, mut slashed) = (0u64, 0u64, 0u64);
+    let (mut served, mut replays, mut confirmations, mut slashed) = (0u64, 0u64, 0u64, 0u64);
     let (mut cheated, mut settled) = (0u64, 0u64);
     let mut caught_in_fabric = 0;
     let started = std::time::Instant::now();
@@ -177,14 +187,15 @@ fn main() {
         let life = live(kind, &config, &mut rng, REQUESTS);
         served += life.served;
         replays += life.replays;
+        confirmations += life.confirmations;
         slashed += u64::from(life.slashed);
         cheated += life.cheated;
         settled += life.cheated_settled;
         caught_in_fabric += usize::from(kind != Kind::Honest && life.caught_at.is_some());
     }
-    let audit_share = replays as f64 / served as f64;
+    let audit_share = (replays + confirmations) as f64 / served as f64;
     println!(
-        "fabric: {served} requests, {replays} replays ({:.2}% of the compute when a replay regenerates), {caught_in_fabric} of {CHEATERS} cheaters caught, {slashed} honest nodes slashed, {cheated} cheated requests of which {settled} settled before their node was caught ({:.1} s)",
+        "fabric: {served} requests, {replays} audits and {confirmations} confirmations ({:.2}% of the compute if every replay regenerated), {caught_in_fabric} of {CHEATERS} cheaters caught, {slashed} honest nodes slashed, {cheated} cheated requests of which {settled} settled before their node was caught ({:.1} s)",
         audit_share * 100.0,
         started.elapsed().as_secs_f64()
     );
@@ -197,7 +208,7 @@ fn main() {
         for _ in 0..trials {
             let life = live(kind, &config, &mut rng, REQUESTS);
             // Counted from its first cheated request for one that starts late.
-            let start = if kind == Kind::Late { LATE_START } else { 0 };
+            let start = if matches!(kind, Kind::Late | Kind::LatePartTime) { LATE_START } else { 0 };
             if let Some(at) = life.caught_at {
                 caught += 1;
                 before_catch += at + 1 - start;
@@ -235,7 +246,7 @@ fn main() {
     for tokens in [64u32, 128] {
         let (regen, forced, ratio) = teacher_forced_cost(&runtime, &engine, tokens);
         println!(
-            "a {tokens}-token request: regenerate {regen:.1} ms, teacher-forced pass {forced:.1} ms: {:.3}× the cost",
+            "a {tokens}-token request: regenerate {regen:.1} ms, check (teacher-forced) {forced:.1} ms, the same tokens: {:.3}× the cost",
             ratio
         );
         figures.insert(format!("regenerate_{tokens}_ms"), serde_json::json!((regen * 10.0).round() / 10.0));
@@ -243,10 +254,12 @@ fn main() {
         ratios.push(ratio);
     }
     let ratio = ratios.iter().copied().fold(0.0, f64::max);
+    // What the fabric runs: each audit's first replay checks, a confirmation generates.
+    let checked_share = (replays as f64 * ratio + confirmations as f64) / served as f64;
     println!(
-        "audit compute: {:.2}% of all compute when audits regenerate (today), {:.2}% if they were teacher-forced (the worse ratio, {ratio:.3})",
-        audit_share * 100.0,
-        audit_share * ratio * 100.0
+        "audit compute: {:.2}% of all compute (first replays checked at the worse ratio, {ratio:.3}; confirmations generated); {:.2}% if every replay regenerated",
+        checked_share * 100.0,
+        audit_share * 100.0
     );
     let mut line = serde_json::Map::new();
     line.insert("nodes".into(), NODES.into());
@@ -257,10 +270,8 @@ fn main() {
         "audit_compute_share_regenerate".into(),
         serde_json::json!((audit_share * 10_000.0).round() / 10_000.0),
     );
-    line.insert(
-        "audit_compute_share_teacher_forced".into(),
-        serde_json::json!((audit_share * ratio * 10_000.0).round() / 10_000.0),
-    );
+    line.insert("audit_compute_share".into(), serde_json::json!((checked_share * 10_000.0).round() / 10_000.0));
+    line.insert("check_vs_regenerate".into(), serde_json::json!((ratio * 1000.0).round() / 1000.0));
     line.insert("cheated_requests".into(), cheated.into());
     line.insert("cheated_requests_settled_before_caught".into(), settled.into());
     line.extend(per_kind);

@@ -225,8 +225,18 @@ impl Fabric {
     }
 
     fn router_metric(&self, outcome: &str) -> u64 {
+        self.router_counter(&format!("wasmesh_router_audits_total{{outcome=\"{outcome}\"}}"))
+    }
+
+    /// Audit replays run, by way: `checked` (teacher-forced over the node's token ids)
+    /// or `generated`.
+    fn replays(&self, way: &str) -> u64 {
+        self.router_counter(&format!("wasmesh_router_audit_replays_total{{way=\"{way}\"}}"))
+    }
+
+    fn router_counter(&self, series: &str) -> u64 {
         let text = request(self.router.addr, "GET", "/metrics", &[], None).unwrap().text();
-        let line = format!("wasmesh_router_audits_total{{outcome=\"{outcome}\"}} ");
+        let line = format!("{series} ");
         text.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |v| v.trim().parse().unwrap())
     }
 }
@@ -279,6 +289,8 @@ fn cheater_is_caught(tag: &str, postgres: bool) {
     assert_eq!(failed.replays[0], failed.replays[1]);
     assert_ne!(failed.commitment, failed.replays[0]);
     assert_ne!(failed.auditors[0], failed.auditors[1], "two different auditors confirmed it");
+    // The first replay checked the cheater's token ids; the confirmation generated.
+    assert!(fabric.replays("checked") >= 1 && fabric.replays("generated") >= 1);
 
     // The honest hosts were audited and never accused; the cheater's provider's other
     // node is audited more from now on.
@@ -349,4 +361,9 @@ fn a_thousand_audited_honest_requests_accuse_nobody() {
         fabric.router_metric("error")
     );
     assert_eq!((passed, failed, inconclusive), (n as u64, 0, 0));
+    // Every replay checked the host's token ids (teacher-forced) and agreed with it at
+    // once: the check commits exactly as generating does, under concurrency.
+    let (checked, generated) = (fabric.replays("checked"), fabric.replays("generated"));
+    println!("replays: {checked} checked, {generated} generated");
+    assert_eq!((checked, generated), (n as u64, 0));
 }

@@ -50,10 +50,96 @@ pub struct RequestHead {
     /// a replay with the same seed samples the same tokens. 0: none (the engine's own).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seed: u64,
+    /// The router asks for the token ids of the request's generations (a
+    /// [`Frame::Tokens`] before the receipt): an audit's replay checks them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tokens: bool,
+    /// An audit's replay: the token ids the audited node returned, which the replay
+    /// checks (teacher-forced) rather than generates. What it commits to is what
+    /// generating would give, whatever the claims say; true claims only make it cheaper.
+    #[serde(default, skip_serializing_if = "GenerationIds::is_empty")]
+    pub claims: GenerationIds,
 }
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Token ids of a request's generations, by the order they started: those through
+/// `wasi:nn`, and those through Spin's `llm`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationIds {
+    /// Of the `wasi:nn` generations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nn: Vec<Vec<i32>>,
+    /// Of the Spin `llm` generations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm: Vec<Vec<i32>>,
+}
+
+impl GenerationIds {
+    /// Whether no generation produced a token.
+    pub fn is_empty(&self) -> bool {
+        self.nn.iter().chain(&self.llm).all(Vec::is_empty)
+    }
+
+    /// The payload of a [`Frame::Tokens`]: for `nn`, then `llm`, a count of generations
+    /// and each generation's count of ids, then its ids (big-endian `u32` counts,
+    /// little-endian `i32` ids). `None` when it would exceed the frame's limit (the
+    /// router then replays by generating).
+    pub fn encode(&self) -> Option<Bytes> {
+        let ids: usize = self.nn.iter().chain(&self.llm).map(Vec::len).sum();
+        let size = 8 + 4 * (self.nn.len() + self.llm.len()) + 4 * ids;
+        if size > MAX_TOKENS_FRAME {
+            return None;
+        }
+        let mut out = BytesMut::with_capacity(size);
+        for side in [&self.nn, &self.llm] {
+            out.extend_from_slice(&(side.len() as u32).to_be_bytes());
+            for generation in side {
+                out.extend_from_slice(&(generation.len() as u32).to_be_bytes());
+                for id in generation {
+                    out.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+        }
+        Some(out.freeze())
+    }
+
+    /// Reads a [`Frame::Tokens`] payload; every count is checked against what is left.
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, TunnelError> {
+        let bad = || TunnelError::Protocol("malformed token ids".into());
+        let next_u32 = |bytes: &mut &[u8]| -> Result<u32, TunnelError> {
+            let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+            *bytes = rest;
+            Ok(u32::from_be_bytes(*head))
+        };
+        let mut sides = [Vec::new(), Vec::new()];
+        for side in &mut sides {
+            let count = next_u32(&mut bytes)? as usize;
+            if count > bytes.len() / 4 {
+                return Err(bad());
+            }
+            for _ in 0..count {
+                let len = next_u32(&mut bytes)? as usize;
+                if len > bytes.len() / 4 {
+                    return Err(bad());
+                }
+                let (ids, rest) = bytes.split_at(len * 4);
+                side.push(ids.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
+                bytes = rest;
+            }
+        }
+        if !bytes.is_empty() {
+            return Err(bad());
+        }
+        let [nn, llm] = sides;
+        Ok(Self { nn, llm })
+    }
 }
 
 /// The start of a host's answer.
@@ -110,6 +196,9 @@ pub enum Frame {
     /// The host's signed receipt of what the request used (JSON of a
     /// `wasmesh_api::wire::SignedReceipt`), sent just before `End`.
     Receipt(Bytes),
+    /// The token ids of the request's generations ([`GenerationIds::encode`]), when the
+    /// router asked ([`RequestHead::tokens`]); after the body, before the receipt.
+    Tokens(Bytes),
 }
 
 const HEAD: u8 = 1;
@@ -117,6 +206,9 @@ const DATA: u8 = 2;
 const END: u8 = 3;
 const ERROR: u8 = 4;
 const RECEIPT: u8 = 5;
+const TOKENS: u8 = 6;
+/// Largest token-ids frame (a quarter of a million ids).
+const MAX_TOKENS_FRAME: usize = 1 << 20;
 /// Largest receipt frame.
 const MAX_RECEIPT_FRAME: usize = 16 << 10;
 
@@ -131,6 +223,7 @@ fn parts(frame: &Frame) -> ([u8; 5], &[u8]) {
         Frame::End => (END, &[]),
         Frame::Error(m) => (ERROR, m.as_bytes()),
         Frame::Receipt(b) => (RECEIPT, b),
+        Frame::Tokens(b) => (TOKENS, b),
     };
     let mut header = [0u8; 5];
     header[0] = kind;
@@ -188,6 +281,7 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
         // on it used to be read and dropped).
         END => 0,
         RECEIPT => MAX_RECEIPT_FRAME,
+        TOKENS => MAX_TOKENS_FRAME,
         _ => MAX_CONTROL_FRAME,
     };
     if len > limit {
@@ -202,6 +296,7 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
         END => Frame::End,
         ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
         RECEIPT => Frame::Receipt(payload),
+        TOKENS => Frame::Tokens(payload),
         other => return Err(TunnelError::Protocol(format!("unknown frame kind {other}"))),
     }))
 }
@@ -240,6 +335,8 @@ mod tests {
             headers: vec![],
             request_id: "r1".into(),
             seed: 7,
+            tokens: true,
+            claims: GenerationIds { nn: vec![vec![1, -2, 3], vec![]], llm: vec![vec![i32::MAX]] },
         });
         write_json(&mut buf, &open).await.unwrap();
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
@@ -248,6 +345,8 @@ mod tests {
         let mut input = &buf[..];
         let Open::Request(head) = read_json(&mut input).await.unwrap() else { panic!("a request head") };
         assert_eq!((head.uri.as_str(), head.request_id.as_str()), ("/x", "r1"));
+        assert!(head.tokens);
+        assert_eq!(head.claims.nn, vec![vec![1, -2, 3], vec![]]);
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Receipt(Bytes::from_static(b"{}"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
@@ -274,5 +373,25 @@ mod tests {
         // not read and dropped.
         let loaded_end = [END, 0, 0, 0, 2, 0, 0];
         assert!(matches!(read_frame(&mut &loaded_end[..]).await, Err(TunnelError::Protocol(_))));
+    }
+
+    #[test]
+    fn token_ids_round_trip_and_malformed_ones_are_refused() {
+        let ids = GenerationIds { nn: vec![vec![5, -1, i32::MIN], vec![]], llm: vec![vec![7; 1000]] };
+        let bytes = ids.encode().unwrap();
+        assert_eq!(GenerationIds::decode(&bytes).unwrap(), ids);
+        assert_eq!(
+            GenerationIds::decode(&GenerationIds::default().encode().unwrap()).unwrap(),
+            GenerationIds::default()
+        );
+        for cut in 0..bytes.len() {
+            assert!(GenerationIds::decode(&bytes[..cut]).is_err(), "a payload cut at {cut} was read");
+        }
+        let mut trailing = bytes.to_vec();
+        trailing.push(0);
+        assert!(GenerationIds::decode(&trailing).is_err());
+        // A count far beyond what follows is refused before anything is allocated for it.
+        assert!(GenerationIds::decode(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]).is_err());
+        assert!(GenerationIds { nn: vec![vec![0; MAX_TOKENS_FRAME / 4]], llm: vec![] }.encode().is_none());
     }
 }

@@ -26,8 +26,8 @@ pub mod frames;
 mod quic;
 
 pub use frames::{
-    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_frame, read_json, write_frame,
-    write_json,
+    Frame, GenerationIds, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_frame,
+    read_json, write_frame, write_json,
 };
 #[cfg(feature = "quic")]
 pub use quic::{TlsIdentity, host_config, host_endpoint, peer_network, peer_node_id, router_config, router_endpoint};

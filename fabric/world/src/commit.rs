@@ -58,6 +58,45 @@ impl RequestSeed {
     }
 }
 
+/// The token ids of a request's generations by the order they started, which the host
+/// returns to a router that meters the request (an audit's replay checks them), and the
+/// ids a replay was given to check: each generation of the replay checks the claim in
+/// its place (`GenerateRequest::forced`, teacher-forced) rather than generating.
+#[derive(Clone, Default)]
+pub struct Replay {
+    claims: Vec<std::sync::Arc<[i32]>>,
+    produced: Vec<Vec<i32>>,
+}
+
+impl Replay {
+    /// Check `claims` (by the order generations start) rather than generate them.
+    pub fn set_claims(&mut self, claims: Vec<std::sync::Arc<[i32]>>) {
+        self.claims = claims;
+    }
+
+    /// A generation starts: it checks the claim in its place, if there is one. Its place.
+    pub fn start(&mut self, request: &mut GenerateRequest) -> usize {
+        let at = self.produced.len();
+        if let Some(claim) = self.claims.get(at) {
+            request.forced = Some(claim.clone());
+        }
+        self.produced.push(Vec::new());
+        at
+    }
+
+    /// The generation started at `at` produced `generation`.
+    pub fn done(&mut self, at: usize, generation: &Generation) {
+        if let Some(slot) = self.produced.get_mut(at) {
+            slot.clone_from(&generation.tokens);
+        }
+    }
+
+    /// The token ids of each generation, by the order they started (empty: none, or failed).
+    pub fn produced(&self) -> &[Vec<i32>] {
+        &self.produced
+    }
+}
+
 /// A request's running commitment.
 #[derive(Clone, Default)]
 pub struct Commitment(Option<blake3::Hasher>);

@@ -86,6 +86,8 @@ pub struct NnCtx {
     pub commitment: crate::commit::Commitment,
     /// The seeds of its sampled generations that name none (the router's request seed).
     seed: crate::commit::RequestSeed,
+    /// Its generations' token ids, and an audit replay's claims to check.
+    pub replay: crate::commit::Replay,
     /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
     pub budget_hit: bool,
     /// Bytes of the tensors this instance holds in the host (outside its linear memory),
@@ -121,6 +123,7 @@ impl NnCtx {
             finish: None,
             commitment: Default::default(),
             seed: Default::default(),
+            replay: Default::default(),
             budget_hit: false,
             tensor_bytes: 0,
             max_tensor_bytes,
@@ -149,7 +152,8 @@ impl NnCtx {
         self
     }
 
-    fn record(&mut self, asked: &blake3::Hash, generation: &Generation) {
+    fn record(&mut self, asked: &blake3::Hash, at: usize, generation: &Generation) {
+        self.replay.done(at, generation);
         self.usage += generation.usage;
         self.finish = Some(generation.finish);
         self.commitment.add(asked, generation);
@@ -185,6 +189,8 @@ pub struct TokenStream {
     usage: Option<String>,
     /// What it was asked for (its commitment).
     asked: blake3::Hash,
+    /// Its place among the request's generations (see `Replay`).
+    at: usize,
 }
 
 impl Drop for TokenStream {
@@ -425,13 +431,14 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
         self.ctx.seed.apply(&mut request.params);
+        let at = self.ctx.replay.start(&mut request);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);
         let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return self.engine_error(e),
         };
-        self.ctx.record(&asked, &generation);
+        self.ctx.record(&asked, at, &generation);
         let usage = usage_json(&generation, return_tokens);
         let text = generation.text.into_bytes();
         let text = self.push_tensor(Tensor { dimensions: vec![text.len() as u32], ty: TensorType::U8, data: text })?;
@@ -517,12 +524,13 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
             );
         }
         self.ctx.seed.apply(&mut request.params);
+        let at = self.ctx.replay.start(&mut request);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);
         let engine = self.ctx.engine.clone();
         let task = tokio::spawn(async move { engine.generate(request).await });
         self.ctx.streams += 1;
-        Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None, asked })?))
+        Ok(Ok(self.table.push(TokenStream { pieces, task: Some(task), return_tokens, usage: None, asked, at })?))
     }
 }
 
@@ -535,10 +543,10 @@ impl generated::wasmesh::guest::streaming::HostTokenStream for NnView<'_> {
         let Some(task) = s.task.take() else {
             return Ok(Ok(None)); // already finished
         };
-        let (return_tokens, asked) = (s.return_tokens, s.asked);
+        let (return_tokens, asked, at) = (s.return_tokens, s.asked, s.at);
         match task.await {
             Ok(Ok(generation)) => {
-                self.ctx.record(&asked, &generation);
+                self.ctx.record(&asked, at, &generation);
                 let usage = String::from_utf8(usage_json(&generation, return_tokens)).expect("JSON is UTF-8");
                 self.table.get_mut(&stream)?.usage = Some(usage);
                 Ok(Ok(None))

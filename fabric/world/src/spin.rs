@@ -57,6 +57,8 @@ pub struct LlmCtx {
     pub commitment: crate::commit::Commitment,
     /// The seeds of its sampled generations that name none (the router's request seed).
     seed: crate::commit::RequestSeed,
+    /// Its generations' token ids, and an audit replay's claims to check.
+    pub replay: crate::commit::Replay,
 }
 
 impl LlmCtx {
@@ -72,6 +74,7 @@ impl LlmCtx {
             finish: None,
             commitment: Default::default(),
             seed: Default::default(),
+            replay: Default::default(),
         }
     }
 
@@ -166,12 +169,14 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
         params.lora = model_ref.adapter().map(str::to_string);
         self.seed.apply(&mut params);
         let engine = self.engine.clone();
-        let request = GenerateRequest::new(model_ref.model(), prompt, params);
+        let mut request = GenerateRequest::new(model_ref.model(), prompt, params);
+        let at = self.replay.start(&mut request);
         let asked = crate::commit::request_digest(&request);
         let generation = match engine.generate(request).await {
             Ok(g) => g,
             Err(e) => return Ok(Err(engine_error(e))),
         };
+        self.replay.done(at, &generation);
         self.usage += generation.usage;
         self.finish = Some(generation.finish);
         self.commitment.add(&asked, &generation);

@@ -232,11 +232,16 @@ where
     }
     // A router that meters the request names it; what the guest used comes back here.
     let request_id = head.request_id;
+    let want_tokens = head.tokens;
     let mut served = None;
     let request = match builder.body(body) {
         Ok(mut r) => {
             if head.seed != 0 {
                 r.extensions_mut().insert(wasmesh_runtime::RouterSeed(head.seed));
+            }
+            if !head.claims.is_empty() {
+                let wasmesh_tunnel::GenerationIds { nn, llm } = head.claims;
+                r.extensions_mut().insert(wasmesh_runtime::RouterClaims(wasmesh_runtime::GenerationTokens { nn, llm }));
             }
             if !request_id.is_empty() {
                 let (report, receiver) = wasmesh_runtime::ServedReport::new();
@@ -300,7 +305,7 @@ where
                     // held back waits a moment for it, so a small answer leaves in one write
                     // with its receipt and end (a host killed in between leaves no answer
                     // half-sent); a guest still running after its body gets its body sent.
-                    let used = match (&mut receiver).now_or_never() {
+                    let mut used = match (&mut receiver).now_or_never() {
                         Some(used) => used.ok(),
                         None => match tokio::time::timeout(Duration::from_millis(20), &mut receiver).await {
                             Ok(used) => used.ok(),
@@ -313,6 +318,15 @@ where
                             }
                         },
                     };
+                    if want_tokens
+                        && let Some(used) = used.as_mut()
+                        && !used.tokens.is_empty()
+                    {
+                        let wasmesh_runtime::GenerationTokens { nn, llm } = std::mem::take(&mut used.tokens);
+                        if let Some(bytes) = (wasmesh_tunnel::GenerationIds { nn, llm }).encode() {
+                            encode_frame(&mut out, &Frame::Tokens(bytes));
+                        }
+                    }
                     let receipt = receipts.sign(host, &request_id, used, status, started);
                     encode_frame(&mut out, &Frame::Receipt(receipt));
                 }

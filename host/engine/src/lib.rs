@@ -208,12 +208,33 @@ pub struct GenerateRequest {
     /// Whose request it is (the app): engines share their slots fairly between
     /// tenants, so one app's flood does not starve another's requests.
     pub tenant: std::sync::Arc<str>,
+    /// Tokens another node claims this generation produced (an audit's replay): the
+    /// engine checks them in one pass over the prompt and the claim (teacher-forced)
+    /// instead of generating them one step at a time, and generates on from the first
+    /// token the model would not have picked. The result is what generating gives,
+    /// whatever the claim; a true claim only makes it cheaper. Engines that cannot
+    /// check generate as usual.
+    pub forced: Option<std::sync::Arc<[i32]>>,
 }
 
 impl GenerateRequest {
     /// A non-streaming request.
     pub fn new(model: impl Into<String>, prompt: impl Into<String>, params: GenerateParams) -> Self {
-        Self { model: model.into(), prompt: prompt.into(), params, stream: None, tenant: std::sync::Arc::from("") }
+        Self {
+            model: model.into(),
+            prompt: prompt.into(),
+            params,
+            stream: None,
+            tenant: std::sync::Arc::from(""),
+            forced: None,
+        }
+    }
+
+    /// The same request, checking `tokens` another node claims it produced rather
+    /// than generating them (see [`GenerateRequest::forced`]).
+    pub fn checking(mut self, tokens: std::sync::Arc<[i32]>) -> Self {
+        self.forced = Some(tokens);
+        self
     }
 
     /// The same request, made for `tenant`.

@@ -263,3 +263,48 @@ async fn an_embedding_flood_does_not_stall_generation() {
     let err = engine.embed("smollm2", &"x".repeat(64 << 20)).await.unwrap_err().to_string();
     assert!(err.contains("bytes") && err.contains("at most"), "{err}");
 }
+
+/// A K-quant model (Gemma 3 270M, Q4_K_M: sliding-window attention too) batched as
+/// alone: eight requests at once get their solo tokens, each with a prompt of more than
+/// 64 tokens (so its prompt pass takes the path that tiles attention over query rows in
+/// llama.cpp's faster kernels, and eight rows take the tiled K-quant matmul). The
+/// patched llama.cpp runs the CPU backend's reference kernels, which compute each row
+/// the same way whatever shares the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_k_quant_model_batched_with_long_prompts_gets_its_solo_tokens() {
+    let model = wasmesh_tests::second_model_path();
+    if !model.is_file() {
+        assert!(std::env::var_os("CI").is_none(), "missing {}: run deploy/setup.sh", model.display());
+        eprintln!("skipping: missing {}", model.display());
+        return;
+    }
+    let config =
+        LlamaConfig { models: [("gemma".to_string(), model)].into(), threads: Some(2), slots: 8, ..Default::default() };
+    let engine = Arc::new(LlamaEngine::new(config).expect("engine"));
+    let preamble = "You are a careful assistant. Read the question, think about what the person asking \
+                    most likely wants to know, and answer in plain words, briefly, without lists, without \
+                    repeating the question and without any greeting. If the question is unclear, say \
+                    what you assumed in a few words before the answer. Use short, common words that a \
+                    child could follow, and stop as soon as the question is answered. ";
+    let ask = |p: &str| {
+        GenerateRequest::new(
+            "gemma",
+            format!("{preamble}{p}"),
+            GenerateParams { n_predict: 16, chat: true, ..Default::default() },
+        )
+    };
+    let mut alone = Vec::new();
+    for p in PROMPTS {
+        let g = engine.generate(ask(p)).await.expect("alone");
+        assert!(g.usage.input_tokens > 64, "a prompt of {} tokens does not test the long path", g.usage.input_tokens);
+        alone.push(g.tokens);
+    }
+    let together = futures::future::join_all(PROMPTS.iter().map(|p| {
+        let (engine, r) = (engine.clone(), ask(p));
+        async move { engine.generate(r).await.expect("batched").tokens }
+    }))
+    .await;
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, t, "request {i} ({:?}) differs when batched", PROMPTS[i]);
+    }
+}

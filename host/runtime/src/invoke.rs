@@ -40,6 +40,7 @@ impl Host {
         let max_request = limits.max_request_bytes();
         let report = req.extensions().get::<ServedReport>().cloned();
         let seed = req.extensions().get::<crate::RouterSeed>().map_or(0, |s| s.0);
+        let claims = req.extensions().get::<crate::RouterClaims>().map(|c| c.0.clone());
         if let Some(len) =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max_request
@@ -71,6 +72,11 @@ impl Host {
         if seed != 0 {
             store.data_mut().nn.set_seed(seed);
             store.data_mut().llm.set_seed(seed);
+        }
+        if let Some(claims) = claims {
+            let arcs = |v: Vec<Vec<i32>>| v.into_iter().map(std::sync::Arc::from).collect();
+            store.data_mut().nn.replay.set_claims(arcs(claims.nn));
+            store.data_mut().llm.replay.set_claims(arcs(claims.llm));
         }
         let pre = match &component.pre {
             ProxyPre::P2(pre) => pre.clone(),

@@ -18,6 +18,7 @@ pub(crate) struct Outcome {
     embeddings: u64,
     finish: Option<wasmesh_engine::FinishReason>,
     commitment: Option<String>,
+    tokens: crate::GenerationTokens,
 }
 
 impl Outcome {
@@ -53,6 +54,10 @@ impl Outcome {
             embeddings: data.nn.embeddings + data.llm.embeddings,
             finish: data.nn.finish.or(data.llm.finish),
             commitment: data.nn.commitment.clone().and(&data.llm.commitment).hex(),
+            tokens: crate::GenerationTokens {
+                nn: data.nn.replay.produced().to_vec(),
+                llm: data.llm.replay.produced().to_vec(),
+            },
         }
     }
 
@@ -74,6 +79,7 @@ impl Outcome {
             failed,
             finish_reason,
             commitment: self.commitment.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 

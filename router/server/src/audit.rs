@@ -5,8 +5,12 @@
 //! until its answer ends. Only then does it draw whether to audit, so the serving node
 //! cannot tell an audited request from any other. The replay goes to a trusted node of the
 //! same engine build and CPU class, under the id `REQUEST/audit-1`. Its signed receipt
-//! commits to what the replay generated. A replay that differs is confirmed by a second
-//! one, on another auditor where there is one. Every audit goes to the registry with the
+//! commits to what the replay generated. The first replay is given the token ids the node
+//! returned and checks them (teacher-forced: one pass over prompt and tokens, generating
+//! only from where the model picks otherwise), which commits to what generating would,
+//! at a fraction of the cost. A replay that differs is confirmed by a second one, on
+//! another auditor where there is one, which generates from scratch: a conviction never
+//! rests on the check alone. Every audit goes to the registry with the
 //! signed receipts (`POST /v1/audits`); the registry judges it itself and deals with a
 //! node that was caught.
 
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmesh_api::wire::{AuditReport, NodeTrust, Receipt, SignedReceipt, replay_id};
 use wasmesh_trust::{Standing, needs_confirmation, should_audit};
-use wasmesh_tunnel::{Frame, Open, RequestHead, read_frame};
+use wasmesh_tunnel::{Frame, GenerationIds, Open, RequestHead, read_frame};
 
 /// Audits waiting for a replay; past this, new ones are dropped (and counted).
 const QUEUE: usize = 1024;
@@ -33,12 +37,16 @@ pub(crate) struct Job {
     pub(crate) model: Option<String>,
     pub(crate) signed: SignedReceipt,
     pub(crate) receipt: Receipt,
+    /// The token ids the node returned (`Frame::Tokens`), for a checked replay.
+    pub(crate) tokens: Option<Bytes>,
 }
 
 /// The router's side of audits: where finished requests go to be considered.
 pub(crate) struct Audits {
     queue: tokio::sync::mpsc::Sender<Job>,
     pub(crate) counts: prometheus::IntCounterVec,
+    /// Replays run, by way: `checked` (teacher-forced) or `generated`.
+    pub(crate) replays: prometheus::IntCounterVec,
 }
 
 impl Audits {
@@ -52,7 +60,14 @@ impl Audits {
             ),
             &["outcome"],
         )?;
-        Ok((Self { queue, counts }, jobs))
+        let replays = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "wasmesh_router_audit_replays_total",
+                "Audit replays run, by way: checked (teacher-forced over the node's token ids) or generated",
+            ),
+            &["way"],
+        )?;
+        Ok((Self { queue, counts, replays }, jobs))
     }
 
     /// Offers a finished request: it is drawn (or not) once the audit task takes it.
@@ -138,10 +153,21 @@ fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, Arc<HostConn>)
     found
 }
 
-/// Replays the request on `connection` as replay `n`; the auditor's signed receipt.
-async fn replay(inner: &Inner, connection: &Arc<HostConn>, job: &Job, n: usize) -> Option<SignedReceipt> {
+/// Replays the request on `connection` as replay `n`, checking `claims` when given
+/// (else generating); the auditor's signed receipt.
+async fn replay(
+    inner: &Inner,
+    connection: &Arc<HostConn>,
+    job: &Job,
+    n: usize,
+    claims: Option<GenerationIds>,
+) -> Option<SignedReceipt> {
     let mut head = job.head.clone();
     head.request_id = replay_id(&job.receipt.request_id, n);
+    head.tokens = false;
+    let way = if claims.is_some() { "checked" } else { "generated" };
+    inner.audits.replays.with_label_values(&[way]).inc();
+    head.claims = claims.unwrap_or_default();
     let open = Open::Request(head);
     let run = async {
         let Attempt::Answered(_, exchange) =
@@ -154,7 +180,7 @@ async fn replay(inner: &Inner, connection: &Arc<HostConn>, job: &Job, n: usize) 
         loop {
             match read_frame(&mut recv).await {
                 Ok(Some(Frame::Receipt(bytes))) => receipt = Some(bytes),
-                Ok(Some(Frame::Data(_))) => {}
+                Ok(Some(Frame::Data(_) | Frame::Tokens(_))) => {}
                 Ok(Some(Frame::End)) => break,
                 _ => return None,
             }
@@ -176,10 +202,13 @@ async fn audit(inner: &Inner, job: Job) -> &'static str {
         tracing::debug!(node = %job.receipt.node, "no auditor of this node's engine build and CPU class is connected");
         return "no_auditor";
     }
+    // The first replay checks the node's token ids; a confirmation generates.
+    let mut claims =
+        job.tokens.as_deref().and_then(|bytes| GenerationIds::decode(bytes).ok()).filter(|c| !c.is_empty());
     let mut replays = Vec::new();
     for n in 1..=2 {
         let (auditor, connection) = &auditors[(n - 1) % auditors.len()];
-        match replay(inner, connection, &job, n).await {
+        match replay(inner, connection, &job, n, claims.take()).await {
             Some(signed) => replays.push(signed),
             None => {
                 tracing::warn!(auditor = %auditor, request = %job.receipt.request_id, "an audit replay failed");

@@ -191,6 +191,7 @@ impl Router {
         let metrics = metrics::Metrics::new()?;
         metrics.registry.register(Box::new(meter.credits.clone()))?;
         metrics.registry.register(Box::new(audits.counts.clone()))?;
+        metrics.registry.register(Box::new(audits.replays.clone()))?;
         let inner = Arc::new(Inner {
             links: link::Links::default(),
             routed: ArcSwap::from_pointee(Routed { snapshot: empty, links: Vec::new(), apps: Vec::new() }),
@@ -541,5 +542,7 @@ fn head_of(parts: &http::request::Parts, uri: Option<String>) -> wasmesh_tunnel:
             .collect(),
         request_id: String::new(),
         seed: 0,
+        tokens: false,
+        claims: Default::default(),
     }
 }

@@ -375,8 +375,10 @@ pub(crate) async fn forward(
     if let Some(hold) = &hold {
         head.request_id = hold.request_id.clone();
         // Every metered request carries a seed of the router's: the few replayed on
-        // auditors sample the same tokens, and look like the rest.
+        // auditors sample the same tokens, and look like the rest. Its token ids come
+        // back for every one too, so that a replay can check them rather than generate.
         head.seed = crate::audit::seed();
+        head.tokens = true;
     }
     let routed = inner.routed.load_full();
     let size = model.as_ref().and_then(|m| inner.model_sizes.load().get(m.model()).copied()).unwrap_or(0);

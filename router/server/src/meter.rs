@@ -390,8 +390,8 @@ impl Hold {
 
     /// Ends the request with the host's receipt (JSON of a [`SignedReceipt`]), or
     /// without one (the host failed, or sent none): nothing is charged then. What it
-    /// cost (micros).
-    pub(crate) fn finish(mut self, receipt: Option<&[u8]>) -> u64 {
+    /// cost (micros). `tokens`: its generations' token ids, for an audit's replay.
+    pub(crate) fn finish(mut self, receipt: Option<&[u8]>, tokens: Option<bytes::Bytes>) -> u64 {
         self.done = true;
         let signed = receipt.and_then(|bytes| serde_json::from_slice::<SignedReceipt>(bytes).ok());
         let parsed = signed.as_ref().and_then(|s| serde_json::from_str::<Receipt>(&s.receipt).ok());
@@ -417,6 +417,7 @@ impl Hold {
                 model,
                 signed: signed.clone(),
                 receipt: receipt.clone(),
+                tokens,
             });
         }
         // A request that failed before any output costs nothing.

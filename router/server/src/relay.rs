@@ -36,6 +36,8 @@ struct Relay {
     _guard: InFlight,
     hold: Option<Hold>,
     receipt: Option<Bytes>,
+    /// The token ids of the request's generations (kept for an audit's replay).
+    tokens: Option<Bytes>,
     costing: Costing,
     out: VecDeque<Bytes>,
     ended: bool,
@@ -106,6 +108,9 @@ impl Relay {
             };
             match read_frame(&mut exchange.recv).await {
                 Ok(Some(Frame::Receipt(bytes))) if self.receipt.is_none() => self.receipt = Some(bytes),
+                Ok(Some(Frame::Tokens(bytes))) if self.receipt.is_none() && self.tokens.is_none() => {
+                    self.tokens = Some(bytes)
+                }
                 Ok(Some(Frame::Data(bytes))) if self.receipt.is_none() => match &mut self.costing {
                     Costing::None => match &mut self.remaining {
                         Some(left) => {
@@ -133,7 +138,8 @@ impl Relay {
                     if let Some(exchange) = self.exchange.take() {
                         exchange.release();
                     }
-                    let cost = self.hold.take().map(|hold| hold.finish(self.receipt.as_deref()));
+                    let tokens = self.tokens.take();
+                    let cost = self.hold.take().map(|hold| hold.finish(self.receipt.as_deref(), tokens));
                     match (std::mem::replace(&mut self.costing, Costing::None), cost) {
                         (Costing::Json(held), Some(cost)) => self.out.push_back(costed_json(&held, cost)),
                         (Costing::Sse(held), Some(cost)) if !held.is_empty() => {
@@ -145,8 +151,8 @@ impl Relay {
                         _ => {}
                     }
                 }
-                Ok(Some(Frame::Data(_) | Frame::Receipt(_))) => {
-                    return failed(self, "protocol error: a receipt before the end of the body".into());
+                Ok(Some(Frame::Data(_) | Frame::Receipt(_) | Frame::Tokens(_))) => {
+                    return failed(self, "protocol error: token ids or a receipt out of place".into());
                 }
                 Ok(Some(Frame::Error(message))) => {
                     return failed(self, format!("the host failed mid-response: {message}"));
@@ -206,6 +212,7 @@ pub(crate) fn respond(
         _guard: guard,
         hold,
         receipt: None,
+        tokens: None,
         costing,
         out: VecDeque::new(),
         ended: false,

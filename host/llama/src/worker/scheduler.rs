@@ -154,7 +154,7 @@ impl<'m> Scheduler<'m> {
             let t = Instant::now();
             let lora = job.lora.clone();
             let prepared = self.prepare(ctx, &job.request, lora);
-            let (prompt, n_predict, sampler, lora) = match prepared {
+            let (prompt, n_prompt, n_predict, sampler, lora) = match prepared {
                 Ok(p) => p,
                 Err(e) => {
                     let job = waiting.remove(next).expect("the chosen job exists");
@@ -187,8 +187,10 @@ impl<'m> Scheduler<'m> {
                 started: t,
                 fixed: t.elapsed(),
                 logits_at: None,
+                checks: Vec::new(),
                 lora,
                 prompt,
+                n_prompt,
             });
         }
     }
@@ -213,13 +215,17 @@ impl<'m> Scheduler<'m> {
             .map(|(i, _)| i)
     }
 
-    /// Renders, tokenizes and checks one request; builds its sampler.
+    /// Renders, tokenizes and checks one request; builds its sampler. The tokens fed
+    /// are the prompt's, then a checked request's claim (at most `n_predict` tokens, and
+    /// none past the first that is not in the vocabulary); the second number is how
+    /// many are the prompt's.
+    #[allow(clippy::type_complexity)]
     fn prepare(
         &mut self,
         ctx: &mut LlamaContext<'_>,
         request: &GenerateRequest,
         lora: Option<AdapterFile>,
-    ) -> Result<(Vec<LlamaToken>, usize, LlamaSampler, LoraKey), EngineError> {
+    ) -> Result<(Vec<LlamaToken>, usize, usize, LlamaSampler, LoraKey), EngineError> {
         let params = &request.params;
         let lora = match (&params.lora, lora) {
             (None, _) => None,
@@ -249,7 +255,15 @@ impl<'m> Scheduler<'m> {
             )));
         }
         let n_predict = (params.n_predict as usize).min(self.n_ctx - tokens.len());
-        Ok((tokens, n_predict, build_sampler(self.model, params), lora))
+        let n_prompt = tokens.len();
+        let mut tokens = tokens;
+        if let Some(claim) = &request.forced {
+            let n_vocab = self.model.n_vocab();
+            let valid = claim.iter().take(n_predict).take_while(|&&t| (0..n_vocab).contains(&t));
+            tokens.extend(valid.map(|&t| LlamaToken::new(t)));
+            self.stats.checked_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((tokens, n_prompt, n_predict, build_sampler(self.model, params), lora))
     }
 
     fn render_prompt(&self, prompt: &str, params: &GenerateParams) -> Result<String, EngineError> {

@@ -18,7 +18,14 @@ pub(crate) struct Active {
     /// Streaming: where pieces go, and how many bytes of `text` were sent.
     pub(crate) stream: Option<wasmesh_engine::TokenSink>,
     pub(crate) emitted: usize,
+    /// The prompt, then the tokens a checked request claims (see `checks`).
     pub(crate) prompt: Vec<LlamaToken>,
+    /// Tokens of the prompt itself (the rest of `prompt` is a claim).
+    pub(crate) n_prompt: usize,
+    /// A checked request (teacher-forced, `GenerateRequest::forced`): where this step's
+    /// batch holds the logits of the last prompt token and of each claimed token fed,
+    /// in order. Each predicts the next token, which is compared with the claim.
+    pub(crate) checks: Vec<i32>,
     /// Prompt tokens already decoded.
     pub(crate) prefilled: usize,
     /// Token to feed next step (the last one sampled).

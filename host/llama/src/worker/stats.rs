@@ -42,4 +42,12 @@ pub struct WorkerStats {
     pub attached: Mutex<Vec<String>>,
     /// Sequences moved down into a freed slot (see `Scheduler::compact`).
     pub compactions: AtomicU64,
+    /// Checked requests (teacher-forced audits, `GenerateRequest::forced`) admitted.
+    pub checked_requests: AtomicU64,
+    /// Claimed tokens a check found the model would have picked too (fed in a prompt
+    /// pass, not generated).
+    pub checked_tokens: AtomicU64,
+    /// Checks whose claim differed from what the model picks (or was cut short): the
+    /// request was generated on from there.
+    pub check_divergences: AtomicU64,
 }

@@ -59,12 +59,16 @@ impl Scheduler<'_> {
             }
             let take = (a.prompt.len() - a.prefilled).min(budget);
             note(a.lora);
+            let checked = a.prompt.len() > a.n_prompt;
             for i in a.prefilled..a.prefilled + take {
-                let last = i + 1 == a.prompt.len();
-                if last {
+                // Logits at the last prompt token, and (checking a claim) at each claimed one.
+                let logits = if checked { i + 1 >= a.n_prompt } else { i + 1 == a.prompt.len() };
+                if logits && checked {
+                    a.checks.push(self.batch.n_tokens());
+                } else if logits {
                     a.logits_at = Some(self.batch.n_tokens());
                 }
-                self.batch.add(a.prompt[i], a.pos as i32, &[seq as i32], last).expect("batch has room");
+                self.batch.add(a.prompt[i], a.pos as i32, &[seq as i32], logits).expect("batch has room");
                 a.pos += 1;
             }
             a.prefilled += take;
@@ -89,7 +93,6 @@ impl Scheduler<'_> {
             }
             return;
         }
-        let vocab = self.model.vocab();
         let mut piece = Vec::with_capacity(32);
         for seq in 0..self.slots.len() {
             let Some(a) = self.slots[seq].as_mut() else { continue };
@@ -97,38 +100,92 @@ impl Scheduler<'_> {
                 self.finish(ctx, seq, None);
                 continue;
             }
-            let Some(at) = a.logits_at else { continue };
-            let token = if a.greedy {
-                first_max(ctx.get_logits_ith(at))
-            } else {
-                a.sampler.sample(ctx, at) // samples and accepts
-            };
-            let t = Instant::now();
-            if vocab.is_eog(token) {
-                a.fixed += t.elapsed();
-                self.finish(ctx, seq, Some(FinishReason::Stop));
+            if !a.checks.is_empty() {
+                self.check(ctx, seq, &mut piece);
                 continue;
             }
-            a.tokens.push(token.0);
-            piece.clear();
-            vocab.token_to_piece_into(token, &mut piece, false, None);
-            let before = a.text.len();
-            a.text.extend_from_slice(&piece);
-            let stopped = find_stop(&a.text, before, &a.stop);
-            if let Some(cut) = stopped {
-                a.text.truncate(cut);
-            }
-            if stopped.is_none() {
-                a.emit(false);
-            }
-            a.fixed += t.elapsed();
-            if stopped.is_some() {
-                self.finish(ctx, seq, Some(FinishReason::StopString));
-            } else if a.tokens.len() >= a.n_predict {
-                self.finish(ctx, seq, Some(FinishReason::Length));
-            } else {
+            let Some(at) = a.logits_at else { continue };
+            let token = pick(a, ctx, at);
+            if self.accept(ctx, seq, token, &mut piece)
+                && let Some(a) = self.slots[seq].as_mut()
+            {
                 a.pending = Some(token);
             }
+        }
+    }
+
+    /// A checked request's step: the model's pick at each claimed position, in order,
+    /// taken as if generated. While the pick is the claimed token, that token is already
+    /// in the sequence; at the first other pick (or past the claim) the rest of the claim
+    /// is dropped from the sequence and the request generates on from its own pick.
+    fn check(&mut self, ctx: &mut LlamaContext<'_>, seq: usize, piece: &mut Vec<u8>) {
+        let checks = std::mem::take(&mut self.slots[seq].as_mut().expect("an active slot").checks);
+        for at in checks {
+            let a = self.slots[seq].as_mut().expect("still active");
+            let at_claim = a.n_prompt + a.tokens.len();
+            let claimed = a.prompt.get(at_claim).copied();
+            let token = pick(a, ctx, at);
+            let agreed = claimed == Some(token);
+            let counter = if agreed { &self.stats.checked_tokens } else { &self.stats.check_divergences };
+            if agreed || claimed.is_some() {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+            if !self.accept(ctx, seq, token, piece) {
+                return;
+            }
+            if agreed {
+                continue;
+            }
+            let a = self.slots[seq].as_mut().expect("still active");
+            let _ = ctx.kv_cache_seq_rm(seq as i32, Some(at_claim as u32), None);
+            a.prompt.truncate(at_claim);
+            a.prefilled = at_claim;
+            a.pos = at_claim;
+            a.pending = Some(token);
+            return;
+        }
+    }
+
+    /// Takes `token` as the slot's next: ends the request at an end-of-generation token,
+    /// a stop string or its length, else adds it to the text (streaming what is ready).
+    /// Whether the request goes on.
+    fn accept(
+        &mut self,
+        ctx: &mut LlamaContext<'_>,
+        seq: usize,
+        token: llama_cpp_2::token::LlamaToken,
+        piece: &mut Vec<u8>,
+    ) -> bool {
+        let model = self.model;
+        let vocab = model.vocab();
+        let a = self.slots[seq].as_mut().expect("an active slot");
+        let t = Instant::now();
+        if vocab.is_eog(token) {
+            a.fixed += t.elapsed();
+            self.finish(ctx, seq, Some(FinishReason::Stop));
+            return false;
+        }
+        a.tokens.push(token.0);
+        piece.clear();
+        vocab.token_to_piece_into(token, piece, false, None);
+        let before = a.text.len();
+        a.text.extend_from_slice(piece);
+        let stopped = find_stop(&a.text, before, &a.stop);
+        if let Some(cut) = stopped {
+            a.text.truncate(cut);
+        }
+        if stopped.is_none() {
+            a.emit(false);
+        }
+        a.fixed += t.elapsed();
+        if stopped.is_some() {
+            self.finish(ctx, seq, Some(FinishReason::StopString));
+            false
+        } else if a.tokens.len() >= a.n_predict {
+            self.finish(ctx, seq, Some(FinishReason::Length));
+            false
+        } else {
+            true
         }
     }
 
@@ -145,15 +202,21 @@ impl Scheduler<'_> {
             return;
         };
         self.stats.completed.fetch_add(1, Ordering::Relaxed);
-        self.stats.prompt_tokens.fetch_add(a.prompt.len() as u64, Ordering::Relaxed);
+        self.stats.prompt_tokens.fetch_add(a.n_prompt as u64, Ordering::Relaxed);
         self.stats.generated_tokens.fetch_add(a.tokens.len() as u64, Ordering::Relaxed);
         let _ = a.reply.send(Ok(Generation {
             text: String::from_utf8_lossy(&a.text).into_owned(),
-            usage: Usage { input_tokens: a.prompt.len() as u32, output_tokens: a.tokens.len() as u32 },
+            usage: Usage { input_tokens: a.n_prompt as u32, output_tokens: a.tokens.len() as u32 },
             tokens: a.tokens,
             finish,
             fixed_cost: a.fixed,
             compute_time: a.started.elapsed(),
         }));
     }
+}
+
+/// The slot's next token from the logits at batch index `at`: the first largest logit
+/// for plain greedy decoding, else its sampler's pick (which the sampler accepts).
+fn pick(a: &mut super::slot::Active, ctx: &mut LlamaContext<'_>, at: i32) -> llama_cpp_2::token::LlamaToken {
+    if a.greedy { first_max(ctx.get_logits_ith(at)) } else { a.sampler.sample(ctx, at) }
 }
