@@ -50,6 +50,27 @@ use wasmesh_engine::{BoxFuture, CatalogEntry, EngineError, GenerateRequest, Gene
 pub use backend::{gpu_offload_supported, init_backend};
 pub use worker::WorkerStats;
 
+/// FNV-1a of the llama.cpp patch this engine is built with (`deploy/patches/`): part of
+/// [`InferenceEngine::build_id`], so nodes replay audits only on the same patched build.
+/// Whether `WASMESH_LLAMA_FAST_KERNELS` asks for llama.cpp's faster CPU kernels instead
+/// of the reference ones (the patch reads the same variable when it makes a context).
+/// Faster on long prompts and K-quant models, but a request's tokens then depend on what
+/// shares its batch, so such a node is audited only by nodes with the same setting.
+fn fast_kernels() -> bool {
+    std::env::var("WASMESH_LLAMA_FAST_KERNELS").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+const LLAMA_PATCH_ID: u64 = {
+    let bytes = include_bytes!("../../../deploy/patches/llama-cpp-sys-2.patch");
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut i = 0;
+    while i < bytes.len() {
+        hash = (hash ^ bytes[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    hash
+};
+
 /// A LoRA adapter GGUF for one of the engine's models.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {
@@ -195,8 +216,14 @@ impl InferenceEngine for LlamaEngine {
 
     fn build_id(&self) -> String {
         // llama-cpp-sys-2 is pinned to an exact version (its vendored llama.cpp), built
-        // with fixed CPU flags (GGML_NATIVE off) and llamafile off.
-        format!("llama.cpp (llama-cpp-sys-2 0.1.161) wasmesh-llama {}", env!("CARGO_PKG_VERSION"))
+        // with fixed CPU flags (GGML_NATIVE off) and llamafile off, with our patches over
+        // it (which change numerics: the reference CPU kernels), named by their hash.
+        format!(
+            "llama.cpp (llama-cpp-sys-2 0.1.161, patch {:016x}{}) wasmesh-llama {}",
+            LLAMA_PATCH_ID,
+            if fast_kernels() { ", fast kernels" } else { "" },
+            env!("CARGO_PKG_VERSION")
+        )
     }
 
     fn counters(&self) -> Vec<wasmesh_engine::ModelCounters> {

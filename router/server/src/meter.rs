@@ -95,6 +95,10 @@ pub(crate) struct Meter {
     audits: Arc<crate::audit::Audits>,
 }
 
+/// The most bytes of token ids kept for a request's audit (64k tokens); a larger claim
+/// is dropped and its audit generates instead of checking.
+const MAX_KEPT_TOKEN_BYTES: usize = 256 << 10;
+
 /// One request's hold: released (nothing charged) if dropped before [`Hold::finish`].
 pub(crate) struct Hold {
     meter: Arc<Meter>,
@@ -406,6 +410,9 @@ impl Hold {
             }
         };
         // A request that generated, and answered without failing, may be drawn for audit.
+        // Its token ids are kept only as long as the receipt's count allows (a host
+        // cannot make the router hold more than what it says it generated).
+        let tokens = tokens.filter(|t| t.len() <= MAX_KEPT_TOKEN_BYTES.min(1024 + 4 * receipt.output_tokens as usize));
         if let Some((head, body, model)) = self.kept.take()
             && receipt.commitment.is_some()
             && receipt.status < 400
