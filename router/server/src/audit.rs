@@ -44,14 +44,23 @@ pub(crate) struct Job {
 /// The router's side of audits: where finished requests go to be considered.
 pub(crate) struct Audits {
     queue: tokio::sync::mpsc::Sender<Job>,
+    /// The nodes' standing (shared with the router's view of the registry's list).
+    standing: Standings,
+    trust: wasmesh_trust::TrustConfig,
+    share_by_model: std::collections::HashMap<String, f64>,
     pub(crate) counts: prometheus::IntCounterVec,
     /// Replays run, by way: `checked` (teacher-forced) or `generated`.
     pub(crate) replays: prometheus::IntCounterVec,
 }
 
 impl Audits {
-    /// The queue and its receiving end (for [`run`]).
-    pub(crate) fn new() -> anyhow::Result<(Self, tokio::sync::mpsc::Receiver<Job>)> {
+    /// The queue and its receiving end (for [`run`]); draws by `standing`, `trust` and
+    /// the per-model shares.
+    pub(crate) fn new(
+        standing: Standings,
+        trust: wasmesh_trust::TrustConfig,
+        share_by_model: std::collections::HashMap<String, f64>,
+    ) -> anyhow::Result<(Self, tokio::sync::mpsc::Receiver<Job>)> {
         let (queue, jobs) = tokio::sync::mpsc::channel(QUEUE);
         let counts = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -67,16 +76,27 @@ impl Audits {
             ),
             &["way"],
         )?;
-        Ok((Self { queue, counts, replays }, jobs))
+        Ok((Self { queue, standing, trust, share_by_model, counts, replays }, jobs))
     }
 
-    /// Offers a finished request: it is drawn (or not) once the audit task takes it.
+    /// Offers a finished request: drawn here, against its node's share (the answer has
+    /// ended, so nothing the node saw depended on the draw); only a drawn one is queued
+    /// for the audit task (no task wakes for the rest, and no request is held for them).
     pub(crate) fn offer(&self, job: Job) {
+        let standing = standing_of(self.standing.load().get(&job.receipt.node));
+        let model_share = job.model.as_deref().and_then(|m| self.share_by_model.get(m).copied());
+        if !should_audit(standing.audit_share(&self.trust, model_share), draw()) {
+            self.counts.with_label_values(&["skipped"]).inc();
+            return;
+        }
         if self.queue.try_send(job).is_err() {
             self.counts.with_label_values(&["dropped"]).inc();
         }
     }
 }
+
+/// The nodes' standing as the router follows it from the registry.
+pub(crate) type Standings = Arc<arc_swap::ArcSwap<std::collections::HashMap<String, NodeTrust>>>;
 
 /// A request's seed: random, never 0 (0 is "none").
 pub(crate) fn seed() -> u64 {
@@ -108,17 +128,10 @@ pub(crate) fn routing_standing(inner: &Inner, node: &str) -> (bool, u32) {
     (standing.routable(&inner.config.trust), standing.score(&inner.config.trust) / 100)
 }
 
-/// Takes finished requests, draws which to audit, and audits them.
+/// Audits the drawn requests, a few at once.
 pub(crate) async fn run(inner: Arc<Inner>, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
     while let Some(job) = jobs.recv().await {
-        let standing = standing_of(inner.standing.load().get(&job.receipt.node));
-        let model_share = job.model.as_deref().and_then(|m| inner.config.audit_share_by_model.get(m).copied());
-        let share = standing.audit_share(&inner.config.trust, model_share);
-        if !should_audit(share, draw()) {
-            inner.audits.counts.with_label_values(&["skipped"]).inc();
-            continue;
-        }
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let inner = inner.clone();
         tokio::spawn(async move {

@@ -132,7 +132,7 @@ struct Inner {
     cut_off: ArcSwap<std::collections::HashSet<String>>,
     /// Nodes' audit records and standing, as the registry lists them (auditors, caught
     /// nodes, reputation).
-    standing: ArcSwap<HashMap<String, wasmesh_api::wire::NodeTrust>>,
+    standing: Arc<ArcSwap<HashMap<String, wasmesh_api::wire::NodeTrust>>>,
     audits: Arc<audit::Audits>,
     /// Callers' keys as the registry judged them: kept 30 s when valid, 5 s when
     /// refused (so a new or revoked key takes effect soon), at most 10,000.
@@ -180,7 +180,9 @@ impl Router {
             cert,
         ));
         let empty = Snapshot::build(Vec::new(), &config.policy).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (audits, audit_jobs) = audit::Audits::new()?;
+        let standing = Arc::new(ArcSwap::from_pointee(HashMap::new()));
+        let (audits, audit_jobs) =
+            audit::Audits::new(standing.clone(), config.trust.clone(), config.audit_share_by_model.clone())?;
         let audits = Arc::new(audits);
         let meter = Arc::new(meter::Meter::new(
             config.metering.clone(),
@@ -201,7 +203,7 @@ impl Router {
             model_owners: ArcSwap::from_pointee(HashMap::new()),
             pins: ArcSwap::from_pointee(HashMap::new()),
             cut_off: ArcSwap::from_pointee(std::collections::HashSet::new()),
-            standing: ArcSwap::from_pointee(HashMap::new()),
+            standing,
             audits,
             callers: moka::sync::Cache::builder().max_capacity(10_000).expire_after(callers::VerdictExpiry).build(),
             limiter: wasmesh_api::limit::RateLimiter::new(config.per_key_rps),
