@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmesh_api::ModelRef;
 use wasmesh_api::wire::CachedModel;
+pub use wasmesh_api::wire::GenerationIds;
 
 /// Largest head or report frame.
 const MAX_CONTROL_FRAME: usize = 1 << 20;
@@ -67,79 +68,6 @@ fn is_zero(n: &u64) -> bool {
 
 fn is_false(b: &bool) -> bool {
     !*b
-}
-
-/// Token ids of a request's generations, by the order they started: those through
-/// `wasi:nn`, and those through Spin's `llm`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GenerationIds {
-    /// Of the `wasi:nn` generations.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nn: Vec<Vec<i32>>,
-    /// Of the Spin `llm` generations.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub llm: Vec<Vec<i32>>,
-}
-
-impl GenerationIds {
-    /// Whether no generation produced a token.
-    pub fn is_empty(&self) -> bool {
-        self.nn.iter().chain(&self.llm).all(Vec::is_empty)
-    }
-
-    /// The payload of a [`Frame::Tokens`]: for `nn`, then `llm`, a count of generations
-    /// and each generation's count of ids, then its ids (big-endian `u32` counts,
-    /// little-endian `i32` ids). `None` when it would exceed the frame's limit (the
-    /// router then replays by generating).
-    pub fn encode(&self) -> Option<Bytes> {
-        let ids: usize = self.nn.iter().chain(&self.llm).map(Vec::len).sum();
-        let size = 8 + 4 * (self.nn.len() + self.llm.len()) + 4 * ids;
-        if size > MAX_TOKENS_FRAME {
-            return None;
-        }
-        let mut out = BytesMut::with_capacity(size);
-        for side in [&self.nn, &self.llm] {
-            out.extend_from_slice(&(side.len() as u32).to_be_bytes());
-            for generation in side {
-                out.extend_from_slice(&(generation.len() as u32).to_be_bytes());
-                for id in generation {
-                    out.extend_from_slice(&id.to_le_bytes());
-                }
-            }
-        }
-        Some(out.freeze())
-    }
-
-    /// Reads a [`Frame::Tokens`] payload; every count is checked against what is left.
-    pub fn decode(mut bytes: &[u8]) -> Result<Self, TunnelError> {
-        let bad = || TunnelError::Protocol("malformed token ids".into());
-        let next_u32 = |bytes: &mut &[u8]| -> Result<u32, TunnelError> {
-            let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
-            *bytes = rest;
-            Ok(u32::from_be_bytes(*head))
-        };
-        let mut sides = [Vec::new(), Vec::new()];
-        for side in &mut sides {
-            let count = next_u32(&mut bytes)? as usize;
-            if count > bytes.len() / 4 {
-                return Err(bad());
-            }
-            for _ in 0..count {
-                let len = next_u32(&mut bytes)? as usize;
-                if len > bytes.len() / 4 {
-                    return Err(bad());
-                }
-                let (ids, rest) = bytes.split_at(len * 4);
-                side.push(ids.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
-                bytes = rest;
-            }
-        }
-        if !bytes.is_empty() {
-            return Err(bad());
-        }
-        let [nn, llm] = sides;
-        Ok(Self { nn, llm })
-    }
 }
 
 /// The start of a host's answer.
@@ -207,8 +135,8 @@ const END: u8 = 3;
 const ERROR: u8 = 4;
 const RECEIPT: u8 = 5;
 const TOKENS: u8 = 6;
-/// Largest token-ids frame (a quarter of a million ids).
-const MAX_TOKENS_FRAME: usize = 1 << 20;
+/// Largest token-ids frame.
+const MAX_TOKENS_FRAME: usize = GenerationIds::MAX_ENCODED;
 /// Largest receipt frame.
 const MAX_RECEIPT_FRAME: usize = 16 << 10;
 

@@ -58,24 +58,34 @@ impl RequestSeed {
     }
 }
 
-/// The token ids of a request's generations by the order they started, which the host
-/// returns to a router that meters the request (an audit's replay checks them), and the
-/// ids a replay was given to check: each generation of the replay checks the claim in
-/// its place (`GenerateRequest::forced`, teacher-forced) rather than generating.
+/// What makes a request's generations replayable, by the order they start: the seeds of
+/// its sampled ones (the router's request seed), the token ids each produced, which the
+/// host returns to a router that meters the request, and the ids an audit's replay was
+/// given to check: each generation of the replay checks the claim in its place
+/// (`GenerateRequest::forced`, teacher-forced) rather than generating.
 #[derive(Clone, Default)]
 pub struct Replay {
+    seed: RequestSeed,
     claims: Vec<std::sync::Arc<[i32]>>,
     produced: Vec<Vec<i32>>,
 }
 
 impl Replay {
+    /// Seeds the sampled generations that name no seed from the router's request `seed`
+    /// (0: none), for one interface (`domain`: `nn` or `llm`).
+    pub fn set_seed(&mut self, seed: u64, domain: &str) {
+        self.seed = RequestSeed::new(seed, domain);
+    }
+
     /// Check `claims` (by the order generations start) rather than generate them.
     pub fn set_claims(&mut self, claims: Vec<std::sync::Arc<[i32]>>) {
         self.claims = claims;
     }
 
-    /// A generation starts: it checks the claim in its place, if there is one. Its place.
+    /// A generation starts: it gets its seed, and checks the claim in its place if there
+    /// is one. Its place.
     pub fn start(&mut self, request: &mut GenerateRequest) -> usize {
+        self.seed.apply(&mut request.params);
         let at = self.produced.len();
         if let Some(claim) = self.claims.get(at) {
             request.forced = Some(claim.clone());

@@ -84,9 +84,7 @@ pub struct NnCtx {
     pub finish: Option<wasmesh_engine::FinishReason>,
     /// What its generations asked for and produced (its receipt's commitment).
     pub commitment: crate::commit::Commitment,
-    /// The seeds of its sampled generations that name none (the router's request seed).
-    seed: crate::commit::RequestSeed,
-    /// Its generations' token ids, and an audit replay's claims to check.
+    /// Its generations' seeds and token ids, and an audit replay's claims to check.
     pub replay: crate::commit::Replay,
     /// Whether a tensor found the node's guest memory budget (or the app's share) spent.
     pub budget_hit: bool,
@@ -122,7 +120,6 @@ impl NnCtx {
             embeddings: 0,
             finish: None,
             commitment: Default::default(),
-            seed: Default::default(),
             replay: Default::default(),
             budget_hit: false,
             tensor_bytes: 0,
@@ -143,7 +140,7 @@ impl NnCtx {
     /// Seeds its sampled generations that name no seed from the router's request
     /// `seed` (0: none).
     pub fn set_seed(&mut self, seed: u64) {
-        self.seed = crate::commit::RequestSeed::new(seed, "nn");
+        self.replay.set_seed(seed, "nn");
     }
 
     /// The same state, its generations made for `tenant` (the app).
@@ -430,7 +427,6 @@ impl generated::wasi::nn::inference::HostGraphExecutionContext for NnView<'_> {
                 self.push_tensor(Tensor { dimensions: vec![usage.len() as u32], ty: TensorType::U8, data: usage })?;
             return Ok(Ok(vec![("embedding".to_string(), vector), ("usage".to_string(), usage)]));
         }
-        self.ctx.seed.apply(&mut request.params);
         let at = self.ctx.replay.start(&mut request);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);
@@ -523,7 +519,6 @@ impl generated::wasmesh::guest::streaming::Host for NnView<'_> {
                 format!("at most {MAX_STREAMS} generations stream at once per request; drop a finished stream first"),
             );
         }
-        self.ctx.seed.apply(&mut request.params);
         let at = self.ctx.replay.start(&mut request);
         let return_tokens = request.params.return_tokens;
         let asked = crate::commit::request_digest(&request);

@@ -55,9 +55,7 @@ pub struct LlmCtx {
     pub finish: Option<wasmesh_engine::FinishReason>,
     /// What its generations asked for and produced (its receipt's commitment).
     pub commitment: crate::commit::Commitment,
-    /// The seeds of its sampled generations that name none (the router's request seed).
-    seed: crate::commit::RequestSeed,
-    /// Its generations' token ids, and an audit replay's claims to check.
+    /// Its generations' seeds and token ids, and an audit replay's claims to check.
     pub replay: crate::commit::Replay,
 }
 
@@ -73,7 +71,6 @@ impl LlmCtx {
             embeddings: 0,
             finish: None,
             commitment: Default::default(),
-            seed: Default::default(),
             replay: Default::default(),
         }
     }
@@ -81,7 +78,7 @@ impl LlmCtx {
     /// Seeds its sampled generations that name none from the router's request `seed`
     /// (0: none).
     pub fn set_seed(&mut self, seed: u64) {
-        self.seed = crate::commit::RequestSeed::new(seed, "llm");
+        self.replay.set_seed(seed, "llm");
     }
 
     /// Refuses a model the manifest does not grant, with the key to add (Spin answers
@@ -167,7 +164,6 @@ impl generated::fermyon::spin::llm::Host for &mut LlmCtx {
             Err(e) => return Ok(Err(e)),
         };
         params.lora = model_ref.adapter().map(str::to_string);
-        self.seed.apply(&mut params);
         let engine = self.engine.clone();
         let mut request = GenerateRequest::new(model_ref.model(), prompt, params);
         let at = self.replay.start(&mut request);

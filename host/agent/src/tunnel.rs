@@ -240,8 +240,7 @@ where
                 r.extensions_mut().insert(wasmesh_runtime::RouterSeed(head.seed));
             }
             if !head.claims.is_empty() {
-                let wasmesh_tunnel::GenerationIds { nn, llm } = head.claims;
-                r.extensions_mut().insert(wasmesh_runtime::RouterClaims(wasmesh_runtime::GenerationTokens { nn, llm }));
+                r.extensions_mut().insert(wasmesh_runtime::RouterClaims(head.claims));
             }
             if !request_id.is_empty() {
                 let (report, receiver) = wasmesh_runtime::ServedReport::new();
@@ -305,7 +304,7 @@ where
                     // held back waits a moment for it, so a small answer leaves in one write
                     // with its receipt and end (a host killed in between leaves no answer
                     // half-sent); a guest still running after its body gets its body sent.
-                    let mut used = match (&mut receiver).now_or_never() {
+                    let used = match (&mut receiver).now_or_never() {
                         Some(used) => used.ok(),
                         None => match tokio::time::timeout(Duration::from_millis(20), &mut receiver).await {
                             Ok(used) => used.ok(),
@@ -319,13 +318,11 @@ where
                         },
                     };
                     if want_tokens
-                        && let Some(used) = used.as_mut()
+                        && let Some(used) = &used
                         && !used.tokens.is_empty()
+                        && let Some(bytes) = used.tokens.encode()
                     {
-                        let wasmesh_runtime::GenerationTokens { nn, llm } = std::mem::take(&mut used.tokens);
-                        if let Some(bytes) = (wasmesh_tunnel::GenerationIds { nn, llm }).encode() {
-                            encode_frame(&mut out, &Frame::Tokens(bytes));
-                        }
+                        encode_frame(&mut out, &Frame::Tokens(bytes.into()));
                     }
                     let receipt = receipts.sign(host, &request_id, used, status, started);
                     encode_frame(&mut out, &Frame::Receipt(receipt));

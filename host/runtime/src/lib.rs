@@ -41,7 +41,7 @@ pub use app::{AppError, LoadedApp};
 pub use cpu::default_app_cores;
 pub use host::{Host, HostConfig};
 pub use routes::Mount;
-pub use served::{GenerationTokens, RouterClaims, RouterSeed, Served, ServedReport};
+pub use served::{RouterClaims, RouterSeed, Served, ServedReport};
 /// The deploy-time check, as the registry runs it (from the world crate).
 pub use wasmesh_world::ComponentValidator;
 /// The guest interfaces this host links (from the world crate).

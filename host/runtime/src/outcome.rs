@@ -18,7 +18,7 @@ pub(crate) struct Outcome {
     embeddings: u64,
     finish: Option<wasmesh_engine::FinishReason>,
     commitment: Option<String>,
-    tokens: crate::GenerationTokens,
+    tokens: wasmesh_api::wire::GenerationIds,
 }
 
 impl Outcome {
@@ -54,7 +54,7 @@ impl Outcome {
             embeddings: data.nn.embeddings + data.llm.embeddings,
             finish: data.nn.finish.or(data.llm.finish),
             commitment: data.nn.commitment.clone().and(&data.llm.commitment).hex(),
-            tokens: crate::GenerationTokens {
+            tokens: wasmesh_api::wire::GenerationIds {
                 nn: data.nn.replay.produced().to_vec(),
                 llm: data.llm.replay.produced().to_vec(),
             },

@@ -27,24 +27,7 @@ pub struct Served {
     /// `None` when it generated nothing.
     pub commitment: Option<String>,
     /// The token ids its generations produced, by the order they started.
-    pub tokens: GenerationTokens,
-}
-
-/// Token ids of a request's generations by the order they started, through `wasi:nn`
-/// and through Spin's `llm` (each interface counts its own).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GenerationTokens {
-    /// Of the `wasi:nn` generations.
-    pub nn: Vec<Vec<i32>>,
-    /// Of the Spin `llm` generations.
-    pub llm: Vec<Vec<i32>>,
-}
-
-impl GenerationTokens {
-    /// Whether no generation produced a token.
-    pub fn is_empty(&self) -> bool {
-        self.nn.iter().chain(&self.llm).all(Vec::is_empty)
-    }
+    pub tokens: wasmesh_api::wire::GenerationIds,
 }
 
 /// An audit's replay (in the request's extensions): the token ids the audited node
@@ -52,7 +35,7 @@ impl GenerationTokens {
 /// (teacher-forced) and generates only from where the model picks otherwise, so it
 /// commits to what generating commits to, at a fraction of the cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouterClaims(pub GenerationTokens);
+pub struct RouterClaims(pub wasmesh_api::wire::GenerationIds);
 
 /// The router's seed for a request (in its extensions): the request's sampled
 /// generations that name no seed are seeded from it, so an auditor replaying the request

@@ -4,6 +4,83 @@
 use super::credits::SignedReceipt;
 use serde::{Deserialize, Serialize};
 
+/// Token ids of a request's generations, by the order they started: those through
+/// `wasi:nn`, and those through Spin's `llm`. A host returns them to a router that
+/// meters the request; an audit's replay checks them (teacher-forced) as claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationIds {
+    /// Of the `wasi:nn` generations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nn: Vec<Vec<i32>>,
+    /// Of the Spin `llm` generations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm: Vec<Vec<i32>>,
+}
+
+impl GenerationIds {
+    /// The most bytes [`GenerationIds::encode`] writes (a quarter of a million ids).
+    pub const MAX_ENCODED: usize = 1 << 20;
+
+    /// Whether no generation produced a token.
+    pub fn is_empty(&self) -> bool {
+        self.nn.iter().chain(&self.llm).all(Vec::is_empty)
+    }
+
+    /// A compact binary form: for `nn`, then `llm`, a count of generations and each
+    /// generation's count of ids, then its ids (big-endian `u32` counts, little-endian
+    /// `i32` ids). `None` past [`GenerationIds::MAX_ENCODED`] bytes.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let ids: usize = self.nn.iter().chain(&self.llm).map(Vec::len).sum();
+        let size = 8 + 4 * (self.nn.len() + self.llm.len()) + 4 * ids;
+        if size > Self::MAX_ENCODED {
+            return None;
+        }
+        let mut out = Vec::with_capacity(size);
+        for side in [&self.nn, &self.llm] {
+            out.extend_from_slice(&(side.len() as u32).to_be_bytes());
+            for generation in side {
+                out.extend_from_slice(&(generation.len() as u32).to_be_bytes());
+                for id in generation {
+                    out.extend_from_slice(&id.to_le_bytes());
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Reads what [`GenerationIds::encode`] wrote; every count is checked against what
+    /// is left, so a hostile count allocates nothing.
+    pub fn decode(mut bytes: &[u8]) -> Result<Self, String> {
+        let bad = || "malformed token ids".to_string();
+        let next_u32 = |bytes: &mut &[u8]| -> Result<u32, String> {
+            let (head, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+            *bytes = rest;
+            Ok(u32::from_be_bytes(*head))
+        };
+        let mut sides = [Vec::new(), Vec::new()];
+        for side in &mut sides {
+            let count = next_u32(&mut bytes)? as usize;
+            if count > bytes.len() / 4 {
+                return Err(bad());
+            }
+            for _ in 0..count {
+                let len = next_u32(&mut bytes)? as usize;
+                if len > bytes.len() / 4 {
+                    return Err(bad());
+                }
+                let (ids, rest) = bytes.split_at(len * 4);
+                side.push(ids.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes"))).collect());
+                bytes = rest;
+            }
+        }
+        if !bytes.is_empty() {
+            return Err(bad());
+        }
+        let [nn, llm] = sides;
+        Ok(Self { nn, llm })
+    }
+}
+
 /// `POST /v1/audits` (router): the evidence of one audit. The registry checks every
 /// signature, that the replays come from trusted nodes, and judges the commitments
 /// itself.

@@ -126,10 +126,11 @@ impl Scheduler<'_> {
             let claimed = a.prompt.get(at_claim).copied();
             let token = pick(a, ctx, at);
             let agreed = claimed == Some(token);
-            let counter = if agreed { &self.stats.checked_tokens } else { &self.stats.check_divergences };
-            if agreed || claimed.is_some() {
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+            match claimed {
+                Some(_) if agreed => self.stats.checked_tokens.fetch_add(1, Ordering::Relaxed),
+                Some(_) => self.stats.check_divergences.fetch_add(1, Ordering::Relaxed),
+                None => 0,
+            };
             if !self.accept(ctx, seq, token, piece) {
                 return;
             }
