@@ -13,6 +13,9 @@
 //!    returned tokens, what an audit's first replay does) against regenerating it (what a
 //!    confirmation does), checking that both give the same tokens. Audit compute is
 //!    counted with that measured ratio.
+//! 3. Scored audits across engine builds (`trust/scored.rs`): the false-positive rate
+//!    of the scoring tolerance on honest answers of another build, and the share of
+//!    cheated answers it fails. `TRUST_BENCH_ONLY=scored` runs this part alone.
 //!
 //! Ends with one line of JSON.
 
@@ -166,8 +169,19 @@ fn teacher_forced_cost(runtime: &tokio::runtime::Runtime, engine: &Arc<LlamaEngi
     (r, f, f / r)
 }
 
+#[path = "trust/scored.rs"]
+mod scored;
+
 fn main() {
+    if std::env::var_os("TRUST_BENCH_CLAIMS").is_some() {
+        scored::claims_child();
+        return;
+    }
     let config = TrustConfig::default();
+    if std::env::var("TRUST_BENCH_ONLY").is_ok_and(|v| v == "scored") {
+        println!("{}", serde_json::Value::Object(scored::run(&config)));
+        return;
+    }
     let mut rng = Rng(0x5eed);
     println!(
         "trust: {NODES} nodes ({CHEATERS} cheaters of {} kinds), {REQUESTS} requests each; audit share {}% ({}% on probation, until {} audits pass); settlement window {SETTLEMENT} requests",
@@ -276,5 +290,6 @@ fn main() {
     line.insert("cheated_requests_settled_before_caught".into(), settled.into());
     line.extend(per_kind);
     line.extend(figures);
+    line.extend(scored::run(&config));
     println!("{}", serde_json::Value::Object(line));
 }

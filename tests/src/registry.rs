@@ -88,6 +88,19 @@ pub fn spawn_host(
     routers: &[SocketAddr],
     extra: &[&str],
 ) -> Process {
+    spawn_host_with_env(dir, name, registry, provider, routers, extra, &[])
+}
+
+/// [`spawn_host`] with extra environment variables (`envs`).
+pub fn spawn_host_with_env(
+    dir: &Path,
+    name: &str,
+    registry: &str,
+    provider: &str,
+    routers: &[SocketAddr],
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Process {
     let addr = free_addr();
     let data = dir.join(name);
     let mut args: Vec<String> = [
@@ -113,7 +126,7 @@ pub fn spawn_host(
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Process::spawn(&args, addr, dir.join(format!("{name}.log")))
+    Process::spawn_program(&crate::wasmesh_bin(), &args, envs, addr, dir.join(format!("{name}.log")))
 }
 
 /// Runs `wasmesh ARGS --registry URL --key KEY --json`: its stdout as JSON (null when it

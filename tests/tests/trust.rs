@@ -103,11 +103,17 @@ impl Fabric {
 
     /// An honest host of the account whose provider key is `key`.
     fn host(&mut self, name: &str, key: &str) {
+        self.host_with_env(name, key, &[]);
+    }
+
+    /// An honest host with extra environment variables (`FAST`: another engine build).
+    fn host_with_env(&mut self, name: &str, key: &str, envs: &[(&str, &str)]) {
         let model = format!("smollm2={}", model_path().display());
         let one = format!("one=smollm2:{}", lora_path(1).display());
         let extra =
             ["--model", &model, "--lora", &one, "--slots", "4", "--max-instances", "4", "--heartbeat-secs", "1"];
-        let mut host = wasmesh_tests::spawn_host(&self.dir, name, &self.url(), key, &[self.quic], &extra);
+        let mut host =
+            wasmesh_tests::spawn_host_with_env(&self.dir, name, &self.url(), key, &[self.quic], &extra, envs);
         host.wait_ready(Duration::from_secs(60));
         self.hosts.push(host);
     }
@@ -115,6 +121,11 @@ impl Fabric {
     /// The cheating host, of the account whose provider key is `key`: it applies adapter
     /// `two` to every generation that asked for none.
     fn cheater(&mut self, key: &str) -> usize {
+        self.cheater_with_env(key, &[])
+    }
+
+    /// [`Fabric::cheater`] with extra environment variables.
+    fn cheater_with_env(&mut self, key: &str, envs: &[(&str, &str)]) -> usize {
         let addr = free_addr();
         let data = self.dir.join("cheater");
         let args = [
@@ -130,10 +141,12 @@ impl Fabric {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let one = lora_path(1).display().to_string();
+        let mut envs = envs.to_vec();
+        envs.push(("CHEATER_LORA_ONE", one.as_str()));
         let mut host = Process::spawn_program(
             std::path::Path::new(env!("CARGO_BIN_EXE_cheating-host")),
             &args,
-            &[("CHEATER_LORA_ONE", one.as_str())],
+            &envs,
             addr,
             self.dir.join("cheater.log"),
         );
@@ -228,8 +241,8 @@ impl Fabric {
         self.router_counter(&format!("wasmesh_router_audits_total{{outcome=\"{outcome}\"}}"))
     }
 
-    /// Audit replays run, by way: `checked` (teacher-forced over the node's token ids)
-    /// or `generated`.
+    /// Audit replays run, by way: `checked` (teacher-forced over the node's token ids),
+    /// `scored` (the same ids scored by an auditor of another build) or `generated`.
     fn replays(&self, way: &str) -> u64 {
         self.router_counter(&format!("wasmesh_router_audit_replays_total{{way=\"{way}\"}}"))
     }
@@ -366,4 +379,53 @@ fn a_thousand_audited_honest_requests_accuse_nobody() {
     let (checked, generated) = (fabric.replays("checked"), fabric.replays("generated"));
     println!("replays: {checked} checked, {generated} generated");
     assert_eq!((checked, generated), (n as u64, 0));
+}
+
+/// Another engine build: llama.cpp's fast CPU kernels, whose rounding differs from the
+/// auditors' reference kernels (as another CPU's would), so the engine's build id differs.
+const FAST: (&str, &str) = ("WASMESH_LLAMA_FAST_KERNELS", "1");
+
+#[test]
+fn nodes_of_another_build_are_scored_and_a_cheater_among_them_is_caught() {
+    if !prerequisites() {
+        return;
+    }
+    let mut fabric = Fabric::start("trust-scored", false);
+    let (prov, shady) = (fabric.key("prov"), fabric.key("shady"));
+    // No auditor shares these nodes' build: every audit scores their token ids.
+    fabric.host_with_env("host-0", &prov, &[FAST]);
+    let cheater = fabric.cheater_with_env(&shady, &[FAST]);
+    let ids: Vec<String> = ["host-0", "cheater"].iter().map(|n| fabric.node_id(n)).collect();
+    fabric.wait_routing(2, 4);
+
+    fabric.chats(48, 8, 16);
+    assert!(fabric.served(cheater) > 0, "the cheater served nothing: the test proves nothing");
+    let mut caught = fabric.audits(&ids[1]);
+    wait_for("the cheater caught by scored audits and evicted", Duration::from_secs(240), || {
+        caught = fabric.audits(&ids[1]);
+        caught.trust.evicted
+    });
+    println!("cheater: {:?}, refunded {} micros", caught.trust, caught.refunded);
+    let failed = caught.audits.iter().find(|a| a.verdict == "failed").expect("a failed audit is listed");
+    assert_eq!(failed.replays.len(), 2, "a conviction is confirmed by a second replay: {failed:?}");
+    assert_eq!(failed.replays[0], failed.replays[1]);
+    assert!(failed.replays[0].ends_with("/beyond-tolerance"), "{failed:?}");
+    assert_ne!(failed.auditors[0], failed.auditors[1], "two different auditors confirmed it");
+
+    wait_for("every audit reported", Duration::from_secs(240), || {
+        let reported: u64 =
+            ids.iter().map(|id| fabric.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
+        reported + fabric.router_metric("error") >= 48
+    });
+    let honest = fabric.audits(&ids[0]);
+    println!("host-0 (another build): {:?}", honest.trust);
+    assert!(honest.trust.passed > 0, "host-0 was never audited: {:?}", honest.trust);
+    assert_eq!((honest.trust.failed, honest.trust.inconclusive), (0, 0), "{:?}", honest.trust);
+    // Nothing was checked exactly or generated: no auditor shares the nodes' build.
+    let (scored, checked, generated) = (fabric.replays("scored"), fabric.replays("checked"), fabric.replays("generated"));
+    println!("replays: {scored} scored, {checked} checked, {generated} generated");
+    assert!(scored >= 48 && checked == 0 && generated == 0, "{scored} scored, {checked} checked, {generated} generated");
+    assert_eq!(fabric.router_metric("no_auditor"), 0);
+    let check = runtime().block_on(fabric.admin().ledger_check()).unwrap();
+    assert!(check.ok, "{check:?}");
 }

@@ -12,6 +12,15 @@
 //! auditors that agree with each other and not with the node convict it; two that
 //! disagree with each other say the request is not reproducible (a component that reads
 //! the clock, say), and nobody is blamed.
+//!
+//! Where no auditor of the node's build and class is connected, an auditor of another
+//! scores the node's tokens instead (`wasmesh_api::wire::ClaimScore`): its replay takes
+//! the claimed tokens as they are, so it commits to what the node committed to when the
+//! request's ending matches, and [`scored_commitment`] turns a score beyond the
+//! tolerance ([`TrustConfig::score_max_gap`], [`TrustConfig::score_max_z`]) into a
+//! difference, judged as any other.
+
+use wasmesh_api::wire::Receipt;
 
 /// How much is audited, and when a node stops getting traffic.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,11 +37,26 @@ pub struct TrustConfig {
     pub probation_audits: u64,
     /// Nodes scoring below this get no traffic (see [`Standing::score`]). Default 100.
     pub min_score: u32,
+    /// A scored replay fails when a claimed token falls more than this many logits
+    /// below what the request's sampler could pick (`ClaimScore::worst_gap`).
+    /// Rounding between builds moves logits by far less (`cargo bench --bench trust`
+    /// measures it); another model's picks fall short by more.
+    pub score_max_gap: f32,
+    /// A scored replay fails when its sampled tokens' surprisal lies more than this
+    /// many standard deviations above its expectation (`ClaimScore::z`).
+    pub score_max_z: f64,
 }
 
 impl Default for TrustConfig {
     fn default() -> Self {
-        Self { base_share: 0.02, probation_share: 0.2, probation_audits: 50, min_score: 100 }
+        Self {
+            base_share: 0.02,
+            probation_share: 0.2,
+            probation_audits: 50,
+            min_score: 100,
+            score_max_gap: SCORE_MAX_GAP,
+            score_max_z: SCORE_MAX_Z,
+        }
     }
 }
 
@@ -135,6 +159,27 @@ pub fn judge(original: &str, replays: &[&str]) -> Verdict {
         [first, ..] if *first == original => Verdict::Passed,
         [first, second, ..] if first == second => Verdict::Failed,
         _ => Verdict::Inconclusive,
+    }
+}
+
+/// The default [`TrustConfig::score_max_gap`].
+pub const SCORE_MAX_GAP: f32 = 1.0;
+/// The default [`TrustConfig::score_max_z`].
+pub const SCORE_MAX_Z: f64 = 6.0;
+
+/// Whether a scored replay's claims are within the tolerance.
+pub fn score_passes(score: &wasmesh_api::wire::ClaimScore, config: &TrustConfig) -> bool {
+    score.worst_gap <= config.score_max_gap && score.z() <= config.score_max_z
+}
+
+/// What a replay commits to, for [`judge`] against the node's `original`: its own
+/// commitment, or for a scored replay the same with a mark when its score is beyond the
+/// tolerance (so it differs from the original, and two such replays agree).
+pub fn scored_commitment(replay: &Receipt, config: &TrustConfig) -> String {
+    let commitment = replay.commitment.clone().unwrap_or_default();
+    match &replay.score {
+        Some(score) if !score_passes(score, config) => format!("{commitment}/beyond-tolerance"),
+        _ => commitment,
     }
 }
 

@@ -60,6 +60,11 @@ pub struct RequestHead {
     /// generating would give, whatever the claims say; true claims only make it cheaper.
     #[serde(default, skip_serializing_if = "GenerationIds::is_empty")]
     pub claims: GenerationIds,
+    /// With `claims`: score them rather than check them (an auditor of another engine
+    /// build or CPU class, whose rounding differs): every claimed token is taken as is,
+    /// and the receipt says how likely each was under the model (`Receipt::score`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub score_claims: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -265,6 +270,7 @@ mod tests {
             seed: 7,
             tokens: true,
             claims: GenerationIds { nn: vec![vec![1, -2, 3], vec![]], llm: vec![vec![i32::MAX]] },
+            score_claims: true,
         });
         write_json(&mut buf, &open).await.unwrap();
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
@@ -275,6 +281,7 @@ mod tests {
         assert_eq!((head.uri.as_str(), head.request_id.as_str()), ("/x", "r1"));
         assert!(head.tokens);
         assert_eq!(head.claims.nn, vec![vec![1, -2, 3], vec![]]);
+        assert!(head.score_claims);
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Receipt(Bytes::from_static(b"{}"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));

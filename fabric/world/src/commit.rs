@@ -67,7 +67,10 @@ impl RequestSeed {
 pub struct Replay {
     seed: RequestSeed,
     claims: Vec<std::sync::Arc<[i32]>>,
+    /// Score the claims rather than check them (`GenerateRequest::score`).
+    score_claims: bool,
     produced: Vec<Vec<i32>>,
+    score: Option<wasmesh_api::wire::ClaimScore>,
 }
 
 impl Replay {
@@ -77,9 +80,12 @@ impl Replay {
         self.seed = RequestSeed::new(seed, domain);
     }
 
-    /// Check `claims` (by the order generations start) rather than generate them.
-    pub fn set_claims(&mut self, claims: Vec<std::sync::Arc<[i32]>>) {
+    /// Check `claims` (by the order generations start) rather than generate them; with
+    /// `score`, take them as they are and score them (an auditor of another engine build
+    /// or CPU class).
+    pub fn set_claims(&mut self, claims: Vec<std::sync::Arc<[i32]>>, score: bool) {
         self.claims = claims;
+        self.score_claims = score;
     }
 
     /// A generation starts: it gets its seed, and checks the claim in its place if there
@@ -89,6 +95,7 @@ impl Replay {
         let at = self.produced.len();
         if let Some(claim) = self.claims.get(at) {
             request.forced = Some(claim.clone());
+            request.score = self.score_claims;
         }
         self.produced.push(Vec::new());
         at
@@ -99,6 +106,14 @@ impl Replay {
         if let Some(slot) = self.produced.get_mut(at) {
             slot.clone_from(&generation.tokens);
         }
+        if let Some(score) = &generation.score {
+            self.score.get_or_insert_with(Default::default).add(score);
+        }
+    }
+
+    /// The scores of its scored generations, summed (none: nothing was scored).
+    pub fn score(&self) -> Option<wasmesh_api::wire::ClaimScore> {
+        self.score
     }
 
     /// The token ids of each generation, by the order they started (empty: none, or failed).
@@ -151,6 +166,7 @@ mod tests {
             finish,
             fixed_cost: Default::default(),
             compute_time: Default::default(),
+            score: None,
         }
     }
 

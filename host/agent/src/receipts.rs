@@ -51,6 +51,7 @@ impl Receipts {
             commitment: served.commitment,
             engine: self.engine.to_string(),
             cpu_class: self.cpu_class.to_string(),
+            score: served.score,
         };
         let text = serde_json::to_string(&receipt).expect("JSON of plain values");
         let signed = match &self.mac_key {

@@ -54,6 +54,7 @@ impl InferenceEngine for FakeEngine {
                 finish,
                 fixed_cost: Duration::ZERO,
                 compute_time: self.delay,
+                score: None,
             })
         })
     }

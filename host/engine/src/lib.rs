@@ -215,6 +215,12 @@ pub struct GenerateRequest {
     /// whatever the claim; a true claim only makes it cheaper. Engines that cannot
     /// check generate as usual.
     pub forced: Option<std::sync::Arc<[i32]>>,
+    /// With `forced`: take every claimed token as it is and score how likely each was
+    /// under the model ([`Generation::score`]) rather than check it. For an auditor of
+    /// another engine build or CPU class, whose rounding differs from the node's, so a
+    /// pick that differs by a hair proves nothing. Engines that cannot score generate
+    /// as usual (and return no score).
+    pub score: bool,
 }
 
 impl GenerateRequest {
@@ -227,6 +233,7 @@ impl GenerateRequest {
             stream: None,
             tenant: std::sync::Arc::from(""),
             forced: None,
+            score: false,
         }
     }
 
@@ -234,6 +241,14 @@ impl GenerateRequest {
     /// than generating them (see [`GenerateRequest::forced`]).
     pub fn checking(mut self, tokens: std::sync::Arc<[i32]>) -> Self {
         self.forced = Some(tokens);
+        self
+    }
+
+    /// The same request, scoring `tokens` another node claims it produced (see
+    /// [`GenerateRequest::score`]).
+    pub fn scoring(mut self, tokens: std::sync::Arc<[i32]>) -> Self {
+        self.forced = Some(tokens);
+        self.score = true;
         self
     }
 
@@ -409,6 +424,8 @@ pub struct Generation {
     pub fixed_cost: std::time::Duration,
     /// Time from the request reaching the engine's worker until the last token.
     pub compute_time: std::time::Duration,
+    /// A scored request's score of the claim ([`GenerateRequest::score`]).
+    pub score: Option<wasmesh_api::wire::ClaimScore>,
 }
 
 /// An embedding vector.

@@ -119,3 +119,50 @@ async fn checking_a_true_claim_gives_the_generation_and_a_false_one_the_honest_g
     let after = counts();
     assert!(after.2 - before.2 >= asked.len() as u64, "the changed tokens were not seen as divergences");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoring_takes_every_claimed_token_and_fails_false_claims() {
+    let Some(engine) = engine() else { return };
+    let config = wasmesh_trust::TrustConfig::default();
+    let asked = requests();
+    let generated = all(&engine, asked.clone()).await;
+
+    // True claims: taken as they are, ending as the generation did, and on this same
+    // build every claimed token (and every end of text) was exactly the sampler's to pick.
+    let claims = asked.iter().zip(&generated).map(|(r, g)| r.clone().scoring(g.tokens.clone().into()));
+    let scored = all(&engine, claims.collect()).await;
+    for (i, (g, s)) in generated.iter().zip(&scored).enumerate() {
+        assert!(same(g, s), "request {i}: scoring its own tokens gave {s:?}, generating gave {g:?}");
+        let score = s.score.expect("a scored generation has a score");
+        let ends = usize::from(g.finish == wasmesh_engine::FinishReason::Stop);
+        assert_eq!(score.positions, (g.tokens.len() + ends) as u64, "request {i}");
+        assert_eq!(score.worst_gap, 0.0, "request {i}: {score:?}");
+        assert!(wasmesh_trust::score_passes(&score, &config), "request {i}: {score:?}");
+    }
+    assert!(scored.iter().any(|s| s.score.is_some_and(|c| c.sampled > 0)), "no sampled position was scored");
+
+    // False claims: one token changed to one the model would not pick, or (greedy) cut
+    // short where the model would go on. Each is taken as claimed; greedy ones fail, and
+    // a sampled one scores worse than the truth.
+    for ((r, g), truth) in asked.iter().zip(&generated).zip(&scored) {
+        let mut changed = g.tokens.clone();
+        let k = changed.len() / 2;
+        changed[k] = if changed[k] == 42 { 43 } else { 42 };
+        let s = engine.generate(r.clone().scoring(changed.clone().into())).await.expect("scoring");
+        assert!(changed.starts_with(&s.tokens), "scoring changed the claim");
+        let score = s.score.expect("a score");
+        if r.params.is_greedy() {
+            assert!(score.worst_gap > config.score_max_gap, "a changed token passed: {score:?}");
+        } else {
+            let truth = truth.score.expect("a score");
+            assert!(score.worst_gap > 0.0 || score.surprisal > truth.surprisal, "{score:?} against {truth:?}");
+        }
+        if r.params.is_greedy() && g.finish == wasmesh_engine::FinishReason::Length {
+            let cut = g.tokens[..g.tokens.len() / 2].to_vec();
+            let s = engine.generate(r.clone().scoring(cut.into())).await.expect("scoring");
+            let score = s.score.expect("a score");
+            assert_eq!(s.finish, wasmesh_engine::FinishReason::Stop, "a short claim ends at its end");
+            assert!(score.worst_gap > config.score_max_gap, "a truncated claim passed: {score:?}");
+        }
+    }
+}

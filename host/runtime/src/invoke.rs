@@ -40,7 +40,7 @@ impl Host {
         let max_request = limits.max_request_bytes();
         let report = req.extensions().get::<ServedReport>().cloned();
         let seed = req.extensions().get::<crate::RouterSeed>().map_or(0, |s| s.0);
-        let claims = req.extensions().get::<crate::RouterClaims>().map(|c| c.0.clone());
+        let claims = req.extensions().get::<crate::RouterClaims>().cloned();
         if let Some(len) =
             req.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max_request
@@ -75,8 +75,8 @@ impl Host {
         }
         if let Some(claims) = claims {
             let arcs = |v: Vec<Vec<i32>>| v.into_iter().map(std::sync::Arc::from).collect();
-            store.data_mut().nn.replay.set_claims(arcs(claims.nn));
-            store.data_mut().llm.replay.set_claims(arcs(claims.llm));
+            store.data_mut().nn.replay.set_claims(arcs(claims.ids.nn), claims.score);
+            store.data_mut().llm.replay.set_claims(arcs(claims.ids.llm), claims.score);
         }
         let pre = match &component.pre {
             ProxyPre::P2(pre) => pre.clone(),

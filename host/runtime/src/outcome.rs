@@ -19,6 +19,7 @@ pub(crate) struct Outcome {
     finish: Option<wasmesh_engine::FinishReason>,
     commitment: Option<String>,
     tokens: wasmesh_api::wire::GenerationIds,
+    score: Option<wasmesh_api::wire::ClaimScore>,
 }
 
 impl Outcome {
@@ -58,6 +59,13 @@ impl Outcome {
                 nn: data.nn.replay.produced().to_vec(),
                 llm: data.llm.replay.produced().to_vec(),
             },
+            score: match (data.nn.replay.score(), data.llm.replay.score()) {
+                (Some(mut nn), Some(llm)) => {
+                    nn.add(&llm);
+                    Some(nn)
+                }
+                (nn, llm) => nn.or(llm),
+            },
         }
     }
 
@@ -80,6 +88,7 @@ impl Outcome {
             finish_reason,
             commitment: self.commitment.clone(),
             tokens: self.tokens.clone(),
+            score: self.score,
         }
     }
 

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 /// What one request's guest used.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Served {
     /// The app.
     pub app: String,
@@ -28,14 +28,23 @@ pub struct Served {
     pub commitment: Option<String>,
     /// The token ids its generations produced, by the order they started.
     pub tokens: wasmesh_api::wire::GenerationIds,
+    /// A scored replay's score of the claims (see [`RouterClaims::score`]).
+    pub score: Option<wasmesh_api::wire::ClaimScore>,
 }
 
 /// An audit's replay (in the request's extensions): the token ids the audited node
 /// claims each generation produced. The replay checks them in one pass each
 /// (teacher-forced) and generates only from where the model picks otherwise, so it
-/// commits to what generating commits to, at a fraction of the cost.
+/// commits to what generating commits to, at a fraction of the cost. A scored replay
+/// (an auditor of another engine build or CPU class) takes every claimed token as is
+/// and scores how likely each is ([`Served::score`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RouterClaims(pub wasmesh_api::wire::GenerationIds);
+pub struct RouterClaims {
+    /// The claimed token ids.
+    pub ids: wasmesh_api::wire::GenerationIds,
+    /// Score the claims rather than check them.
+    pub score: bool,
+}
 
 /// The router's seed for a request (in its extensions): the request's sampled
 /// generations that name no seed are seeded from it, so an auditor replaying the request

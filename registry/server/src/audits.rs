@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::{
     AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, Receipt, SignedReceipt, from_hex, replay_id,
 };
-use wasmesh_trust::{Standing, TrustConfig, Verdict, judge};
+use wasmesh_trust::{Standing, TrustConfig, Verdict, judge, scored_commitment};
 
 /// The schema of trust (a registry migration).
 pub const SCHEMA: &str = r#"
@@ -109,14 +109,17 @@ pub async fn record(db: &Db, ledger: &SqlLedger, master: &[u8; 32], report: &Aud
         auditors.push(replay.node.clone());
         replays.push(replay);
     }
-    // A replay on another engine build, CPU class or app version proves nothing either way.
+    // A replay of another app version proves nothing either way, nor does one on another
+    // engine build or CPU class unless it scored the node's tokens (an exact replay
+    // compares only within one build and class).
     let comparable = replays.iter().all(|r| {
-        r.engine == original.engine
-            && r.cpu_class == original.cpu_class
+        (r.score.is_some() || (r.engine == original.engine && r.cpu_class == original.cpu_class))
             && r.app == original.app
             && r.app_version == original.app_version
     });
-    let commitments: Vec<&str> = replays.iter().map(|r| r.commitment.as_deref().unwrap_or("")).collect();
+    let config = TrustConfig::default();
+    let commitments: Vec<String> = replays.iter().map(|r| scored_commitment(r, &config)).collect();
+    let commitments: Vec<&str> = commitments.iter().map(String::as_str).collect();
     let verdict = if comparable { judge(&commitment, &commitments) } else { Verdict::Inconclusive };
     let inserted = sqlx::query(
         "INSERT INTO audits (request_id, node, auditors, verdict, commitment, replays, at_ms) \

@@ -10,7 +10,10 @@
 //! only from where the model picks otherwise), which commits to what generating would,
 //! at a fraction of the cost. A replay that differs is confirmed by a second one, on
 //! another auditor where there is one, which generates from scratch: a conviction never
-//! rests on the check alone. Every audit goes to the registry with the
+//! rests on the check alone. Where no auditor of the node's build and class is
+//! connected, auditors of another score the node's tokens instead (`RequestHead::score_claims`,
+//! both replays): a score beyond the tolerance counts as a difference
+//! (`wasmesh_trust::scored_commitment`). Every audit goes to the registry with the
 //! signed receipts (`POST /v1/audits`); the registry judges it itself and deals with a
 //! node that was caught.
 
@@ -20,7 +23,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmesh_api::wire::{AuditReport, NodeTrust, Receipt, SignedReceipt, replay_id};
-use wasmesh_trust::{Standing, needs_confirmation, should_audit};
+use wasmesh_trust::{Standing, needs_confirmation, scored_commitment, should_audit};
 use wasmesh_tunnel::{Frame, GenerationIds, Open, RequestHead, read_frame};
 
 /// Audits waiting for a replay; past this, new ones are dropped (and counted).
@@ -72,7 +75,7 @@ impl Audits {
         let replays = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
                 "wasmesh_router_audit_replays_total",
-                "Audit replays run, by way: checked (teacher-forced over the node's token ids) or generated",
+                "Audit replays run, by way: checked (teacher-forced over the node's token ids), scored (the same ids scored by an auditor of another engine build or CPU class) or generated",
             ),
             &["way"],
         )?;
@@ -142,44 +145,53 @@ pub(crate) async fn run(inner: Arc<Inner>, mut jobs: tokio::sync::mpsc::Receiver
     }
 }
 
-/// Auditors connected now that can replay `receipt`: trusted, ready, same engine build and
-/// CPU class, not the node itself; in a random order.
-fn auditors_for(inner: &Inner, receipt: &Receipt) -> Vec<(String, Arc<HostConn>)> {
+/// Auditors connected now that can replay `receipt`: trusted, ready, not the node
+/// itself, in a random order. Those of its engine build and CPU class when there are
+/// any (exact replays); else, with `scored` true, those of any other (scored replays).
+fn auditors_for(inner: &Inner, receipt: &Receipt) -> (Vec<(String, Arc<HostConn>)>, bool) {
     let standings = inner.standing.load();
-    let mut found: Vec<(String, Arc<HostConn>)> = inner
+    let auditors: Vec<_> = inner
         .links
         .connections()
         .into_iter()
-        .filter(|(id, report, _)| {
-            id != &receipt.node
-                && standings.get(id).is_some_and(|t| t.trusted)
-                && report.ready
-                && report.engine == receipt.engine
-                && report.cpu_class == receipt.cpu_class
-        })
+        .filter(|(id, report, _)| id != &receipt.node && standings.get(id).is_some_and(|t| t.trusted) && report.ready)
+        .collect();
+    let exact = |report: &wasmesh_tunnel::HostReport| {
+        report.engine == receipt.engine && report.cpu_class == receipt.cpu_class
+    };
+    let scored = !auditors.iter().any(|(_, report, _)| exact(report));
+    let mut found: Vec<(String, Arc<HostConn>)> = auditors
+        .into_iter()
+        .filter(|(_, report, _)| scored || exact(report))
         .map(|(id, _, connection)| (id, connection))
         .collect();
     if found.len() > 1 {
         let at = (draw() % found.len() as u64) as usize;
         found.rotate_left(at);
     }
-    found
+    (found, scored)
 }
 
 /// Replays the request on `connection` as replay `n`, checking `claims` when given
-/// (else generating); the auditor's signed receipt.
+/// (else generating), or scoring them with `scored`; the auditor's signed receipt.
 async fn replay(
     inner: &Inner,
     connection: &Arc<HostConn>,
     job: &Job,
     n: usize,
     claims: Option<GenerationIds>,
+    scored: bool,
 ) -> Option<SignedReceipt> {
     let mut head = job.head.clone();
     head.request_id = replay_id(&job.receipt.request_id, n);
     head.tokens = false;
-    let way = if claims.is_some() { "checked" } else { "generated" };
+    let way = match (&claims, scored) {
+        (Some(_), true) => "scored",
+        (Some(_), false) => "checked",
+        (None, _) => "generated",
+    };
     inner.audits.replays.with_label_values(&[way]).inc();
+    head.score_claims = scored && claims.is_some();
     head.claims = claims.unwrap_or_default();
     let open = Open::Request(head);
     let run = async {
@@ -203,32 +215,34 @@ async fn replay(
     tokio::time::timeout(REPLAY_TIMEOUT, run).await.ok().flatten()
 }
 
-fn commitment_of(signed: &SignedReceipt) -> String {
-    serde_json::from_str::<Receipt>(&signed.receipt).ok().and_then(|r| r.commitment).unwrap_or_default()
+fn commitment_of(signed: &SignedReceipt, trust: &wasmesh_trust::TrustConfig) -> String {
+    serde_json::from_str::<Receipt>(&signed.receipt).map(|r| scored_commitment(&r, trust)).unwrap_or_default()
 }
 
 /// One audit: replays, then the report to the registry. What became of it (a metric label).
 async fn audit(inner: &Inner, job: Job) -> &'static str {
     let Some(original) = job.receipt.commitment.clone() else { return "skipped" };
-    let auditors = auditors_for(inner, &job.receipt);
-    if auditors.is_empty() {
-        tracing::debug!(node = %job.receipt.node, "no auditor of this node's engine build and CPU class is connected");
+    let (auditors, scored) = auditors_for(inner, &job.receipt);
+    let claims = job.tokens.as_deref().and_then(|bytes| GenerationIds::decode(bytes).ok()).filter(|c| !c.is_empty());
+    if auditors.is_empty() || (scored && claims.is_none()) {
+        tracing::debug!(node = %job.receipt.node, "no auditor of this node's engine build and CPU class is connected, nor tokens to score on another");
         return "no_auditor";
     }
-    // The first replay checks the node's token ids; a confirmation generates.
-    let mut claims =
-        job.tokens.as_deref().and_then(|bytes| GenerationIds::decode(bytes).ok()).filter(|c| !c.is_empty());
+    // The first replay checks the node's token ids and a confirmation generates; on
+    // auditors of another build or class, both score them.
+    let mut claims = claims;
     let mut replays = Vec::new();
     for n in 1..=2 {
         let (auditor, connection) = &auditors[(n - 1) % auditors.len()];
-        match replay(inner, connection, &job, n, claims.take()).await {
+        let claims = if scored { claims.clone() } else { claims.take() };
+        match replay(inner, connection, &job, n, claims, scored).await {
             Some(signed) => replays.push(signed),
             None => {
                 tracing::warn!(auditor = %auditor, request = %job.receipt.request_id, "an audit replay failed");
                 return "error";
             }
         }
-        let commitments: Vec<String> = replays.iter().map(commitment_of).collect();
+        let commitments: Vec<String> = replays.iter().map(|r| commitment_of(r, &inner.config.trust)).collect();
         let commitments: Vec<&str> = commitments.iter().map(String::as_str).collect();
         if !needs_confirmation(&original, &commitments) {
             break;

@@ -546,5 +546,6 @@ fn head_of(parts: &http::request::Parts, uri: Option<String>) -> wasmesh_tunnel:
         seed: 0,
         tokens: false,
         claims: Default::default(),
+        score_claims: false,
     }
 }

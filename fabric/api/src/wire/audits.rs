@@ -4,6 +4,54 @@
 use super::credits::SignedReceipt;
 use serde::{Deserialize, Serialize};
 
+/// How likely the tokens a node claims are under the claimed model, as an auditor of
+/// another engine build or CPU class scores them (its rounding differs, so it cannot
+/// replay them bit for bit). The auditor feeds prompt and claim in one pass and takes
+/// every claimed token as is; at each position it compares the claimed token with
+/// what the request's sampler could have picked there, the claim's end too (an end of
+/// text the node claims the model chose). Summed over a request's generations;
+/// `wasmesh_trust::score_passes` judges it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaimScore {
+    /// Positions scored: claimed tokens, and ends of text.
+    pub positions: u64,
+    /// The largest shortfall, in logits (after the repeat penalty, before temperature),
+    /// of a claimed token below the least the sampler could pick: the largest logit for
+    /// greedy decoding, the least kept by top-k and top-p for sampling. 0 when every
+    /// claimed token was pickable; an honest node's exceed 0 only by rounding.
+    pub worst_gap: f32,
+    /// Of the sampled positions whose token the sampler could pick: how many, and the
+    /// sums of the claimed token's surprisal (`-ln q`), of the entropy and of the
+    /// surprisal's variance under the sampler's distribution `q` there. Honest sampling
+    /// makes `(surprisal - entropy) / sqrt(variance)` about a standard normal draw; a
+    /// node sampling from another distribution drifts above it.
+    pub sampled: u64,
+    /// See `sampled`.
+    pub surprisal: f64,
+    /// See `sampled`.
+    pub entropy: f64,
+    /// See `sampled`.
+    pub variance: f64,
+}
+
+impl ClaimScore {
+    /// Adds another generation's score.
+    pub fn add(&mut self, other: &ClaimScore) {
+        self.positions += other.positions;
+        self.worst_gap = self.worst_gap.max(other.worst_gap);
+        self.sampled += other.sampled;
+        self.surprisal += other.surprisal;
+        self.entropy += other.entropy;
+        self.variance += other.variance;
+    }
+
+    /// How far above its expectation the claimed tokens' surprisal is, in standard
+    /// deviations (0 with no sampled position).
+    pub fn z(&self) -> f64 {
+        if self.variance <= 0.0 { 0.0 } else { (self.surprisal - self.entropy) / self.variance.sqrt() }
+    }
+}
+
 /// Token ids of a request's generations, by the order they started: those through
 /// `wasi:nn`, and those through Spin's `llm`. A host returns them to a router that
 /// meters the request; an audit's replay checks them (teacher-forced) as claims.

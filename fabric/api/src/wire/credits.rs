@@ -203,6 +203,11 @@ pub struct Receipt {
     /// within one.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cpu_class: String,
+    /// An audit's scored replay (an auditor of another engine build or CPU class): how
+    /// likely the audited node's claimed tokens are under the model
+    /// ([`ClaimScore`](super::ClaimScore)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<super::ClaimScore>,
 }
 
 /// A receipt as the host signed it: its JSON text, authenticated by the node in one of

@@ -18,6 +18,7 @@ mod load;
 mod lora;
 mod sampling;
 mod scheduler;
+mod score;
 mod slot;
 mod stats;
 mod step;

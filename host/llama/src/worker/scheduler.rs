@@ -163,6 +163,11 @@ impl<'m> Scheduler<'m> {
                 }
             };
             let job = waiting.remove(next).expect("the chosen job exists");
+            let scoring = (job.request.score && job.request.forced.is_some()).then(|| {
+                let vocab = self.model.vocab();
+                let eog = (0..self.model.n_vocab()).filter(|&t| vocab.is_eog(LlamaToken::new(t))).collect();
+                Box::new(super::score::Scoring::new(&job.request.params, eog))
+            });
             self.admissions += 1;
             if self.admitted.len() > 4096 {
                 self.admitted.clear();
@@ -188,6 +193,7 @@ impl<'m> Scheduler<'m> {
                 fixed: t.elapsed(),
                 logits_at: None,
                 checks: Vec::new(),
+                scoring,
                 lora,
                 prompt,
                 n_prompt,

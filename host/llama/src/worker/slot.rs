@@ -26,6 +26,9 @@ pub(crate) struct Active {
     /// batch holds the logits of the last prompt token and of each claimed token fed,
     /// in order. Each predicts the next token, which is compared with the claim.
     pub(crate) checks: Vec<i32>,
+    /// A scored request (`GenerateRequest::score`): every claimed token is taken as is
+    /// and scored, with no pick of its own.
+    pub(crate) scoring: Option<Box<super::score::Scoring>>,
     /// Prompt tokens already decoded.
     pub(crate) prefilled: usize,
     /// Token to feed next step (the last one sampled).

@@ -59,7 +59,7 @@ impl Scheduler<'_> {
             }
             let take = (a.prompt.len() - a.prefilled).min(budget);
             note(a.lora);
-            let checked = a.prompt.len() > a.n_prompt;
+            let checked = a.prompt.len() > a.n_prompt || a.scoring.is_some();
             for i in a.prefilled..a.prefilled + take {
                 // Logits at the last prompt token, and (checking a claim) at each claimed one.
                 let logits = if checked { i + 1 >= a.n_prompt } else { i + 1 == a.prompt.len() };
@@ -98,6 +98,10 @@ impl Scheduler<'_> {
             let Some(a) = self.slots[seq].as_mut() else { continue };
             if a.reply.is_closed() {
                 self.finish(ctx, seq, None);
+                continue;
+            }
+            if !a.checks.is_empty() && a.scoring.is_some() {
+                self.score(ctx, seq, &mut piece);
                 continue;
             }
             if !a.checks.is_empty() {
@@ -144,6 +148,29 @@ impl Scheduler<'_> {
             a.pos = at_claim;
             a.pending = Some(token);
             return;
+        }
+    }
+
+    /// A scored request's step: each claimed position scored, and its claimed token
+    /// taken whatever the model would pick. Where the claim stops short of the request's
+    /// length and stop strings, the node claims the model ended its text there: that end
+    /// is scored too, and the request ends.
+    fn score(&mut self, ctx: &mut LlamaContext<'_>, seq: usize, piece: &mut Vec<u8>) {
+        let checks = std::mem::take(&mut self.slots[seq].as_mut().expect("an active slot").checks);
+        for at in checks {
+            let a = self.slots[seq].as_mut().expect("still active");
+            let claimed = a.prompt.get(a.n_prompt + a.tokens.len()).copied();
+            let scoring = a.scoring.as_mut().expect("a scored request");
+            scoring.position(ctx.get_logits_ith(at), claimed.map(|t| t.0));
+            let Some(token) = claimed else {
+                self.finish(ctx, seq, Some(FinishReason::Stop));
+                return;
+            };
+            scoring.accept(token.0);
+            self.stats.checked_tokens.fetch_add(1, Ordering::Relaxed);
+            if !self.accept(ctx, seq, token, piece) {
+                return;
+            }
         }
     }
 
@@ -212,6 +239,7 @@ impl Scheduler<'_> {
             finish,
             fixed_cost: a.fixed,
             compute_time: a.started.elapsed(),
+            score: a.scoring.map(|s| s.score),
         }));
     }
 }
