@@ -36,12 +36,21 @@ fn engine() -> Arc<LlamaEngine> {
     )
 }
 
+/// A system prompt long enough (over 64 tokens) that the fast kernels' prompt pass
+/// takes their tiled attention: the two builds then round differently from the first
+/// generated token on, as two CPU classes would.
+const SYSTEM: &str = "You are a careful writing assistant for a small newspaper. Answer in plain \
+    English, in complete sentences, without lists or headings. Prefer concrete details to general \
+    statements, short words to long ones, and the active voice to the passive. Do not mention that \
+    you are an assistant, do not apologise, and do not repeat the question. If a topic is unclear, \
+    choose the most ordinary reading of it and write about that.";
+
 /// The `i`th request asked: greedy or sampled in turn (with the seed a router would
-/// give it), a third of them with adapter `one`.
+/// give it), a third of them with adapter `one`, a quarter with a repeat penalty.
 fn asked(i: usize) -> GenerateRequest {
     let topics = ["the sea", "a city at night", "bread", "a chess game", "winter", "a library", "rain", "trains"];
     let prompt = format!(
-        "<|im_start|>user\nWrite two sentences about {} (note {i}).<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\nWrite two sentences about {} (note {i}).<|im_end|>\n<|im_start|>assistant\n",
         topics[i % topics.len()]
     );
     let mut params = GenerateParams { n_predict: TOKENS, ..Default::default() };
@@ -104,7 +113,10 @@ pub fn claims_child() {
             })
             .buffer_unordered(8);
         while let Some((kind, i, g)) = done.next().await {
-            println!("{}", serde_json::json!({"kind": kind, "i": i, "tokens": g.tokens}));
+            // A generation cut at half its length that would have ended there anyway is
+            // no cheat: only those that ran to the cut count.
+            let cheated = kind != "honest" && (kind != "truncate" || g.finish == wasmesh_engine::FinishReason::Length);
+            println!("{}", serde_json::json!({"kind": kind, "i": i, "tokens": g.tokens, "cheated": cheated}));
         }
     });
 }
@@ -115,6 +127,7 @@ struct Found {
     requests: usize,
     failed: usize,
     worst_gap: Vec<f32>,
+    worst_draw_gap: Vec<f64>,
     z: Vec<f64>,
     score_ms: Vec<f64>,
 }
@@ -132,7 +145,7 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
     let claims: Vec<(String, usize, Vec<i32>)> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v.get("kind").is_some())
+        .filter(|v| v["kind"] == "honest" || v["cheated"] == true)
         .map(|v| {
             let tokens = v["tokens"].as_array().expect("tokens").iter().map(|t| t.as_i64().unwrap() as i32).collect();
             (v["kind"].as_str().unwrap().to_string(), v["i"].as_u64().unwrap() as usize, tokens)
@@ -163,14 +176,16 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
         f.requests += 1;
         f.failed += usize::from(!score_passes(&score, config));
         f.worst_gap.push(score.worst_gap);
+        f.worst_draw_gap.push(score.worst_draw_gap);
         f.z.push(score.z());
         f.score_ms.push(g.compute_time.as_secs_f64() * 1000.0);
     }
     println!(
-        "scored audits across builds (served on the fast kernels, scored on the reference ones; {:.0} s to generate, {:.0} s in all); tolerance: gap ≤ {} logits, z ≤ {}",
+        "scored audits across builds (served on the fast kernels, scored on the reference ones; {:.0} s to generate, {:.0} s in all); tolerance: gap ≤ {} logits, draw gap ≤ {}, z ≤ {}",
         generated.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         config.score_max_gap,
+        config.score_max_draw_gap,
         config.score_max_z
     );
     let mut figures = serde_json::Map::new();
@@ -178,13 +193,16 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
     for kind in KINDS {
         let Some(f) = found.get_mut(kind) else { continue };
         f.worst_gap.sort_by(f32::total_cmp);
+        f.worst_draw_gap.sort_by(f64::total_cmp);
         f.z.sort_by(f64::total_cmp);
         let max_gap = f.worst_gap.last().copied().unwrap_or(0.0);
+        let max_draw = f.worst_draw_gap.last().copied().unwrap_or(0.0);
+        let nonzero = f.worst_gap.iter().filter(|&&g| g > 0.0).count();
         let max_z = f.z.last().copied().unwrap_or(0.0);
         let median_gap = f.worst_gap[f.worst_gap.len() / 2];
         let rate = f.failed as f64 / f.requests as f64;
         println!(
-            "{kind:<13} {} requests: {} failed ({:.1}%); worst gap median {median_gap:.3}, max {max_gap:.3}; z max {max_z:.2}; scoring {:.0} ms median",
+            "{kind:<13} {} requests: {} failed ({:.1}%); worst gap median {median_gap:.3}, max {max_gap:.3} (above 0 in {nonzero}); draw gap max {max_draw:.4}; z max {max_z:.2}; scoring {:.0} ms median",
             f.requests,
             f.failed,
             rate * 100.0,
@@ -195,6 +213,8 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
             figures.insert("scored_honest_failed".into(), f.failed.into());
             figures.insert("scored_honest_max_gap".into(), serde_json::json!(round(f64::from(max_gap), 4)));
             figures.insert("scored_honest_max_z".into(), serde_json::json!(round(max_z, 2)));
+            figures.insert("scored_honest_max_draw_gap".into(), serde_json::json!(round(max_draw, 5)));
+            figures.insert("scored_honest_gap_above_0".into(), nonzero.into());
         } else {
             figures.insert(format!("scored_caught_{kind}"), serde_json::json!(round(rate, 4)));
         }

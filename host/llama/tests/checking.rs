@@ -137,6 +137,7 @@ async fn scoring_takes_every_claimed_token_and_fails_false_claims() {
         let ends = usize::from(g.finish == wasmesh_engine::FinishReason::Stop);
         assert_eq!(score.positions, (g.tokens.len() + ends) as u64, "request {i}");
         assert_eq!(score.worst_gap, 0.0, "request {i}: {score:?}");
+        assert!(score.worst_draw_gap < 1e-6, "request {i}: the seeded draws replayed elsewhere: {score:?}");
         assert!(wasmesh_trust::score_passes(&score, &config), "request {i}: {score:?}");
     }
     assert!(scored.iter().any(|s| s.score.is_some_and(|c| c.sampled > 0)), "no sampled position was scored");

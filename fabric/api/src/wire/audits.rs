@@ -20,6 +20,13 @@ pub struct ClaimScore {
     /// greedy decoding, the least kept by top-k and top-p for sampling. 0 when every
     /// claimed token was pickable; an honest node's exceed 0 only by rounding.
     pub worst_gap: f32,
+    /// For sampling with a seed, whose draws the auditor replays (the same Mersenne
+    /// Twister on every machine): the largest distance, as a share of probability,
+    /// between where a draw fell in the sampler's distribution and the claimed token's
+    /// share of it. 0 when every draw fell on its claimed token; an honest node's exceed
+    /// 0 only by rounding.
+    #[serde(default)]
+    pub worst_draw_gap: f64,
     /// Of the sampled positions whose token the sampler could pick: how many, and the
     /// sums of the claimed token's surprisal (`-ln q`), of the entropy and of the
     /// surprisal's variance under the sampler's distribution `q` there. Honest sampling
@@ -39,6 +46,7 @@ impl ClaimScore {
     pub fn add(&mut self, other: &ClaimScore) {
         self.positions += other.positions;
         self.worst_gap = self.worst_gap.max(other.worst_gap);
+        self.worst_draw_gap = self.worst_draw_gap.max(other.worst_draw_gap);
         self.sampled += other.sampled;
         self.surprisal += other.surprisal;
         self.entropy += other.entropy;

@@ -7,7 +7,11 @@
 //! The sampler is the one `sampling::build_sampler` builds, followed step by step as
 //! llama.cpp does it: the repeat penalty over the last tokens, then for sampling top-k,
 //! top-p (on the penalized logits), temperature and the distribution the draw is made
-//! from; for greedy decoding the largest logit.
+//! from; for greedy decoding the largest logit. A sampled request with a seed (every
+//! metered one: the router seeds them) draws from the same Mersenne Twister as llama.cpp's
+//! `dist` sampler (`std::mt19937`, one `uniform_real_distribution<double>` draw per
+//! position), so the auditor knows each draw and where in the distribution it fell: the
+//! claimed token must be the one there, give or take rounding.
 
 use std::collections::{HashMap, VecDeque};
 use wasmesh_api::wire::ClaimScore;
@@ -26,6 +30,8 @@ pub(crate) struct Scoring {
     eog: Vec<i32>,
     logits: Vec<f32>,
     order: Vec<u32>,
+    /// The sampler's draws, when it has a seed.
+    rng: Option<rand_mt::Mt>,
     pub(crate) score: ClaimScore,
 }
 
@@ -34,7 +40,10 @@ impl Scoring {
     /// tokens are `eog`.
     pub(crate) fn new(params: &GenerateParams, eog: Vec<i32>) -> Self {
         let sampled = (!params.is_greedy()).then_some((params.top_k as usize, params.top_p, params.temp));
+        // u32::MAX asks llama.cpp for a random seed: such draws cannot be known.
+        let rng = (sampled.is_some() && params.seed != u32::MAX).then(|| rand_mt::Mt::new(params.seed));
         Self {
+            rng,
             sampled,
             penalty: params.repeat_penalty,
             last_n: params.repeat_last_n as usize,
@@ -77,6 +86,13 @@ impl Scoring {
         };
         self.score.positions += 1;
         let logit = logits[token];
+        // The sampler draws once at every position, whatever it keeps.
+        let draw = self.rng.as_mut().map(|rng| {
+            // libstdc++'s generate_canonical<double, 53> over a 32-bit engine: two draws.
+            let (low, high) = (f64::from(rng.next_u32()), f64::from(rng.next_u32()));
+            let u = (low + high * 4_294_967_296.0) / 18_446_744_073_709_551_616.0;
+            if u >= 1.0 { 1.0 - f64::EPSILON / 2.0 } else { u }
+        });
         let Some((top_k, top_p, temp)) = self.sampled else {
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             self.score.worst_gap = self.score.worst_gap.max(max - logit);
@@ -124,6 +140,29 @@ impl Scoring {
             let q = l.exp();
             entropy -= q * l;
             square += q * l * l;
+        }
+        if let Some(u) = draw {
+            // The claimed token's share of the distribution, in the order the sampler
+            // walks it, against where the draw fell. Top-k or top-p sort the candidates
+            // by descending logit (tokens of equal logit are taken together: their order
+            // among themselves is the sort's); with neither, they stay in id order.
+            let (mut before, mut upto) = (0.0f64, 0.0f64);
+            if top_k > 0 || top_p < 1.0 {
+                for &t in kept {
+                    let (q, l) = (ln_q(t as usize).exp(), logits[t as usize]);
+                    if l > logit {
+                        before += q;
+                    }
+                    if l >= logit {
+                        upto += q;
+                    }
+                }
+            } else {
+                before = (0..token).map(|t| ln_q(t).exp()).sum();
+                upto = before + ln_q(token).exp();
+            }
+            let gap = if u < before { before - u } else { (u - upto).max(0.0) };
+            self.score.worst_draw_gap = self.score.worst_draw_gap.max(gap);
         }
         self.score.sampled += 1;
         self.score.surprisal -= ln_q(token);
@@ -196,6 +235,35 @@ mod tests {
         assert!(s.score.entropy > 0.0 && s.score.variance > 0.0);
         s.position(&[0.0, 2.0, 1.0, 0.5], Some(3));
         assert_eq!((s.score.sampled, s.score.worst_gap), (1, 0.5));
+    }
+
+    #[test]
+    fn a_seeded_draw_must_land_on_the_claimed_token() {
+        // The first draw of std::mt19937(1234) through uniform_real_distribution<double>
+        // is 0.49766366630595166 (g++ 12, libstdc++).
+        let p = GenerateParams { seed: 1234, ..params(1.0) };
+        // Equal logits: each token holds a quarter; the draw falls in the second.
+        let logits = [0.0f32; 4];
+        let mut s = Scoring::new(&GenerateParams { top_k: 4, ..p.clone() }, vec![]);
+        s.position(&logits, Some(3));
+        assert_eq!(s.score.worst_draw_gap, 0.0, "sorted, ties are one block: {:?}", s.score);
+        let mut s = Scoring::new(&p, vec![]);
+        s.position(&[3.0, 0.0, 0.0, 0.0], Some(0));
+        // q(0) = e^3 / (e^3 + 3) ≈ 0.870: the draw (0.498) falls inside.
+        assert_eq!(s.score.worst_draw_gap, 0.0);
+        let mut s = Scoring::new(&p, vec![]);
+        s.position(&[3.0, 0.0, -1.0, -2.0], Some(2));
+        // Token 2 starts after 0 and 1, at about 0.977: the draw is about 0.479 before it.
+        assert!((s.score.worst_draw_gap - 0.479).abs() < 0.001, "{:?}", s.score);
+        // In id order (neither top-k nor top-p): token 3 of four equal ones spans
+        // 0.75 to 1, and the draw (0.498) falls about 0.252 before it.
+        let mut s = Scoring::new(&p, vec![]);
+        s.position(&logits, Some(3));
+        assert!((s.score.worst_draw_gap - 0.2523).abs() < 0.001, "{:?}", s.score);
+        // Without a seed nothing is known of the draws.
+        let mut s = Scoring::new(&params(1.0), vec![]);
+        s.position(&[3.0, 0.0, -1.0, -2.0], Some(2));
+        assert_eq!(s.score.worst_draw_gap, 0.0);
     }
 
     #[test]
