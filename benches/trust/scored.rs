@@ -128,6 +128,10 @@ struct Found {
     failed: usize,
     worst_gap: Vec<f32>,
     worst_draw_gap: Vec<f64>,
+    miss_share: Vec<f64>,
+    by_gap: usize,
+    by_draws: usize,
+    by_z: usize,
     z: Vec<f64>,
     score_ms: Vec<f64>,
 }
@@ -177,6 +181,12 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
         f.failed += usize::from(!score_passes(&score, config));
         f.worst_gap.push(score.worst_gap);
         f.worst_draw_gap.push(score.worst_draw_gap);
+        f.miss_share.push(score.draw_miss_share());
+        f.by_gap += usize::from(score.worst_gap > config.score_max_gap);
+        f.by_draws += usize::from(
+            score.draw_misses as f64 > config.score_max_draw_misses * score.draws as f64 + 1.0,
+        );
+        f.by_z += usize::from(score.z() > config.score_max_z);
         f.z.push(score.z());
         f.score_ms.push(g.compute_time.as_secs_f64() * 1000.0);
     }
@@ -198,14 +208,21 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
         let max_gap = f.worst_gap.last().copied().unwrap_or(0.0);
         let max_draw = f.worst_draw_gap.last().copied().unwrap_or(0.0);
         let nonzero = f.worst_gap.iter().filter(|&&g| g > 0.0).count();
+        f.miss_share.sort_by(f64::total_cmp);
+        let max_miss = f.miss_share.last().copied().unwrap_or(0.0);
+        let mean_miss = f.miss_share.iter().sum::<f64>() / f.miss_share.len().max(1) as f64;
         let max_z = f.z.last().copied().unwrap_or(0.0);
         let median_gap = f.worst_gap[f.worst_gap.len() / 2];
         let rate = f.failed as f64 / f.requests as f64;
         println!(
-            "{kind:<13} {} requests: {} failed ({:.1}%); worst gap median {median_gap:.3}, max {max_gap:.3} (above 0 in {nonzero}); draw gap max {max_draw:.4}; z max {max_z:.2}; scoring {:.0} ms median",
+            "{kind:<13} {} requests: {} failed ({:.1}%; by gap {}, by draws {}, by z {}); worst gap median {median_gap:.3}, max {max_gap:.3} (above 0 in {nonzero}); draws missed: mean {:.3}, max {max_miss:.3} (largest miss {max_draw:.3}); z max {max_z:.2}; scoring {:.0} ms median",
             f.requests,
             f.failed,
             rate * 100.0,
+            f.by_gap,
+            f.by_draws,
+            f.by_z,
+            mean_miss,
             wasmesh_benches::median(&mut f.score_ms)
         );
         if kind == "honest" {
@@ -213,7 +230,7 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
             figures.insert("scored_honest_failed".into(), f.failed.into());
             figures.insert("scored_honest_max_gap".into(), serde_json::json!(round(f64::from(max_gap), 4)));
             figures.insert("scored_honest_max_z".into(), serde_json::json!(round(max_z, 2)));
-            figures.insert("scored_honest_max_draw_gap".into(), serde_json::json!(round(max_draw, 5)));
+            figures.insert("scored_honest_max_draw_miss_share".into(), serde_json::json!(round(max_miss, 4)));
             figures.insert("scored_honest_gap_above_0".into(), nonzero.into());
         } else {
             figures.insert(format!("scored_caught_{kind}"), serde_json::json!(round(rate, 4)));

@@ -42,9 +42,9 @@ pub struct TrustConfig {
     /// Rounding between builds moves logits by far less (`cargo bench --bench trust`
     /// measures it); another model's picks fall short by more.
     pub score_max_gap: f32,
-    /// A scored replay fails when a seeded draw fell further than this share of
-    /// probability from its claimed token (`ClaimScore::worst_draw_gap`).
-    pub score_max_draw_gap: f64,
+    /// A scored replay fails when more than this share of its seeded draws, plus one,
+    /// missed their claimed tokens (`ClaimScore::draw_misses`).
+    pub score_max_draw_misses: f64,
     /// A scored replay fails when its sampled tokens' surprisal lies more than this
     /// many standard deviations above its expectation (`ClaimScore::z`).
     pub score_max_z: f64,
@@ -58,7 +58,7 @@ impl Default for TrustConfig {
             probation_audits: 50,
             min_score: 100,
             score_max_gap: SCORE_MAX_GAP,
-            score_max_draw_gap: SCORE_MAX_DRAW_GAP,
+            score_max_draw_misses: SCORE_MAX_DRAW_MISSES,
             score_max_z: SCORE_MAX_Z,
         }
     }
@@ -167,16 +167,16 @@ pub fn judge(original: &str, replays: &[&str]) -> Verdict {
 }
 
 /// The default [`TrustConfig::score_max_gap`].
-pub const SCORE_MAX_GAP: f32 = 1.0;
-/// The default [`TrustConfig::score_max_draw_gap`].
-pub const SCORE_MAX_DRAW_GAP: f64 = 0.02;
+pub const SCORE_MAX_GAP: f32 = 2.0;
+/// The default [`TrustConfig::score_max_draw_misses`].
+pub const SCORE_MAX_DRAW_MISSES: f64 = 0.1;
 /// The default [`TrustConfig::score_max_z`].
 pub const SCORE_MAX_Z: f64 = 6.0;
 
 /// Whether a scored replay's claims are within the tolerance.
 pub fn score_passes(score: &wasmesh_api::wire::ClaimScore, config: &TrustConfig) -> bool {
     score.worst_gap <= config.score_max_gap
-        && score.worst_draw_gap <= config.score_max_draw_gap
+        && score.draw_misses as f64 <= config.score_max_draw_misses * score.draws as f64 + 1.0
         && score.z() <= config.score_max_z
 }
 

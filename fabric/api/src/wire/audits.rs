@@ -21,10 +21,17 @@ pub struct ClaimScore {
     /// claimed token was pickable; an honest node's exceed 0 only by rounding.
     pub worst_gap: f32,
     /// For sampling with a seed, whose draws the auditor replays (the same Mersenne
-    /// Twister on every machine): the largest distance, as a share of probability,
-    /// between where a draw fell in the sampler's distribution and the claimed token's
-    /// share of it. 0 when every draw fell on its claimed token; an honest node's exceed
-    /// 0 only by rounding.
+    /// Twister on every machine): positions with a known draw, and those whose draw fell
+    /// off the claimed token's share of the sampler's distribution (by more than 0.001).
+    /// An honest node's draws miss only where rounding moved a share's edge past the
+    /// draw; a node that sampled with other draws misses at most positions.
+    #[serde(default)]
+    pub draws: u64,
+    /// See `draws`.
+    #[serde(default)]
+    pub draw_misses: u64,
+    /// The largest distance, as a share of probability, between a draw and its claimed
+    /// token's share (see `draws`).
     #[serde(default)]
     pub worst_draw_gap: f64,
     /// Of the sampled positions whose token the sampler could pick: how many, and the
@@ -47,10 +54,17 @@ impl ClaimScore {
         self.positions += other.positions;
         self.worst_gap = self.worst_gap.max(other.worst_gap);
         self.worst_draw_gap = self.worst_draw_gap.max(other.worst_draw_gap);
+        self.draws += other.draws;
+        self.draw_misses += other.draw_misses;
         self.sampled += other.sampled;
         self.surprisal += other.surprisal;
         self.entropy += other.entropy;
         self.variance += other.variance;
+    }
+
+    /// The share of known draws that missed their claimed token (0 with none).
+    pub fn draw_miss_share(&self) -> f64 {
+        if self.draws == 0 { 0.0 } else { self.draw_misses as f64 / self.draws as f64 }
     }
 
     /// How far above its expectation the claimed tokens' surprisal is, in standard

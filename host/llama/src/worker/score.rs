@@ -17,6 +17,10 @@ use std::collections::{HashMap, VecDeque};
 use wasmesh_api::wire::ClaimScore;
 use wasmesh_engine::GenerateParams;
 
+/// How far a draw may fall off its claimed token's share before it counts as a miss:
+/// float rounding of the shares, not the differences between builds.
+const DRAW_ROUNDING: f64 = 1e-3;
+
 /// A scored request's sampler, followed over the claim, and its score so far.
 pub(crate) struct Scoring {
     /// Top-k (0: off), top-p and temperature when sampling; `None` when greedy.
@@ -127,6 +131,10 @@ impl Scoring {
         let least = logits[*kept.last().expect("at least one kept") as usize];
         if !kept.contains(&(token as u32)) {
             self.score.worst_gap = self.score.worst_gap.max((least - logit).max(0.0));
+            if draw.is_some() {
+                self.score.draws += 1;
+                self.score.draw_misses += 1;
+            }
             return;
         }
         // The distribution the draw is made from: the kept candidates at temperature.
@@ -163,6 +171,8 @@ impl Scoring {
             }
             let gap = if u < before { before - u } else { (u - upto).max(0.0) };
             self.score.worst_draw_gap = self.score.worst_draw_gap.max(gap);
+            self.score.draws += 1;
+            self.score.draw_misses += u64::from(gap > DRAW_ROUNDING);
         }
         self.score.sampled += 1;
         self.score.surprisal -= ln_q(token);
