@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use wasmesh_engine::{GenerateParams, GenerateRequest, InferenceEngine};
 use wasmesh_llama::{LlamaConfig, LlamaEngine, LoraSpec};
-use wasmesh_trust::{TrustConfig, score_passes};
+use wasmesh_trust::{ScoreFigures, TrustConfig, score_passes};
 
 /// What a generation does to the request it was asked.
 const KINDS: [&str; 5] = ["honest", "adapter", "skip_adapter", "truncate", "reseed"];
@@ -165,7 +165,10 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
                 let engine = engine.clone();
                 async move {
                     let g = engine.generate(asked(i).scoring(tokens.clone().into())).await.expect("score");
-                    assert!(g.tokens.len() <= tokens.len() && tokens.starts_with(&g.tokens), "scoring changed the claim");
+                    assert!(
+                        g.tokens.len() <= tokens.len() && tokens.starts_with(&g.tokens),
+                        "scoring changed the claim"
+                    );
                     (kind, g)
                 }
             })
@@ -178,24 +181,28 @@ pub fn run(config: &TrustConfig) -> serde_json::Map<String, serde_json::Value> {
         let score = g.score.expect("a scored generation has a score");
         let f = found.entry(kind).or_default();
         f.requests += 1;
-        f.failed += usize::from(!score_passes(&score, config));
+        let figures = ScoreFigures {
+            worst_gap: score.worst_gap,
+            draws: score.draws,
+            draw_misses: score.draw_misses,
+            z: score.z(),
+        };
+        f.failed += usize::from(!score_passes(&figures, config));
         f.worst_gap.push(score.worst_gap);
         f.worst_draw_gap.push(score.worst_draw_gap);
         f.miss_share.push(score.draw_miss_share());
         f.by_gap += usize::from(score.worst_gap > config.score_max_gap);
-        f.by_draws += usize::from(
-            score.draw_misses as f64 > config.score_max_draw_misses * score.draws as f64 + 1.0,
-        );
+        f.by_draws += usize::from(score.draw_misses as f64 > config.score_max_draw_misses * score.draws as f64 + 1.0);
         f.by_z += usize::from(score.z() > config.score_max_z);
         f.z.push(score.z());
         f.score_ms.push(g.compute_time.as_secs_f64() * 1000.0);
     }
     println!(
-        "scored audits across builds (served on the fast kernels, scored on the reference ones; {:.0} s to generate, {:.0} s in all); tolerance: gap ≤ {} logits, draw gap ≤ {}, z ≤ {}",
+        "scored audits across builds (served on the fast kernels, scored on the reference ones; {:.0} s to generate, {:.0} s in all); tolerance: gap ≤ {} logits, draws missed ≤ {} of them + 1, z ≤ {}",
         generated.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         config.score_max_gap,
-        config.score_max_draw_gap,
+        config.score_max_draw_misses,
         config.score_max_z
     );
     let mut figures = serde_json::Map::new();

@@ -17,10 +17,7 @@
 //! scores the node's tokens instead (`wasmesh_api::wire::ClaimScore`): its replay takes
 //! the claimed tokens as they are, so it commits to what the node committed to when the
 //! request's ending matches, and [`scored_commitment`] turns a score beyond the
-//! tolerance ([`TrustConfig::score_max_gap`], [`TrustConfig::score_max_z`]) into a
-//! difference, judged as any other.
-
-use wasmesh_api::wire::Receipt;
+//! tolerance ([`score_passes`]) into a difference, judged as any other.
 
 /// How much is audited, and when a node stops getting traffic.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,12 +35,15 @@ pub struct TrustConfig {
     /// Nodes scoring below this get no traffic (see [`Standing::score`]). Default 100.
     pub min_score: u32,
     /// A scored replay fails when a claimed token falls more than this many logits
-    /// below what the request's sampler could pick (`ClaimScore::worst_gap`).
-    /// Rounding between builds moves logits by far less (`cargo bench --bench trust`
-    /// measures it); another model's picks fall short by more.
+    /// below what the request's sampler could pick (`ClaimScore::worst_gap`). Default 2:
+    /// across llama.cpp's fast and reference CPU kernels honest nodes fell short by at
+    /// most 0.77 (`cargo bench --bench trust`); a substituted model, a skipped adapter or
+    /// a cut-short answer by 8 to 12 at the median.
     pub score_max_gap: f32,
     /// A scored replay fails when more than this share of its seeded draws, plus one,
-    /// missed their claimed tokens (`ClaimScore::draw_misses`).
+    /// missed their claimed tokens (`ClaimScore::draw_misses`). Default 0.75: across
+    /// llama.cpp's fast and reference CPU kernels honest nodes missed up to 56% of their
+    /// draws (`cargo bench --bench trust`), their rounding apart moving shares' edges.
     pub score_max_draw_misses: f64,
     /// A scored replay fails when its sampled tokens' surprisal lies more than this
     /// many standard deviations above its expectation (`ClaimScore::z`).
@@ -169,26 +169,36 @@ pub fn judge(original: &str, replays: &[&str]) -> Verdict {
 /// The default [`TrustConfig::score_max_gap`].
 pub const SCORE_MAX_GAP: f32 = 2.0;
 /// The default [`TrustConfig::score_max_draw_misses`].
-pub const SCORE_MAX_DRAW_MISSES: f64 = 0.1;
+pub const SCORE_MAX_DRAW_MISSES: f64 = 0.75;
 /// The default [`TrustConfig::score_max_z`].
 pub const SCORE_MAX_Z: f64 = 6.0;
 
-/// Whether a scored replay's claims are within the tolerance.
-pub fn score_passes(score: &wasmesh_api::wire::ClaimScore, config: &TrustConfig) -> bool {
-    score.worst_gap <= config.score_max_gap
-        && score.draw_misses as f64 <= config.score_max_draw_misses * score.draws as f64 + 1.0
-        && score.z() <= config.score_max_z
+/// A scored replay's figures (what `wasmesh_api::wire::ClaimScore` carries).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScoreFigures {
+    /// The largest shortfall of a claimed token below what the sampler could pick, in logits.
+    pub worst_gap: f32,
+    /// Seeded draws replayed, and those that missed their claimed token.
+    pub draws: u64,
+    /// See `draws`.
+    pub draw_misses: u64,
+    /// The sampled tokens' surprisal above its expectation, in standard deviations.
+    pub z: f64,
 }
 
-/// What a replay commits to, for [`judge`] against the node's `original`: its own
-/// commitment, or for a scored replay the same with a mark when its score is beyond the
-/// tolerance (so it differs from the original, and two such replays agree).
-pub fn scored_commitment(replay: &Receipt, config: &TrustConfig) -> String {
-    let commitment = replay.commitment.clone().unwrap_or_default();
-    match &replay.score {
-        Some(score) if !score_passes(score, config) => format!("{commitment}/beyond-tolerance"),
-        _ => commitment,
-    }
+/// Whether a scored replay's claims are within the tolerance.
+pub fn score_passes(score: &ScoreFigures, config: &TrustConfig) -> bool {
+    score.worst_gap <= config.score_max_gap
+        && score.draw_misses as f64 <= config.score_max_draw_misses * score.draws as f64 + 1.0
+        && score.z <= config.score_max_z
+}
+
+/// What a replay commits to, for [`judge`] against the node's: its `commitment`, or for
+/// a scored replay whose score did not pass (`passes` false) the same with a mark, so it
+/// differs from the node's and two such replays agree.
+pub fn scored_commitment(commitment: Option<&str>, passes: Option<bool>) -> String {
+    let commitment = commitment.unwrap_or_default();
+    if passes == Some(false) { format!("{commitment}/beyond-tolerance") } else { commitment.to_string() }
 }
 
 /// Whether a replay that differs from the original needs a second one to decide.
@@ -211,6 +221,26 @@ mod tests {
         assert_eq!(judge("a", &["b", "c"]), Verdict::Inconclusive);
         assert_eq!(judge("a", &["b", "a"]), Verdict::Inconclusive);
         assert_eq!(judge("a", &[]), Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn a_scored_replay_beyond_the_tolerance_differs_and_two_such_convict() {
+        let config = TrustConfig::default();
+        let honest = ScoreFigures { worst_gap: 0.8, draws: 20, draw_misses: 11, z: 2.0 };
+        assert!(score_passes(&honest, &config));
+        for bad in [
+            ScoreFigures { worst_gap: 2.5, ..honest },
+            ScoreFigures { draw_misses: 17, ..honest },
+            ScoreFigures { z: 6.5, ..honest },
+        ] {
+            assert!(!score_passes(&bad, &config), "{bad:?}");
+        }
+        let pass = scored_commitment(Some("c"), Some(true));
+        let fail = scored_commitment(Some("c"), Some(false));
+        assert_eq!((pass.as_str(), scored_commitment(Some("c"), None).as_str()), ("c", "c"));
+        assert_eq!(judge("c", &[&pass]), Verdict::Passed);
+        assert!(needs_confirmation("c", &[&fail]));
+        assert_eq!(judge("c", &[&fail, &fail]), Verdict::Failed);
     }
 
     #[test]

@@ -240,8 +240,7 @@ where
                 r.extensions_mut().insert(wasmesh_runtime::RouterSeed(head.seed));
             }
             if !head.claims.is_empty() {
-                r.extensions_mut()
-                    .insert(wasmesh_runtime::RouterClaims { ids: head.claims, score: head.score_claims });
+                r.extensions_mut().insert(wasmesh_runtime::RouterClaims { ids: head.claims, score: head.score_claims });
             }
             if !request_id.is_empty() {
                 let (report, receiver) = wasmesh_runtime::ServedReport::new();

@@ -137,10 +137,22 @@ async fn scoring_takes_every_claimed_token_and_fails_false_claims() {
         let ends = usize::from(g.finish == wasmesh_engine::FinishReason::Stop);
         assert_eq!(score.positions, (g.tokens.len() + ends) as u64, "request {i}");
         assert_eq!(score.worst_gap, 0.0, "request {i}: {score:?}");
-        assert!(score.worst_draw_gap < 1e-6 && score.draw_misses == 0, "request {i}: the seeded draws replayed: {score:?}");
-        assert!(wasmesh_trust::score_passes(&score, &config), "request {i}: {score:?}");
+        assert!(
+            score.worst_draw_gap < 1e-6 && score.draw_misses == 0,
+            "request {i}: the seeded draws replayed: {score:?}"
+        );
+        let figures = wasmesh_trust::ScoreFigures {
+            worst_gap: score.worst_gap,
+            draws: score.draws,
+            draw_misses: score.draw_misses,
+            z: score.z(),
+        };
+        assert!(wasmesh_trust::score_passes(&figures, &config), "request {i}: {score:?}");
     }
-    assert!(scored.iter().any(|s| s.score.is_some_and(|c| c.sampled > 0 && c.draws > 0)), "no seeded sampled position was scored");
+    assert!(
+        scored.iter().any(|s| s.score.is_some_and(|c| c.sampled > 0 && c.draws > 0)),
+        "no seeded sampled position was scored"
+    );
 
     // False claims: one token changed to one the model would not pick, or (greedy) cut
     // short where the model would go on. Each is taken as claimed; greedy ones fail, and

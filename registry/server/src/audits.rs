@@ -17,7 +17,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use wasmesh_api::wire::{
     AuditOutcome, AuditRecord, AuditReport, NodeAudits, NodeTrust, Receipt, SignedReceipt, from_hex, replay_id,
 };
-use wasmesh_trust::{Standing, TrustConfig, Verdict, judge, scored_commitment};
+use wasmesh_trust::{ScoreFigures, Standing, TrustConfig, Verdict, judge, score_passes, scored_commitment};
+
+/// A scored replay's figures, for `wasmesh_trust`.
+fn figures(s: &wasmesh_api::wire::ClaimScore) -> ScoreFigures {
+    ScoreFigures { worst_gap: s.worst_gap, draws: s.draws, draw_misses: s.draw_misses, z: s.z() }
+}
 
 /// The schema of trust (a registry migration).
 pub const SCHEMA: &str = r#"
@@ -118,7 +123,13 @@ pub async fn record(db: &Db, ledger: &SqlLedger, master: &[u8; 32], report: &Aud
             && r.app_version == original.app_version
     });
     let config = TrustConfig::default();
-    let commitments: Vec<String> = replays.iter().map(|r| scored_commitment(r, &config)).collect();
+    let commitments: Vec<String> = replays
+        .iter()
+        .map(|r| {
+            let passes = r.score.map(|s| score_passes(&figures(&s), &config));
+            scored_commitment(r.commitment.as_deref(), passes)
+        })
+        .collect();
     let commitments: Vec<&str> = commitments.iter().map(String::as_str).collect();
     let verdict = if comparable { judge(&commitment, &commitments) } else { Verdict::Inconclusive };
     let inserted = sqlx::query(

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmesh_api::wire::{AuditReport, NodeTrust, Receipt, SignedReceipt, replay_id};
-use wasmesh_trust::{Standing, needs_confirmation, scored_commitment, should_audit};
+use wasmesh_trust::{ScoreFigures, Standing, needs_confirmation, score_passes, scored_commitment, should_audit};
 use wasmesh_tunnel::{Frame, GenerationIds, Open, RequestHead, read_frame};
 
 /// Audits waiting for a replay; past this, new ones are dropped (and counted).
@@ -156,9 +156,8 @@ fn auditors_for(inner: &Inner, receipt: &Receipt) -> (Vec<(String, Arc<HostConn>
         .into_iter()
         .filter(|(id, report, _)| id != &receipt.node && standings.get(id).is_some_and(|t| t.trusted) && report.ready)
         .collect();
-    let exact = |report: &wasmesh_tunnel::HostReport| {
-        report.engine == receipt.engine && report.cpu_class == receipt.cpu_class
-    };
+    let exact =
+        |report: &wasmesh_tunnel::HostReport| report.engine == receipt.engine && report.cpu_class == receipt.cpu_class;
     let scored = !auditors.iter().any(|(_, report, _)| exact(report));
     let mut found: Vec<(String, Arc<HostConn>)> = auditors
         .into_iter()
@@ -216,7 +215,12 @@ async fn replay(
 }
 
 fn commitment_of(signed: &SignedReceipt, trust: &wasmesh_trust::TrustConfig) -> String {
-    serde_json::from_str::<Receipt>(&signed.receipt).map(|r| scored_commitment(&r, trust)).unwrap_or_default()
+    let Ok(r) = serde_json::from_str::<Receipt>(&signed.receipt) else { return String::new() };
+    let passes = r.score.map(|s| {
+        let figures = ScoreFigures { worst_gap: s.worst_gap, draws: s.draws, draw_misses: s.draw_misses, z: s.z() };
+        score_passes(&figures, trust)
+    });
+    scored_commitment(r.commitment.as_deref(), passes)
 }
 
 /// One audit: replays, then the report to the registry. What became of it (a metric label).

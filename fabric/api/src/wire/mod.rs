@@ -23,7 +23,9 @@ pub use apps::{AppSummary, AppVersion, Deploy, Deployments, Rollback};
 pub use artifacts::{
     ArtifactKind, BlobInfo, PieceManifest, StartUpload, UploadSession, parse_byte_range, piece_length_for,
 };
-pub use audits::{AuditOutcome, AuditRecord, AuditReport, ClaimScore, GenerationIds, NodeAudits, NodeTrust, TrustNode, replay_id};
+pub use audits::{
+    AuditOutcome, AuditRecord, AuditReport, ClaimScore, GenerationIds, NodeAudits, NodeTrust, TrustNode, replay_id,
+};
 pub use control::{CONTROL_SOCKET, ControlAnswer, ControlRequest, HostState, HostStatus};
 pub use credits::{
     Balance, Generation, Grant, Lease, LeaseRequest, LedgerCheck, LedgerEntry, MICROS_PER_CREDIT, MeteredReceipt,

@@ -81,9 +81,13 @@ impl Scoring {
                 self.score.worst_gap = f32::INFINITY;
                 return;
             }
-            None => match self.eog.iter().map(|&t| t as usize).filter(|&t| t < logits.len()).max_by(|&a, &b| {
-                logits[a].total_cmp(&logits[b])
-            }) {
+            None => match self
+                .eog
+                .iter()
+                .map(|&t| t as usize)
+                .filter(|&t| t < logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            {
                 Some(t) => t,
                 None => return,
             },
