@@ -227,14 +227,14 @@ fn commitment_of(signed: &SignedReceipt, trust: &wasmesh_trust::TrustConfig) -> 
 async fn audit(inner: &Inner, job: Job) -> &'static str {
     let Some(original) = job.receipt.commitment.clone() else { return "skipped" };
     let (auditors, scored) = auditors_for(inner, &job.receipt);
-    let claims = job.tokens.as_deref().and_then(|bytes| GenerationIds::decode(bytes).ok()).filter(|c| !c.is_empty());
+    let mut claims =
+        job.tokens.as_deref().and_then(|bytes| GenerationIds::decode(bytes).ok()).filter(|c| !c.is_empty());
     if auditors.is_empty() || (scored && claims.is_none()) {
         tracing::debug!(node = %job.receipt.node, "no auditor of this node's engine build and CPU class is connected, nor tokens to score on another");
         return "no_auditor";
     }
     // The first replay checks the node's token ids and a confirmation generates; on
     // auditors of another build or class, both score them.
-    let mut claims = claims;
     let mut replays = Vec::new();
     for n in 1..=2 {
         let (auditor, connection) = &auditors[(n - 1) % auditors.len()];
