@@ -13,9 +13,11 @@
 //! Ends with one line of JSON holding every figure. Environment (optional):
 //! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation;
 //! `ROUTING_BENCH_HOLD=SECONDS` keeps the fabric up that long after the rounds, its
-//! addresses printed, to profile one path under a load of one's own (`perf record -p`).
+//! addresses printed, to profile one path under a load of one's own (`perf record -p`);
+//! `ROUTING_BENCH_ROUTER=multi|current|shared` runs the router on a multi-thread runtime
+//! of its own (the default, as `wasmesh router` runs), on a current-thread one, or on the
+//! bench's runtime beside the host.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Scope};
 use wasmesh_benches::wrk_stats;
@@ -52,10 +54,17 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
     if !hello.is_file() {
         return Err(format!("{} is missing: run `bash guest-components/build.sh`", hello.display()));
     }
+    let router_runtime = match std::env::var("ROUTING_BENCH_ROUTER").as_deref() {
+        Ok("shared") => RouterRuntime::Shared,
+        Ok("current") => RouterRuntime::Current,
+        Ok("multi") => RouterRuntime::Multi,
+        Ok("process") | Err(_) => RouterRuntime::Process,
+        Ok(other) => return Err(format!("ROUTING_BENCH_ROUTER={other}: use process, multi, current or shared")),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let dir = std::env::temp_dir().join(format!("wasmesh-routing-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (router_url, host_url, invoke) = runtime.block_on(async {
+    let (router_url, host_url, invoke, router_process) = runtime.block_on(async {
         let registry = wasmesh_registry::Registry::open(wasmesh_registry::RegistryConfig::new(dir.join("registry")))
             .await
             .map_err(|e| e.to_string())?;
@@ -83,21 +92,30 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         // nginx does it: metering's own cost is `cargo bench --bench credits`.
         config.per_key_rps = 1e9;
         config.metering.enabled = false;
-        let router = wasmesh_router::Router::start(config).await.map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-        let router_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
-        let router = Arc::new(router);
-        {
-            let router = router.clone();
-            tokio::spawn(async move { router.serve(listener, std::future::pending()).await });
-        }
+        let mut router_process = None;
+        let router_url = match router_runtime {
+            RouterRuntime::Process => {
+                let (process, url) = router_process_start(&config, &dir)?;
+                router_process = Some(process);
+                url
+            }
+            RouterRuntime::Shared => {
+                let router = wasmesh_router::Router::start(config).await.map_err(|e| e.to_string())?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+                let router_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+                tokio::spawn(async move { router.serve(listener, std::future::pending()).await });
+                router_url
+            }
+            own => tokio::task::spawn_blocking(move || router_thread(own, config))
+                .await
+                .map_err(|e| e.to_string())??,
+        };
 
         let host = wasmesh_benches::start_host(&registry_url, provider, dir.join("host"), vec![quic]).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let host_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(async move { host.serve(listener).await });
-        std::mem::forget(router);
-        Ok::<_, String>((router_url, host_url, invoke))
+        Ok::<_, String>((router_url, host_url, invoke, router_process))
     })?;
     // Wait until the router routes to the host.
     let auth = format!("Authorization: Bearer {invoke}");
@@ -119,12 +137,21 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
     let nginx = Nginx::start(&dir.join("nginx"), host_url.trim_start_matches("http://"))?;
     let nginx_url = format!("http://{}", nginx.addr);
     // Alternating rounds, so a noisy moment does not fall on one path only.
-    const ROUNDS: usize = 2;
+    const ROUNDS: usize = 3;
+    const SECONDS: u32 = 5;
     let (mut direct, mut proxied, mut routed) = (Vec::new(), Vec::new(), Vec::new());
+    // CPU the proxies themselves spent, per request (a router of its own process only).
+    let (mut nginx_cpu, mut router_cpu) = (Duration::ZERO, Duration::ZERO);
     for _ in 0..ROUNDS {
-        direct.push(wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, 5)?);
-        proxied.push(wrk_stats(&format!("{nginx_url}/fn/bench/hello"), &[], 16, 5)?);
-        routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, 5)?);
+        direct.push(wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, SECONDS)?);
+        let before = nginx.cpu_time();
+        proxied.push(wrk_stats(&format!("{nginx_url}/fn/bench/hello"), &[], 16, SECONDS)?);
+        nginx_cpu += nginx.cpu_time() - before;
+        let before = router_process.as_ref().map(|p| p.cpu_time());
+        routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, SECONDS)?);
+        if let (Some(p), Some(before)) = (&router_process, before) {
+            router_cpu += p.cpu_time() - before;
+        }
     }
     let hold: u64 = env_or("ROUTING_BENCH_HOLD", 0);
     if hold > 0 {
@@ -135,13 +162,22 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         std::thread::sleep(Duration::from_secs(hold));
     }
     drop(nginx);
+    drop(router_process);
     let mean = |runs: &[wasmesh_benches::WrkStats]| wasmesh_benches::WrkStats {
         rps: runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64,
         p50_ms: runs.iter().map(|r| r.p50_ms).sum::<f64>() / runs.len() as f64,
         p99_ms: runs.iter().map(|r| r.p99_ms).sum::<f64>() / runs.len() as f64,
     };
     let (direct, proxied, routed) = (mean(&direct), mean(&proxied), mean(&routed));
-    println!("hello, wrk -t1 -c16 -d5s, one host on loopback, {ROUNDS} alternating rounds (means; only 2xx counted):");
+    let per_request_us = |cpu: Duration, mean: &wasmesh_benches::WrkStats| {
+        let requests = mean.rps * f64::from(SECONDS) * ROUNDS as f64;
+        (cpu.as_secs_f64() * 1e6 / requests * 10.0).round() / 10.0
+    };
+    let nginx_us = per_request_us(nginx_cpu, &proxied);
+    let router_us = matches!(router_runtime, RouterRuntime::Process).then(|| per_request_us(router_cpu, &routed));
+    println!(
+        "hello, wrk -t1 -c16 -d5s, one host on loopback, {ROUNDS} alternating rounds (means; only 2xx counted; router runtime: {router_runtime:?}):"
+    );
     for (name, r) in [("straight to the host:", &direct), ("nginx in front:", &proxied), ("router + QUIC:", &routed)] {
         println!("  {name:22} {:8.0} req/s  p50 {:6.3} ms  p99 {:6.3} ms", r.rps, r.p50_ms, r.p99_ms);
     }
@@ -152,6 +188,10 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         routed.rps / direct.rps,
         added(&routed),
         added(&proxied)
+    );
+    println!(
+        "  CPU per request of the proxy itself: nginx {nginx_us} µs, router {}",
+        router_us.map_or("(not measured: a router in the bench's process)".to_string(), |us| format!("{us} µs"))
     );
     let _ = std::fs::remove_dir_all(&dir);
     drop(runtime);
@@ -169,7 +209,96 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         ("hello_router_vs_nginx", serde_json::json!((routed.rps / proxied.rps * 1000.0).round() / 1000.0)),
         ("hello_p99_added_router_ms", serde_json::json!(added(&routed))),
         ("hello_p99_added_nginx_ms", serde_json::json!(added(&proxied))),
+        ("hello_nginx_cpu_us_per_request", serde_json::json!(nginx_us)),
+        ("hello_router_cpu_us_per_request", serde_json::json!(router_us)),
+        ("hello_router_runtime", serde_json::json!(format!("{router_runtime:?}").to_lowercase())),
     ])
+}
+
+/// Where the router's tasks run.
+#[derive(Clone, Copy, Debug)]
+enum RouterRuntime {
+    /// A `wasmesh router` process, as users run it (the default).
+    Process,
+    /// On the bench's runtime, beside the host and the registry.
+    Shared,
+    /// On a multi-thread runtime of its own in the bench's process (the runtime
+    /// `wasmesh router` builds).
+    Multi,
+    /// On a current-thread runtime of its own (one thread).
+    Current,
+}
+
+/// Runs `wasmesh router` (the binary beside the bench: `cargo build -p wasmesh`) with
+/// `config`'s registry, key and QUIC address, not metering; the process and its address.
+fn router_process_start(
+    config: &wasmesh_router::RouterConfig,
+    dir: &std::path::Path,
+) -> Result<(wasmesh_tests::Process, String), String> {
+    let bin = wasmesh_tests::wasmesh_bin();
+    if !bin.is_file() {
+        return Err(format!("{} is missing: run `cargo build -p wasmesh` (same profile as the bench)", bin.display()));
+    }
+    let listen = wasmesh_tests::free_addr();
+    let data = dir.join("router");
+    let args = [
+        "router".to_string(),
+        "--listen".into(),
+        listen.to_string(),
+        "--quic".into(),
+        config.quic_listen.to_string(),
+        "--registry".into(),
+        config.registry.clone(),
+        "--key".into(),
+        config.key.clone(),
+        "--data".into(),
+        data.display().to_string(),
+        "--no-metering".into(),
+        "--rate-per-key".into(),
+        "1e9".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    // `ROUTING_BENCH_ROUTER_WORKERS=N`: the router's Tokio worker threads (default: one per core).
+    let workers = std::env::var("ROUTING_BENCH_ROUTER_WORKERS").ok();
+    let envs: Vec<(&str, &str)> = workers.as_deref().map(|n| ("TOKIO_WORKER_THREADS", n)).into_iter().collect();
+    let mut process = wasmesh_tests::Process::spawn_program(&bin, &args, &envs, listen, dir.join("router.log"));
+    process.wait_ready(Duration::from_secs(30));
+    Ok((process, format!("http://{listen}")))
+}
+
+/// Starts the router on a runtime of its own, on a thread of its own that serves it
+/// until the process ends; its address once it listens.
+fn router_thread(kind: RouterRuntime, config: wasmesh_router::RouterConfig) -> Result<String, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name("router".into()).spawn(move || {
+        // Named, so that a profile (`perf report --sort comm`) tells its threads apart.
+        let runtime = match kind {
+            RouterRuntime::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            _ => tokio::runtime::Builder::new_multi_thread().thread_name("router-worker").enable_all().build(),
+        };
+        let runtime = match runtime {
+            Ok(r) => r,
+            Err(e) => return drop(tx.send(Err(e.to_string()))),
+        };
+        runtime.block_on(async move {
+            let started = async {
+                let router = wasmesh_router::Router::start(config).await.map_err(|e| e.to_string())?;
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+                let url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+                Ok::<_, String>((router, listener, url))
+            };
+            match started.await {
+                Ok((router, listener, url)) => {
+                    let _ = tx.send(Ok(url));
+                    let _ = router.serve(listener, std::future::pending()).await;
+                }
+                Err(e) => drop(tx.send(Err(e))),
+            }
+        });
+    });
+    thread.map_err(|e| format!("cannot start the router's thread: {e}"))?;
+    rx.recv().map_err(|_| "the router's thread ended".to_string())?
 }
 
 /// nginx as a reverse proxy (HTTP/1.1 keep-alive to the upstream), in a folder of its
@@ -210,6 +339,19 @@ impl Nginx {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(Self { child, addr })
+    }
+}
+
+impl Nginx {
+    /// CPU time (user and system) of the master and its workers so far.
+    fn cpu_time(&self) -> Duration {
+        let master = self.child.id().to_string();
+        let workers = std::process::Command::new("pgrep").args(["-P", &master]).output();
+        let mut pids = vec![master];
+        if let Ok(out) = workers {
+            pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string));
+        }
+        pids.iter().map(|pid| wasmesh_benches::process_cpu_time(pid)).sum()
     }
 }
 
