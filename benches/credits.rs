@@ -4,10 +4,12 @@
 //!    a post from a lease, a fee and a pending earning), on SQLite and on PostgreSQL (a server of the
 //!    bench's own), against the anchor of one transfer per database transaction
 //!    measured in the same run. Goal: at least 20,000 transfers/s.
-//! 2. A fabric in this process (registry, one host, two routers: one metering, one
-//!    not): `hello` requests/s through each under `wrk`, in alternating rounds, with a
-//!    per-call price set so every metered request is held, receipted and charged.
-//!    Goal: metered >= 0.98x unmetered.
+//! 2. A fabric (registry and one host in this process, two `wasmesh router` processes:
+//!    one metering, one not): `hello` requests/s through each under `wrk`, in
+//!    alternating rounds, with a per-call price set so every metered request is held,
+//!    receipted and charged. Goal: metered >= 0.98x unmetered.
+//!    `CREDITS_BENCH_ROUTER=shared` runs both routers on this process's runtime instead
+//!    (as the bench did before: router and host tasks then share two worker threads).
 //!
 //! Ends with one line of JSON holding every figure.
 
@@ -49,7 +51,7 @@ fn main() {
 
     println!();
     match runtime.block_on(fabric(&dir)) {
-        Ok((on, off, invoke)) => {
+        Ok((on, off, invoke, routers)) => {
             let auth = format!("Authorization: Bearer {invoke}");
             // CREDITS_BENCH_HOLD=SECONDS: the fabric stays up that long first, its addresses
             // printed, to profile a path under a load of one's own (`perf record -p`).
@@ -79,6 +81,7 @@ fn main() {
                     }
                 }
             }
+            drop(routers);
             if !plain.is_empty() {
                 let mean = |v: &[wasmesh_benches::WrkStats]| v.iter().map(|r| r.rps).sum::<f64>() / v.len() as f64;
                 let (p, m) = (mean(&plain), mean(&metered));
@@ -147,9 +150,12 @@ async fn ledger(url: &str) -> (f64, f64) {
     (batched, single)
 }
 
-/// A registry, one host and two routers in this process; the routers' URLs (metering
-/// on, off) and an invoke key with plenty of credits.
-async fn fabric(dir: &std::path::Path) -> Result<(String, String, String), String> {
+/// A registry and one host in this process, and two routers (`wasmesh router`
+/// processes, or on this process's runtime with `CREDITS_BENCH_ROUTER=shared`); the
+/// routers' URLs (metering on, off), an invoke key with plenty of credits, and the
+/// router processes (stopped when dropped).
+async fn fabric(dir: &std::path::Path) -> Result<(String, String, String, Vec<wasmesh_tests::Process>), String> {
+    let shared = std::env::var("CREDITS_BENCH_ROUTER").is_ok_and(|v| v == "shared");
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let hello = wasmesh_tests::components_dir().join("hello.wasm");
     if !hello.is_file() {
@@ -177,9 +183,25 @@ async fn fabric(dir: &std::path::Path) -> Result<(String, String, String), Strin
 
     let mut urls = Vec::new();
     let mut quics = Vec::new();
+    let mut processes = Vec::new();
     for metering in [true, false] {
         let quic = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map_err(|e| s(&e))?;
         let name = if metering { "router-on" } else { "router-off" };
+        if !shared {
+            let bin = wasmesh_tests::wasmesh_bin();
+            if !bin.is_file() {
+                return Err(format!("{} is missing: run `cargo build -p wasmesh` (same profile)", bin.display()));
+            }
+            let http = wasmesh_tests::free_addr();
+            // A lease of a million credits: the account's lease is asked for once.
+            let extra: &[&str] = if metering { &["--lease-credits", "1000000"] } else { &["--no-metering"] };
+            let mut router = wasmesh_tests::spawn_router_at(dir, name, &registry_url, &admin, http, quic, extra);
+            router.wait_ready(Duration::from_secs(30));
+            urls.push(format!("http://{http}"));
+            quics.push(quic);
+            processes.push(router);
+            continue;
+        }
         let mut config = wasmesh_router::RouterConfig::new(registry_url.clone(), admin.clone(), dir.join(name), quic);
         config.per_key_rps = 1e9;
         config.metering.enabled = metering;
@@ -209,5 +231,5 @@ async fn fabric(dir: &std::path::Path) -> Result<(String, String, String), Strin
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Ok((urls[0].clone(), urls[1].clone(), invoke))
+    Ok((urls[0].clone(), urls[1].clone(), invoke, processes))
 }
