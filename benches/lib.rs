@@ -162,14 +162,3 @@ pub async fn start_host(
     host.set_ready(true);
     Ok(host)
 }
-
-/// CPU time (user and system) a process has used so far, from `/proc/PID/stat` (the
-/// kernel's 100 Hz clock ticks); zero for a process that is gone.
-pub fn process_cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at its ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
-}

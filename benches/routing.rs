@@ -4,19 +4,21 @@
 //!    (random, round-robin, least-loaded) replay one workload (10,000 nodes, 1,000
 //!    models, Zipf popularity, churn); warm-hit rate and max/mean load for each, and
 //!    our routing decision's p50/p99 at 10,000 nodes.
-//! 2. A real fabric in this process (registry, router, one host joined to the router
-//!    over QUIC): `hello` requests/s and p50/p99 latency under `wrk`, in alternating
-//!    rounds: straight to the host, through nginx in front of the host (the anchor: a
-//!    reverse proxy with keep-alive upstream, Debian's nginx-light from
-//!    `benches/setup.sh`), and through the router and QUIC. Any non-2xx answer fails it.
+//! 2. A real fabric (registry and one host in this process, a `wasmesh router` process
+//!    the host joins over QUIC, as deployed): `hello` requests/s, p50/p99 latency and
+//!    each proxy's CPU per request under `wrk`, in alternating rounds: straight to the
+//!    host, through nginx in front of the host (the anchor: a reverse proxy with
+//!    keep-alive upstream, Debian's nginx-light from `benches/setup.sh`), and through the
+//!    router and QUIC. Any non-2xx answer fails it.
 //!
 //! Ends with one line of JSON holding every figure. Environment (optional):
 //! `ROUTING_BENCH_{TICKS,NODES,MODELS,SEED,ZIPF,UTIL}` change the simulation;
 //! `ROUTING_BENCH_HOLD=SECONDS` keeps the fabric up that long after the rounds, its
 //! addresses printed, to profile one path under a load of one's own (`perf record -p`);
-//! `ROUTING_BENCH_ROUTER=multi|current|shared` runs the router on a multi-thread runtime
-//! of its own (the default, as `wasmesh router` runs), on a current-thread one, or on the
-//! bench's runtime beside the host.
+//! `ROUTING_BENCH_ROUTER=multi|current|shared` runs the router in the bench's process
+//! instead, on a multi-thread runtime of its own, on a current-thread one, or on the
+//! bench's runtime beside the host; `ROUTING_BENCH_ROUTER_WORKERS=N` gives the router
+//! process N Tokio workers.
 
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Scope};
@@ -340,18 +342,16 @@ impl Nginx {
         }
         Ok(Self { child, addr })
     }
-}
 
-impl Nginx {
     /// CPU time (user and system) of the master and its workers so far.
     fn cpu_time(&self) -> Duration {
-        let master = self.child.id().to_string();
-        let workers = std::process::Command::new("pgrep").args(["-P", &master]).output();
+        let master = self.child.id();
+        let workers = std::process::Command::new("pgrep").args(["-P", &master.to_string()]).output();
         let mut pids = vec![master];
         if let Ok(out) = workers {
-            pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string));
+            pids.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
         }
-        pids.iter().map(|pid| wasmesh_benches::process_cpu_time(pid)).sum()
+        pids.into_iter().map(wasmesh_tests::cpu_time_of).sum()
     }
 }
 

@@ -20,7 +20,7 @@ pub use fixtures::{
 };
 pub use http::{HttpResponse, Payload, call_with_key, post_json, request};
 pub use postgres::Postgres;
-pub use process::{Process, free_addr, runtime, wait_for};
+pub use process::{Process, cpu_time_of, free_addr, runtime, wait_for};
 pub use proxy::MeteredProxy;
 pub use registry::{
     account_key, cli_json, registry_args, spawn_host, spawn_host_with_env, spawn_router, spawn_router_at,

@@ -141,15 +141,9 @@ impl Process {
         self.status_kib("VmHWM:") << 10
     }
 
-    /// The CPU time it has used so far, user and system (`/proc/PID/stat`, in the
-    /// kernel's 100 Hz clock ticks).
+    /// The CPU time it has used so far, user and system (see [`cpu_time_of`]).
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start at its ')'.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-        // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
-        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+        cpu_time_of(self.child.id())
     }
 
     fn status_kib(&self, field: &str) -> u64 {
@@ -168,4 +162,15 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The CPU time process `pid` has used so far, user and system (`/proc/PID/stat`, in
+/// the kernel's 100 Hz clock ticks); zero for a process that is gone.
+pub fn cpu_time_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
