@@ -242,23 +242,15 @@ fn router_process_start(
         return Err(format!("{} is missing: run `cargo build -p wasmesh` (same profile as the bench)", bin.display()));
     }
     let listen = wasmesh_tests::free_addr();
-    let data = dir.join("router");
-    let args = [
-        "router".to_string(),
-        "--listen".into(),
-        listen.to_string(),
-        "--quic".into(),
-        config.quic_listen.to_string(),
-        "--registry".into(),
-        config.registry.clone(),
-        "--key".into(),
-        config.key.clone(),
-        "--data".into(),
-        data.display().to_string(),
-        "--no-metering".into(),
-        "--rate-per-key".into(),
-        "1e9".into(),
-    ];
+    let args = wasmesh_tests::router_args(
+        dir,
+        "router",
+        &config.registry,
+        &config.key,
+        listen,
+        config.quic_listen,
+        &["--no-metering"],
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     // `ROUTING_BENCH_ROUTER_WORKERS=N`: the router's Tokio worker threads (default: one per core).

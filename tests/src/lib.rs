@@ -23,7 +23,7 @@ pub use postgres::Postgres;
 pub use process::{Process, cpu_time_of, free_addr, runtime, wait_for};
 pub use proxy::MeteredProxy;
 pub use registry::{
-    account_key, cli_json, registry_args, spawn_host, spawn_host_with_env, spawn_router, spawn_router_at,
+    account_key, cli_json, registry_args, router_args, spawn_host, spawn_host_with_env, spawn_router, spawn_router_at,
     start_registry,
 };
 pub use s3::{S3_BUCKET, S3_KEY, S3_SECRET, S3Server};

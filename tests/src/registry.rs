@@ -54,27 +54,41 @@ pub fn spawn_router_at(
     quic: SocketAddr,
     extra: &[&str],
 ) -> Process {
-    let data = dir.join(name);
-    let (http_text, quic_text) = (http.to_string(), quic.to_string());
-    let mut args = vec![
-        "router",
-        "--listen",
-        &http_text,
-        "--quic",
-        &quic_text,
-        "--registry",
-        registry,
-        "--key",
-        key,
-        "--data",
-        data.to_str().expect("a UTF-8 path"),
-        "--name",
-        name,
-        "--rate-per-key",
-        "100000",
-    ];
-    args.extend_from_slice(extra);
+    let args = router_args(dir, name, registry, key, http, quic, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Process::spawn(&args, http, dir.join(format!("{name}.log")))
+}
+
+/// The arguments of `wasmesh router` that [`spawn_router_at`] runs.
+pub fn router_args(
+    dir: &Path,
+    name: &str,
+    registry: &str,
+    key: &str,
+    http: SocketAddr,
+    quic: SocketAddr,
+    extra: &[&str],
+) -> Vec<String> {
+    let data = dir.join(name);
+    let mut args: Vec<String> = vec![
+        "router".into(),
+        "--listen".into(),
+        http.to_string(),
+        "--quic".into(),
+        quic.to_string(),
+        "--registry".into(),
+        registry.into(),
+        "--key".into(),
+        key.into(),
+        "--data".into(),
+        data.display().to_string(),
+        "--name".into(),
+        name.into(),
+        "--rate-per-key".into(),
+        "100000".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// Spawns `wasmesh host` NAME joined to the registry at `registry` with a provider
