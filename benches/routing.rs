@@ -17,8 +17,9 @@
 //! addresses printed, to profile one path under a load of one's own (`perf record -p`);
 //! `ROUTING_BENCH_ROUTER=multi|current|shared` runs the router in the bench's process
 //! instead, on a multi-thread runtime of its own, on a current-thread one, or on the
-//! bench's runtime beside the host; `ROUTING_BENCH_ROUTER_WORKERS=N` gives the router
-//! process N Tokio workers.
+//! bench's runtime beside the host; the router process takes `WASMESH_ROUTER_THREADS=N`
+//! from the environment like any `wasmesh router` (its `--threads`: 0, the default, is
+//! half the cores; 1 a current-thread runtime).
 
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Scope};
@@ -144,13 +145,21 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
     let (mut direct, mut proxied, mut routed) = (Vec::new(), Vec::new(), Vec::new());
     // CPU the proxies themselves spent, per request (a router of its own process only).
     let (mut nginx_cpu, mut router_cpu) = (Duration::ZERO, Duration::ZERO);
+    // And the host's (the bench's process: the host, and a registry that is idle then),
+    // on each path: its HTTP side straight and behind nginx, its QUIC side behind the router.
+    let own = std::process::id();
+    let mut host_cpu = [Duration::ZERO; 3];
     for _ in 0..ROUNDS {
+        let host_before = wasmesh_tests::cpu_time_of(own);
         direct.push(wrk_stats(&format!("{host_url}/fn/bench/hello"), &[], 16, SECONDS)?);
-        let before = nginx.cpu_time();
+        host_cpu[0] += wasmesh_tests::cpu_time_of(own) - host_before;
+        let (before, host_before) = (nginx.cpu_time(), wasmesh_tests::cpu_time_of(own));
         proxied.push(wrk_stats(&format!("{nginx_url}/fn/bench/hello"), &[], 16, SECONDS)?);
         nginx_cpu += nginx.cpu_time() - before;
-        let before = router_process.as_ref().map(|p| p.cpu_time());
+        host_cpu[1] += wasmesh_tests::cpu_time_of(own) - host_before;
+        let (before, host_before) = (router_process.as_ref().map(|p| p.cpu_time()), wasmesh_tests::cpu_time_of(own));
         routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, SECONDS)?);
+        host_cpu[2] += wasmesh_tests::cpu_time_of(own) - host_before;
         if let (Some(p), Some(before)) = (&router_process, before) {
             router_cpu += p.cpu_time() - before;
         }
@@ -177,6 +186,11 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
     };
     let nginx_us = per_request_us(nginx_cpu, &proxied);
     let router_us = matches!(router_runtime, RouterRuntime::Process).then(|| per_request_us(router_cpu, &routed));
+    let host_us = [
+        per_request_us(host_cpu[0], &direct),
+        per_request_us(host_cpu[1], &proxied),
+        per_request_us(host_cpu[2], &routed),
+    ];
     println!(
         "hello, wrk -t1 -c16 -d5s, one host on loopback, {ROUNDS} alternating rounds (means; only 2xx counted; router runtime: {router_runtime:?}):"
     );
@@ -194,6 +208,13 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
     println!(
         "  CPU per request of the proxy itself: nginx {nginx_us} µs, router {}",
         router_us.map_or("(not measured: a router in the bench's process)".to_string(), |us| format!("{us} µs"))
+    );
+    println!(
+        "  CPU per request of the host (its HTTP side straight, behind nginx; its QUIC side behind the router{}): {} µs, {} µs, {} µs",
+        if matches!(router_runtime, RouterRuntime::Process) { "" } else { ", with the router's own" },
+        host_us[0],
+        host_us[1],
+        host_us[2]
     );
     let _ = std::fs::remove_dir_all(&dir);
     drop(runtime);
@@ -213,7 +234,14 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         ("hello_p99_added_nginx_ms", serde_json::json!(added(&proxied))),
         ("hello_nginx_cpu_us_per_request", serde_json::json!(nginx_us)),
         ("hello_router_cpu_us_per_request", serde_json::json!(router_us)),
+        ("hello_host_cpu_us_per_request_direct", serde_json::json!(host_us[0])),
+        ("hello_host_cpu_us_per_request_nginx", serde_json::json!(host_us[1])),
+        ("hello_host_cpu_us_per_request_router", serde_json::json!(host_us[2])),
         ("hello_router_runtime", serde_json::json!(format!("{router_runtime:?}").to_lowercase())),
+        (
+            "hello_router_threads",
+            serde_json::json!(std::env::var("WASMESH_ROUTER_THREADS").unwrap_or_else(|_| "0".into())),
+        ),
     ])
 }
 
@@ -253,10 +281,8 @@ fn router_process_start(
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    // `ROUTING_BENCH_ROUTER_WORKERS=N`: the router's Tokio worker threads (default: one per core).
-    let workers = std::env::var("ROUTING_BENCH_ROUTER_WORKERS").ok();
-    let envs: Vec<(&str, &str)> = workers.as_deref().map(|n| ("TOKIO_WORKER_THREADS", n)).into_iter().collect();
-    let mut process = wasmesh_tests::Process::spawn_program(&bin, &args, &envs, listen, dir.join("router.log"));
+    // Its threads: `WASMESH_ROUTER_THREADS` of the environment, which it inherits.
+    let mut process = wasmesh_tests::Process::spawn_program(&bin, &args, &[], listen, dir.join("router.log"));
     process.wait_ready(Duration::from_secs(30));
     Ok((process, format!("http://{listen}")))
 }

@@ -90,7 +90,18 @@ fn main() -> std::process::ExitCode {
     };
     let cli = Cli::parse_from(args);
     commands::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // A router on one thread runs on a current-thread runtime: every task (callers'
+    // connections, the QUIC drivers) wakes the next without a hand-off between threads.
+    let threads = match &cli.command {
+        Command::Router(args) => Some(commands::router::threads(args.threads)),
+        _ => None,
+    };
+    let runtime = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -55,6 +55,12 @@ pub struct RouterArgs {
     /// A model's own audit share, as MODEL=SHARE (repeatable).
     #[arg(long = "audit-share-model", value_name = "MODEL=SHARE", value_parser = model_share)]
     pub audit_share_model: Vec<(String, f64)>,
+    /// Threads that serve callers and hosts. 0 (the default): half the cores, at least
+    /// one, leaving the rest to the kernel's network stack. 1 runs every task on one
+    /// thread: no hand-offs between threads, the least CPU per request (on 2 cores it
+    /// serves more requests than 2 threads; `benches/RESULTS.md`).
+    #[arg(long, default_value_t = 0, env = "WASMESH_ROUTER_THREADS")]
+    pub threads: usize,
 }
 
 fn share(text: &str) -> Result<f64, String> {
@@ -68,6 +74,14 @@ fn model_share(text: &str) -> Result<(String, f64), String> {
     let (model, value) =
         text.split_once('=').ok_or_else(|| format!("'{text}' is not MODEL=SHARE (e.g. llama-3-8b=0.05)"))?;
     Ok((model.to_string(), share(value)?))
+}
+
+/// The router's threads for `--threads` (0: half the cores, at least one).
+pub fn threads(asked: usize) -> usize {
+    match asked {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1),
+        n => n,
+    }
 }
 
 /// Runs `wasmesh router`.

@@ -18,13 +18,26 @@ pub(crate) struct Metrics {
     by_class: [prometheus::IntCounter; 5],
     /// Request streams to hosts: `[opened, reused]`.
     pub(crate) streams: [prometheus::IntCounter; 2],
+    /// `routed` by tier, looked up once (see [`TIERS`]).
+    routed_by_tier: [prometheus::IntCounter; TIERS.len()],
 }
+
+/// The tiers `routed` counts requests by (`link::tier_name`).
+pub(crate) const TIERS: [&str; 7] = ["warm", "base_warm", "loading", "disk", "fits", "evict", "any"];
 
 impl Metrics {
     /// Counts one answered request by its status.
     pub(crate) fn answered(&self, status: http::StatusCode) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize;
         self.by_class[class - 1].inc();
+    }
+
+    /// Counts one routed request by how warm its node was (a name of [`TIERS`]).
+    pub(crate) fn routed(&self, tier: &str) {
+        match TIERS.iter().position(|t| *t == tier) {
+            Some(i) => self.routed_by_tier[i].inc(),
+            None => self.routed.with_label_values(&[tier]).inc(),
+        }
     }
 }
 
@@ -83,7 +96,20 @@ impl Metrics {
         registry.register(Box::new(nodes.clone()))?;
         let by_class = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| requests.with_label_values(&[c]));
         let streams = ["opened", "reused"].map(|how| streams.with_label_values(&[how]));
-        Ok(Self { registry, latency, retries, errors, routed, preloads, node_in_flight, nodes, by_class, streams })
+        let routed_by_tier = TIERS.map(|tier| routed.with_label_values(&[tier]));
+        Ok(Self {
+            registry,
+            latency,
+            retries,
+            errors,
+            routed,
+            preloads,
+            node_in_flight,
+            nodes,
+            by_class,
+            streams,
+            routed_by_tier,
+        })
     }
 }
 
