@@ -158,11 +158,33 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
         nginx_cpu += nginx.cpu_time() - before;
         host_cpu[1] += wasmesh_tests::cpu_time_of(own) - host_before;
         let (before, host_before) = (router_process.as_ref().map(|p| p.cpu_time()), wasmesh_tests::cpu_time_of(own));
-        routed.push(wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, SECONDS)?);
-        host_cpu[2] += wasmesh_tests::cpu_time_of(own) - host_before;
-        if let (Some(p), Some(before)) = (&router_process, before) {
-            router_cpu += p.cpu_time() - before;
+        let (datagrams_before, switches_before) =
+            (udp_datagrams(), router_process.as_ref().map(|p| context_switches(p.pid())));
+        let round = wrk_stats(&format!("{router_url}/fn/bench/hello"), &[&auth], 16, SECONDS)?;
+        let round_host = wasmesh_tests::cpu_time_of(own) - host_before;
+        host_cpu[2] += round_host;
+        // Each round's own figures: the spread between runs shows here as rounds whose
+        // CPU per request and datagrams per request move together.
+        let requests = round.rps * f64::from(SECONDS);
+        let per = |n: f64| n / requests;
+        let mut line = format!(
+            "  router round {}: {:.0} req/s, host {:.1} µs, {:.2} UDP datagrams",
+            routed.len() + 1,
+            round.rps,
+            per(round_host.as_secs_f64() * 1e6),
+            per(udp_datagrams().saturating_sub(datagrams_before) as f64)
+        );
+        if let (Some(p), Some(before), Some(switches)) = (&router_process, before, switches_before) {
+            let spent = p.cpu_time() - before;
+            router_cpu += spent;
+            line += &format!(
+                ", router {:.1} µs and {:.2} context switches",
+                per(spent.as_secs_f64() * 1e6),
+                per(context_switches(p.pid()).saturating_sub(switches) as f64)
+            );
         }
+        println!("{line} per request");
+        routed.push(round);
     }
     let hold: u64 = env_or("ROUTING_BENCH_HOLD", 0);
     if hold > 0 {
@@ -243,6 +265,37 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
             serde_json::json!(std::env::var("WASMESH_ROUTER_THREADS").unwrap_or_else(|_| "0".into())),
         ),
     ])
+}
+
+/// UDP datagrams on this machine so far (`/proc/net/snmp`: received and sent, halved,
+/// since on loopback each is both); during a router round, the QUIC link's.
+fn udp_datagrams() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| matches!(*name, "InDatagrams" | "OutDatagrams"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum::<u64>()
+        / 2
+}
+
+/// Context switches of every thread of process `pid` so far (voluntary and not).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// Where the router's tasks run.

@@ -1,6 +1,12 @@
 //! The frames on a stream (one byte of kind, a big-endian `u32` length, the payload)
-//! and the JSON messages they carry. Everything here reads bytes a peer sent: each
-//! frame is bounded before it is read, and a bad one is a [`TunnelError::Protocol`].
+//! and the messages they carry. Everything here reads bytes a peer sent: each frame is
+//! bounded before it is read, and a bad one is a [`TunnelError::Protocol`].
+//!
+//! The heads of requests and answers ([`Open`], [`ResponseHead`]) are binary
+//! (postcard: varint lengths and integers, fields in order, no names), since one of each
+//! crosses the link per request: JSON cost both ends a text parse and escape scan per
+//! request, and an internally tagged enum a buffered copy of the whole head. A
+//! [`HostReport`] (once a second) stays JSON.
 
 use crate::TunnelError;
 use bytes::{Bytes, BytesMut};
@@ -18,7 +24,6 @@ const MAX_DATA_FRAME: usize = 1 << 20;
 
 /// The first frame of every stream a router opens: what the stream is for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Open {
     /// A caller's request: body frames and `End` follow; the host answers with a
     /// [`ResponseHead`] and the response body.
@@ -29,12 +34,12 @@ pub enum Open {
         /// The model to load.
         model: ModelRef,
         /// Keep it warm too: never evicted while the registry pins it.
-        #[serde(default)]
         pin: bool,
     },
 }
 
-/// A caller's request as the router forwards it.
+/// A caller's request as the router forwards it. Every field is on the wire, in this
+/// order (a binary head names none): add new ones at the end, with a new [`crate::ALPN`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestHead {
     /// The HTTP method, e.g. `POST`.
@@ -43,39 +48,63 @@ pub struct RequestHead {
     pub uri: String,
     /// The caller's headers, less the hop-by-hop ones and the caller's key.
     pub headers: Vec<(String, String)>,
-    /// The router's id for the request; the host's receipt names it.
-    #[serde(default)]
+    /// The router's id for the request; the host's receipt names it (empty: not metered).
     pub request_id: String,
     /// The seed of the request's sampled generations that name none, chosen by the
     /// router for every request (so the few it replays on auditors are like the rest):
     /// a replay with the same seed samples the same tokens. 0: none (the engine's own).
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub seed: u64,
     /// The router asks for the token ids of the request's generations (a
     /// [`Frame::Tokens`] before the receipt): an audit's replay checks them.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub tokens: bool,
     /// An audit's replay: the token ids the audited node returned, which the replay
     /// checks (teacher-forced) rather than generates. What it commits to is what
     /// generating would give, whatever the claims say; true claims only make it cheaper.
-    #[serde(default, skip_serializing_if = "GenerationIds::is_empty")]
+    /// On the wire in [`GenerationIds::encode`]'s form.
+    #[serde(with = "claims_bytes")]
     pub claims: GenerationIds,
     /// With `claims`: score them rather than check them (an auditor of another engine
     /// build or CPU class, whose rounding differs): every claimed token is taken as is,
     /// and the receipt says how likely each was under the model (`Receipt::score`).
-    #[serde(default, skip_serializing_if = "is_false")]
     pub score_claims: bool,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+/// [`RequestHead::claims`] as one byte string of [`GenerationIds::encode`]'s form (a
+/// claim's ids are most of a replay's head; the form is already checked and bounded).
+mod claims_bytes {
+    use super::GenerationIds;
+
+    pub(super) fn serialize<S: serde::Serializer>(ids: &GenerationIds, serializer: S) -> Result<S::Ok, S::Error> {
+        if ids.is_empty() {
+            return serializer.serialize_bytes(&[]);
+        }
+        let bytes = ids.encode().ok_or_else(|| serde::ser::Error::custom("too many claimed token ids"))?;
+        serializer.serialize_bytes(&bytes)
+    }
+
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = GenerationIds;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("encoded token ids")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<GenerationIds, E> {
+            if bytes.is_empty() {
+                return Ok(GenerationIds::default());
+            }
+            GenerationIds::decode(bytes).map_err(E::custom)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<GenerationIds, D::Error> {
+        deserializer.deserialize_bytes(Visitor)
+    }
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
-/// The start of a host's answer.
+/// The start of a host's answer (binary on the wire, as [`RequestHead`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResponseHead {
     /// The HTTP status code.
@@ -118,7 +147,8 @@ pub struct HostReport {
 /// A frame on a stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
-    /// A JSON head (request or response) or report.
+    /// A head ([`Open`] or [`ResponseHead`], binary: [`encode_head`]) or a report
+    /// ([`HostReport`], JSON: [`write_json`]).
     Head(Bytes),
     /// Body bytes.
     Data(Bytes),
@@ -171,7 +201,50 @@ pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
     out.extend_from_slice(payload);
 }
 
-/// Appends `value` as a JSON head frame to `out`.
+/// Appends `value` ([`Open`] or [`ResponseHead`]) as a binary head frame to `out`.
+pub fn encode_head(out: &mut Vec<u8>, value: &impl Serialize) -> std::io::Result<()> {
+    let at = out.len();
+    out.extend_from_slice(&[HEAD, 0, 0, 0, 0]);
+    let head = postcard::to_extend(value, std::mem::take(out)).map_err(std::io::Error::other);
+    *out = head?;
+    let len = u32::try_from(out.len() - at - 5).map_err(std::io::Error::other)?;
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Writes a binary head ([`Open`] or [`ResponseHead`]).
+pub async fn write_head<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &impl Serialize) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(256);
+    encode_head(&mut buf, value)?;
+    out.write_all(&buf).await
+}
+
+/// Reads a binary head ([`Open`] or [`ResponseHead`]); an `Error` frame in its place is
+/// the peer's refusal, and its text the error.
+pub async fn read_head<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
+    input: &mut R,
+) -> Result<T, TunnelError> {
+    match read_frame(input).await? {
+        Some(Frame::Head(bytes)) => decode_head(&bytes),
+        Some(Frame::Error(message)) => Err(TunnelError::Protocol(message)),
+        Some(other) => Err(TunnelError::Protocol(format!("expected a head, got {other:?}"))),
+        None => Err(TunnelError::Protocol("stream ended before its head".into())),
+    }
+}
+
+/// Parses a binary head's payload; every byte must be used.
+pub fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TunnelError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((head, [])) => Ok(head),
+        Ok((_, rest)) => Err(TunnelError::Protocol(format!("bad head: {} bytes after its end", rest.len()))),
+        Err(e) => Err(TunnelError::Protocol(format!(
+            "bad head: {e} (a peer of another wasmesh version? hosts and routers must speak {})",
+            String::from_utf8_lossy(crate::ALPN)
+        ))),
+    }
+}
+
+/// Appends `value` as a JSON frame (a [`HostReport`]) to `out`.
 pub fn encode_json(out: &mut Vec<u8>, value: &impl Serialize) -> std::io::Result<()> {
     let at = out.len();
     out.extend_from_slice(&[HEAD, 0, 0, 0, 0]);
@@ -234,14 +307,14 @@ pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Resul
     }))
 }
 
-/// Writes a JSON head.
+/// Writes a JSON frame (a [`HostReport`]).
 pub async fn write_json<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &impl Serialize) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(256);
     encode_json(&mut buf, value)?;
     out.write_all(&buf).await
 }
 
-/// Reads a JSON head.
+/// Reads a JSON frame (a [`HostReport`]).
 pub async fn read_json<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
     input: &mut R,
 ) -> Result<T, TunnelError> {
@@ -272,12 +345,12 @@ mod tests {
             claims: GenerationIds { nn: vec![vec![1, -2, 3], vec![]], llm: vec![vec![i32::MAX]] },
             score_claims: true,
         });
-        write_json(&mut buf, &open).await.unwrap();
+        write_head(&mut buf, &open).await.unwrap();
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
         write_frame(&mut buf, &Frame::Receipt(Bytes::from_static(b"{}"))).await.unwrap();
         write_frame(&mut buf, &Frame::End).await.unwrap();
         let mut input = &buf[..];
-        let Open::Request(head) = read_json(&mut input).await.unwrap() else { panic!("a request head") };
+        let Open::Request(head) = read_head(&mut input).await.unwrap() else { panic!("a request head") };
         assert_eq!((head.uri.as_str(), head.request_id.as_str()), ("/x", "r1"));
         assert!(head.tokens);
         assert_eq!(head.claims.nn, vec![vec![1, -2, 3], vec![]]);
@@ -287,20 +360,21 @@ mod tests {
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
         assert_eq!(read_frame(&mut input).await.unwrap(), None);
         let mut buf = Vec::new();
-        write_json(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap(), pin: true }).await.unwrap();
-        let Open::Preload { model, pin } = read_json(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
+        write_head(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap(), pin: true }).await.unwrap();
+        let Open::Preload { model, pin } = read_head(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
         assert!(pin);
         assert_eq!((model.model(), model.adapter()), ("smollm2", Some("sql")));
         let huge = [DATA, 0xff, 0xff, 0xff, 0xff];
         assert!(matches!(read_frame(&mut &huge[..]).await, Err(TunnelError::Protocol(_))));
         // Frames encoded together read back one by one.
         let mut buf = Vec::new();
-        encode_json(&mut buf, &ResponseHead { status: 200, headers: vec![] }).unwrap();
+        let headers = vec![("content-type".to_string(), "text/plain".to_string())];
+        encode_head(&mut buf, &ResponseHead { status: 200, headers: headers.clone() }).unwrap();
         encode_frame(&mut buf, &Frame::Data(Bytes::from_static(b"hi")));
         encode_frame(&mut buf, &Frame::End);
         let mut input = &buf[..];
-        let head: ResponseHead = read_json(&mut input).await.unwrap();
-        assert_eq!(head.status, 200);
+        let head: ResponseHead = read_head(&mut input).await.unwrap();
+        assert_eq!((head.status, head.headers), (200, headers));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"hi"))));
         assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
         assert_eq!(read_frame(&mut input).await.unwrap(), None);
@@ -308,6 +382,51 @@ mod tests {
         // not read and dropped.
         let loaded_end = [END, 0, 0, 0, 2, 0, 0];
         assert!(matches!(read_frame(&mut &loaded_end[..]).await, Err(TunnelError::Protocol(_))));
+    }
+
+    #[tokio::test]
+    async fn heads_are_binary_and_foreign_ones_are_refused_with_the_reason() {
+        let head = RequestHead {
+            method: "POST".into(),
+            uri: "/fn/demo/chat".into(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            request_id: String::new(),
+            seed: 0,
+            tokens: false,
+            claims: GenerationIds::default(),
+            score_claims: false,
+        };
+        let open = Open::Request(head);
+        let mut buf = Vec::new();
+        encode_head(&mut buf, &open).unwrap();
+        // Less than half its JSON: lengths and integers as varints, no field names.
+        let json = serde_json::to_vec(&open).unwrap();
+        assert!(2 * (buf.len() - 5) < json.len(), "{} bytes against {} of JSON", buf.len() - 5, json.len());
+        // A version-1 peer's JSON head, trailing bytes and a cut head are each refused
+        // with what went wrong, never misread.
+        let v1 = br#"{"kind":"request","method":"GET","uri":"/x","headers":[]}"#;
+        let err = decode_head::<Open>(v1).unwrap_err().to_string();
+        assert!(err.contains("bad head") && err.contains("wasmesh/2"), "{err}");
+        let payload = &buf[5..];
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert!(decode_head::<Open>(&long).unwrap_err().to_string().contains("after its end"));
+        for cut in 0..payload.len() {
+            assert!(decode_head::<Open>(&payload[..cut]).is_err(), "a head cut at {cut} was read");
+        }
+        // The fuzz target's seeds are heads of this version.
+        let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/request");
+        let Open::Request(head) = read_head(&mut &seed[..]).await.unwrap() else { panic!("a request seed") };
+        assert_eq!((head.seed, head.tokens, head.claims.nn), (7, true, vec![vec![5, -1]]));
+        let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/preload");
+        assert!(matches!(read_head(&mut &seed[..]).await.unwrap(), Open::Preload { pin: true, .. }));
+        let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/response");
+        assert_eq!(read_head::<_, ResponseHead>(&mut &seed[..]).await.unwrap().status, 200);
+        // An error frame in a head's place is the peer's refusal.
+        let mut refused = Vec::new();
+        write_frame(&mut refused, &Frame::Error("bad head: no".into())).await.unwrap();
+        let err = read_head::<_, ResponseHead>(&mut &refused[..]).await.unwrap_err();
+        assert_eq!(err.to_string(), "protocol error: bad head: no");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!   [`HostReport`] whenever its state changes, at least every second, so the
 //!   router's view of warm models, load and readiness is seconds fresh.
 //!
-//! Frames: one byte of kind, a big-endian `u32` length, the payload.
+//! Frames: one byte of kind, a big-endian `u32` length, the payload. Heads are
+//! binary (postcard), reports JSON ([`frames`] says why).
 
 //!
 //! The frames and messages ([`frames`]) need no QUIC: without the default `quic`
@@ -26,14 +27,18 @@ pub mod frames;
 mod quic;
 
 pub use frames::{
-    Frame, GenerationIds, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_frame,
-    read_json, write_frame, write_json,
+    Frame, GenerationIds, HostReport, Open, RequestHead, ResponseHead, decode_head, encode_frame, encode_head,
+    read_frame, read_head, read_json, write_frame, write_head, write_json,
 };
 #[cfg(feature = "quic")]
-pub use quic::{TlsIdentity, host_config, host_endpoint, peer_network, peer_node_id, router_config, router_endpoint};
+pub use quic::{
+    TlsIdentity, host_config, host_endpoint, peer_network, peer_node_id, router_config, router_endpoint, version_hint,
+};
 
-/// ALPN of the protocol.
-pub const ALPN: &[u8] = b"wasmesh/1";
+/// ALPN of the protocol: a host and a router of different versions fail the handshake
+/// (and the host's log says so) rather than misread each other's frames. Version 2: binary
+/// heads (version 1 sent them as JSON).
+pub const ALPN: &[u8] = b"wasmesh/2";
 /// The name every router certificate carries.
 pub const ROUTER_NAME: &str = "router.wasmesh";
 

@@ -111,6 +111,25 @@ pub fn host_config(identity: &TlsIdentity) -> Result<quinn::ClientConfig, Tunnel
     Ok(config)
 }
 
+/// What to add to a failed handshake's log line when the two ends speak different
+/// versions of the protocol ([`ALPN`]): TLS's `no_application_protocol` alert, whichever
+/// end sent it. `None` for every other failure.
+pub fn version_hint(error: &quinn::ConnectionError) -> Option<String> {
+    let no_common_protocol = quinn::TransportErrorCode::crypto(120);
+    let code = match error {
+        quinn::ConnectionError::ConnectionClosed(close) => close.error_code,
+        quinn::ConnectionError::TransportError(e) => e.code,
+        _ => return None,
+    };
+    (code == no_common_protocol).then(|| {
+        format!(
+            "the other end speaks another version of the host-router protocol (this one speaks {}): \
+             run the same wasmesh release on hosts and routers",
+            String::from_utf8_lossy(ALPN)
+        )
+    })
+}
+
 /// The node id of the host at the other end, derived from the Ed25519 key of the
 /// certificate it proved it holds.
 pub fn peer_node_id(connection: &quinn::Connection) -> Option<String> {
@@ -132,4 +151,25 @@ pub fn peer_network(connection: &quinn::Connection) -> Option<String> {
         x509_parser::extensions::GeneralName::DNSName(dns) => dns.strip_suffix(".net.wasmesh").map(str::to_string),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_hint;
+
+    #[test]
+    fn a_protocol_version_mismatch_says_what_to_do() {
+        let close = |code| {
+            quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+                error_code: code,
+                frame_type: None,
+                reason: bytes::Bytes::new(),
+            })
+        };
+        let hint = version_hint(&close(quinn::TransportErrorCode::crypto(120))).expect("a hint");
+        assert!(hint.contains("wasmesh/2") && hint.contains("same wasmesh release"), "{hint}");
+        // Any other failure (a bad certificate: alert 42) gets none.
+        assert_eq!(version_hint(&close(quinn::TransportErrorCode::crypto(42))), None);
+        assert_eq!(version_hint(&quinn::ConnectionError::TimedOut), None);
+    }
 }

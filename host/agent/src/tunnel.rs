@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmesh_runtime::Host;
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, ResponseHead, encode_frame, encode_json, read_frame, write_frame, write_json,
+    Frame, HostReport, Open, ResponseHead, decode_head, encode_frame, encode_head, read_frame, write_frame, write_json,
 };
 
 /// What the reports need besides the host.
@@ -64,7 +64,10 @@ pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: Socke
                     }
                     reporter.abort();
                 }
-                Err(e) => tracing::warn!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}"),
+                Err(e) => match wasmesh_tunnel::version_hint(&e) {
+                    Some(hint) => tracing::error!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}; {hint}"),
+                    None => tracing::warn!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}"),
+                },
             },
             Err(e) => tracing::warn!(router = %addr, "cannot dial router: {e}"),
         }
@@ -109,11 +112,11 @@ async fn serve_stream(
     loop {
         let open = match read_frame(&mut recv).await {
             Ok(None) => return,
-            Ok(Some(Frame::Head(bytes))) => match serde_json::from_slice::<Open>(&bytes) {
+            Ok(Some(Frame::Head(bytes))) => match decode_head::<Open>(&bytes) {
                 Ok(open) => open,
                 Err(e) => {
                     tracing::debug!("bad request head from a router: {e}");
-                    let _ = write_frame(&mut send, &Frame::Error(format!("bad head: {e}"))).await;
+                    let _ = write_frame(&mut send, &Frame::Error(e.to_string())).await;
                     return;
                 }
             },
@@ -131,7 +134,7 @@ async fn serve_stream(
             Open::Preload { model, pin } => {
                 preload(&host, model, pin);
                 let mut out = Vec::with_capacity(64);
-                if encode_json(&mut out, &ResponseHead { status: 202, headers: Vec::new() }).is_err() {
+                if encode_head(&mut out, &ResponseHead { status: 202, headers: Vec::new() }).is_err() {
                     return;
                 }
                 encode_frame(&mut out, &Frame::End);
@@ -269,7 +272,7 @@ where
     // (most small answers) in one write; a streamed body as its pieces come, never
     // held back waiting for the next.
     let mut out = Vec::with_capacity(512);
-    if encode_json(&mut out, &head).is_err() {
+    if encode_head(&mut out, &head).is_err() {
         return false;
     }
     let mut reusable = true;

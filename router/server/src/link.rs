@@ -10,9 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmesh_api::wire::ModelState;
-use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Tier, Warmth};
+use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Warmth};
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_json, read_json, write_frame, write_json,
+    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_head, read_head, read_json, write_frame,
+    write_head,
 };
 
 /// A host's connection and the request streams it keeps open between requests.
@@ -101,7 +102,10 @@ pub(crate) async fn accept(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
             let connection = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::info!("a host failed the handshake: {e}");
+                    match wasmesh_tunnel::version_hint(&e) {
+                        Some(hint) => tracing::warn!("a host failed the handshake: {e}; {hint}"),
+                        None => tracing::info!("a host failed the handshake: {e}"),
+                    }
                     return;
                 }
             };
@@ -226,18 +230,6 @@ impl Drop for InFlight {
     }
 }
 
-fn tier_name(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Warm => "warm",
-        Tier::BaseWarm => "base_warm",
-        Tier::Loading => "loading",
-        Tier::Disk => "disk",
-        Tier::Fits => "fits",
-        Tier::Evict => "evict",
-        _ => "any",
-    }
-}
-
 fn hash(s: &str) -> u64 {
     // FNV-1a: a stable key for tie-breaking, not security.
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
@@ -295,7 +287,7 @@ pub(crate) async fn try_node(
     let (open, body) = (open.clone(), body.clone());
     let writer = tokio::spawn(async move {
         let write = async {
-            write_json(&mut send, &open).await?;
+            write_head(&mut send, &open).await?;
             let mut at = 0;
             while at < body.len() {
                 let end = (at + (1 << 20)).min(body.len());
@@ -310,7 +302,7 @@ pub(crate) async fn try_node(
             let _ = send.reset(1u32.into());
         }
     });
-    match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut recv)).await {
+    match tokio::time::timeout(first_byte, read_head::<_, ResponseHead>(&mut recv)).await {
         Ok(Ok(response)) => Attempt::Answered(response, Exchange { send: None, recv, pool: None, reused: false }),
         Ok(Err(e)) => {
             writer.abort();
@@ -333,7 +325,7 @@ async fn send_small(
     first_byte: Duration,
 ) -> Result<Attempt, String> {
     let mut frames = Vec::with_capacity(512 + body.len());
-    encode_json(&mut frames, open).map_err(|e| e.to_string())?;
+    encode_head(&mut frames, open).map_err(|e| e.to_string())?;
     if !body.is_empty() {
         encode_frame(&mut frames, &Frame::Data(body.clone()));
     }
@@ -343,7 +335,7 @@ async fn send_small(
     if exchange.pool.is_none() {
         send.finish().map_err(|e| e.to_string())?;
     }
-    match tokio::time::timeout(first_byte, read_json::<_, ResponseHead>(&mut exchange.recv)).await {
+    match tokio::time::timeout(first_byte, read_head::<_, ResponseHead>(&mut exchange.recv)).await {
         Ok(Ok(response)) => Ok(Attempt::Answered(response, exchange)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Ok(Attempt::Failed(RouteError::upstream(
@@ -444,9 +436,9 @@ pub(crate) async fn forward(
                 failures.push(format!("{node_id}: {e}"));
             }
             Attempt::Answered(response, exchange) => {
-                let tier = tier_name(candidate.tier);
+                let tier = crate::metrics::tier_name(candidate.tier);
                 inner.metrics.streams[usize::from(exchange.reused)].inc();
-                inner.metrics.routed(tier);
+                inner.metrics.routed(candidate.tier);
                 // Per request, so at debug: at info it cost about a tenth of the router's CPU
                 // (formatting and a write to stderr per request); the counters above keep the tally.
                 tracing::debug!(

@@ -3,6 +3,7 @@
 use http::Response;
 
 use crate::{Body, Inner, full};
+use wasmesh_policy::Tier;
 
 /// The router's Prometheus counters, gauges and histogram, in their own registry.
 pub(crate) struct Metrics {
@@ -10,7 +11,6 @@ pub(crate) struct Metrics {
     pub(crate) latency: prometheus::Histogram,
     pub(crate) retries: prometheus::IntCounter,
     pub(crate) errors: prometheus::IntCounterVec,
-    pub(crate) routed: prometheus::IntCounterVec,
     pub(crate) preloads: prometheus::IntCounter,
     pub(crate) node_in_flight: prometheus::IntGaugeVec,
     pub(crate) nodes: prometheus::IntGauge,
@@ -22,8 +22,26 @@ pub(crate) struct Metrics {
     routed_by_tier: [prometheus::IntCounter; TIERS.len()],
 }
 
-/// The tiers `routed` counts requests by (`link::tier_name`).
-pub(crate) const TIERS: [&str; 7] = ["warm", "base_warm", "loading", "disk", "fits", "evict", "any"];
+/// The names of the tiers `routed` counts requests by, at [`tier_index`].
+const TIERS: [&str; 7] = ["warm", "base_warm", "loading", "disk", "fits", "evict", "any"];
+
+/// Where a tier's name and counter are, in [`TIERS`] and `routed_by_tier`.
+fn tier_index(tier: Tier) -> usize {
+    match tier {
+        Tier::Warm => 0,
+        Tier::BaseWarm => 1,
+        Tier::Loading => 2,
+        Tier::Disk => 3,
+        Tier::Fits => 4,
+        Tier::Evict => 5,
+        _ => 6,
+    }
+}
+
+/// A tier's name: the `tier` label of `wasmesh_router_routed_total` and of the `routed` log line.
+pub(crate) fn tier_name(tier: Tier) -> &'static str {
+    TIERS[tier_index(tier)]
+}
 
 impl Metrics {
     /// Counts one answered request by its status.
@@ -32,12 +50,9 @@ impl Metrics {
         self.by_class[class - 1].inc();
     }
 
-    /// Counts one routed request by how warm its node was (a name of [`TIERS`]).
-    pub(crate) fn routed(&self, tier: &str) {
-        match TIERS.iter().position(|t| *t == tier) {
-            Some(i) => self.routed_by_tier[i].inc(),
-            None => self.routed.with_label_values(&[tier]).inc(),
-        }
+    /// Counts one routed request by how warm its node was.
+    pub(crate) fn routed(&self, tier: Tier) {
+        self.routed_by_tier[tier_index(tier)].inc();
     }
 }
 
@@ -102,7 +117,6 @@ impl Metrics {
             latency,
             retries,
             errors,
-            routed,
             preloads,
             node_in_flight,
             nodes,
