@@ -202,14 +202,31 @@ pub fn encode_frame(out: &mut Vec<u8>, frame: &Frame) {
 }
 
 /// Appends `value` ([`Open`] or [`ResponseHead`]) as a binary head frame to `out`.
+/// On an error `out` is as it was.
 pub fn encode_head(out: &mut Vec<u8>, value: &impl Serialize) -> std::io::Result<()> {
+    /// Appends to a borrowed buffer (postcard takes its writer by value).
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl Extend<u8> for Append<'_> {
+        fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
+            self.0.extend(bytes);
+        }
+    }
     let at = out.len();
     out.extend_from_slice(&[HEAD, 0, 0, 0, 0]);
-    let head = postcard::to_extend(value, std::mem::take(out)).map_err(std::io::Error::other);
-    *out = head?;
-    let len = u32::try_from(out.len() - at - 5).map_err(std::io::Error::other)?;
-    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    let written = postcard::to_extend(value, Append(out)).map(drop);
+    let written = written.map_err(std::io::Error::other).and_then(|()| {
+        u32::try_from(out.len() - at - 5).map_err(|_| std::io::Error::other("a head over 4 GiB"))
+    });
+    match written {
+        Ok(len) => {
+            out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(at);
+            Err(e)
+        }
+    }
 }
 
 /// Writes a binary head ([`Open`] or [`ResponseHead`]).
@@ -396,7 +413,7 @@ mod tests {
             claims: GenerationIds::default(),
             score_claims: false,
         };
-        let open = Open::Request(head);
+        let open = Open::Request(head.clone());
         let mut buf = Vec::new();
         encode_head(&mut buf, &open).unwrap();
         // Less than half its JSON: lengths and integers as varints, no field names.
@@ -422,6 +439,12 @@ mod tests {
         assert!(matches!(read_head(&mut &seed[..]).await.unwrap(), Open::Preload { pin: true, .. }));
         let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/response");
         assert_eq!(read_head::<_, ResponseHead>(&mut &seed[..]).await.unwrap().status, 200);
+        // A head that cannot be written leaves what was encoded before it as it was.
+        let mut out = vec![1, 2, 3];
+        let too_many = GenerationIds { nn: vec![vec![0; GenerationIds::MAX_ENCODED / 4]], llm: vec![] };
+        let replay = RequestHead { claims: too_many, ..head };
+        assert!(encode_head(&mut out, &Open::Request(replay)).is_err());
+        assert_eq!(out, [1, 2, 3]);
         // An error frame in a head's place is the peer's refusal.
         let mut refused = Vec::new();
         write_frame(&mut refused, &Frame::Error("bad head: no".into())).await.unwrap();

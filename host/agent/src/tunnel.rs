@@ -65,7 +65,9 @@ pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: Socke
                     reporter.abort();
                 }
                 Err(e) => match wasmesh_tunnel::version_hint(&e) {
-                    Some(hint) => tracing::error!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}; {hint}"),
+                    Some(hint) => {
+                        tracing::error!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}; {hint}")
+                    }
                     None => tracing::warn!(router = %addr, "cannot connect to router, retrying in {backoff:?}: {e}"),
                 },
             },
