@@ -214,9 +214,9 @@ pub fn encode_head(out: &mut Vec<u8>, value: &impl Serialize) -> std::io::Result
     let at = out.len();
     out.extend_from_slice(&[HEAD, 0, 0, 0, 0]);
     let written = postcard::to_extend(value, Append(out)).map(drop);
-    let written = written.map_err(std::io::Error::other).and_then(|()| {
-        u32::try_from(out.len() - at - 5).map_err(|_| std::io::Error::other("a head over 4 GiB"))
-    });
+    let written = written
+        .map_err(std::io::Error::other)
+        .and_then(|()| u32::try_from(out.len() - at - 5).map_err(|_| std::io::Error::other("a head over 4 GiB")));
     match written {
         Ok(len) => {
             out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
@@ -236,13 +236,18 @@ pub async fn write_head<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &i
     out.write_all(&buf).await
 }
 
-/// Reads a binary head ([`Open`] or [`ResponseHead`]); an `Error` frame in its place is
-/// the peer's refusal, and its text the error.
+/// Reads a binary head ([`Open`] or [`ResponseHead`]).
 pub async fn read_head<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
     input: &mut R,
 ) -> Result<T, TunnelError> {
+    decode_head(&head_frame(input).await?)
+}
+
+/// The payload of the next frame, which must be a head; an `Error` frame in its place is
+/// the peer's refusal, and its text the error.
+async fn head_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Result<Bytes, TunnelError> {
     match read_frame(input).await? {
-        Some(Frame::Head(bytes)) => decode_head(&bytes),
+        Some(Frame::Head(bytes)) => Ok(bytes),
         Some(Frame::Error(message)) => Err(TunnelError::Protocol(message)),
         Some(other) => Err(TunnelError::Protocol(format!("expected a head, got {other:?}"))),
         None => Err(TunnelError::Protocol("stream ended before its head".into())),
@@ -335,14 +340,8 @@ pub async fn write_json<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &i
 pub async fn read_json<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
     input: &mut R,
 ) -> Result<T, TunnelError> {
-    match read_frame(input).await? {
-        Some(Frame::Head(bytes)) => {
-            serde_json::from_slice(&bytes).map_err(|e| TunnelError::Protocol(format!("bad head: {e}")))
-        }
-        Some(Frame::Error(message)) => Err(TunnelError::Protocol(message)),
-        Some(other) => Err(TunnelError::Protocol(format!("expected a head, got {other:?}"))),
-        None => Err(TunnelError::Protocol("stream ended before its head".into())),
-    }
+    let bytes = head_frame(input).await?;
+    serde_json::from_slice(&bytes).map_err(|e| TunnelError::Protocol(format!("bad report: {e}")))
 }
 
 #[cfg(test)]
