@@ -9,10 +9,10 @@
 //! [`HostReport`] (once a second) stays JSON.
 
 use crate::TunnelError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use wasmesh_api::ModelRef;
 use wasmesh_api::wire::CachedModel;
 pub use wasmesh_api::wire::GenerationIds;
@@ -236,24 +236,6 @@ pub async fn write_head<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &i
     out.write_all(&buf).await
 }
 
-/// Reads a binary head ([`Open`] or [`ResponseHead`]).
-pub async fn read_head<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    input: &mut R,
-) -> Result<T, TunnelError> {
-    decode_head(&head_frame(input).await?)
-}
-
-/// The payload of the next frame, which must be a head; an `Error` frame in its place is
-/// the peer's refusal, and its text the error.
-async fn head_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Result<Bytes, TunnelError> {
-    match read_frame(input).await? {
-        Some(Frame::Head(bytes)) => Ok(bytes),
-        Some(Frame::Error(message)) => Err(TunnelError::Protocol(message)),
-        Some(other) => Err(TunnelError::Protocol(format!("expected a head, got {other:?}"))),
-        None => Err(TunnelError::Protocol("stream ended before its head".into())),
-    }
-}
-
 /// Parses a binary head's payload; every byte must be used.
 pub fn decode_head<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, TunnelError> {
     match postcard::take_from_bytes::<T>(bytes) {
@@ -289,44 +271,36 @@ pub async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, frame: &
     out.write_all(payload).await
 }
 
-/// Reads one frame; `None` at a clean end of stream.
-pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(input: &mut R) -> Result<Option<Frame>, TunnelError> {
-    let mut header = [0u8; 5];
-    // Reads as much of the header as has arrived (usually all of it, in one call); a
-    // stream that ends before its first byte ended cleanly.
-    let mut got = 0;
-    while got < header.len() {
-        match input.read(&mut header[got..]).await? {
-            0 if got == 0 => return Ok(None),
-            0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
-            n => got += n,
-        }
-    }
+/// Checks a frame's header: its kind and its payload's length, bounded by the kind's limit.
+pub(crate) fn check_header(header: [u8; 5]) -> Result<(u8, usize), TunnelError> {
     let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
     let limit = match header[0] {
+        HEAD | ERROR => MAX_CONTROL_FRAME,
         DATA => MAX_DATA_FRAME,
         // An end carries nothing (found by the fuzz target `tunnel_frames`: a payload
         // on it used to be read and dropped).
         END => 0,
         RECEIPT => MAX_RECEIPT_FRAME,
         TOKENS => MAX_TOKENS_FRAME,
-        _ => MAX_CONTROL_FRAME,
+        other => return Err(TunnelError::Protocol(format!("unknown frame kind {other}"))),
     };
     if len > limit {
         return Err(TunnelError::Protocol(format!("frame of {len} bytes is over the limit of {limit}")));
     }
-    let mut payload = BytesMut::zeroed(len);
-    input.read_exact(&mut payload).await?;
-    let payload = payload.freeze();
-    Ok(Some(match header[0] {
+    Ok((header[0], len))
+}
+
+/// The frame of a checked kind ([`check_header`]) with its payload.
+pub(crate) fn frame_of(kind: u8, payload: Bytes) -> Frame {
+    match kind {
         HEAD => Frame::Head(payload),
         DATA => Frame::Data(payload),
         END => Frame::End,
         ERROR => Frame::Error(String::from_utf8_lossy(&payload).into_owned()),
         RECEIPT => Frame::Receipt(payload),
         TOKENS => Frame::Tokens(payload),
-        other => return Err(TunnelError::Protocol(format!("unknown frame kind {other}"))),
-    }))
+        other => unreachable!("frame kind {other} passed check_header"),
+    }
 }
 
 /// Writes a JSON frame (a [`HostReport`]).
@@ -336,17 +310,10 @@ pub async fn write_json<W: tokio::io::AsyncWrite + Unpin>(out: &mut W, value: &i
     out.write_all(&buf).await
 }
 
-/// Reads a JSON frame (a [`HostReport`]).
-pub async fn read_json<R: tokio::io::AsyncRead + Unpin, T: serde::de::DeserializeOwned>(
-    input: &mut R,
-) -> Result<T, TunnelError> {
-    let bytes = head_frame(input).await?;
-    serde_json::from_slice(&bytes).map_err(|e| TunnelError::Protocol(format!("bad report: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FrameReader;
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused() {
@@ -365,39 +332,41 @@ mod tests {
         write_frame(&mut buf, &Frame::Data(Bytes::from_static(b"body"))).await.unwrap();
         write_frame(&mut buf, &Frame::Receipt(Bytes::from_static(b"{}"))).await.unwrap();
         write_frame(&mut buf, &Frame::End).await.unwrap();
-        let mut input = &buf[..];
-        let Open::Request(head) = read_head(&mut input).await.unwrap() else { panic!("a request head") };
+        let mut input = FrameReader::new(&buf[..]);
+        let Open::Request(head) = input.head().await.unwrap() else { panic!("a request head") };
         assert_eq!((head.uri.as_str(), head.request_id.as_str()), ("/x", "r1"));
         assert!(head.tokens);
         assert_eq!(head.claims.nn, vec![vec![1, -2, 3], vec![]]);
         assert!(head.score_claims);
-        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
-        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Receipt(Bytes::from_static(b"{}"))));
-        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
-        assert_eq!(read_frame(&mut input).await.unwrap(), None);
+        assert_eq!(input.frame().await.unwrap(), Some(Frame::Data(Bytes::from_static(b"body"))));
+        assert_eq!(input.frame().await.unwrap(), Some(Frame::Receipt(Bytes::from_static(b"{}"))));
+        assert_eq!(input.frame().await.unwrap(), Some(Frame::End));
+        assert_eq!(input.frame().await.unwrap(), None);
         let mut buf = Vec::new();
         write_head(&mut buf, &Open::Preload { model: "smollm2:sql".parse().unwrap(), pin: true }).await.unwrap();
-        let Open::Preload { model, pin } = read_head(&mut &buf[..]).await.unwrap() else { panic!("a pre-load") };
+        let Open::Preload { model, pin } = FrameReader::new(&buf[..]).head().await.unwrap() else {
+            panic!("a pre-load")
+        };
         assert!(pin);
         assert_eq!((model.model(), model.adapter()), ("smollm2", Some("sql")));
         let huge = [DATA, 0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(read_frame(&mut &huge[..]).await, Err(TunnelError::Protocol(_))));
+        assert!(matches!(FrameReader::new(&huge[..]).frame().await, Err(TunnelError::Protocol(_))));
         // Frames encoded together read back one by one.
         let mut buf = Vec::new();
         let headers = vec![("content-type".to_string(), "text/plain".to_string())];
         encode_head(&mut buf, &ResponseHead { status: 200, headers: headers.clone() }).unwrap();
         encode_frame(&mut buf, &Frame::Data(Bytes::from_static(b"hi")));
         encode_frame(&mut buf, &Frame::End);
-        let mut input = &buf[..];
-        let head: ResponseHead = read_head(&mut input).await.unwrap();
+        let mut input = FrameReader::new(&buf[..]);
+        let head: ResponseHead = input.head().await.unwrap();
         assert_eq!((head.status, head.headers), (200, headers));
-        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::Data(Bytes::from_static(b"hi"))));
-        assert_eq!(read_frame(&mut input).await.unwrap(), Some(Frame::End));
-        assert_eq!(read_frame(&mut input).await.unwrap(), None);
+        assert_eq!(input.frame().await.unwrap(), Some(Frame::Data(Bytes::from_static(b"hi"))));
+        assert_eq!(input.frame().await.unwrap(), Some(Frame::End));
+        assert_eq!(input.frame().await.unwrap(), None);
         // Regression (fuzz target `tunnel_frames`): an end with a payload is refused,
         // not read and dropped.
         let loaded_end = [END, 0, 0, 0, 2, 0, 0];
-        assert!(matches!(read_frame(&mut &loaded_end[..]).await, Err(TunnelError::Protocol(_))));
+        assert!(matches!(FrameReader::new(&loaded_end[..]).frame().await, Err(TunnelError::Protocol(_))));
     }
 
     #[tokio::test]
@@ -430,14 +399,15 @@ mod tests {
         for cut in 0..payload.len() {
             assert!(decode_head::<Open>(&payload[..cut]).is_err(), "a head cut at {cut} was read");
         }
-        // The fuzz target's seeds are heads of this version.
+        // The fuzz target's seeds are heads of this version (after the byte that says how
+        // the target cuts them into pieces).
         let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/request");
-        let Open::Request(head) = read_head(&mut &seed[..]).await.unwrap() else { panic!("a request seed") };
+        let Open::Request(head) = FrameReader::new(&seed[1..]).head().await.unwrap() else { panic!("a request seed") };
         assert_eq!((head.seed, head.tokens, head.claims.nn), (7, true, vec![vec![5, -1]]));
         let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/preload");
-        assert!(matches!(read_head(&mut &seed[..]).await.unwrap(), Open::Preload { pin: true, .. }));
+        assert!(matches!(FrameReader::new(&seed[1..]).head().await.unwrap(), Open::Preload { pin: true, .. }));
         let seed = include_bytes!("../../../fuzz/corpus/tunnel_frames/response");
-        assert_eq!(read_head::<_, ResponseHead>(&mut &seed[..]).await.unwrap().status, 200);
+        assert_eq!(FrameReader::new(&seed[1..]).head::<ResponseHead>().await.unwrap().status, 200);
         // A head that cannot be written leaves what was encoded before it as it was.
         let mut out = vec![1, 2, 3];
         let too_many = GenerationIds { nn: vec![vec![0; GenerationIds::MAX_ENCODED / 4]], llm: vec![] };
@@ -447,7 +417,7 @@ mod tests {
         // An error frame in a head's place is the peer's refusal.
         let mut refused = Vec::new();
         write_frame(&mut refused, &Frame::Error("bad head: no".into())).await.unwrap();
-        let err = read_head::<_, ResponseHead>(&mut &refused[..]).await.unwrap_err();
+        let err = FrameReader::new(&refused[..]).head::<ResponseHead>().await.unwrap_err();
         assert_eq!(err.to_string(), "protocol error: bad head: no");
     }
 

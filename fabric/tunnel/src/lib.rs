@@ -25,15 +25,17 @@
 pub mod frames;
 #[cfg(feature = "quic")]
 mod quic;
+mod reader;
 
 pub use frames::{
     Frame, GenerationIds, HostReport, Open, RequestHead, ResponseHead, decode_head, encode_frame, encode_head,
-    read_frame, read_head, read_json, write_frame, write_head, write_json,
+    write_frame, write_head, write_json,
 };
 #[cfg(feature = "quic")]
 pub use quic::{
     TlsIdentity, host_config, host_endpoint, peer_network, peer_node_id, router_config, router_endpoint, version_hint,
 };
+pub use reader::{Chunks, FrameReader};
 
 /// ALPN of the protocol: a host and a router of different versions fail the handshake
 /// (and the host's log says so) rather than misread each other's frames. Version 2: binary

@@ -153,6 +153,14 @@ pub fn peer_network(connection: &quinn::Connection) -> Option<String> {
     })
 }
 
+/// A receive stream's chunks as quinn received them (in order): frames inside one are
+/// slices of it, never copied.
+impl crate::Chunks for quinn::RecvStream {
+    async fn chunk(&mut self) -> std::io::Result<Option<bytes::Bytes>> {
+        Ok(self.read_chunk(usize::MAX, true).await?.map(|chunk| chunk.bytes))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::version_hint;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use wasmesh_runtime::Host;
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, ResponseHead, decode_head, encode_frame, encode_head, read_frame, write_frame, write_json,
+    Frame, FrameReader, HostReport, Open, ResponseHead, decode_head, encode_frame, encode_head, write_frame, write_json,
 };
 
 /// What the reports need besides the host.
@@ -109,10 +109,11 @@ async fn serve_stream(
     host: Arc<Host>,
     receipts: crate::receipts::Receipts,
     mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
 ) {
+    let mut recv = FrameReader::new(recv);
     loop {
-        let open = match read_frame(&mut recv).await {
+        let open = match recv.frame().await {
             Ok(None) => return,
             Ok(Some(Frame::Head(bytes))) => match decode_head::<Open>(&bytes) {
                 Ok(open) => open,
@@ -150,7 +151,7 @@ async fn serve_stream(
         let mut chunks: Vec<bytes::Bytes> = Vec::new();
         let mut size = 0;
         let whole = loop {
-            match read_frame(&mut recv).await {
+            match recv.frame().await {
                 Ok(Some(Frame::Data(bytes))) => {
                     size += bytes.len();
                     chunks.push(bytes);
@@ -181,7 +182,7 @@ async fn serve_stream(
         // A large body: what came so far, then the rest frame by frame as the guest reads it.
         let rest = futures::stream::unfold(Some(recv), |recv| async move {
             let mut recv = recv?;
-            let item: Result<hyper_frame::Frame, std::io::Error> = match read_frame(&mut recv).await {
+            let item: Result<hyper_frame::Frame, std::io::Error> = match recv.frame().await {
                 Ok(Some(Frame::Data(bytes))) => Ok(http_body::Frame::data(bytes)),
                 Ok(Some(Frame::End)) | Ok(None) => return None,
                 Ok(Some(other)) => Err(std::io::Error::other(format!("unexpected frame {other:?}"))),

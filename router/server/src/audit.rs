@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmesh_api::wire::{AuditReport, NodeTrust, Receipt, SignedReceipt, replay_id};
 use wasmesh_trust::{ScoreFigures, Standing, needs_confirmation, score_passes, scored_commitment, should_audit};
-use wasmesh_tunnel::{Frame, GenerationIds, Open, RequestHead, read_frame};
+use wasmesh_tunnel::{Frame, GenerationIds, Open, RequestHead};
 
 /// Audits waiting for a replay; past this, new ones are dropped (and counted).
 const QUEUE: usize = 1024;
@@ -202,7 +202,7 @@ async fn replay(
         let mut recv = exchange.recv;
         let mut receipt = None;
         loop {
-            match read_frame(&mut recv).await {
+            match recv.frame().await {
                 Ok(Some(Frame::Receipt(bytes))) => receipt = Some(bytes),
                 Ok(Some(Frame::Data(_) | Frame::Tokens(_))) => {}
                 Ok(Some(Frame::End)) => break,

@@ -12,8 +12,7 @@ use std::time::Duration;
 use wasmesh_api::wire::ModelState;
 use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Warmth};
 use wasmesh_tunnel::{
-    Frame, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_head, read_head, read_json, write_frame,
-    write_head,
+    Frame, FrameReader, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_head, write_frame, write_head,
 };
 
 /// A host's connection and the request streams it keeps open between requests.
@@ -43,7 +42,7 @@ impl HostConn {
 pub(crate) struct Exchange {
     /// None once the request's writer has it (a large body, written as the host reads it).
     send: Option<quinn::SendStream>,
-    pub(crate) recv: quinn::RecvStream,
+    pub(crate) recv: FrameReader<quinn::RecvStream>,
     /// Where the stream goes back when its answer has ended (none: it carries one request).
     pool: Option<Arc<HostConn>>,
     /// Whether it carried an earlier request.
@@ -122,7 +121,7 @@ pub(crate) async fn accept(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
 
 async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, connection: quinn::Connection) {
     let mut reports = match connection.accept_uni().await {
-        Ok(r) => r,
+        Ok(r) => FrameReader::new(r),
         Err(e) => {
             tracing::info!(%node, "host left before reporting: {e}");
             return;
@@ -133,7 +132,7 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
     tracing::info!(%node, peer = %connection.remote_address(), network = network.as_deref().unwrap_or("public"), "host connected");
     loop {
         // Hosts report at least every second; silence means the link is dead.
-        let next = tokio::time::timeout(Duration::from_secs(5), read_json::<_, HostReport>(&mut reports)).await;
+        let next = tokio::time::timeout(Duration::from_secs(5), reports.json::<HostReport>()).await;
         let next = next.unwrap_or_else(|_| Err(wasmesh_tunnel::TunnelError::Protocol("no report for 5 s".into())));
         match next {
             Ok(report) => {
@@ -272,7 +271,7 @@ pub(crate) async fn try_node(
         }
     }
     let (mut send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), conn.connection.open_bi()).await {
-        Ok(Ok(pair)) => pair,
+        Ok(Ok((send, recv))) => (send, FrameReader::new(recv)),
         Ok(Err(e)) => return Attempt::Failed(RouteError::upstream(Kind::Connect, e.to_string())),
         Err(_) => return Attempt::Failed(RouteError::upstream(Kind::Connect, "opening a stream timed out")),
     };
@@ -302,7 +301,7 @@ pub(crate) async fn try_node(
             let _ = send.reset(1u32.into());
         }
     });
-    match tokio::time::timeout(first_byte, read_head::<_, ResponseHead>(&mut recv)).await {
+    match tokio::time::timeout(first_byte, recv.head::<ResponseHead>()).await {
         Ok(Ok(response)) => Attempt::Answered(response, Exchange { send: None, recv, pool: None, reused: false }),
         Ok(Err(e)) => {
             writer.abort();
@@ -335,7 +334,7 @@ async fn send_small(
     if exchange.pool.is_none() {
         send.finish().map_err(|e| e.to_string())?;
     }
-    match tokio::time::timeout(first_byte, read_head::<_, ResponseHead>(&mut exchange.recv)).await {
+    match tokio::time::timeout(first_byte, exchange.recv.head::<ResponseHead>()).await {
         Ok(Ok(response)) => Ok(Attempt::Answered(response, exchange)),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Ok(Attempt::Failed(RouteError::upstream(

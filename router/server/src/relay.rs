@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 use std::collections::VecDeque;
-use wasmesh_tunnel::{Frame, ResponseHead, read_frame};
+use wasmesh_tunnel::{Frame, ResponseHead};
 
 /// The most of an OpenAI JSON answer held to add its cost; a larger one passes as is.
 const MAX_HELD: usize = 1 << 20;
@@ -106,7 +106,7 @@ impl Relay {
             let Some(exchange) = self.exchange.as_mut() else {
                 return failed(self, "the host's stream is gone".into());
             };
-            match read_frame(&mut exchange.recv).await {
+            match exchange.recv.frame().await {
                 Ok(Some(Frame::Receipt(bytes))) if self.receipt.is_none() => self.receipt = Some(bytes),
                 Ok(Some(Frame::Tokens(bytes))) if self.receipt.is_none() && self.tokens.is_none() => {
                     self.tokens = Some(bytes)
