@@ -152,6 +152,8 @@ pub async fn start_host(
             share: wasmesh_api::wire::ResourceShare { model_memory_bytes: 1 << 30, max_concurrency: 256 },
             pressure: Default::default(),
             routers,
+            // The host's default (one lane per core) unless `BENCH_LINK_LANES` says otherwise.
+            link_lanes: std::env::var("BENCH_LINK_LANES").ok().and_then(|n| n.parse().ok()).unwrap_or(0),
         },
         Duration::from_secs(10),
     )

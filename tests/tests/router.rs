@@ -112,6 +112,10 @@ impl Fabric {
             "1",
             "--heartbeat-secs",
             "1",
+            // Hosts of 1, 2 and 3 lanes: each is still one host to the routers
+            // (`wait_for_hosts` counts them), and requests take every lane.
+            "--link-lanes",
+            &(i % 3 + 1).to_string(),
         ]
         .iter()
         .map(|s| s.to_string())

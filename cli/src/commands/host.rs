@@ -69,6 +69,12 @@ pub struct HostArgs {
     /// which issues the certificate the link uses).
     #[arg(long = "router", value_name = "ADDR", requires = "registry")]
     pub routers: Vec<SocketAddr>,
+    /// Connections to each router, each served by a thread of its own (0: one per four
+    /// cores, at least one, at most 8). A request's packets, its stream and its guest stay
+    /// on its lane's thread: more lanes give CPU-heavy components more cores, fewer cost
+    /// less per request.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub link_lanes: usize,
     /// Address to serve HTTP on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -152,6 +158,7 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
                 },
                 pressure: Default::default(),
                 routers: args.routers.clone(),
+                link_lanes: args.link_lanes,
             };
             (Some(fetch), Some(agent))
         }

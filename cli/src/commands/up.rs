@@ -126,6 +126,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 },
                 pressure: Default::default(),
                 routers: vec![args.quic],
+                link_lanes: 0,
             }),
             models: Vec::new(),
             fetch_wait: std::time::Duration::from_secs(120),

@@ -61,6 +61,9 @@ pub struct AgentConfig {
     pub pressure: wasmesh_probe::PressureThresholds,
     /// Routers to dial (QUIC), each kept connected.
     pub routers: Vec<std::net::SocketAddr>,
+    /// Lanes to each router: connections, each served by a thread of its own (0: one
+    /// per four cores, at least one, at most 8).
+    pub link_lanes: usize,
 }
 
 /// What the provider lends now: the agent's reports and heartbeats read it, and the
@@ -78,6 +81,8 @@ pub struct Agent {
     /// Sends a heartbeat at once (after a pause or a change of share).
     pub beat_now: Arc<tokio::sync::Notify>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropped with the agent: its lanes' threads then end.
+    _lanes: tokio::sync::watch::Sender<()>,
 }
 
 impl Drop for Agent {
@@ -120,9 +125,9 @@ impl Agent {
         let share: Share = Arc::new(std::sync::RwLock::new(config.share.clone()));
         let mut tasks = Vec::new();
         let mut renewal = Renewal::new(&cert, None);
+        let (lanes_run, lanes_end) = tokio::sync::watch::channel(());
         if !config.routers.is_empty() {
             let tls = wasmesh_tunnel::TlsIdentity::new(&cert.certificate_pem, &identity.pkcs8_der(), &cert.ca_pem)?;
-            let endpoint = wasmesh_tunnel::host_endpoint(&tls)?;
             let dial: tunnel::DialConfig = Arc::new(std::sync::RwLock::new(wasmesh_tunnel::host_config(&tls)?));
             renewal.dial = Some(dial.clone());
             let source = tunnel::ReportSource {
@@ -136,8 +141,11 @@ impl Agent {
                     cpu_class: wasmesh_probe::cpu_class().into(),
                 },
             };
+            let count = if config.link_lanes == 0 { tunnel::default_lanes() } else { config.link_lanes };
             for router in &config.routers {
-                tasks.push(tokio::spawn(tunnel::link(endpoint.clone(), dial.clone(), *router, source.clone())));
+                for lane in 0..count {
+                    tunnel::start_lane(&tls, dial.clone(), *router, source.clone(), lanes_end.clone(), lane)?;
+                }
             }
         }
 
@@ -163,7 +171,7 @@ impl Agent {
             beat_now: beat_now.clone(),
         };
         tasks.push(tokio::spawn(heartbeat_loop(beats, renewal)));
-        Ok(Self { node_id, share, client, beat_now, tasks })
+        Ok(Self { node_id, share, client, beat_now, tasks, _lanes: lanes_run })
     }
 }
 

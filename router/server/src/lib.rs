@@ -109,7 +109,7 @@ impl RouterConfig {
 /// The policy snapshot and, index for index, the connections it routes to.
 struct Routed {
     snapshot: Snapshot,
-    links: Vec<Arc<link::HostConn>>,
+    links: Vec<Arc<link::Lanes>>,
     /// The apps each node has loaded, with their versions (by node index).
     apps: Vec<Arc<std::collections::BTreeMap<String, u64>>>,
 }

@@ -62,10 +62,35 @@ impl Exchange {
     }
 }
 
+/// A host's connections to this router: one per lane (a host dials each router once per
+/// link thread of its own, see `wasmesh_agent`), each with its own streams.
 struct Link {
-    connection: Arc<HostConn>,
+    lanes: Vec<Arc<HostConn>>,
     network: Option<String>,
     report: HostReport,
+}
+
+impl Link {
+    fn open_lanes(&self) -> impl Iterator<Item = &Arc<HostConn>> {
+        self.lanes.iter().filter(|l| l.connection.close_reason().is_none())
+    }
+}
+
+/// Lanes one node may open to a router at most (a host opens one per link thread).
+const MAX_LANES: usize = 64;
+
+/// A routable node's open lanes, as the routing table holds them: requests take them in turn.
+pub(crate) struct Lanes {
+    lanes: Vec<Arc<HostConn>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Lanes {
+    /// The lane for the next request.
+    pub(crate) fn pick(&self) -> &Arc<HostConn> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.lanes[turn % self.lanes.len()]
+    }
 }
 
 /// The connected hosts.
@@ -81,14 +106,13 @@ impl Links {
         self.0.lock().expect("links lock").iter().map(|(id, l)| (id.clone(), l.report.clone())).collect()
     }
 
-    /// Every link: the node, its last report and its connection.
+    /// Every link: the node, its last report and one of its open connections.
     pub(crate) fn connections(&self) -> Vec<(String, HostReport, Arc<HostConn>)> {
         self.0
             .lock()
             .expect("links lock")
             .iter()
-            .filter(|(_, l)| l.connection.connection.close_reason().is_none())
-            .map(|(id, l)| (id.clone(), l.report.clone(), l.connection.clone()))
+            .filter_map(|(id, l)| Some((id.clone(), l.report.clone(), l.open_lanes().next()?.clone())))
             .collect()
     }
 }
@@ -137,9 +161,24 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
         match next {
             Ok(report) => {
                 let mut links = inner.links.0.lock().expect("links lock");
-                let changed =
-                    links.get(&node).is_none_or(|l| l.report != report || l.connection.connection.stable_id() != id);
-                links.insert(node.clone(), Link { connection: conn.clone(), network: network.clone(), report });
+                let link = links.entry(node.clone()).or_insert_with(|| Link {
+                    lanes: Vec::new(),
+                    network: network.clone(),
+                    report: report.clone(),
+                });
+                let mut changed = link.report != report;
+                if !link.lanes.iter().any(|l| l.connection.stable_id() == id) {
+                    link.lanes.retain(|l| l.connection.close_reason().is_none());
+                    if link.lanes.len() >= MAX_LANES {
+                        drop(links);
+                        tracing::warn!(%node, "refusing a host's connection over {MAX_LANES} lanes");
+                        break;
+                    }
+                    link.lanes.push(conn.clone());
+                    changed = true;
+                }
+                link.report = report;
+                link.network = network.clone();
                 drop(links);
                 if changed {
                     inner.dirty.store(true, Ordering::Release);
@@ -155,8 +194,11 @@ async fn serve_link(inner: Arc<Inner>, node: String, network: Option<String>, co
     // link that gets no requests.
     connection.close(0u32.into(), b"link ended");
     let mut links = inner.links.0.lock().expect("links lock");
-    if links.get(&node).is_some_and(|l| l.connection.connection.stable_id() == id) {
-        links.remove(&node);
+    if let Some(link) = links.get_mut(&node) {
+        link.lanes.retain(|l| l.connection.stable_id() != id);
+        if link.lanes.is_empty() {
+            links.remove(&node);
+        }
     }
     drop(links);
     // Take it out of the routing table at once, not at the next tick.
@@ -179,7 +221,8 @@ pub(crate) fn rebuild(inner: &Inner) {
     let mut connections = Vec::with_capacity(links.len());
     let mut apps = Vec::with_capacity(links.len());
     for (id, link) in links.iter() {
-        if link.connection.connection.close_reason().is_some() {
+        let lanes: Vec<Arc<HostConn>> = link.open_lanes().cloned().collect();
+        if lanes.is_empty() {
             continue;
         }
         if cut_off.contains(id) {
@@ -207,7 +250,7 @@ pub(crate) fn rebuild(inner: &Inner) {
             }
         }
         table.push(node);
-        connections.push(link.connection.clone());
+        connections.push(Arc::new(Lanes { lanes, next: Default::default() }));
         apps.push(Arc::new(r.apps.clone()));
     }
     drop(links);
@@ -402,7 +445,7 @@ pub(crate) async fn forward(
             model = m.as_str(),
             "asking a cold node to pre-load"
         );
-        preload(routed.links[node.get()].clone(), m, false);
+        preload(routed.links[node.get()].pick().clone(), m, false);
     }
     let open = Open::Request(head);
     let mut failures = Vec::new();
@@ -417,7 +460,7 @@ pub(crate) async fn forward(
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
         routed.snapshot.begin(node);
         let guard = InFlight { routed: routed.clone(), node };
-        match try_node(&routed.links[node.get()], &open, &body, inner.config.first_byte_timeout, true).await {
+        match try_node(routed.links[node.get()].pick(), &open, &body, inner.config.first_byte_timeout, true).await {
             Attempt::Answered(response, _) if is_no_route(&response) => {
                 drop(guard);
                 no_route += 1;

@@ -128,7 +128,7 @@ fn ask(
     let Some(index) = routed.snapshot.index_of(node) else { return };
     tracing::info!(%model, %node, "placing a pinned model");
     inner.metrics.preloads.inc();
-    preload(routed.links[index.get()].clone(), key, true);
+    preload(routed.links[index.get()].pick().clone(), key, true);
     asked.insert(id, Instant::now());
     inner.dirty.store(true, Ordering::Release);
 }

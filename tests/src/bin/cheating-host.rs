@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             share: wasmesh_api::wire::ResourceShare { model_memory_bytes: 4 << 30, max_concurrency: 4 },
             pressure: Default::default(),
             routers: vec![router.parse()?],
+            link_lanes: 0,
         }),
         models: Vec::new(),
         fetch_wait: std::time::Duration::from_secs(60),
