@@ -19,7 +19,8 @@
 //! instead, on a multi-thread runtime of its own, on a current-thread one, or on the
 //! bench's runtime beside the host; the router process takes `WASMESH_ROUTER_THREADS=N`
 //! from the environment like any `wasmesh router` (its `--threads`: 0, the default, is
-//! half the cores; 1 a current-thread runtime).
+//! half the cores; 1 a current-thread runtime); `BENCH_LINK_LANES=N` gives the host N
+//! lanes to the router (its `--link-lanes`: 0, the default, is one per four cores).
 
 use std::time::{Duration, Instant};
 use wasmesh_api::wire::{ArtifactKind, Scope};
@@ -264,6 +265,7 @@ fn fabric() -> Result<Vec<(&'static str, serde_json::Value)>, String> {
             "hello_router_threads",
             serde_json::json!(std::env::var("WASMESH_ROUTER_THREADS").unwrap_or_else(|_| "0".into())),
         ),
+        ("hello_host_link_lanes", serde_json::json!(std::env::var("BENCH_LINK_LANES").unwrap_or_else(|_| "0".into()))),
     ])
 }
 
