@@ -47,6 +47,9 @@ struct Job {
 }
 
 struct State {
+    /// The host's main runtime, where fetches run whichever thread asks (a lane's
+    /// one-thread runtime cannot run librqbit, which blocks in place).
+    runtime: tokio::runtime::Handle,
     engine: Arc<dyn InferenceEngine>,
     fetcher: Fetcher,
     /// Fetches under way, by model name or `MODEL:ADAPTER`.
@@ -65,9 +68,16 @@ pub struct OnDemand {
 
 impl OnDemand {
     /// Wraps `engine`; weights come through `fetcher`; a request waits up to `wait`.
+    /// Call it on the host's main (multi-thread) runtime: fetches run there.
     pub fn new(engine: Arc<dyn InferenceEngine>, fetcher: Fetcher, wait: Duration) -> Self {
-        let state =
-            State { engine, fetcher, jobs: Mutex::default(), leases: Mutex::default(), pinned: Mutex::default() };
+        let state = State {
+            runtime: tokio::runtime::Handle::current(),
+            engine,
+            fetcher,
+            jobs: Mutex::default(),
+            leases: Mutex::default(),
+            pinned: Mutex::default(),
+        };
         Self { state: Arc::new(state), wait }
     }
 
@@ -127,9 +137,13 @@ impl State {
                     let progress = Arc::new(Counter::default());
                     let state = self.clone();
                     let done_key = key.clone();
-                    let run = work(self.clone(), progress.clone());
+                    // On the main runtime: awaiting the shared future from a lane only
+                    // waits for this task.
+                    let run = self.runtime.spawn(work(self.clone(), progress.clone()));
                     let fetch = async move {
-                        let result = run.await;
+                        let result = run.await.unwrap_or_else(|e| {
+                            Err(EngineError::Unavailable(format!("the fetch stopped: {e}; retry the request")))
+                        });
                         lock(&state.jobs).remove(&done_key);
                         if let Err(e) = &result {
                             tracing::warn!(what = %done_key, "on-demand fetch failed: {e}");
@@ -139,7 +153,7 @@ impl State {
                     .boxed()
                     .shared();
                     jobs.insert(key, Job { fetch: fetch.clone(), progress });
-                    tokio::spawn(fetch.clone());
+                    self.runtime.spawn(fetch.clone());
                     fetch
                 }
             }
