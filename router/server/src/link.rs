@@ -6,7 +6,7 @@ use crate::{Body, Inner, Routed, error};
 use bytes::Bytes;
 use http::Response;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmesh_api::wire::ModelState;
@@ -22,6 +22,8 @@ pub(crate) struct HostConn {
     /// to open, and on the host none to accept and no task to spawn), as HTTP/1.1
     /// keep-alive reuses connections.
     idle: Mutex<Vec<Exchange>>,
+    /// Requests on this lane whose answers have not ended (see [`Lanes::pick`]).
+    busy: AtomicUsize,
 }
 
 /// Idle streams kept per host at most (more than the requests a host serves at once).
@@ -29,7 +31,7 @@ const MAX_IDLE_STREAMS: usize = 256;
 
 impl HostConn {
     pub(crate) fn new(connection: quinn::Connection) -> Arc<Self> {
-        Arc::new(Self { connection, idle: Mutex::new(Vec::new()) })
+        Arc::new(Self { connection, idle: Mutex::new(Vec::new()), busy: AtomicUsize::new(0) })
     }
 
     fn take_idle(&self) -> Option<Exchange> {
@@ -79,18 +81,38 @@ impl Link {
 /// Lanes one node may open to a router at most (a host opens one per link thread).
 const MAX_LANES: usize = 64;
 
-/// A routable node's open lanes, as the routing table holds them: requests take them in turn.
+/// A routable node's open lanes, as the routing table holds them.
 pub(crate) struct Lanes {
     lanes: Vec<Arc<HostConn>>,
-    next: std::sync::atomic::AtomicUsize,
+    next: AtomicUsize,
 }
 
 impl Lanes {
-    /// The lane for the next request.
+    /// The lane for the next request: the one with the fewest answers in flight, so a
+    /// lane whose thread is taken by a long or CPU-heavy guest gets fewer new requests;
+    /// ties go to the lanes in turn.
     pub(crate) fn pick(&self) -> &Arc<HostConn> {
+        if let [only] = self.lanes.as_slice() {
+            return only;
+        }
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.lanes[turn % self.lanes.len()]
+        &self.lanes[least_loaded(self.lanes.len(), turn, |i| self.lanes[i].busy.load(Ordering::Relaxed))]
     }
+}
+
+/// Of `n` lanes, the one with the smallest `load`, looking from lane `turn % n` on (the
+/// first of equals wins, so equal lanes take requests in turn).
+fn least_loaded(n: usize, turn: usize, load: impl Fn(usize) -> usize) -> usize {
+    let first = turn % n;
+    let mut best = (load(first), first);
+    for k in 1..n {
+        let i = (first + k) % n;
+        let l = load(i);
+        if l < best.0 {
+            best = (l, i);
+        }
+    }
+    best.1
 }
 
 /// The connected hosts.
@@ -260,15 +282,26 @@ pub(crate) fn rebuild(inner: &Inner) {
     }
 }
 
-/// Ends a request's in-flight count on its snapshot when dropped.
+/// A request in flight on a node and one of its lanes: counted on the snapshot (for
+/// routing) and on the lane (for [`Lanes::pick`]) until dropped.
 pub(crate) struct InFlight {
     routed: Arc<Routed>,
     node: NodeIndex,
+    lane: Arc<HostConn>,
+}
+
+impl InFlight {
+    fn begin(routed: &Arc<Routed>, node: NodeIndex, lane: &Arc<HostConn>) -> Self {
+        routed.snapshot.begin(node);
+        lane.busy.fetch_add(1, Ordering::Relaxed);
+        Self { routed: routed.clone(), node, lane: lane.clone() }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.routed.snapshot.end(self.node);
+        self.lane.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -458,9 +491,9 @@ pub(crate) async fn forward(
     for candidate in ranked.iter().filter(has_app).chain(ranked.iter().filter(|c| !has_app(c))) {
         let node = candidate.node;
         let node_id = routed.snapshot.node_id(node).unwrap_or("?").to_string();
-        routed.snapshot.begin(node);
-        let guard = InFlight { routed: routed.clone(), node };
-        match try_node(routed.links[node.get()].pick(), &open, &body, inner.config.first_byte_timeout, true).await {
+        let lane = routed.links[node.get()].pick();
+        let guard = InFlight::begin(&routed, node, lane);
+        match try_node(lane, &open, &body, inner.config.first_byte_timeout, true).await {
             Attempt::Answered(response, _) if is_no_route(&response) => {
                 drop(guard);
                 no_route += 1;
@@ -562,5 +595,18 @@ mod tests {
     fn fnv_is_stable() {
         assert_eq!(super::hash(""), 0xcbf2_9ce4_8422_2325);
         assert_ne!(super::hash("/a"), super::hash("/b"));
+    }
+
+    #[test]
+    fn the_least_loaded_lane_wins_and_equals_take_turns() {
+        let pick = |loads: &[usize], turn| super::least_loaded(loads.len(), turn, |i| loads[i]);
+        // Equal lanes: each turn starts at the next lane.
+        assert_eq!((0..6).map(|t| pick(&[0, 0, 0], t)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
+        // A lane busy with a long guest gets no new request while another is idle.
+        assert!((0..6).all(|t| pick(&[3, 0, 0], t) != 0));
+        assert_eq!(pick(&[2, 5, 1, 4], 1), 2);
+        // Of equals, the first from the turn on.
+        assert_eq!(pick(&[1, 0, 7, 0], 2), 3);
+        assert_eq!(pick(&[1, 0, 7, 0], 0), 1);
     }
 }
