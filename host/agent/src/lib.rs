@@ -142,9 +142,19 @@ impl Agent {
                 },
             };
             let count = if config.link_lanes == 0 { tunnel::default_lanes() } else { config.link_lanes };
+            // Requests each lane took: how routers spread their requests over the lanes.
+            let per_lane = prometheus::IntCounterVec::new(
+                prometheus::Opts::new("wasmesh_host_link_requests_total", "Requests routers sent, by router and lane"),
+                &["router", "lane"],
+            )?;
+            if let Err(e) = host.metrics_registry().register(Box::new(per_lane.clone())) {
+                // A second agent on one host (a bench's): its lanes count, unexported.
+                tracing::warn!("cannot export the lanes' request counts: {e}");
+            }
             for router in &config.routers {
                 for lane in 0..count {
-                    tunnel::start_lane(&tls, dial.clone(), *router, source.clone(), lanes_end.clone(), lane)?;
+                    let requests = per_lane.with_label_values(&[router.to_string(), lane.to_string()]);
+                    tunnel::start_lane(&tls, dial.clone(), *router, source.clone(), lanes_end.clone(), lane, requests)?;
                 }
             }
         }

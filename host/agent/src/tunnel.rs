@@ -64,6 +64,7 @@ pub(crate) fn start_lane(
     source: ReportSource,
     mut stop: tokio::sync::watch::Receiver<()>,
     lane: usize,
+    requests: prometheus::IntCounter,
 ) -> Result<(), wasmesh_tunnel::TunnelError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let endpoint = {
@@ -73,7 +74,7 @@ pub(crate) fn start_lane(
     std::thread::Builder::new().name(format!("wasmesh-lane-{lane}")).spawn(move || {
         runtime.block_on(async move {
             tokio::select! {
-                () = link(endpoint, dial, addr, source) => {}
+                () = link(endpoint, dial, addr, source, requests) => {}
                 _ = stop.changed() => {}
             }
         });
@@ -82,7 +83,14 @@ pub(crate) fn start_lane(
 }
 
 /// Keeps a link to the router at `addr` for as long as the task runs.
-pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: SocketAddr, source: ReportSource) {
+/// `requests` counts the requests it serves.
+pub(crate) async fn link(
+    endpoint: quinn::Endpoint,
+    tls: DialConfig,
+    addr: SocketAddr,
+    source: ReportSource,
+    requests: prometheus::IntCounter,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let config = tls.read().expect("dial config lock").clone();
@@ -96,7 +104,13 @@ pub(crate) async fn link(endpoint: quinn::Endpoint, tls: DialConfig, addr: Socke
                     loop {
                         match connection.accept_bi().await {
                             Ok((send, recv)) => {
-                                tokio::spawn(serve_stream(source.host.clone(), source.receipts.clone(), send, recv));
+                                tokio::spawn(serve_stream(
+                                    source.host.clone(),
+                                    source.receipts.clone(),
+                                    requests.clone(),
+                                    send,
+                                    recv,
+                                ));
                             }
                             Err(e) => {
                                 tracing::warn!(router = %addr, "router link lost: {e}");
@@ -150,6 +164,7 @@ const WHOLE_BODY: usize = 64 << 10;
 async fn serve_stream(
     host: Arc<Host>,
     receipts: crate::receipts::Receipts,
+    requests: prometheus::IntCounter,
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
 ) {
@@ -175,7 +190,10 @@ async fn serve_stream(
             }
         };
         let head = match open {
-            Open::Request(head) => head,
+            Open::Request(head) => {
+                requests.inc();
+                head
+            }
             Open::Preload { model, pin } => {
                 preload(&host, model, pin);
                 let mut out = Vec::with_capacity(64);

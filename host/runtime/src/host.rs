@@ -170,6 +170,11 @@ impl Host {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The registry `GET /metrics` serves: other parts of the node register theirs here.
+    pub fn metrics_registry(&self) -> &prometheus::Registry {
+        &self.metrics
+    }
+
     /// Requests served since start.
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
