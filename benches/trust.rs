@@ -15,7 +15,8 @@
 //!    counted with that measured ratio.
 //! 3. Scored audits across engine builds (`trust/scored.rs`): the false-positive rate
 //!    of the scoring tolerance on honest answers of another build, and the share of
-//!    cheated answers it fails. `TRUST_BENCH_ONLY=scored` runs this part alone.
+//!    cheated answers it fails. `TRUST_BENCH_ONLY=scored` runs this part alone;
+//!    `TRUST_BENCH_ONLY=fabric` runs parts 1 and 2 without it.
 //!
 //! Ends with one line of JSON.
 
@@ -275,7 +276,27 @@ fn main() {
         checked_share * 100.0,
         audit_share * 100.0
     );
+    // The bound a node meets that cheats on a fraction of its requests only once past
+    // probation (`late_part_time`): each request of it is caught with odds share x
+    // PART_TIME, so being caught within WITHIN with 99% odds takes a share of at least
+    // (1 - 0.01^(1/WITHIN)) / PART_TIME, which the fabric pays on every honest node past
+    // probation at the check's cost. No draw escapes it: a node's requests look alike to
+    // the router and its cheats are independent of them.
+    let share_needed = (1.0 - 0.01f64.powf(1.0 / WITHIN as f64)) / PART_TIME;
+    let compute_needed = share_needed * ratio;
+    let ratio_for_both = 0.02 / share_needed;
+    println!(
+        "late_part_time: caught within {WITHIN} with 99% odds needs an audit share of {:.1}% past probation, {:.1}% of all compute at this machine's check ratio ({ratio:.3}); with audit compute <= 2% too, a check must cost at most {ratio_for_both:.3}x a generation",
+        share_needed * 100.0,
+        compute_needed * 100.0
+    );
     let mut line = serde_json::Map::new();
+    line.insert("late_part_time_share_needed".into(), serde_json::json!((share_needed * 10_000.0).round() / 10_000.0));
+    line.insert(
+        "late_part_time_compute_needed".into(),
+        serde_json::json!((compute_needed * 10_000.0).round() / 10_000.0),
+    );
+    line.insert("check_ratio_for_both_goals".into(), serde_json::json!((ratio_for_both * 1000.0).round() / 1000.0));
     line.insert("nodes".into(), NODES.into());
     line.insert("cheaters".into(), CHEATERS.into());
     line.insert("cheaters_caught".into(), caught_in_fabric.into());
@@ -290,6 +311,8 @@ fn main() {
     line.insert("cheated_requests_settled_before_caught".into(), settled.into());
     line.extend(per_kind);
     line.extend(figures);
-    line.extend(scored::run(&config));
+    if !std::env::var("TRUST_BENCH_ONLY").is_ok_and(|v| v == "fabric") {
+        line.extend(scored::run(&config));
+    }
     println!("{}", serde_json::Value::Object(line));
 }
