@@ -17,6 +17,7 @@
 mod audit;
 mod callers;
 mod follow;
+mod lanes;
 mod link;
 mod meter;
 mod metrics;
@@ -109,7 +110,7 @@ impl RouterConfig {
 /// The policy snapshot and, index for index, the connections it routes to.
 struct Routed {
     snapshot: Snapshot,
-    links: Vec<Arc<link::Lanes>>,
+    links: Vec<Arc<lanes::Lanes>>,
     /// The apps each node has loaded, with their versions (by node index).
     apps: Vec<Arc<std::collections::BTreeMap<String, u64>>>,
 }

@@ -1,6 +1,7 @@
 //! The router's side of the hosts' QUIC connections: who is connected, what they
 //! report, and forwarding requests to them with failover.
 
+use crate::lanes::{InFlight, Lanes};
 use crate::route_error::{Kind, RouteError};
 use crate::{Body, Inner, Routed, error};
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmesh_api::wire::ModelState;
-use wasmesh_policy::{Candidate, ModelRef, NodeIndex, NodeState, Request, Snapshot, Warmth};
+use wasmesh_policy::{Candidate, ModelRef, NodeState, Request, Snapshot, Warmth};
 use wasmesh_tunnel::{
     Frame, FrameReader, HostReport, Open, RequestHead, ResponseHead, encode_frame, encode_head, write_frame, write_head,
 };
@@ -23,7 +24,7 @@ pub(crate) struct HostConn {
     /// keep-alive reuses connections.
     idle: Mutex<Vec<Exchange>>,
     /// Requests on this lane whose answers have not ended (see [`Lanes::pick`]).
-    busy: AtomicUsize,
+    pub(crate) busy: AtomicUsize,
 }
 
 /// Idle streams kept per host at most (more than the requests a host serves at once).
@@ -80,40 +81,6 @@ impl Link {
 
 /// Lanes one node may open to a router at most (a host opens one per link thread).
 const MAX_LANES: usize = 64;
-
-/// A routable node's open lanes, as the routing table holds them.
-pub(crate) struct Lanes {
-    lanes: Vec<Arc<HostConn>>,
-    next: AtomicUsize,
-}
-
-impl Lanes {
-    /// The lane for the next request: the one with the fewest answers in flight, so a
-    /// lane whose thread is taken by a long or CPU-heavy guest gets fewer new requests;
-    /// ties go to the lanes in turn.
-    pub(crate) fn pick(&self) -> &Arc<HostConn> {
-        if let [only] = self.lanes.as_slice() {
-            return only;
-        }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.lanes[least_loaded(self.lanes.len(), turn, |i| self.lanes[i].busy.load(Ordering::Relaxed))]
-    }
-}
-
-/// Of `n` lanes, the one with the smallest `load`, looking from lane `turn % n` on (the
-/// first of equals wins, so equal lanes take requests in turn).
-fn least_loaded(n: usize, turn: usize, load: impl Fn(usize) -> usize) -> usize {
-    let first = turn % n;
-    let mut best = (load(first), first);
-    for k in 1..n {
-        let i = (first + k) % n;
-        let l = load(i);
-        if l < best.0 {
-            best = (l, i);
-        }
-    }
-    best.1
-}
 
 /// The connected hosts.
 #[derive(Default)]
@@ -272,36 +239,13 @@ pub(crate) fn rebuild(inner: &Inner) {
             }
         }
         table.push(node);
-        connections.push(Arc::new(Lanes { lanes, next: Default::default() }));
+        connections.push(Arc::new(Lanes::new(lanes)));
         apps.push(Arc::new(r.apps.clone()));
     }
     drop(links);
     match Snapshot::build(table, &inner.config.policy) {
         Ok(snapshot) => inner.routed.store(Arc::new(Routed { snapshot, links: connections, apps })),
         Err(e) => tracing::error!("cannot build the routing table: {e}"),
-    }
-}
-
-/// A request in flight on a node and one of its lanes: counted on the snapshot (for
-/// routing) and on the lane (for [`Lanes::pick`]) until dropped.
-pub(crate) struct InFlight {
-    routed: Arc<Routed>,
-    node: NodeIndex,
-    lane: Arc<HostConn>,
-}
-
-impl InFlight {
-    fn begin(routed: &Arc<Routed>, node: NodeIndex, lane: &Arc<HostConn>) -> Self {
-        routed.snapshot.begin(node);
-        lane.busy.fetch_add(1, Ordering::Relaxed);
-        Self { routed: routed.clone(), node, lane: lane.clone() }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.routed.snapshot.end(self.node);
-        self.lane.busy.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -595,18 +539,5 @@ mod tests {
     fn fnv_is_stable() {
         assert_eq!(super::hash(""), 0xcbf2_9ce4_8422_2325);
         assert_ne!(super::hash("/a"), super::hash("/b"));
-    }
-
-    #[test]
-    fn the_least_loaded_lane_wins_and_equals_take_turns() {
-        let pick = |loads: &[usize], turn| super::least_loaded(loads.len(), turn, |i| loads[i]);
-        // Equal lanes: each turn starts at the next lane.
-        assert_eq!((0..6).map(|t| pick(&[0, 0, 0], t)).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
-        // A lane busy with a long guest gets no new request while another is idle.
-        assert!((0..6).all(|t| pick(&[3, 0, 0], t) != 0));
-        assert_eq!(pick(&[2, 5, 1, 4], 1), 2);
-        // Of equals, the first from the turn on.
-        assert_eq!(pick(&[1, 0, 7, 0], 2), 3);
-        assert_eq!(pick(&[1, 0, 7, 0], 0), 1);
     }
 }

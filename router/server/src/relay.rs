@@ -8,7 +8,8 @@
 //! held until its end (it is complete by then anyway), an event stream from its first
 //! `usage` event on (the last events, with `stream_options.include_usage`).
 
-use crate::link::{Exchange, InFlight};
+use crate::lanes::InFlight;
+use crate::link::Exchange;
 use crate::meter::Hold;
 use crate::{Body, error};
 use bytes::Bytes;
