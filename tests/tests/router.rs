@@ -366,6 +366,29 @@ fn the_openai_client_completes_a_chat_a_streamed_chat_and_embeddings() {
 /// A caller who leaves in the middle of a streamed answer stops its generation on the
 /// host, and the stream it was on is not reused: the requests after it (which go on kept
 /// streams) get their own answers, whole.
+/// A streamed chat of up to 3,000 tokens through router `router`, read up to its first
+/// token: the connection (dropping it leaves the generation).
+fn long_generation(fabric: &Fabric, router: usize) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let (addr, key) = (fabric.routers[router].0.addr, format!("Bearer {}", fabric.invoke));
+    let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "POST /fn/demo/chat HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&seen).contains("data: {\"text\"") {
+        let n = conn.read(&mut buf).expect("tokens stream");
+        assert!(n > 0, "the stream ended before its first token: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    conn
+}
+
 #[test]
 fn a_caller_who_leaves_mid_stream_frees_the_host_and_later_requests_get_their_own_answers() {
     if !prerequisites() {
@@ -375,24 +398,9 @@ fn a_caller_who_leaves_mid_stream_frees_the_host_and_later_requests_get_their_ow
     wait_for("the router to learn the app", Duration::from_secs(30), || {
         fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
     });
-    let (router, key) = (fabric.routers[0].0.addr, format!("Bearer {}", fabric.invoke));
+    let router = fabric.routers[0].0.addr;
     for round in 0..2 {
-        use std::io::{Read, Write};
-        let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
-        let mut conn = std::net::TcpStream::connect(router).unwrap();
-        write!(
-            conn,
-            "POST /fn/demo/chat HTTP/1.1\r\nHost: {router}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
-        while !String::from_utf8_lossy(&seen).contains("data: {\"text\"") {
-            let n = conn.read(&mut buf).expect("tokens stream");
-            assert!(n > 0, "the stream ended before its first token: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
+        let conn = long_generation(&fabric, 0);
         assert!(fabric.host_health(0)["in_flight"].as_u64().unwrap_or(0) > 0, "round {round}: the host generates");
         drop(conn);
         wait_for("the host to stop the generation its caller left", Duration::from_secs(30), || {
@@ -438,25 +446,10 @@ fn a_lane_held_by_a_long_answer_gets_few_new_requests() {
     wait_for("the router to learn the app", Duration::from_secs(30), || {
         fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
     });
-    let (router, quic, key) = (fabric.routers[0].0.addr, fabric.routers[0].1, format!("Bearer {}", fabric.invoke));
+    let quic = fabric.routers[0].1;
     assert_eq!(lane_requests(&fabric, 0, quic).len(), 2, "two lanes to the router");
     // A long generation holds one lane.
-    use std::io::{Read, Write};
-    let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
-    let mut conn = std::net::TcpStream::connect(router).unwrap();
-    write!(
-        conn,
-        "POST /fn/demo/chat HTTP/1.1\r\nHost: {router}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
-    while !String::from_utf8_lossy(&seen).contains("data: {\"text\"") {
-        let n = conn.read(&mut buf).expect("tokens stream");
-        assert!(n > 0, "the stream ended before its first token: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let conn = long_generation(&fabric, 0);
     let before = lane_requests(&fabric, 0, quic);
     for _ in 0..20 {
         let r = fabric.call(0, "GET", "/fn/demo/hello", None);
