@@ -249,6 +249,44 @@ impl Fabric {
         self.router_counter(&format!("wasmesh_router_audit_replays_total{{way=\"{way}\"}}"))
     }
 
+    /// Waits until `n` audits of the nodes `ids` are accounted for: recorded by the
+    /// registry, or counted by the router under one of `unreported` (outcomes that never
+    /// reach the registry). Audits on 2 cores shared with another test can take minutes,
+    /// so this fails when none has been accounted for in `stall` (or after `limit` in
+    /// all), and then says where every count stands.
+    fn wait_audits(&self, ids: &[String], n: u64, unreported: &[&str], stall: Duration, limit: Duration) {
+        let started = std::time::Instant::now();
+        let (mut best, mut moved) = (0, started);
+        loop {
+            let recorded: u64 =
+                ids.iter().map(|id| self.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
+            let done = recorded + unreported.iter().map(|o| self.router_metric(o)).sum::<u64>();
+            if done >= n {
+                return;
+            }
+            if done > best {
+                (best, moved) = (done, std::time::Instant::now());
+            }
+            if moved.elapsed() > stall || started.elapsed() > limit {
+                let nodes: Vec<String> = ids.iter().map(|id| format!("{id}: {:?}", self.audits(id).trust)).collect();
+                let outcomes = ["skipped", "no_auditor", "dropped", "error", "passed", "failed", "inconclusive"];
+                let router: Vec<String> = outcomes.iter().map(|o| format!("{o} {}", self.router_metric(o))).collect();
+                let replays: Vec<String> =
+                    ["checked", "scored", "generated"].iter().map(|w| format!("{w} {}", self.replays(w))).collect();
+                panic!(
+                    "{done} of {n} audits accounted for after {:?} ({:?} without one more); registry: {}; \
+                     router's audits: {}; replays: {}",
+                    started.elapsed(),
+                    moved.elapsed(),
+                    nodes.join(", "),
+                    router.join(", "),
+                    replays.join(", ")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     fn router_counter(&self, series: &str) -> u64 {
         let text = request(self.router.addr, "GET", "/metrics", &[], None).unwrap().text();
         let line = format!("{series} ");
@@ -309,11 +347,7 @@ fn cheater_is_caught(tag: &str, postgres: bool) {
 
     // The honest hosts were audited and never accused; the cheater's provider's other
     // node is audited more from now on.
-    wait_for("every audit of the first round reported", Duration::from_secs(240), || {
-        let reported: u64 =
-            ids.iter().map(|id| fabric.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
-        reported + fabric.router_metric("error") + fabric.router_metric("no_auditor") >= 48
-    });
+    fabric.wait_audits(&ids, 48, &["error", "no_auditor"], Duration::from_secs(180), Duration::from_secs(900));
     for (i, id) in ids[..2].iter().enumerate() {
         let audits = fabric.audits(id);
         println!("host-{i}: {:?}", audits.trust);
@@ -365,10 +399,7 @@ fn a_thousand_audited_honest_requests_accuse_nobody() {
             .map(|id| fabric.audits(id).trust)
             .fold((0, 0, 0), |(p, f, i), t| (p + t.passed, f + t.failed, i + t.inconclusive))
     };
-    wait_for("every request audited", Duration::from_secs(600), || {
-        let (p, f, i) = total();
-        p + f + i >= n as u64
-    });
+    fabric.wait_audits(&ids, n as u64, &[], Duration::from_secs(180), Duration::from_secs(1200));
     let (passed, failed, inconclusive) = total();
     println!(
         "{n} requests audited: passed {passed}, failed {failed}, inconclusive {inconclusive}; router: dropped {}, errors {}",
@@ -415,11 +446,7 @@ fn nodes_of_another_build_are_scored_and_a_cheater_among_them_is_caught() {
     assert_ne!(failed.auditors[0], failed.auditors[1], "two different auditors confirmed it");
 
     let outcomes = ["error", "no_auditor", "dropped", "skipped"];
-    wait_for("every audit reported", Duration::from_secs(480), || {
-        let reported: u64 =
-            ids.iter().map(|id| fabric.audits(id).trust).map(|t| t.passed + t.failed + t.inconclusive).sum();
-        reported + outcomes.iter().map(|o| fabric.router_metric(o)).sum::<u64>() >= 48
-    });
+    fabric.wait_audits(&ids, 48, &outcomes, Duration::from_secs(180), Duration::from_secs(900));
     for outcome in outcomes {
         assert_eq!(fabric.router_metric(outcome), 0, "audits that ended {outcome}");
     }
