@@ -363,22 +363,27 @@ fn the_openai_client_completes_a_chat_a_streamed_chat_and_embeddings() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A caller who leaves in the middle of a streamed answer stops its generation on the
-/// host, and the stream it was on is not reused: the requests after it (which go on kept
-/// streams) get their own answers, whole.
-/// A streamed chat of up to 3,000 tokens through router `router`, read up to its first
-/// token: the connection (dropping it leaves the generation).
-fn long_generation(fabric: &Fabric, router: usize) -> std::net::TcpStream {
-    use std::io::{Read, Write};
-    let (addr, key) = (fabric.routers[router].0.addr, format!("Bearer {}", fabric.invoke));
+/// Sends a streamed chat of up to 3,000 tokens to the router at `addr` (with
+/// `Connection: close` when `close`); the connection, its answer not yet read.
+fn send_long_chat(addr: std::net::SocketAddr, invoke: &str, close: bool) -> std::net::TcpStream {
+    use std::io::Write;
     let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
+    let close = if close { "Connection: close\r\n" } else { "" };
     let mut conn = std::net::TcpStream::connect(addr).unwrap();
     write!(
         conn,
-        "POST /fn/demo/chat HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /fn/demo/chat HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {invoke}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{close}\r\n{body}",
         body.len()
     )
     .unwrap();
+    conn
+}
+
+/// A streamed chat of up to 3,000 tokens through router `router`, read up to its first
+/// token: the connection (dropping it leaves the generation).
+fn long_generation(fabric: &Fabric, router: usize) -> std::net::TcpStream {
+    use std::io::Read;
+    let mut conn = send_long_chat(fabric.routers[router].0.addr, &fabric.invoke, false);
     conn.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
     while !String::from_utf8_lossy(&seen).contains("data: {\"text\"") {
@@ -389,6 +394,9 @@ fn long_generation(fabric: &Fabric, router: usize) -> std::net::TcpStream {
     conn
 }
 
+/// A caller who leaves in the middle of a streamed answer stops its generation on the
+/// host, and the stream it was on is not reused: the requests after it (which go on kept
+/// streams) get their own answers, whole.
 #[test]
 fn a_caller_who_leaves_mid_stream_frees_the_host_and_later_requests_get_their_own_answers() {
     if !prerequisites() {
@@ -474,19 +482,12 @@ fn a_stream_whose_host_dies_ends_with_an_error_event_not_a_hang() {
     wait_for("the routers to learn the app", Duration::from_secs(30), || {
         fabric.call(0, "GET", "/fn/demo/hello", None).status == 200
     });
-    let (router, key) = (fabric.routers[0].0.addr, format!("Bearer {}", fabric.invoke));
+    let (router, invoke) = (fabric.routers[0].0.addr, fabric.invoke.clone());
     // Read the stream as it comes, and say when the first token has arrived.
     let (first_token, got_first) = std::sync::mpsc::channel();
     let stream = std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        let body = r#"{"prompt": "Write a very long story about the sea.", "max_tokens": 3000, "temperature": 0, "chat": true, "stream": true}"#;
-        let mut conn = std::net::TcpStream::connect(router).unwrap();
-        write!(
-            conn,
-            "POST /fn/demo/chat HTTP/1.1\r\nHost: {router}\r\nAuthorization: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
+        use std::io::Read;
+        let mut conn = send_long_chat(router, &invoke, true);
         let (mut seen, mut buf, mut told) = (Vec::new(), [0u8; 4096], false);
         loop {
             match conn.read(&mut buf) {
